@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy tables, the session factory and Alembic migrations."""

@@ -1,0 +1,36 @@
+"""The one error hierarchy. Adapters translate vendor errors into these; only the HTTP layer maps
+them to status codes."""
+
+from __future__ import annotations
+
+
+class NakamaError(Exception):
+    """Root of every error Nakama raises on purpose."""
+
+
+class InvalidInput(NakamaError):
+    """The caller sent something we cannot accept (bad name, malformed event)."""
+
+
+class InvalidEvent(InvalidInput):
+    """A webhook body that does not match the expected schema."""
+
+
+class Unauthorized(NakamaError):
+    """Missing or wrong credentials."""
+
+
+class NotFound(NakamaError):
+    """The named thing does not exist."""
+
+
+class Conflict(NakamaError):
+    """The request clashes with existing state (e.g. a name already taken)."""
+
+
+class TemporaryError(NakamaError):
+    """Worth retrying later: an unreachable service, a timeout."""
+
+
+class PermanentError(NakamaError):
+    """Retrying will not help: a failed build, a rejected request."""

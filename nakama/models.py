@@ -1,0 +1,100 @@
+"""Pydantic models at the boundaries: webhook bodies in, API shapes in and out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from nakama.names import name_problem
+
+Sha = str
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class EventProject(_Lenient):
+    name: str | None = None
+    path_with_namespace: str | None = None
+    default_branch: str | None = None
+
+    @property
+    def project_name(self) -> str:
+        """The Nakama project name: the last segment of the GitLab path."""
+        path = self.path_with_namespace or self.name or ""
+        return path.rsplit("/", 1)[-1].lower()
+
+
+class EventCommit(_Lenient):
+    id: str
+    added: list[str] = Field(default_factory=list)
+    modified: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+
+
+class PushEvent(_Lenient):
+    """A GitLab Push Hook or Tag Push Hook body (the fields Nakama reads)."""
+
+    object_kind: Literal["push", "tag_push"]
+    before: str = Field(pattern=r"^[0-9a-f]{40}$")
+    after: str = Field(pattern=r"^[0-9a-f]{40}$")
+    ref: str = Field(min_length=1, max_length=1024)
+    checkout_sha: str | None = None
+    project: EventProject
+    commits: list[EventCommit] = Field(default_factory=list)
+    total_commits_count: int = 0
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        description="DNS-1123 label of at most 40 characters: lower-case a-z, digits and '-'",
+        examples=["sales-dashboard"],
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        problem = name_problem(value)
+        if problem:
+            raise ValueError(f"{problem} (a DNS-1123 label such as 'sales-dashboard')")
+        return value
+
+
+class LastPush(BaseModel):
+    action: str
+    reason: str
+
+
+class ProjectPublic(BaseModel):
+    name: str
+    status: str
+    status_message: str | None = None
+    clone_url: str
+    app_url: str | None
+    app_state: str | None = None
+    deployed_commit: str | None
+    image_tag: str | None = Field(description="tag of the deployed image or environment")
+    last_push: LastPush | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PipelinePublic(BaseModel):
+    id: int
+    project: str
+    kind: str
+    status: str
+    commit: str
+    branch: str
+    reason: str
+    tag: str | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None

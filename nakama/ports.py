@@ -1,0 +1,91 @@
+"""The ports: what the core needs from the outside world, as small Protocols.
+
+Each has a local-mode adapter (nakama.local) and, later, a cluster one (GitLab, Harbor,
+Kubernetes + Flux). The composition root (backend.compose) picks them once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class BuildRef:
+    """A finished build (an image, or a local environment) for one dependency hash."""
+
+    dep_hash: str
+    tag: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PipelineRequest:
+    project: str
+    kind: str  # "build" or "reload"
+    commit: str
+    branch: str
+    reason: str
+    dep_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class AppStatus:
+    state: str  # running, starting, crashed, backoff, stopped
+    detail: str = ""
+
+
+class Forge(Protocol):
+    """Where the code lives: repositories, their commits and their hooks."""
+
+    def create_repository(
+        self, project: str, *, files: Mapping[str, bytes], branch: str, hook_token: str
+    ) -> str: ...
+
+    def delete_repository(self, project: str) -> None: ...
+
+    def clone_url(self, project: str) -> str: ...
+
+    def head(self, project: str, branch: str) -> str | None: ...
+
+    def changed_paths(self, project: str, before: str, after: str) -> list[str] | None: ...
+
+    def read_files(
+        self, project: str, commit: str, patterns: Iterable[str]
+    ) -> dict[str, bytes]: ...
+
+
+class Registry(Protocol):
+    """Where builds are kept, found by dependency hash."""
+
+    def find(self, project: str, dep_hash: str) -> BuildRef | None: ...
+
+    def delete_project(self, project: str, *, dep_hashes: set[str], shared: set[str]) -> None: ...
+
+
+class Pipelines(Protocol):
+    """Runs builds and reloads."""
+
+    def submit(self, request: PipelineRequest) -> int: ...
+
+    def cancel_project(self, project: str) -> None: ...
+
+    def purge_project(self, project: str) -> None: ...
+
+    def log(self, project: str, pipeline_id: int) -> str: ...
+
+
+class Runtime(Protocol):
+    """Where apps run."""
+
+    def prepare(self, project: str) -> str:
+        """Reserve what the app needs to run (a port, a host name); return its URL."""
+        ...
+
+    def remove(self, project: str) -> None: ...
+
+    def status(self, project: str) -> AppStatus: ...
+
+    def logs(self, project: str, *, tail: int) -> str: ...

@@ -1,0 +1,111 @@
+"""Settings for one Nakama process, read from the environment (prefix ``NAKAMA_``).
+
+Built once in ``main()`` or the app factory and passed down; nothing reads it at import time.
+Nested parts use ``__`` in variable names, e.g. ``NAKAMA_RUNTIME__PORT_RANGE_START=9000``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DEPENDENCY_FILES: tuple[str, ...] = (
+    "requirements*.txt",
+    "pyproject.toml",
+    "uv.lock",
+    "poetry.lock",
+    "Pipfile.lock",
+    "packages.txt",
+    "Dockerfile",
+    ".python-version",
+)
+
+
+def _source_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+class ReceiverSettings(BaseModel):
+    """The webhook receiver's limits."""
+
+    # GitLab caps bodies at 25 MB; a push hook is a few KB even with 20 commits, so 1 MiB is ample
+    # and keeps a hostile client from filling memory.
+    max_body_bytes: int = 1024 * 1024
+
+
+class PlanningSettings(BaseModel):
+    """What the push planner treats as a dependency change."""
+
+    dependency_files: tuple[str, ...] = DEFAULT_DEPENDENCY_FILES
+    # The branch whose pushes deploy; other branches are ignored.
+    deploy_branch: str = "main"
+
+
+class RuntimeSettings(BaseModel):
+    """Local-mode app processes."""
+
+    # First port handed to an app; each project keeps its port for life.
+    port_range_start: int = 8600
+    port_range_end: int = 8999
+    # Seconds an app may take from start to answering HTTP before it counts as unhealthy.
+    # Streamlit needs 2-5 s on a small machine; a heavy app more.
+    health_timeout_s: float = 60.0
+    # Seconds between health probes while an app starts.
+    health_interval_s: float = 0.05
+    # Back-off after a crash: first delay and cap, in seconds.
+    restart_backoff_initial_s: float = 1.0
+    restart_backoff_max_s: float = 60.0
+    # Seconds to wait after SIGTERM before SIGKILL.
+    stop_timeout_s: float = 10.0
+    # How a code-only push reaches a running app: "restart" stops and starts the process on the
+    # new worktree; "live" swaps the code in place and lets Streamlit's file watcher rerun it.
+    reload_strategy: str = "restart"
+
+
+class BuilderSettings(BaseModel):
+    """Local-mode environment builds."""
+
+    # Seconds a single environment build may take before it is failed.
+    build_timeout_s: float = 1800.0
+    # uv's cache; shared by all builds so a rebuild with known packages takes seconds.
+    uv_cache_dir: Path | None = None
+    # Python interpreter for app environments; None means the one running Nakama.
+    python: str | None = None
+
+
+class Settings(BaseSettings):
+    """One Nakama process's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NAKAMA_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".nakama")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # URL at which apps, hooks and users reach this server; defaults to http://host:port.
+    public_url: str | None = None
+    # SQLAlchemy URL; defaults to SQLite in the data dir.
+    database_url: str | None = None
+    admin_token: SecretStr | None = None
+    starter_kit_dir: Path = Field(default_factory=lambda: _source_root() / "app_starter_kit")
+    log_format: str = "console"  # "console" or "json"
+    log_level: str = "INFO"
+    # Worker threads running build and reload jobs; projects are serialised, so this is how many
+    # projects may build at once.
+    job_workers: int = 2
+
+    receiver: ReceiverSettings = ReceiverSettings()
+    planning: PlanningSettings = PlanningSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+    builder: BuilderSettings = BuilderSettings()
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'nakama.db'}"

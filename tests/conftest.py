@@ -1,0 +1,32 @@
+"""Shared fixtures: reference payloads, a migrated database, environment hygiene."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = Path(os.environ.get("NAKAMA_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference"))
+WEBHOOKS = REFERENCE / "gitlab" / "webhooks"
+
+
+def load_reference(name: str) -> Any:
+    data = json.loads((WEBHOOKS / name).read_text())
+    if isinstance(data, dict):
+        data.pop("_comment", None)
+    return data
+
+
+@pytest.fixture(autouse=True)
+def _git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests' own git commands must not read the developer's config."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test Author")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "author@example.com")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "Test Author")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "author@example.com")

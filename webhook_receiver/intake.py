@@ -1,0 +1,173 @@
+"""HTTP intake: token check, size limit, schema check, durable store, 2xx.
+
+Nothing here decides what a push means; it only makes sure a valid event is stored once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from nakama.auth import tokens_equal
+from nakama.db.session import Database
+from nakama.db.tables import Project, WebhookEvent
+from nakama.logs import get_logger
+from nakama.models import PushEvent
+from nakama.settings import ReceiverSettings
+
+log = get_logger(__name__)
+
+ENDPOINTS = ("build-image", "code-reload")
+PUSH_KINDS = ("Push Hook", "Tag Push Hook")
+# A stand-in secret so an unknown project costs the same comparison as a known one.
+_DUMMY_SECRET = "x" * 43
+
+
+class Rejection(Exception):
+    """A delivery we answer with a 4xx and do not store."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Rejection(400, "invalid Content-Length")
+        if int(declared) > limit:
+            raise Rejection(413, f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Rejection(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Rejection(400, f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise Rejection(422, "body must be a JSON object")
+    return data
+
+
+def _project_name(data: dict[str, Any]) -> str:
+    project = data.get("project")
+    if not isinstance(project, dict):
+        raise Rejection(422, "body has no 'project' object")
+    path = project.get("path_with_namespace") or project.get("name")
+    if not isinstance(path, str) or not path:
+        raise Rejection(422, "body has no project.path_with_namespace")
+    return path.rsplit("/", 1)[-1].lower()
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid push event: " + "; ".join(parts)
+
+
+class Intake:
+    """Validates and stores webhook deliveries."""
+
+    def __init__(
+        self, *, db: Database, settings: ReceiverSettings, on_stored: Callable[[], None]
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._on_stored = on_stored
+
+    def _check_token(self, project: str, given: str | None) -> None:
+        with self._db.session() as s:
+            expected = s.scalar(select(Project.hook_token).where(Project.name == project))
+        if not given:
+            raise Rejection(401, "missing X-Gitlab-Token header")
+        ok = tokens_equal(given, expected or _DUMMY_SECRET)
+        if not ok or expected is None:
+            raise Rejection(401, "invalid token")
+
+    def _store(self, *, endpoint: str, dedup: str, kind: str, project: str, body: bytes) -> int | None:
+        row = WebhookEvent(
+            endpoint=endpoint,
+            dedup_key=f"{endpoint}:{dedup}",
+            event_kind=kind,
+            project=project,
+            body=body.decode(),
+        )
+        try:
+            with self._db.session() as s:
+                s.add(row)
+                s.flush()
+                return row.id
+        except IntegrityError:
+            return None
+
+    async def handle(self, endpoint: str, request: Request) -> JSONResponse:
+        headers = request.headers
+        delivery = headers.get("idempotency-key") or headers.get("x-gitlab-event-uuid")
+        structlog.contextvars.bind_contextvars(delivery=delivery, endpoint=endpoint)
+        try:
+            body = await _read_body(request, self._settings.max_body_bytes)
+            data = _parse_json(body)
+            project = _project_name(data)
+            self._check_token(project, headers.get("x-gitlab-token"))
+            kind = headers.get("x-gitlab-event", "")
+            if kind not in PUSH_KINDS:
+                log.info("event ignored", kind=kind[:60], project=project)
+                return JSONResponse({"status": "ignored", "reason": f"{kind or 'no'} event"})
+            try:
+                PushEvent.model_validate(data)
+            except ValidationError as exc:
+                raise Rejection(422, _validation_message(exc)) from None
+            if not delivery:
+                raise Rejection(422, "missing Idempotency-Key or X-Gitlab-Event-UUID header")
+            event_id = self._store(
+                endpoint=endpoint, dedup=delivery[:150], kind=kind, project=project, body=body
+            )
+            if event_id is None:
+                log.info("duplicate delivery dropped", project=project)
+                return JSONResponse({"status": "duplicate"})
+            log.info("event stored", event_id=event_id, project=project)
+            self._on_stored()
+            return JSONResponse({"status": "accepted", "event_id": event_id}, status_code=202)
+        except Rejection as rej:
+            log.warning("delivery rejected", status=rej.status, reason=rej.message)
+            return _error(rej.status, rej.message)
+        finally:
+            structlog.contextvars.unbind_contextvars("delivery", "endpoint")
+
+
+def make_receiver_router(intake: Intake) -> APIRouter:
+    router = APIRouter(tags=["webhooks"])
+
+    @router.post("/build-image", status_code=202, summary="Push hook: build when dependencies change")
+    async def build_image(request: Request) -> JSONResponse:
+        return await intake.handle("build-image", request)
+
+    @router.post("/code-reload", status_code=202, summary="Push hook: reload when only code changes")
+    async def code_reload(request: Request) -> JSONResponse:
+        return await intake.handle("code-reload", request)
+
+    return router
