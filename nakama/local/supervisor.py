@@ -1,0 +1,308 @@
+"""Local mode's runtime: one supervised process (group) per app on a loopback port.
+
+``Supervisor.run`` is on the push-to-live path: stop the old process group, start the new one in
+its own session, probe loopback HTTP every ``health_interval_s`` until it answers (status < 500);
+if it exits or times out instead, raise ``PermanentError`` with the log's tail. A healthy app is
+supervised: a watcher thread per process reaps it and restarts it after exponential back-off.
+``run`` and ``stop`` cancel pending restarts. One lock per app; health waits happen outside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from nakama.errors import Conflict, PermanentError
+from nakama.settings import RuntimeSettings
+
+Status = Literal["running", "starting", "crashed", "backoff", "stopped"]
+# Inherited from Nakama's own environment; everything else (NAKAMA_* secrets above all) is not.
+_INHERITED = ("HOME", "PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME")
+_TAIL_LINES_IN_ERRORS = 20
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """How to run one app; ``bin_dir`` (the app's virtualenv ``bin``) goes first on ``PATH``."""
+
+    name: str
+    cwd: Path
+    command: list[str]
+    port: int
+    env: Mapping[str, str]
+    log_path: Path
+    health_path: str = "/"
+    bin_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class AppState:
+    status: Status
+    pid: int | None
+    restarts: int
+    last_exit_code: int | None
+    since: datetime
+
+
+@dataclass(eq=False)
+class _Proc:
+    popen: subprocess.Popen[bytes]
+    exited: threading.Event = field(default_factory=threading.Event)
+    healthy_at: float | None = None  # time.monotonic() when it first answered
+
+
+@dataclass(eq=False)
+class _App:
+    spec: AppSpec | None = None
+    proc: _Proc | None = None
+    supervised: bool = False  # restart on crash; only after run() has seen it healthy
+    status: Status = "stopped"
+    restarts: int = 0
+    last_exit_code: int | None = None
+    since: datetime = field(default_factory=lambda: datetime.now(UTC))
+    backoff_s: float = 0.0
+    cancel: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set_status(self, status: Status) -> None:
+        self.status, self.since = status, datetime.now(UTC)
+
+
+class Supervisor:
+    """Starts, replaces, restarts and stops app processes; thread-safe, one lock per app."""
+
+    def __init__(self, *, settings: RuntimeSettings, backoff_reset_s: float = 60.0) -> None:
+        self._settings = settings
+        self._backoff_reset_s = backoff_reset_s
+        self._apps: dict[str, _App] = {}
+        self._apps_lock = threading.Lock()
+
+    def run(self, spec: AppSpec) -> None:
+        """Start ``spec`` (replacing a running process of that name) and return once healthy."""
+        app = self._app(spec.name)
+        with app.lock:
+            self._stop_locked(app)
+            app.spec, app.restarts, app.cancel = spec, 0, threading.Event()
+            app.backoff_s = self._settings.restart_backoff_initial_s
+            deadline = time.monotonic() + 1.0  # killed leftovers of the old app may still hold it
+            while not port_is_free(spec.port):
+                if time.monotonic() > deadline:
+                    app.set_status("crashed")
+                    raise PermanentError(f"app {spec.name!r}: port {spec.port} is taken by others")
+                time.sleep(0.01)
+            try:
+                proc = self._spawn_locked(app, spec)
+            except OSError as exc:
+                app.set_status("crashed")
+                raise PermanentError(f"app {spec.name!r} cannot start: {exc}") from exc
+        problem = self._wait_healthy(proc, spec)
+        with app.lock:
+            if problem is None and proc.exited.is_set():
+                problem = f"exited with code {proc.popen.returncode} right after answering"
+            if app.proc is not proc:
+                raise PermanentError(f"app {spec.name!r} was stopped or replaced while starting")
+            if problem is None:
+                proc.healthy_at, app.supervised = time.monotonic(), True
+                app.set_status("running")
+                return
+            _terminate(proc, timeout_s=0.0)
+            app.last_exit_code = proc.popen.returncode
+            app.set_status("crashed")
+        tail = read_log_tail(spec.log_path, lines=_TAIL_LINES_IN_ERRORS)
+        raise PermanentError(f"app {spec.name!r} {problem}; last log lines:\n{tail}")
+
+    def stop(self, name: str) -> None:
+        """SIGTERM the app's process group, SIGKILL after ``stop_timeout_s``; idempotent."""
+        app = self._app(name)
+        with app.lock:
+            self._stop_locked(app)
+
+    def stop_all(self) -> None:
+        """Stop every app at once (each waits out its own grace period)."""
+        with self._apps_lock:
+            names = list(self._apps)
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            list(pool.map(self.stop, names))
+
+    def state(self, name: str) -> AppState:
+        """A snapshot; an app never run reads as stopped."""
+        app = self._app(name)
+        with app.lock:
+            live = app.proc is not None and app.status in ("running", "starting")
+            pid = app.proc.popen.pid if live and app.proc else None
+            return AppState(app.status, pid, app.restarts, app.last_exit_code, app.since)
+
+    def log_tail(self, name: str, *, lines: int = 200) -> str:
+        spec = self._app(name).spec
+        return read_log_tail(spec.log_path, lines=lines) if spec else ""
+
+    def _app(self, name: str) -> _App:
+        with self._apps_lock:
+            return self._apps.setdefault(name, _App())
+
+    def _stop_locked(self, app: _App) -> None:
+        app.cancel.set()
+        app.supervised = False
+        proc, app.proc = app.proc, None
+        if proc is not None:
+            _terminate(proc, timeout_s=self._settings.stop_timeout_s)
+            app.last_exit_code = proc.popen.returncode
+        if app.status != "stopped":
+            app.set_status("stopped")
+
+    def _spawn_locked(self, app: _App, spec: AppSpec) -> _Proc:
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = app_environment(spec.env, port=spec.port, bin_dir=spec.bin_dir)
+        with open(spec.log_path, "ab", buffering=0) as log:
+            popen = subprocess.Popen(
+                spec.command, cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            )  # fmt: skip
+            # The child is still starting its interpreter, so this line lands before its output.
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            log.write(f"--- started pid {popen.pid} at {stamp} ---\n".encode())
+        proc = _Proc(popen)
+        app.proc = proc
+        app.set_status("starting")
+        threading.Thread(
+            target=self._watch, args=(app, proc), name=f"nakama-app-{spec.name}", daemon=True
+        ).start()
+        return proc
+
+    def _wait_healthy(self, proc: _Proc, spec: AppSpec) -> str | None:
+        """``None`` once the app answers HTTP, else why it never did."""
+        deadline = time.monotonic() + self._settings.health_timeout_s
+        while True:
+            if proc.exited.is_set():
+                return f"exited with code {proc.popen.returncode} while starting"
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return f"did not answer HTTP within {self._settings.health_timeout_s:g} s"
+            answered = probe_http(spec.port, spec.health_path, timeout_s=min(2.0, remaining))
+            if answered and not proc.exited.is_set():
+                return None
+            proc.exited.wait(self._settings.health_interval_s)
+
+    def _watch(self, app: _App, proc: _Proc) -> None:
+        """Reap ``proc``; restart it after back-off if it was a supervised app's current one."""
+        proc.popen.wait()
+        proc.exited.set()
+        with app.lock:
+            if app.proc is not proc:
+                return  # stopped or replaced on purpose
+            _kill_group(proc.popen.pid)  # leftovers of a crashed app would hold its port
+            app.last_exit_code = proc.popen.returncode
+            if not app.supervised:
+                app.set_status("crashed")  # run() is waiting and reports it
+                return
+            app.set_status("backoff")
+            healthy_for = time.monotonic() - (proc.healthy_at or time.monotonic())
+            if healthy_for >= self._backoff_reset_s:
+                app.backoff_s = self._settings.restart_backoff_initial_s
+            delay, app.backoff_s = app.backoff_s, next_backoff(app.backoff_s, self._settings)
+            cancel, spec = app.cancel, app.spec
+        if cancel.wait(delay) or spec is None:
+            return
+        with app.lock:
+            if app.cancel is not cancel or cancel.is_set() or app.proc is not proc:
+                return
+            try:
+                new = self._spawn_locked(app, spec)
+            except OSError:
+                app.supervised = False
+                app.set_status("crashed")
+                return
+            app.restarts += 1
+        problem = self._wait_healthy(new, spec)
+        with app.lock:
+            if app.proc is new and problem is None and not new.exited.is_set():
+                new.healthy_at = time.monotonic()
+                app.set_status("running")
+            elif app.proc is new and not new.exited.is_set():
+                _kill_group(new.popen.pid)  # its watcher sees a crash and backs off again
+
+
+def next_backoff(current_s: float, settings: RuntimeSettings) -> float:
+    """The delay after the one just used: doubled, capped at ``restart_backoff_max_s``."""
+    doubled = max(current_s, settings.restart_backoff_initial_s) * 2
+    return min(doubled, settings.restart_backoff_max_s)
+
+
+def app_environment(extra: Mapping[str, str], *, port: int, bin_dir: Path | None) -> dict[str, str]:
+    """An app's environment: a few harmless inherited variables, ``extra``, then ours on top."""
+    env = {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("LC_")}
+    env.update(extra)
+    env["PORT"] = str(port)
+    env["PYTHONUNBUFFERED"] = "1"
+    if bin_dir is not None:
+        env["PATH"] = os.pathsep.join([str(bin_dir), *filter(None, [env.get("PATH")])])
+        env["VIRTUAL_ENV"] = str(bin_dir.parent)
+    return env
+
+
+def allocate_port(used: set[int], settings: RuntimeSettings) -> int:
+    """The lowest port of the configured range (both ends included) not in ``used``."""
+    for port in range(settings.port_range_start, settings.port_range_end + 1):
+        if port not in used:
+            return port
+    raise Conflict(f"no free app port in {settings.port_range_start}-{settings.port_range_end}")
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing listens on ``host:port`` (bound as servers do, with SO_REUSEADDR)."""
+    with socket.socket() as sock, contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        return True
+    return False
+
+
+def probe_http(port: int, path: str = "/", *, timeout_s: float = 1.0) -> bool:
+    """Whether ``127.0.0.1:port`` answers ``GET path`` with a status below 500."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        return conn.getresponse().status < 500
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def read_log_tail(path: Path, *, lines: int = 200, max_bytes: int = 1 << 20) -> str:
+    """The last ``lines`` lines of a log file (reading at most ``max_bytes`` from its end)."""
+    data = b""
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as log:
+        pos = end = log.seek(0, os.SEEK_END)
+        while pos > 0 and data.count(b"\n") <= lines and end - pos < max_bytes:
+            pos -= (step := min(64 * 1024, pos))
+            log.seek(pos)
+            data = log.read(step) + data
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def _terminate(proc: _Proc, *, timeout_s: float) -> None:
+    """SIGTERM the process group, SIGKILL it after ``timeout_s``; return once it is reaped."""
+    if not proc.exited.is_set():
+        _kill_group(proc.popen.pid, signal.SIGTERM if timeout_s > 0 else signal.SIGKILL)
+        if not proc.exited.wait(timeout_s):
+            _kill_group(proc.popen.pid)
+        proc.exited.wait()
+    _kill_group(proc.popen.pid)  # children that outlived the leader
+
+
+def _kill_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
