@@ -1,0 +1,187 @@
+"""The composition root: picks the adapters once from settings and builds the FastAPI app that
+serves the API, the git repositories and the webhook endpoints on one port."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from backend.api import make_api_router
+from backend.projects import ProjectService, read_starter_kit
+from image_builder.environments import clean_partial_builds
+from nakama import __version__
+from nakama.auth import TokenStore, new_token
+from nakama.db.session import Database
+from nakama.errors import (
+    Conflict,
+    InvalidInput,
+    NakamaError,
+    NotFound,
+    PermanentError,
+    TemporaryError,
+    Unauthorized,
+)
+from nakama.local.forge import LocalForge
+from nakama.local.gitserver import make_git_router
+from nakama.local.jobs import LocalPipelines
+from nakama.local.registry import LocalRegistry
+from nakama.local.runtime import LocalRuntime
+from nakama.local.supervisor import Supervisor
+from nakama.logs import get_logger
+from nakama.settings import Settings
+from webhook_receiver.intake import Intake, make_receiver_router
+from webhook_receiver.processing import EventProcessor
+
+log = get_logger(__name__)
+
+_STATUS = {
+    InvalidInput: 422,
+    Unauthorized: 401,
+    NotFound: 404,
+    Conflict: 409,
+    TemporaryError: 503,
+    PermanentError: 502,
+}
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    db: Database
+    tokens: TokenStore
+    forge: LocalForge
+    registry: LocalRegistry
+    runtime: LocalRuntime
+    pipelines: LocalPipelines
+    processor: EventProcessor
+    projects: ProjectService
+
+    def bootstrap_admin(self) -> str | None:
+        """Make sure an admin token exists; return it if it was generated just now."""
+        if self.settings.admin_token is not None:
+            self.tokens.add(
+                self.settings.admin_token.get_secret_value(), name="admin", is_admin=True
+            )
+            return None
+        if self.tokens.has_admin():
+            return None
+        token = new_token()
+        self.tokens.add(token, name="admin", is_admin=True)
+        path = self.admin_token_file
+        path.write_text(token + "\n")
+        path.chmod(0o600)
+        return token
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.settings.data_dir / "admin-token"
+
+    def start(self) -> None:
+        removed = clean_partial_builds(self.pipelines.envs_dir)
+        if removed:
+            log.info("removed interrupted builds", count=removed)
+        self.pipelines.start(self.settings.job_workers)
+        self.processor.start()
+        threading.Thread(target=self._resume, name="resume", daemon=True).start()
+
+    def _resume(self) -> None:
+        self.projects.finish_deletes()
+        self.pipelines.restore_deployed()
+
+    def stop(self) -> None:
+        self.processor.stop()
+        self.pipelines.stop()
+        self.runtime.stop_all()
+        self.db.dispose()
+
+
+def build_platform(settings: Settings) -> Platform:
+    data = settings.data_dir
+    for sub in ("git", "envs", "apps", "logs"):
+        (data / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(data, 0o700)
+    db = Database(settings.db_url)
+    db.migrate()
+    forge = LocalForge(repos_dir=data / "git", base_url=settings.base_url)
+    registry = LocalRegistry(envs_dir=data / "envs")
+    runtime = LocalRuntime(
+        apps_dir=data / "apps",
+        forge=forge,
+        supervisor=Supervisor(settings=settings.runtime),
+        settings=settings.runtime,
+    )
+    pipelines = LocalPipelines(db=db, forge=forge, runtime=runtime, settings=settings)
+    processor = EventProcessor(
+        db=db, forge=forge, registry=registry, pipelines=pipelines, settings=settings.planning
+    )
+    projects = ProjectService(
+        db=db,
+        forge=forge,
+        registry=registry,
+        pipelines=pipelines,
+        runtime=runtime,
+        starter_kit=read_starter_kit(settings.starter_kit_dir),
+        deploy_branch=settings.planning.deploy_branch,
+    )
+    return Platform(
+        settings=settings,
+        db=db,
+        tokens=TokenStore(db),
+        forge=forge,
+        registry=registry,
+        runtime=runtime,
+        pipelines=pipelines,
+        processor=processor,
+        projects=projects,
+    )
+
+
+def create_app(platform: Platform) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        platform.start()
+        log.info("nakama is up", url=platform.settings.base_url)
+        try:
+            yield
+        finally:
+            platform.stop()
+
+    app = FastAPI(
+        title="Nakama",
+        version=__version__,
+        description="Push-to-deploy for Streamlit and other Python web apps.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(NakamaError)
+    async def nakama_error(_request: Request, exc: NakamaError) -> JSONResponse:
+        for kind, status in _STATUS.items():
+            if isinstance(exc, kind):
+                headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+                return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+        log.error("unclassified error", error_type=type(exc).__name__)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    intake = Intake(
+        db=platform.db, settings=platform.settings.receiver, on_stored=platform.processor.notify
+    )
+    app.include_router(make_receiver_router(intake))
+    app.include_router(make_api_router(projects=platform.projects, tokens=platform.tokens))
+    app.include_router(
+        make_git_router(
+            repos_dir=platform.forge.repos_dir,
+            authenticate=lambda _user, password: platform.tokens.authenticate(password) is not None,
+        )
+    )
+    return app

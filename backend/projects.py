@@ -1,0 +1,230 @@
+"""The project service: create, read and delete projects through the ports.
+
+Every step of a delete is idempotent, and a delete interrupted by a crash is finished at the
+next start (``finish_deletes``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from sqlalchemy import delete, select
+
+from nakama.db.session import Database
+from nakama.db.tables import Pipeline, Project, PushPlan, WebhookEvent
+from nakama.errors import Conflict, NakamaError, NotFound
+from nakama.logs import get_logger
+from nakama.models import LastPush, PipelinePublic, ProjectCreate, ProjectPublic
+from nakama.names import validate_project_name
+from nakama.ports import Forge, PipelineRequest, Pipelines, Registry, Runtime
+
+log = get_logger(__name__)
+
+
+def read_starter_kit(root: Path) -> dict[str, bytes]:
+    """Every file of the starter kit, by repository-relative path."""
+    if not root.is_dir():
+        raise NakamaError(f"starter kit not found at {root}")
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def pipeline_public(row: Pipeline) -> PipelinePublic:
+    duration = None
+    if row.started_at and row.finished_at:
+        duration = round((row.finished_at - row.started_at).total_seconds(), 3)
+    return PipelinePublic(
+        id=row.id,
+        project=row.project,
+        kind=row.kind,
+        status=row.status,
+        commit=row.commit_sha,
+        branch=row.branch,
+        reason=row.reason,
+        tag=row.tag,
+        error=row.error,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        duration_s=duration,
+    )
+
+
+class ProjectService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        forge: Forge,
+        registry: Registry,
+        pipelines: Pipelines,
+        runtime: Runtime,
+        starter_kit: Mapping[str, bytes],
+        deploy_branch: str,
+    ) -> None:
+        self._db = db
+        self._forge = forge
+        self._registry = registry
+        self._pipelines = pipelines
+        self._runtime = runtime
+        self._starter_kit = starter_kit
+        self._branch = deploy_branch
+        self._app_urls: dict[str, str] = {}
+
+    # --- reads -----------------------------------------------------------------------------
+    def _public(self, row: Project) -> ProjectPublic:
+        app_url = self._app_urls.get(row.name)
+        if app_url is None and row.status != "deleting":
+            app_url = self._app_urls[row.name] = self._runtime.prepare(row.name)
+        return ProjectPublic(
+            name=row.name,
+            status=row.status,
+            status_message=row.status_message,
+            clone_url=self._forge.clone_url(row.name),
+            app_url=app_url,
+            app_state=self._runtime.status(row.name).state,
+            deployed_commit=row.deployed_commit,
+            image_tag=row.deployed_tag,
+            last_push=LastPush(action=row.last_action, reason=row.last_reason or "")
+            if row.last_action
+            else None,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    def _row(self, name: str) -> Project:
+        with self._db.session() as s:
+            row = s.scalar(select(Project).where(Project.name == name))
+        if row is None:
+            raise NotFound(f"project {name!r} not found")
+        return row
+
+    def get(self, name: str) -> ProjectPublic:
+        return self._public(self._row(name))
+
+    def list(self) -> list[ProjectPublic]:
+        with self._db.session() as s:
+            rows = s.scalars(select(Project).order_by(Project.name)).all()
+        return [self._public(r) for r in rows]
+
+    def pipelines(self, name: str, *, limit: int = 50) -> list[PipelinePublic]:
+        self._row(name)
+        with self._db.session() as s:
+            rows = s.scalars(
+                select(Pipeline)
+                .where(Pipeline.project == name)
+                .order_by(Pipeline.id.desc())
+                .limit(limit)
+            ).all()
+        return [pipeline_public(r) for r in rows]
+
+    def pipeline(self, name: str, pipeline_id: int) -> PipelinePublic:
+        with self._db.session() as s:
+            row = s.get(Pipeline, pipeline_id)
+        if row is None or row.project != name:
+            raise NotFound(f"pipeline {pipeline_id} of project {name!r} not found")
+        return pipeline_public(row)
+
+    def pipeline_log(self, name: str, pipeline_id: int) -> str:
+        self.pipeline(name, pipeline_id)
+        return self._pipelines.log(name, pipeline_id)
+
+    def app_logs(self, name: str, *, tail: int) -> str:
+        self._row(name)
+        return self._runtime.logs(name, tail=tail)
+
+    # --- create ----------------------------------------------------------------------------
+    def create(self, request: ProjectCreate) -> ProjectPublic:
+        name = validate_project_name(request.name)
+        with self._db.session() as s:
+            if s.scalar(select(Project.id).where(Project.name == name)) is not None:
+                raise Conflict(f"project {name!r} already exists")
+            s.add(
+                Project(
+                    name=name,
+                    status="creating",
+                    branch=self._branch,
+                    hook_token=secrets.token_urlsafe(32),
+                )
+            )
+        try:
+            return self._provision(name)
+        except NakamaError as exc:
+            self._set_status(name, "failed", f"creation failed: {exc}")
+            raise
+
+    def _provision(self, name: str) -> ProjectPublic:
+        row = self._row(name)
+        self._app_urls[name] = self._runtime.prepare(name)
+        commit = self._forge.create_repository(
+            name, files=self._starter_kit, branch=row.branch, hook_token=row.hook_token
+        )
+        reason = "first build of the starter kit"
+        self._pipelines.submit(
+            PipelineRequest(project=name, kind="build", commit=commit, branch=row.branch,
+                            reason=reason)
+        )
+        with self._db.session() as s:
+            project = s.scalar(select(Project).where(Project.name == name))
+            assert project is not None
+            project.status = "building"
+            project.last_action, project.last_reason = "build", reason
+        log.info("project created", project=name, commit=commit)
+        return self.get(name)
+
+    def _set_status(self, name: str, status: str, message: str | None) -> None:
+        with self._db.session() as s:
+            row = s.scalar(select(Project).where(Project.name == name))
+            if row is not None:
+                row.status, row.status_message = status, message
+
+    # --- delete ----------------------------------------------------------------------------
+    def request_delete(self, name: str) -> None:
+        """Mark the project for deletion and remove it in the background (idempotent)."""
+        with self._db.session() as s:
+            row = s.scalar(select(Project).where(Project.name == name))
+            if row is None:
+                return
+            row.status, row.status_message = "deleting", None
+        threading.Thread(target=self.finish_delete, args=(name,), daemon=True).start()
+
+    def finish_deletes(self) -> None:
+        with self._db.session() as s:
+            names = s.scalars(select(Project.name).where(Project.status == "deleting")).all()
+        for name in names:
+            self.finish_delete(name)
+
+    def finish_delete(self, name: str) -> None:
+        try:
+            self._delete_everything(name)
+        except NakamaError as exc:
+            log.error("delete failed; it will be finished at the next start", project=name,
+                      error=str(exc))
+            self._set_status(name, "deleting", f"delete incomplete: {exc}")
+
+    def _delete_everything(self, name: str) -> None:
+        self._pipelines.cancel_project(name)
+        self._runtime.remove(name)
+        self._forge.delete_repository(name)
+        with self._db.session() as s:
+            mine = set(s.scalars(select(Pipeline.dep_hash).where(
+                Pipeline.project == name, Pipeline.dep_hash.is_not(None))).all())
+            shared = set(s.scalars(select(Pipeline.dep_hash).where(
+                Pipeline.project != name, Pipeline.dep_hash.is_not(None))).all())
+        self._registry.delete_project(
+            name, dep_hashes={h for h in mine if h}, shared={h for h in shared if h}
+        )
+        self._pipelines.purge_project(name)
+        with self._db.session() as s:
+            for table in (Pipeline, PushPlan):
+                s.execute(delete(table).where(table.project == name))
+            s.execute(delete(WebhookEvent).where(WebhookEvent.project == name))
+            s.execute(delete(Project).where(Project.name == name))
+        self._app_urls.pop(name, None)
+        log.info("project deleted", project=name)

@@ -1,0 +1,68 @@
+"""The ``nakama`` command: ``up`` runs the platform; ``reload sync`` is the init-container step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Nakama: push-to-deploy for Streamlit and other Python web apps.",
+                  no_args_is_help=True, add_completion=False)
+reload_app = typer.Typer(help="Code reloader steps.", no_args_is_help=True)
+app.add_typer(reload_app, name="reload")
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path | None, typer.Option(help="where repositories, apps and the database live")] = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port for the API, git and webhooks")] = None,
+) -> None:
+    """Run Nakama in local mode: API, webhook receiver, git server, job runner and apps."""
+    import uvicorn
+
+    from backend.app import build_platform, create_app
+    from nakama.logs import configure_logging
+    from nakama.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir.expanduser().resolve()
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    platform = build_platform(settings)
+    token = platform.bootstrap_admin()
+    typer.echo(f"Nakama {settings.base_url}  (API docs: {settings.base_url}/docs)")
+    typer.echo(f"data dir: {settings.data_dir}")
+    if token is not None:
+        typer.echo(f"admin token: {token}   (also saved to {platform.admin_token_file})")
+    elif settings.admin_token is not None:
+        typer.echo("admin token: the value of NAKAMA_ADMIN_TOKEN")
+    else:
+        typer.echo(f"admin token: in {platform.admin_token_file}")
+    uvicorn.run(
+        create_app(platform),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=15,
+    )
+
+
+@reload_app.command("sync", context_settings={"allow_extra_args": True,
+                                               "ignore_unknown_options": True})
+def reload_sync(ctx: typer.Context) -> None:
+    """Fetch one commit into a git-sync style directory and swap the link to it."""
+    from code_reloader.cli import sync_main
+
+    raise typer.Exit(sync_main(list(ctx.args)))
+
+
+def main() -> None:
+    app()

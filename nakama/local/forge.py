@@ -1,0 +1,274 @@
+"""Local mode's forge: one bare git repository per project on disk.
+
+It plays GitLab's part on a single machine: repositories are created from the starter kit
+without a work tree, served by :mod:`nakama.local.gitserver`, and each carries a post-receive hook
+(:mod:`nakama.local.post_receive`) that sends a GitLab-format Push Hook to the receiver. The
+compare and file reads the push planner needs come from git plumbing here. Every git command goes
+through :func:`nakama.clients.git.run_git`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import uuid
+import zlib
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
+
+import nakama
+from nakama.clients.git import git_text, run_git
+from nakama.errors import Conflict, InvalidInput, NotFound
+from nakama.names import name_problem, validate_project_name
+from nakama.planning import ZERO_SHA
+from nakama.tagging import is_dependency_file
+
+_SHA = re.compile(r"^[0-9a-f]{4,64}$")
+_FILE_MODES = ("100644", "100755")
+NAMESPACE = "local"  # path_with_namespace in hook bodies is "local/<project>"
+
+
+def _source_root() -> Path:
+    """The directory from which ``import nakama`` works, for the hook's PYTHONPATH."""
+    return Path(nakama.__file__).resolve().parent.parent
+
+
+def _hook_script(python: str) -> str:
+    # -S skips site-packages: the hook needs only the standard library and nakama, and starts
+    # faster without them.
+    return (
+        "#!/bin/sh\n"
+        "# Installed by Nakama: sends a GitLab-format Push Hook for each pushed ref.\n"
+        f"PYTHONPATH={shlex.quote(str(_source_root()))}\n"
+        "export PYTHONPATH\n"
+        f"exec {shlex.quote(python)} -S -m nakama.local.post_receive\n"
+    )
+
+
+def _fast_import_path(path: str) -> str:
+    if path.startswith("/") or any(p in ("", ".", "..", ".git") for p in path.split("/")):
+        raise InvalidInput(f"invalid file path in repository: {path[:200]!r}")
+    if any(c in path for c in '\n"\\') or path.startswith(" "):
+        escaped = path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    return path
+
+
+def _check_sha(value: str) -> str:
+    if not _SHA.match(value):
+        raise InvalidInput(f"not a commit id: {value[:80]!r}")
+    return value
+
+
+class LocalForge:
+    """Bare repositories under ``repos_dir``, reachable at ``{base_url}/git/<project>.git``."""
+
+    def __init__(
+        self, *, repos_dir: Path, base_url: str, hook_python: str = sys.executable
+    ) -> None:
+        self.repos_dir = Path(repos_dir)
+        self.base_url = base_url.rstrip("/")
+        self.hook_python = hook_python
+
+    def repo_path(self, project: str) -> Path:
+        return self.repos_dir / f"{validate_project_name(project)}.git"
+
+    def clone_url(self, project: str) -> str:
+        return f"{self.base_url}/git/{validate_project_name(project)}.git"
+
+    def exists(self, project: str) -> bool:
+        return name_problem(project) is None and (self.repo_path(project) / "HEAD").is_file()
+
+    def _existing(self, project: str) -> Path:
+        path = self.repo_path(project)
+        if not (path / "HEAD").is_file():
+            raise NotFound(f"no repository for project {project!r}")
+        return path
+
+    def create_repository(
+        self,
+        project: str,
+        *,
+        files: Mapping[str, bytes],
+        branch: str,
+        hook_token: str,
+        message: str = "Start from the Nakama starter kit",
+        executable: Collection[str] = (),
+        project_id: int | None = None,
+    ) -> str:
+        """Create the repository with one commit holding ``files`` on ``branch``; its sha.
+
+        ``executable`` names files to commit with mode 100755. ``project_id`` is the id hook
+        bodies carry (default: a stable number derived from the name). Built in a temporary
+        directory and renamed into place, so a repository is either complete or absent.
+        """
+        final = self.repo_path(project)
+        if final.exists():
+            raise Conflict(f"a repository for project {project!r} already exists")
+        self.repos_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".new-{project}-", dir=self.repos_dir))
+        try:
+            run_git(["init", "--quiet", "--bare", "--template=", "-b", branch, str(tmp)])
+            sha = self._first_commit(
+                tmp, files=files, branch=branch, message=message, executable=executable
+            )
+            for key, value in (
+                ("http.receivepack", "true"),
+                ("uploadpack.allowAnySHA1InWant", "true"),
+                ("receive.advertisePushOptions", "true"),
+            ):
+                run_git(["config", key, value], git_dir=tmp)
+            self._install_hook(
+                tmp, project=project, branch=branch, hook_token=hook_token, project_id=project_id
+            )
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:
+                raise Conflict(f"a repository for project {project!r} already exists") from exc
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return sha
+
+    def _first_commit(
+        self,
+        git_dir: Path,
+        *,
+        files: Mapping[str, bytes],
+        branch: str,
+        message: str,
+        executable: Collection[str],
+    ) -> str:
+        """Write blobs, tree and commit in one ``git fast-import`` run: no work tree needed."""
+        text = message.encode()
+        stream = bytearray(b"commit refs/heads/" + branch.encode() + b"\n")
+        stream += b"committer Nakama <nakama@localhost> now\n"
+        stream += b"data %d\n%s\n" % (len(text), text)
+        for path in sorted(files):
+            content = files[path]
+            mode = _FILE_MODES[1] if path in executable else _FILE_MODES[0]
+            stream += f"M {mode} inline {_fast_import_path(path)}\n".encode()
+            stream += b"data %d\n%s\n" % (len(content), content)
+        stream += b"done\n"
+        run_git(
+            ["fast-import", "--quiet", "--date-format=now", "--done"],
+            git_dir=git_dir,
+            input=bytes(stream),
+        )
+        return git_text(
+            ["rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}"], git_dir=git_dir
+        )
+
+    def _install_hook(
+        self, git_dir: Path, *, project: str, branch: str, hook_token: str, project_id: int | None
+    ) -> None:
+        hooks = git_dir / "hooks"
+        hooks.mkdir(exist_ok=True)
+        hook = hooks / "post-receive"
+        hook.write_text(_hook_script(self.hook_python))
+        hook.chmod(0o755)
+        meta = git_dir / "nakama"
+        meta.mkdir(mode=0o700)
+        fd = os.open(meta / "hook-token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as token_file:
+            token_file.write(hook_token)
+        if project_id is None:
+            project_id = zlib.crc32(project.encode()) & 0x7FFFFFFF
+        config = {
+            "project": project,
+            "urls": [f"{self.base_url}/build-image", f"{self.base_url}/code-reload"],
+            "instance": self.base_url,
+            "project_id": project_id,
+            "namespace": NAMESPACE,
+            "web_url": f"{self.base_url}/projects/{project}",
+            "git_http_url": self.clone_url(project),
+            "default_branch": branch,
+        }
+        (meta / "hook.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    def delete_repository(self, project: str) -> None:
+        """Remove the repository; a missing one is fine. It is renamed away first, so it is never
+        served half-deleted."""
+        path = self.repo_path(project)
+        doomed = self.repos_dir / f".del-{project}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(path, doomed)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(doomed)
+
+    def head(self, project: str, branch: str) -> str | None:
+        """The commit at the tip of ``branch``, or None if there is no such branch."""
+        proc = run_git(
+            ["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}"],
+            git_dir=self._existing(project),
+            check=False,
+        )
+        sha = proc.stdout.decode().strip()
+        return sha if proc.returncode == 0 and sha else None
+
+    def changed_paths(self, project: str, before: str, after: str) -> list[str] | None:
+        """Paths that differ between the trees of ``before`` and ``after`` (a rename counts as
+        both paths); None when they cannot be compared (a new branch, a missing object)."""
+        git_dir = self._existing(project)
+        if before == ZERO_SHA or after == ZERO_SHA:
+            return None
+        proc = run_git(
+            [
+                "diff-tree",
+                "-r",
+                "-z",
+                "--no-renames",
+                "--name-only",
+                "--no-commit-id",
+                _check_sha(before),
+                _check_sha(after),
+                "--",
+            ],
+            git_dir=git_dir,
+            check=False,
+        )
+        if proc.returncode != 0:
+            return None
+        return sorted({p.decode(errors="surrogateescape") for p in proc.stdout.split(b"\0") if p})
+
+    def read_files(self, project: str, commit: str, patterns: Iterable[str]) -> dict[str, bytes]:
+        """Every regular file at ``commit`` whose path matches one of the fnmatch ``patterns``."""
+        git_dir = self._existing(project)
+        wanted = tuple(patterns)
+        listing = run_git(
+            ["ls-tree", "-r", "-z", "--full-tree", _check_sha(commit)], git_dir=git_dir, check=False
+        )
+        if listing.returncode != 0:
+            raise NotFound(f"commit {commit[:12]} not found in project {project!r}")
+        blobs: list[tuple[str, str]] = []
+        for entry in listing.stdout.split(b"\0"):
+            meta, _, raw_path = entry.partition(b"\t")
+            fields = meta.split()
+            path = raw_path.decode(errors="surrogateescape")
+            if (
+                len(fields) == 3
+                and fields[0].decode() in _FILE_MODES
+                and is_dependency_file(path, wanted)
+            ):
+                blobs.append((path, fields[2].decode()))
+        if not blobs:
+            return {}
+        out = run_git(
+            ["cat-file", "--batch"],
+            git_dir=git_dir,
+            input=b"".join(f"{sha}\n".encode() for _, sha in blobs),
+        ).stdout
+        result: dict[str, bytes] = {}
+        pos = 0
+        for path, _ in blobs:
+            end = out.index(b"\n", pos)
+            size = int(out[pos:end].split()[2])
+            result[path] = out[end + 1 : end + 1 + size]
+            pos = end + 1 + size + 1
+        return result

@@ -1,0 +1,274 @@
+"""The local pipelines: an in-process job runner for builds and reloads.
+
+Pipelines are rows in the database, so a restart finishes what was stored. Jobs of one project
+run one at a time, in the order they were submitted; a job with a newer one queued behind it for
+the same project is superseded (the newer one deploys a newer commit, building what it needs),
+so the app always ends on the newest push.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+from sqlalchemy import select, update
+
+from image_builder.environments import build_environment, find_environment
+from nakama.clients.git import run_git
+from nakama.db.session import Database
+from nakama.db.tables import Pipeline, Project
+from nakama.errors import NakamaError
+from nakama.local.forge import LocalForge
+from nakama.local.runtime import LocalRuntime
+from nakama.logs import get_logger
+from nakama.ports import PipelineRequest
+from nakama.settings import Settings
+from nakama.tagging import dependency_hash, image_tag
+
+log = get_logger(__name__)
+
+ACTIVE = ("pending", "running")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LocalPipelines:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        forge: LocalForge,
+        runtime: LocalRuntime,
+        settings: Settings,
+    ) -> None:
+        self._db = db
+        self._forge = forge
+        self._runtime = runtime
+        self._settings = settings
+        self.envs_dir = settings.data_dir / "envs"
+        self.logs_dir = settings.data_dir / "logs" / "pipelines"
+        self._lock = threading.Lock()
+        self._busy: set[str] = set()
+        self._wake = threading.Condition(self._lock)
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+
+    # --- the port --------------------------------------------------------------------------
+    def submit(self, request: PipelineRequest) -> int:
+        with self._db.session() as s:
+            row = Pipeline(
+                project=request.project,
+                kind=request.kind,
+                status="pending",
+                commit_sha=request.commit,
+                branch=request.branch,
+                reason=request.reason,
+                dep_hash=request.dep_hash,
+            )
+            s.add(row)
+            s.flush()
+            pipeline_id = row.id
+        with self._wake:
+            self._wake.notify_all()
+        return pipeline_id
+
+    def cancel_project(self, project: str) -> None:
+        with self._db.session() as s:
+            s.execute(
+                update(Pipeline)
+                .where(Pipeline.project == project, Pipeline.status == "pending")
+                .values(status="canceled", finished_at=_now())
+            )
+
+    def purge_project(self, project: str) -> None:
+        """Forget the project's pipeline logs (its rows go with the project's records)."""
+        shutil.rmtree(self.logs_dir / project, ignore_errors=True)
+
+    def log(self, project: str, pipeline_id: int) -> str:
+        path = self.log_path(project, pipeline_id)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def log_path(self, project: str, pipeline_id: int) -> Path:
+        return self.logs_dir / project / f"{pipeline_id}.log"
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self, workers: int) -> None:
+        """Requeue jobs a previous run left running, then start the workers."""
+        with self._db.session() as s:
+            s.execute(update(Pipeline).where(Pipeline.status == "running").values(status="pending"))
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.envs_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(workers):
+            t = threading.Thread(target=self._worker, name=f"job-runner-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def restore_deployed(self) -> None:
+        """Start every deployed app again (after ``nakama up`` restarts)."""
+        with self._db.session() as s:
+            rows = s.execute(
+                select(Project.name, Project.deployed_commit, Project.branch, Pipeline.dep_hash)
+                .join(Pipeline, Pipeline.id == Project.deployed_seq)
+                .where(Project.deployed_commit.is_not(None), Project.status != "deleting")
+            ).all()
+        for name, commit, branch, dep_hash in rows:
+            with self._wake:
+                if name in self._busy:
+                    continue  # a job is deploying it right now
+                self._busy.add(name)
+            try:
+                env = find_environment(self.envs_dir, dep_hash) if dep_hash else None
+                if env is None:
+                    self.submit(PipelineRequest(project=name, kind="build", commit=commit,
+                                                branch=branch, reason="environment missing at start"))
+                else:
+                    self._runtime.deploy(name, commit=commit, env=env)
+                    log.info("app restored", project=name, commit=commit[:12])
+            except NakamaError as exc:
+                log.error("app could not be restored", project=name, error=str(exc))
+            finally:
+                with self._wake:
+                    self._busy.discard(name)
+                    self._wake.notify_all()
+
+    def _worker(self) -> None:
+        while True:
+            with self._wake:
+                if self._stopping:
+                    return
+                job = self._claim()
+                if job is None:
+                    self._wake.wait(timeout=2.0)
+                    continue
+                self._busy.add(job.project)
+            try:
+                self._run(job)
+            except Exception:
+                log.exception("job runner crashed on a pipeline", pipeline=job.id)
+            finally:
+                with self._wake:
+                    self._busy.discard(job.project)
+                    self._wake.notify_all()
+
+    def _claim(self) -> Pipeline | None:
+        """The oldest pending job of a project that is not busy; supersede older duplicates."""
+        with self._db.session() as s:
+            pending = s.scalars(
+                select(Pipeline).where(Pipeline.status == "pending").order_by(Pipeline.id)
+            ).all()
+            newest: dict[str, int] = {}
+            for p in pending:
+                newest[p.project] = p.id
+            for p in pending:
+                if p.project in self._busy:
+                    continue
+                if newest[p.project] != p.id:
+                    p.status = "superseded"
+                    p.finished_at = _now()
+                    p.error = f"a newer push (pipeline {newest[p.project]}) replaced it"
+                    continue
+                p.status = "running"
+                p.started_at = _now()
+                return p
+        return None
+
+    # --- one job ---------------------------------------------------------------------------
+    def _run(self, job: Pipeline) -> None:
+        structlog.contextvars.bind_contextvars(pipeline=job.id, project=job.project)
+        started = time.monotonic()
+        path = self.log_path(job.project, job.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", buffering=1) as out:
+            try:
+                tag = self._execute(job, out)
+            except NakamaError as exc:
+                self._finish(job, "failed", error=str(exc)[:4000], out=out)
+            except Exception as exc:
+                log.exception("pipeline crashed")
+                self._finish(job, "failed", error=f"internal error: {type(exc).__name__}", out=out)
+            else:
+                self._finish(job, "success", tag=tag, out=out)
+        log.info("pipeline finished", seconds=round(time.monotonic() - started, 3))
+        structlog.contextvars.unbind_contextvars("pipeline", "project")
+
+    def _execute(self, job: Pipeline, out: TextIO) -> str:
+        out.write(f"pipeline {job.id}: {job.kind} of {job.commit_sha[:12]} on {job.branch}\n")
+        out.write(f"why: {job.reason}\n")
+        dep_hash = job.dep_hash or dependency_hash(
+            self._forge.read_files(
+                job.project, job.commit_sha, self._settings.planning.dependency_files
+            )
+        )
+        job.dep_hash = dep_hash
+        env = find_environment(self.envs_dir, dep_hash)
+        if env is not None:
+            out.write(f"environment {env.tag} for dependencies {dep_hash} exists; no build\n")
+        else:
+            tag = image_tag(branch=job.branch, sha=job.commit_sha, now=_now())
+            out.write(f"building environment {tag} for dependencies {dep_hash}\n")
+            with tempfile.TemporaryDirectory(prefix="nakama-src-") as src:
+                self._export(job.project, job.commit_sha, Path(src))
+                env, _ = build_environment(
+                    envs_dir=self.envs_dir,
+                    dep_hash=dep_hash,
+                    tag=tag,
+                    source_dir=Path(src),
+                    settings=self._settings.builder,
+                    log=out,
+                )
+            out.write(f"built environment {env.tag}\n")
+        if not self._still_wanted(job):
+            raise NakamaError("the project is being deleted")
+        out.write(f"deploying {job.commit_sha[:12]} on {env.tag}\n")
+        self._runtime.deploy(job.project, commit=job.commit_sha, env=env)
+        out.write("app is up\n")
+        return env.tag
+
+    def _export(self, project: str, commit: str, dest: Path) -> None:
+        archive = run_git(["archive", "--format=tar", commit], git_dir=self._forge.repo_path(project))
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(dest, filter="data")
+
+    def _still_wanted(self, job: Pipeline) -> bool:
+        with self._db.session() as s:
+            status = s.scalar(select(Project.status).where(Project.name == job.project))
+        return status is not None and status != "deleting"
+
+    def _finish(self, job: Pipeline, status: str, *, out: TextIO, tag: str | None = None,
+                error: str | None = None) -> None:
+        out.write(f"pipeline {status}" + (f": {error}" if error else "") + "\n")
+        with self._db.session() as s:
+            row = s.get(Pipeline, job.id)
+            project = s.scalar(select(Project).where(Project.name == job.project))
+            if row is not None:
+                row.status, row.tag, row.error, row.finished_at = status, tag, error, _now()
+                row.dep_hash = job.dep_hash
+            if project is None or project.status == "deleting":
+                return
+            if status == "success" and job.id >= project.deployed_seq:
+                project.deployed_commit = job.commit_sha
+                project.deployed_tag = tag
+                project.deployed_seq = job.id
+                project.status = "running"
+                project.status_message = None
+            elif status == "failed":
+                if project.deployed_commit is None:
+                    project.status = "failed"
+                project.status_message = f"pipeline {job.id} ({job.kind}) failed: {error}"

@@ -1,0 +1,250 @@
+"""The post-receive hook of local-mode repositories: tells the receiver about each pushed ref.
+
+git runs ``python -m nakama.local.post_receive`` in the bare repository after the refs moved, with
+one ``<old> <new> <ref>`` line per ref on stdin. For each branch or tag it gathers the commits as
+GitLab would, builds the same Push Hook body and POSTs it to every URL in ``nakama/hook.json`` with
+the token from ``nakama/hook-token``. It is on the push-to-live path and started once per push, so
+it uses the standard library's ``http.client`` (half the import time of ``urllib.request``) and
+delivers to all URLs at once. Whatever happens, the pusher gets one ``remote:`` line per ref and
+the hook exits 0: the push has already happened, and webhooks are hints that reconciling repairs.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import sys
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from nakama import __version__
+from nakama.clients.git import git_text, mask_credentials, run_git
+from nakama.local.push_payload import (
+    GIT_LOG_FORMAT,
+    MAX_COMMITS,
+    CommitInfo,
+    ProjectInfo,
+    Pusher,
+    build_push_payload,
+    delivery_headers,
+    parse_git_log,
+    parse_push_options,
+)
+from nakama.planning import BRANCH_PREFIX, TAG_PREFIX, ZERO_SHA
+
+DELIVERY_TIMEOUT_S = 10.0  # GitLab's default webhook timeout
+_REASON_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """What ``LocalForge`` wrote into ``<repo>/nakama/`` for this hook."""
+
+    project: ProjectInfo
+    urls: tuple[str, ...]
+    instance: str
+    token: str
+
+
+def load_config(repo: Path) -> HookConfig:
+    raw = json.loads((repo / "nakama" / "hook.json").read_text())
+    token = (repo / "nakama" / "hook-token").read_text().strip()
+    name = raw["project"]
+    instance = raw["instance"].rstrip("/")
+    project = ProjectInfo(
+        id=int(raw.get("project_id", 0)),
+        name=name,
+        namespace=raw.get("namespace", "local"),
+        web_url=raw.get("web_url", f"{instance}/{name}"),
+        git_http_url=raw.get("git_http_url", f"{instance}/git/{name}.git"),
+        default_branch=raw.get("default_branch", "main"),
+    )
+    return HookConfig(project, tuple(raw["urls"]), instance, token)
+
+
+def branch_commits(
+    repo: Path, *, ref: str, before: str, after: str
+) -> tuple[list[CommitInfo], int]:
+    """The commits a push to a branch brought, oldest → newest (newest 20 at most), and how many
+    there were: ``before..after`` for an update; for a new branch, what no other branch has."""
+    if before == ZERO_SHA:
+        branch = ref[len(BRANCH_PREFIX) :]
+        revs = [after, "--not", f"--exclude={branch}", "--branches"]
+    else:
+        revs = [f"{before}..{after}"]
+    log = run_git(
+        [
+            "log",
+            "-z",
+            "--name-status",
+            "-M",
+            "--diff-merges=first-parent",
+            "--no-color",
+            f"--format={GIT_LOG_FORMAT}",
+            f"-n{MAX_COMMITS}",
+            *revs,
+            "--",
+        ],
+        git_dir=repo,
+    ).stdout
+    commits = parse_git_log(log)[::-1]
+    total = len(commits)
+    if total >= MAX_COMMITS:
+        total = int(git_text(["rev-list", "--count", *revs, "--"], git_dir=repo))
+    return commits, total
+
+
+def tag_target(repo: Path, ref: str) -> tuple[str | None, str | None]:
+    """The commit a tag points to and, for an annotated tag, its message."""
+    out = git_text(
+        [
+            "for-each-ref",
+            "--format=%(objecttype)%00%(*objectname)%00%(objectname)%00%(contents)",
+            ref,
+        ],
+        git_dir=repo,
+    )
+    if not out:
+        return None, None
+    kind, peeled, direct, contents = [*out.split("\0", 3), "", "", ""][:4]
+    if kind == "tag":
+        return peeled or None, contents
+    return direct or None, None
+
+
+def push_options_from_env() -> dict[str, Any]:
+    count = int(os.environ.get("GIT_PUSH_OPTION_COUNT", "0") or 0)
+    return parse_push_options(os.environ.get(f"GIT_PUSH_OPTION_{i}", "") for i in range(count))
+
+
+def build_payload(
+    repo: Path, config: HookConfig, *, ref: str, before: str, after: str
+) -> dict[str, Any]:
+    pusher = Pusher(name=os.environ.get("REMOTE_USER") or os.environ.get("USER") or "nakama")
+    commits: list[CommitInfo] = []
+    total = 0
+    checkout: str | None = None
+    message: str | None = None
+    if after != ZERO_SHA:
+        if ref.startswith(TAG_PREFIX):
+            checkout, message = tag_target(repo, ref)
+        else:
+            commits, total = branch_commits(repo, ref=ref, before=before, after=after)
+    return build_push_payload(
+        project=config.project,
+        pusher=pusher,
+        ref=ref,
+        before=before,
+        after=after,
+        commits=commits,
+        total_commits_count=total,
+        checkout_sha=checkout,
+        tag_message=message,
+        push_options=push_options_from_env(),
+    )
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> str | None:
+    """POST once; None on success (2xx or 3xx, as GitLab counts it), else what went wrong."""
+    parts = urlsplit(url)
+    factory = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn = factory(parts.hostname or "localhost", parts.port, timeout=DELIVERY_TIMEOUT_S)
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            response = conn.getresponse()
+            detail = response.read(_REASON_LIMIT).decode(errors="replace").strip()
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException) as exc:
+        return f"could not reach {mask_credentials(url)}: {type(exc).__name__}: {exc}"[:400]
+    if 200 <= response.status < 400:
+        return None
+    shown = f" ({detail})" if detail else ""
+    return f"{mask_credentials(url)} answered HTTP {response.status} {response.reason}{shown}"
+
+
+def deliver(payload: dict[str, Any], config: HookConfig) -> list[str]:
+    """Send ``payload`` to every URL at once; the problems, if any."""
+    body = json.dumps(payload).encode()
+    event_uuid = uuid.uuid4()
+    problems: list[str | None] = [None] * len(config.urls)
+
+    def send(index: int, url: str) -> None:
+        headers = delivery_headers(
+            payload,
+            url=url,
+            token=config.token,
+            instance=config.instance,
+            event_uuid=event_uuid,
+            webhook_uuid=uuid.uuid4(),
+            version=__version__,
+        )
+        problems[index] = post(url, body, headers)
+
+    threads = [threading.Thread(target=send, args=(i, u)) for i, u in enumerate(config.urls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [p for p in problems if p]
+
+
+def summary(config: HookConfig, *, ref: str, after: str, problems: list[str]) -> str:
+    short = after[:8]
+    if ref.startswith(TAG_PREFIX):
+        what = f"tag {ref[len(TAG_PREFIX) :]}"
+        done = "deletion received" if after == ZERO_SHA else f"received ({short})"
+        line = f"nakama: {what} {done}"
+    else:
+        branch = ref[len(BRANCH_PREFIX) :]
+        default = config.project.default_branch
+        if after == ZERO_SHA:
+            line = f"nakama: deletion of branch {branch} received"
+        elif branch == default:
+            line = f"nakama: push to {branch} received ({short}); deploying"
+        else:
+            line = f"nakama: push to {branch} received ({short}); only {default} deploys"
+    if problems:
+        line = f"nakama: push to {ref} ({short}) was NOT delivered: " + "; ".join(problems)
+    return line
+
+
+def handle(repo: Path, lines: list[str]) -> list[str]:
+    """Deliver one event per pushed branch or tag; the lines to show the pusher."""
+    config = load_config(repo)
+    out: list[str] = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) != 3:
+            continue
+        before, after, ref = fields
+        if not ref.startswith((BRANCH_PREFIX, TAG_PREFIX)):
+            continue
+        payload = build_payload(repo, config, ref=ref, before=before, after=after)
+        problems = [p.replace(config.token, "[REDACTED]") for p in deliver(payload, config)]
+        out.append(summary(config, ref=ref, after=after, problems=problems))
+    return out
+
+
+def main() -> int:
+    repo = Path(os.environ.get("GIT_DIR", ".")).resolve()
+    lines = sys.stdin.read().splitlines()
+    try:
+        output = handle(repo, lines)
+    except Exception as exc:  # the push already happened: report, never crash at the pusher
+        reason = mask_credentials(f"{type(exc).__name__}: {exc}")[:300]
+        output = [f"nakama: could not notify Nakama of this push: {reason}"]
+    for text in output:
+        print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Local runtime: each app is a supervised process on its own port, running the commit that
+code_reloader put into ``apps/<name>/code/current`` with the environment of its dependencies."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+from code_reloader.sync import sync_commit
+from image_builder.environments import Environment
+from nakama.local.appconfig import load_app_config
+from nakama.local.forge import LocalForge
+from nakama.local.supervisor import AppSpec, Supervisor, allocate_port
+from nakama.errors import NakamaError
+from nakama.logs import get_logger
+from nakama.ports import AppStatus
+from nakama.settings import RuntimeSettings
+
+log = get_logger(__name__)
+
+APP_CONFIG_FILE = "nakama.toml"
+
+
+class LocalRuntime:
+    def __init__(
+        self,
+        *,
+        apps_dir: Path,
+        forge: LocalForge,
+        supervisor: Supervisor,
+        settings: RuntimeSettings,
+    ) -> None:
+        self.apps_dir = apps_dir
+        self._forge = forge
+        self._supervisor = supervisor
+        self._settings = settings
+        self._ports_lock = threading.Lock()
+
+    def _app_dir(self, project: str) -> Path:
+        return self.apps_dir / project
+
+    def _port_file(self, project: str) -> Path:
+        return self._app_dir(project) / "port.json"
+
+    def port(self, project: str) -> int | None:
+        try:
+            return int(json.loads(self._port_file(project).read_text())["port"])
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
+
+    def prepare(self, project: str) -> str:
+        """Give the project a port for life; return its app URL."""
+        with self._ports_lock:
+            port = self.port(project)
+            if port is None:
+                used = {p for d in self.apps_dir.glob("*") if (p := self.port(d.name)) is not None}
+                port = allocate_port(used, self._settings)
+                self._app_dir(project).mkdir(parents=True, exist_ok=True)
+                self._port_file(project).write_text(json.dumps({"port": port}))
+        return f"http://127.0.0.1:{port}/"
+
+    def deploy(self, project: str, *, commit: str, env: Environment,
+               fallback: tuple[str, Environment] | None = None) -> None:
+        """Put ``commit`` into the app's directory and (re)start the app on ``env``.
+
+        If the new version does not come up and ``fallback`` (the commit and environment that
+        ran before) is given, that version is started again before the error is raised, so a
+        broken push leaves the previous version serving.
+        """
+        try:
+            self._start(project, commit=commit, env=env)
+        except NakamaError:
+            if fallback is not None and fallback[0] != commit:
+                try:
+                    self._start(project, commit=fallback[0], env=fallback[1])
+                except NakamaError as exc:
+                    log.error("previous version did not come back either", project=project,
+                              error=str(exc)[:500])
+            raise
+
+    def _start(self, project: str, *, commit: str, env: Environment) -> None:
+        self.prepare(project)
+        port = self.port(project)
+        assert port is not None
+        code_root = self._app_dir(project) / "code"
+        worktree = sync_commit(
+            repo_url=str(self._forge.repo_path(project)), commit=commit, root=code_root
+        )
+        config_file = worktree / APP_CONFIG_FILE
+        config = load_app_config(config_file.read_text() if config_file.is_file() else None)
+        spec = AppSpec(
+            name=project,
+            cwd=code_root / "current",
+            command=config.command(python=str(env.python), port=port),
+            port=port,
+            env={},
+            log_path=self._app_dir(project) / "app.log",
+            health_path=config.health_path,
+            bin_dir=env.python.parent,
+        )
+        self._kill_orphan(project)
+        try:
+            self._supervisor.run(spec)
+        finally:
+            pid = self._supervisor.state(project).pid
+            if pid is not None:
+                self._pid_file(project).write_text(str(pid))
+
+    def _pid_file(self, project: str) -> Path:
+        return self._app_dir(project) / "app.pid"
+
+    def _kill_orphan(self, project: str) -> None:
+        """Stop an app process left behind by a Nakama that died without stopping its apps."""
+        if self._supervisor.state(project).pid is not None:
+            return  # ours: the supervisor replaces it
+        try:
+            pid = int(self._pid_file(project).read_text())
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except (FileNotFoundError, ValueError, OSError):
+            return
+        if Path(cwd).is_relative_to(self._app_dir(project)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            log.warning("stopped an app process left by an earlier run", project=project, pid=pid)
+            deadline = time.monotonic() + 5
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+    def status(self, project: str) -> AppStatus:
+        state = self._supervisor.state(project)
+        detail = f"restarts={state.restarts}" if state.restarts else ""
+        return AppStatus(state=state.status, detail=detail)
+
+    def logs(self, project: str, *, tail: int) -> str:
+        path = self._app_dir(project) / "app.log"
+        if not path.exists():
+            return ""
+        lines = path.read_text(errors="replace").splitlines()[-tail:]
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    def remove(self, project: str) -> None:
+        self._supervisor.stop(project)
+        self._kill_orphan(project)
+        shutil.rmtree(self._app_dir(project), ignore_errors=True)
+
+    def stop_all(self) -> None:
+        self._supervisor.stop_all()

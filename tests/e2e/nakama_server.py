@@ -1,0 +1,141 @@
+"""Drive a real ``nakama up`` process, a real git client and real app processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support import free_port
+
+ADMIN_TOKEN = "nkm_test_admin_token_0123456789"
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+class NakamaProcess:
+    """``nakama up`` in a subprocess, with its own data dir and port."""
+
+    def __init__(self, *, data_dir: Path, starter_kit: Path | None = None,
+                 uv_cache: Path | None = None, port: int | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"nakama-{self.port}.log"
+        self.env = {**os.environ, "NAKAMA_ADMIN_TOKEN": ADMIN_TOKEN}
+        if starter_kit is not None:
+            self.env["NAKAMA_STARTER_KIT_DIR"] = str(starter_kit)
+        if uv_cache is not None:
+            self.env["NAKAMA_BUILDER__UV_CACHE_DIR"] = str(uv_cache)
+        self.env.update(extra_env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.api = httpx.Client(base_url=self.url, timeout=30,
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+    def start(self) -> None:
+        exe = shutil.which("nakama")
+        assert exe, "the `nakama` console script is not installed (pip install -e .)"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [exe, "up", "--data-dir", str(self.data_dir), "--port", str(self.port)],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        wait_for(self._healthy, timeout=60, what="nakama up to answer /healthz")
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"nakama up exited: {self.log()}")
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def close(self) -> None:
+        self.stop()
+        self.api.close()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig) if sig == signal.SIGKILL else self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
+        self.proc = None
+
+    def kill_apps(self) -> None:
+        """After a SIGKILL of nakama up, its app processes live on; a crash takes them too."""
+        subprocess.run(["pkill", "-KILL", "-f", str(self.data_dir / "apps")], check=False)
+
+    # --- API helpers -----------------------------------------------------------------------
+    def project(self, name: str) -> dict[str, Any]:
+        r = self.api.get(f"/api/v1/projects/{name}")
+        r.raise_for_status()
+        return dict(r.json())
+
+    def pipelines(self, name: str) -> list[dict[str, Any]]:
+        r = self.api.get(f"/api/v1/projects/{name}/pipelines")
+        r.raise_for_status()
+        return list(r.json())
+
+    def wait_deployed(self, name: str, commit: str, *, timeout: float = 120) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            p = self.project(name)
+            failed = [x for x in self.pipelines(name) if x["commit"] == commit
+                      and x["status"] == "failed"]
+            if failed:
+                raise AssertionError(f"pipeline failed: {failed[0]['error']}")
+            return p if p["deployed_commit"] == commit and p["status"] == "running" else None
+
+        return dict(wait_for(check, timeout=timeout, interval=0.1, what=f"{name}@{commit[:8]}"))
+
+
+def git(*args: str, cwd: Path) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {out.stderr}")
+    return out.stdout.strip()
+
+
+def git_push(cwd: Path) -> str:
+    """Push and return what the remote said (the hook's lines)."""
+    out = subprocess.run(["git", "push", "origin", "HEAD:main"], cwd=cwd, capture_output=True,
+                         text=True, check=False)
+    if out.returncode != 0:
+        raise AssertionError(f"git push failed: {out.stderr}")
+    return out.stderr
+
+
+def clone(nakama: NakamaProcess, name: str, dest: Path) -> Path:
+    url = nakama.project(name)["clone_url"].replace("http://", f"http://nakama:{ADMIN_TOKEN}@")
+    git("clone", "-q", url, str(dest), cwd=dest.parent)
+    return dest
+
+
+def fetch_text(url: str) -> str | None:
+    try:
+        r = httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return None
+    return r.text if r.status_code == 200 else None
