@@ -21,7 +21,7 @@ from typing import TextIO
 import structlog
 from sqlalchemy import select, update
 
-from image_builder.environments import build_environment, find_environment
+from image_builder.environments import Environment, build_environment, find_environment
 from nakama.clients.git import run_git
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project
@@ -237,7 +237,8 @@ class LocalPipelines:
         if not self._still_wanted(job):
             raise NakamaError("the project is being deleted")
         out.write(f"deploying {job.commit_sha[:12]} on {env.tag}\n")
-        self._runtime.deploy(job.project, commit=job.commit_sha, env=env)
+        self._runtime.deploy(job.project, commit=job.commit_sha, env=env,
+                             fallback=self._deployed(job.project))
         out.write("app is up\n")
         return env.tag
 
@@ -245,6 +246,19 @@ class LocalPipelines:
         archive = run_git(["archive", "--format=tar", commit], git_dir=self._forge.repo_path(project))
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(dest, filter="data")
+
+    def _deployed(self, project: str) -> tuple[str, Environment] | None:
+        """The commit and environment the app runs now, to fall back to if a deploy fails."""
+        with self._db.session() as s:
+            row = s.execute(
+                select(Project.deployed_commit, Pipeline.dep_hash)
+                .join(Pipeline, Pipeline.id == Project.deployed_seq)
+                .where(Project.name == project)
+            ).first()
+        if row is None or row[0] is None or row[1] is None:
+            return None
+        env = find_environment(self.envs_dir, row[1])
+        return (row[0], env) if env is not None else None
 
     def _still_wanted(self, job: Pipeline) -> bool:
         with self._db.session() as s:
