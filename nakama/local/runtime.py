@@ -16,7 +16,7 @@ from code_reloader.sync import sync_commit
 from image_builder.environments import Environment
 from nakama.local.appconfig import load_app_config
 from nakama.local.forge import LocalForge
-from nakama.local.supervisor import AppSpec, Supervisor, allocate_port
+from nakama.local.supervisor import AppSpec, Supervisor, allocate_port, port_is_free
 from nakama.errors import NakamaError
 from nakama.logs import get_logger
 from nakama.ports import AppStatus
@@ -61,6 +61,9 @@ class LocalRuntime:
             if port is None:
                 used = {p for d in self.apps_dir.glob("*") if (p := self.port(d.name)) is not None}
                 port = allocate_port(used, self._settings)
+                while not port_is_free(port):  # taken by a program that is not ours
+                    used.add(port)
+                    port = allocate_port(used, self._settings)
                 self._app_dir(project).mkdir(parents=True, exist_ok=True)
                 self._port_file(project).write_text(json.dumps({"port": port}))
         return f"http://127.0.0.1:{port}/"

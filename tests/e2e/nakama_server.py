@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -40,7 +41,11 @@ class NakamaProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"nakama-{self.port}.log"
-        self.env = {**os.environ, "NAKAMA_ADMIN_TOKEN": ADMIN_TOKEN}
+        # Apps get ports from a range of their own, away from other servers on this machine.
+        range_start = random.randrange(20000, 40000, 100)
+        self.env = {**os.environ, "NAKAMA_ADMIN_TOKEN": ADMIN_TOKEN,
+                    "NAKAMA_RUNTIME__PORT_RANGE_START": str(range_start),
+                    "NAKAMA_RUNTIME__PORT_RANGE_END": str(range_start + 99)}
         if starter_kit is not None:
             self.env["NAKAMA_STARTER_KIT_DIR"] = str(starter_kit)
         if uv_cache is not None:

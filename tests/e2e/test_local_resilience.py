@@ -1,0 +1,112 @@
+"""Local mode under stress: restarts of `nakama up` (graceful and killed in the middle of a
+build), overlapping pushes, and a push whose app does not start."""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.nakama_server import NakamaProcess, clone, fetch_text, git, git_push, wait_for
+
+SLOW_SETUP = """\
+import time
+from setuptools import setup
+
+time.sleep(6)  # a slow build, so the test can interrupt it
+setup(name="slowpkg", version="1.0", py_modules=["slowpkg"])
+"""
+
+
+@pytest.fixture
+def nakama(tmp_path: Path, tiny_kit: Path, uv_cache: Path) -> Iterator[NakamaProcess]:
+    server = NakamaProcess(data_dir=tmp_path / "data", starter_kit=tiny_kit, uv_cache=uv_cache)
+    server.start()
+    yield server
+    server.close()
+    server.kill_apps()
+
+
+def create(nakama: NakamaProcess, name: str) -> str:
+    assert nakama.api.post("/api/v1/projects", json={"name": name}).status_code == 201
+    first = nakama.pipelines(name)[0]["commit"]
+    return str(nakama.wait_deployed(name, first)["app_url"])
+
+
+def set_version(work: Path, version: str) -> str:
+    app = work / "app.py"
+    app.write_text(re.sub(r'VERSION = "[^"]*"', f'VERSION = "{version}"', app.read_text()))
+    git("commit", "-qam", version, cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
+
+
+def test_graceful_restart_brings_apps_back(nakama: NakamaProcess) -> None:
+    url = create(nakama, "keeper")
+    assert fetch_text(url) == "v1"
+    nakama.stop()
+    assert fetch_text(url) is None, "apps stop with nakama"
+    nakama.start()
+    wait_for(lambda: fetch_text(url) == "v1", timeout=60, what="the app to come back")
+    assert nakama.project("keeper")["status"] == "running"
+
+
+def test_killed_in_the_middle_of_a_build_still_deploys_the_push(
+    nakama: NakamaProcess, tmp_path: Path
+) -> None:
+    url = create(nakama, "crashy")
+    work = clone(nakama, "crashy", tmp_path / "work")
+    (work / "slowpkg").mkdir()
+    (work / "slowpkg" / "setup.py").write_text(SLOW_SETUP)
+    (work / "slowpkg" / "slowpkg.py").write_text("VALUE = 1\n")
+    (work / "requirements.txt").write_text("./slowpkg\n")
+    git("add", "slowpkg", cwd=work)
+    sha = set_version(work, "v2")
+    git_push(work)
+    wait_for(lambda: any(p["status"] == "running" and p["kind"] == "build"
+                         for p in nakama.pipelines("crashy")),
+             timeout=60, what="the build to start")
+    nakama.stop(signal.SIGKILL)
+    assert fetch_text(url) == "v1", "the old version keeps serving while nakama is down"
+    nakama.start()
+    nakama.wait_deployed("crashy", sha, timeout=180)
+    wait_for(lambda: fetch_text(url) == "v2", timeout=30, what="v2 after the restart")
+    envs = [p for p in (nakama.data_dir / "envs").iterdir() if p.name.startswith(".tmp-")]
+    assert envs == [], "interrupted builds are cleaned up"
+
+
+def test_overlapping_pushes_end_on_the_newest_commit(nakama: NakamaProcess,
+                                                     tmp_path: Path) -> None:
+    url = create(nakama, "busy")
+    work = clone(nakama, "busy", tmp_path / "work")
+    (work / "requirements.txt").write_text("six==1.16.0\n")
+    set_version(work, "v2")
+    git_push(work)  # a build ...
+    for i in range(3, 7):  # ... and code pushes right behind it
+        newest = set_version(work, f"v{i}")
+        git_push(work)
+    nakama.wait_deployed("busy", newest, timeout=120)
+    assert fetch_text(url) == "v6 six=1.16.0"
+    statuses = {p["commit"]: p["status"] for p in nakama.pipelines("busy")}
+    assert statuses[newest] == "success"
+    assert set(statuses.values()) <= {"success", "superseded"}
+
+
+def test_a_push_that_does_not_start_leaves_the_previous_version_serving(
+    nakama: NakamaProcess, tmp_path: Path
+) -> None:
+    url = create(nakama, "fragile")
+    work = clone(nakama, "fragile", tmp_path / "work")
+    (work / "app.py").write_text("raise SystemExit('boom: broken app')\n")
+    git("commit", "-qam", "break it", cwd=work)
+    broken = git("rev-parse", "HEAD", cwd=work)
+    git_push(work)
+    failed = wait_for(lambda: next((p for p in nakama.pipelines("fragile")
+                                    if p["commit"] == broken and p["status"] == "failed"), None),
+                      timeout=60, what="the broken deploy to fail")
+    assert "boom: broken app" in failed["error"]
+    assert fetch_text(url) == "v1"
+    project = nakama.project("fragile")
+    assert project["deployed_commit"] != broken and project["status"] == "running"
