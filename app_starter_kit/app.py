@@ -1,4 +1,7 @@
-"""Your Nakama app. Edit this file, commit and `git push`: the new version is live in about a second."""
+"""Your Nakama app.
+
+Edit this file, commit and `git push`: the new version is live in about a second.
+"""
 
 from __future__ import annotations
 

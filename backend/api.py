@@ -37,7 +37,7 @@ def make_api_router(*, projects: ProjectService, tokens: TokenStore) -> APIRoute
 
     @router.get("/projects", response_model=list[ProjectPublic], tags=["projects"])
     def list_projects() -> list[ProjectPublic]:
-        return projects.list()
+        return projects.list_all()
 
     @router.get("/projects/{name}", response_model=ProjectPublic, tags=["projects"])
     def get_project(name: str) -> ProjectPublic:

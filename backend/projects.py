@@ -108,7 +108,7 @@ class ProjectService:
     def get(self, name: str) -> ProjectPublic:
         return self._public(self._row(name))
 
-    def list(self) -> list[ProjectPublic]:
+    def list_all(self) -> list[ProjectPublic]:
         with self._db.session() as s:
             rows = s.scalars(select(Project).order_by(Project.name)).all()
         return [self._public(r) for r in rows]
@@ -167,8 +167,9 @@ class ProjectService:
         )
         reason = "first build of the starter kit"
         self._pipelines.submit(
-            PipelineRequest(project=name, kind="build", commit=commit, branch=row.branch,
-                            reason=reason)
+            PipelineRequest(
+                project=name, kind="build", commit=commit, branch=row.branch, reason=reason
+            )
         )
         with self._db.session() as s:
             project = s.scalar(select(Project).where(Project.name == name))
@@ -204,8 +205,9 @@ class ProjectService:
         try:
             self._delete_everything(name)
         except NakamaError as exc:
-            log.error("delete failed; it will be finished at the next start", project=name,
-                      error=str(exc))
+            log.error(
+                "delete failed; it will be finished at the next start", project=name, error=str(exc)
+            )
             self._set_status(name, "deleting", f"delete incomplete: {exc}")
 
     def _delete_everything(self, name: str) -> None:
@@ -213,10 +215,20 @@ class ProjectService:
         self._runtime.remove(name)
         self._forge.delete_repository(name)
         with self._db.session() as s:
-            mine = set(s.scalars(select(Pipeline.dep_hash).where(
-                Pipeline.project == name, Pipeline.dep_hash.is_not(None))).all())
-            shared = set(s.scalars(select(Pipeline.dep_hash).where(
-                Pipeline.project != name, Pipeline.dep_hash.is_not(None))).all())
+            mine = set(
+                s.scalars(
+                    select(Pipeline.dep_hash).where(
+                        Pipeline.project == name, Pipeline.dep_hash.is_not(None)
+                    )
+                ).all()
+            )
+            shared = set(
+                s.scalars(
+                    select(Pipeline.dep_hash).where(
+                        Pipeline.project != name, Pipeline.dep_hash.is_not(None)
+                    )
+                ).all()
+            )
         self._registry.delete_project(
             name, dep_hashes={h for h in mine if h}, shared={h for h in shared if h}
         )

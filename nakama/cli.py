@@ -7,15 +7,20 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Nakama: push-to-deploy for Streamlit and other Python web apps.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Nakama: push-to-deploy for Streamlit and other Python web apps.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 reload_app = typer.Typer(help="Code reloader steps.", no_args_is_help=True)
 app.add_typer(reload_app, name="reload")
 
 
 @app.command()
 def up(
-    data_dir: Annotated[Path | None, typer.Option(help="where repositories, apps and the database live")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="where repositories, apps and the database live")
+    ] = None,
     host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="port for the API, git and webhooks")] = None,
 ) -> None:
@@ -55,8 +60,9 @@ def up(
     )
 
 
-@reload_app.command("sync", context_settings={"allow_extra_args": True,
-                                               "ignore_unknown_options": True})
+@reload_app.command(
+    "sync", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
 def reload_sync(ctx: typer.Context) -> None:
     """Fetch one commit into a git-sync style directory and swap the link to it."""
     from code_reloader.cli import sync_main

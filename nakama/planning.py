@@ -47,7 +47,7 @@ def branch_of(ref: str) -> str | None:
 def triage(update: RefUpdate, *, deploy_branch: str) -> Plan | None:
     """Decide IGNORE from the ref update alone; None means the push needs a closer look."""
     if update.ref.startswith(TAG_PREFIX):
-        return Plan(Action.IGNORE, f"tag push ({update.ref[len(TAG_PREFIX):]})")
+        return Plan(Action.IGNORE, f"tag push ({update.ref[len(TAG_PREFIX) :]})")
     branch = branch_of(update.ref)
     if branch is None:
         return Plan(Action.IGNORE, f"not a branch ({update.ref})")
@@ -84,10 +84,18 @@ def plan_push(
             shown = ", ".join(deps[:5]) + (f" and {len(deps) - 5} more" if len(deps) > 5 else "")
             return Plan(Action.BUILD, f"dependency files changed: {shown}", commit, branch)
     if not build_exists:
-        return Plan(Action.BUILD, "no build exists yet for this commit's dependencies", commit, branch)
+        return Plan(
+            Action.BUILD, "no build exists yet for this commit's dependencies", commit, branch
+        )
     if changed_paths is None:
-        return Plan(Action.RELOAD, "new branch head; its dependencies are already built", commit, branch)
+        return Plan(
+            Action.RELOAD, "new branch head; its dependencies are already built", commit, branch
+        )
     if not changed_paths:
-        return Plan(Action.RELOAD, "no files changed; redeploying the pushed commit", commit, branch)
+        return Plan(
+            Action.RELOAD, "no files changed; redeploying the pushed commit", commit, branch
+        )
     n = len(changed_paths)
-    return Plan(Action.RELOAD, f"only code changed ({n} file{'s' if n != 1 else ''})", commit, branch)
+    return Plan(
+        Action.RELOAD, f"only code changed ({n} file{'s' if n != 1 else ''})", commit, branch
+    )

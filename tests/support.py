@@ -22,8 +22,9 @@ def free_port() -> int:
 def serve(app: Any, *, port: int | None = None) -> Iterator[str]:
     """Serve ``app`` on 127.0.0.1 in a thread; yield its base URL; stop it on exit."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

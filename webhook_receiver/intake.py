@@ -108,7 +108,9 @@ class Intake:
         if not ok or expected is None:
             raise Rejection(401, "invalid token")
 
-    def _store(self, *, endpoint: str, dedup: str, kind: str, project: str, body: bytes) -> int | None:
+    def _store(
+        self, *, endpoint: str, dedup: str, kind: str, project: str, body: bytes
+    ) -> int | None:
         row = WebhookEvent(
             endpoint=endpoint,
             dedup_key=f"{endpoint}:{dedup}",
@@ -162,11 +164,15 @@ class Intake:
 def make_receiver_router(intake: Intake) -> APIRouter:
     router = APIRouter(tags=["webhooks"])
 
-    @router.post("/build-image", status_code=202, summary="Push hook: build when dependencies change")
+    @router.post(
+        "/build-image", status_code=202, summary="Push hook: build when dependencies change"
+    )
     async def build_image(request: Request) -> JSONResponse:
         return await intake.handle("build-image", request)
 
-    @router.post("/code-reload", status_code=202, summary="Push hook: reload when only code changes")
+    @router.post(
+        "/code-reload", status_code=202, summary="Push hook: reload when only code changes"
+    )
     async def code_reload(request: Request) -> JSONResponse:
         return await intake.handle("code-reload", request)
 

@@ -198,4 +198,3 @@ class EventProcessor:
         except IntegrityError:
             return self._shared_plan(project, update, branch)
         return plan
-

@@ -129,6 +129,8 @@ class LocalPipelines:
                 .where(Project.deployed_commit.is_not(None), Project.status != "deleting")
             ).all()
         for name, commit, branch, dep_hash in rows:
+            if commit is None:
+                continue
             with self._wake:
                 if name in self._busy:
                     continue  # a job is deploying it right now
@@ -136,8 +138,15 @@ class LocalPipelines:
             try:
                 env = find_environment(self.envs_dir, dep_hash) if dep_hash else None
                 if env is None:
-                    self.submit(PipelineRequest(project=name, kind="build", commit=commit,
-                                                branch=branch, reason="environment missing at start"))
+                    self.submit(
+                        PipelineRequest(
+                            project=name,
+                            kind="build",
+                            commit=commit,
+                            branch=branch,
+                            reason="environment missing at start",
+                        )
+                    )
                 else:
                     self._runtime.deploy(name, commit=commit, env=env)
                     log.info("app restored", project=name, commit=commit[:12])
@@ -237,13 +246,16 @@ class LocalPipelines:
         if not self._still_wanted(job):
             raise NakamaError("the project is being deleted")
         out.write(f"deploying {job.commit_sha[:12]} on {env.tag}\n")
-        self._runtime.deploy(job.project, commit=job.commit_sha, env=env,
-                             fallback=self._deployed(job.project))
+        self._runtime.deploy(
+            job.project, commit=job.commit_sha, env=env, fallback=self._deployed(job.project)
+        )
         out.write("app is up\n")
         return env.tag
 
     def _export(self, project: str, commit: str, dest: Path) -> None:
-        archive = run_git(["archive", "--format=tar", commit], git_dir=self._forge.repo_path(project))
+        archive = run_git(
+            ["archive", "--format=tar", commit], git_dir=self._forge.repo_path(project)
+        )
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(dest, filter="data")
 
@@ -265,8 +277,15 @@ class LocalPipelines:
             status = s.scalar(select(Project.status).where(Project.name == job.project))
         return status is not None and status != "deleting"
 
-    def _finish(self, job: Pipeline, status: str, *, out: TextIO, tag: str | None = None,
-                error: str | None = None) -> None:
+    def _finish(
+        self,
+        job: Pipeline,
+        status: str,
+        *,
+        out: TextIO,
+        tag: str | None = None,
+        error: str | None = None,
+    ) -> None:
         out.write(f"pipeline {status}" + (f": {error}" if error else "") + "\n")
         with self._db.session() as s:
             row = s.get(Pipeline, job.id)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from code_reloader.sync import sync_commit
 from image_builder.environments import Environment
+from nakama.errors import NakamaError
 from nakama.local.appconfig import load_app_config
 from nakama.local.forge import LocalForge
 from nakama.local.supervisor import AppSpec, Supervisor, allocate_port, port_is_free
-from nakama.errors import NakamaError
 from nakama.logs import get_logger
 from nakama.ports import AppStatus
 from nakama.settings import RuntimeSettings
@@ -68,8 +68,14 @@ class LocalRuntime:
                 self._port_file(project).write_text(json.dumps({"port": port}))
         return f"http://127.0.0.1:{port}/"
 
-    def deploy(self, project: str, *, commit: str, env: Environment,
-               fallback: tuple[str, Environment] | None = None) -> None:
+    def deploy(
+        self,
+        project: str,
+        *,
+        commit: str,
+        env: Environment,
+        fallback: tuple[str, Environment] | None = None,
+    ) -> None:
         """Put ``commit`` into the app's directory and (re)start the app on ``env``.
 
         If the new version does not come up and ``fallback`` (the commit and environment that
@@ -83,8 +89,11 @@ class LocalRuntime:
                 try:
                     self._start(project, commit=fallback[0], env=fallback[1])
                 except NakamaError as exc:
-                    log.error("previous version did not come back either", project=project,
-                              error=str(exc)[:500])
+                    log.error(
+                        "previous version did not come back either",
+                        project=project,
+                        error=str(exc)[:500],
+                    )
             raise
 
     def _start(self, project: str, *, commit: str, env: Environment) -> None:

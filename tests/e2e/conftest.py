@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-TINY_APP = '''\
+TINY_APP = """\
 import os, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -35,7 +35,7 @@ class Handler(BaseHTTPRequestHandler):
 
 print("tiny app starting", VERSION, flush=True)
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-'''
+"""
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,9 @@ from tests.support import free_port
 ADMIN_TOKEN = "nkm_test_admin_token_0123456789"
 
 
-def wait_for(check: Callable[[], Any], *, timeout: float, interval: float = 0.05,
-             what: str = "condition") -> Any:
+def wait_for(
+    check: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -34,26 +35,36 @@ def wait_for(check: Callable[[], Any], *, timeout: float, interval: float = 0.05
 class NakamaProcess:
     """``nakama up`` in a subprocess, with its own data dir and port."""
 
-    def __init__(self, *, data_dir: Path, starter_kit: Path | None = None,
-                 uv_cache: Path | None = None, port: int | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        starter_kit: Path | None = None,
+        uv_cache: Path | None = None,
+        port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"nakama-{self.port}.log"
         # Apps get ports from a range of their own, away from other servers on this machine.
         range_start = random.randrange(20000, 40000, 100)
-        self.env = {**os.environ, "NAKAMA_ADMIN_TOKEN": ADMIN_TOKEN,
-                    "NAKAMA_RUNTIME__PORT_RANGE_START": str(range_start),
-                    "NAKAMA_RUNTIME__PORT_RANGE_END": str(range_start + 99)}
+        self.env = {
+            **os.environ,
+            "NAKAMA_ADMIN_TOKEN": ADMIN_TOKEN,
+            "NAKAMA_RUNTIME__PORT_RANGE_START": str(range_start),
+            "NAKAMA_RUNTIME__PORT_RANGE_END": str(range_start + 99),
+        }
         if starter_kit is not None:
             self.env["NAKAMA_STARTER_KIT_DIR"] = str(starter_kit)
         if uv_cache is not None:
             self.env["NAKAMA_BUILDER__UV_CACHE_DIR"] = str(uv_cache)
         self.env.update(extra_env or {})
         self.proc: subprocess.Popen[bytes] | None = None
-        self.api = httpx.Client(base_url=self.url, timeout=30,
-                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        self.api = httpx.Client(
+            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
 
     def start(self) -> None:
         exe = shutil.which("nakama")
@@ -61,7 +72,10 @@ class NakamaProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [exe, "up", "--data-dir", str(self.data_dir), "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         wait_for(self._healthy, timeout=60, what="nakama up to answer /healthz")
 
@@ -107,8 +121,9 @@ class NakamaProcess:
     def wait_deployed(self, name: str, commit: str, *, timeout: float = 120) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             p = self.project(name)
-            failed = [x for x in self.pipelines(name) if x["commit"] == commit
-                      and x["status"] == "failed"]
+            failed = [
+                x for x in self.pipelines(name) if x["commit"] == commit and x["status"] == "failed"
+            ]
             if failed:
                 raise AssertionError(f"pipeline failed: {failed[0]['error']}")
             return p if p["deployed_commit"] == commit and p["status"] == "running" else None
@@ -125,8 +140,9 @@ def git(*args: str, cwd: Path) -> str:
 
 def git_push(cwd: Path) -> str:
     """Push and return what the remote said (the hook's lines)."""
-    out = subprocess.run(["git", "push", "origin", "HEAD:main"], cwd=cwd, capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        ["git", "push", "origin", "HEAD:main"], cwd=cwd, capture_output=True, text=True, check=False
+    )
     if out.returncode != 0:
         raise AssertionError(f"git push failed: {out.stderr}")
     return out.stderr

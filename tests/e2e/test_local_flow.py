@@ -91,12 +91,21 @@ def test_create_push_code_push_dependencies_delete(nakama: NakamaProcess, tmp_pa
     sha4 = git("rev-parse", "HEAD", cwd=work)
     git_push(work)
     failed = wait_for(
-        lambda: next((p for p in nakama.pipelines("sales-dashboard")
-                      if p["commit"] == sha4 and p["status"] == "failed"), None),
-        timeout=120, what="the broken build to fail")
+        lambda: next(
+            (
+                p
+                for p in nakama.pipelines("sales-dashboard")
+                if p["commit"] == sha4 and p["status"] == "failed"
+            ),
+            None,
+        ),
+        timeout=120,
+        what="the broken build to fail",
+    )
     assert "nakama-no-such-package-xyz" in failed["error"]
     failed_log = nakama.api.get(
-        f"/api/v1/projects/sales-dashboard/pipelines/{failed['id']}/log").text
+        f"/api/v1/projects/sales-dashboard/pipelines/{failed['id']}/log"
+    ).text
     assert "nakama-no-such-package-xyz" in failed_log
     assert fetch_text(app_url) == "v3 six=1.16.0"
     project = nakama.project("sales-dashboard")
@@ -106,8 +115,11 @@ def test_create_push_code_push_dependencies_delete(nakama: NakamaProcess, tmp_pa
 
     # 5. delete: repository, process, environments and records are gone
     assert nakama.api.delete("/api/v1/projects/sales-dashboard").status_code == 202
-    wait_for(lambda: nakama.api.get("/api/v1/projects/sales-dashboard").status_code == 404,
-             timeout=60, what="the project to be deleted")
+    wait_for(
+        lambda: nakama.api.get("/api/v1/projects/sales-dashboard").status_code == 404,
+        timeout=60,
+        what="the project to be deleted",
+    )
     assert nakama.api.delete("/api/v1/projects/sales-dashboard").status_code == 202
     assert fetch_text(app_url) is None
     data = nakama.data_dir

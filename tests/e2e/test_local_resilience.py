@@ -65,9 +65,13 @@ def test_killed_in_the_middle_of_a_build_still_deploys_the_push(
     git("add", "slowpkg", cwd=work)
     sha = set_version(work, "v2")
     git_push(work)
-    wait_for(lambda: any(p["status"] == "running" and p["kind"] == "build"
-                         for p in nakama.pipelines("crashy")),
-             timeout=60, what="the build to start")
+    wait_for(
+        lambda: any(
+            p["status"] == "running" and p["kind"] == "build" for p in nakama.pipelines("crashy")
+        ),
+        timeout=60,
+        what="the build to start",
+    )
     nakama.stop(signal.SIGKILL)
     assert fetch_text(url) == "v1", "the old version keeps serving while nakama is down"
     nakama.start()
@@ -77,8 +81,7 @@ def test_killed_in_the_middle_of_a_build_still_deploys_the_push(
     assert envs == [], "interrupted builds are cleaned up"
 
 
-def test_overlapping_pushes_end_on_the_newest_commit(nakama: NakamaProcess,
-                                                     tmp_path: Path) -> None:
+def test_overlapping_pushes_end_on_the_newest_commit(nakama: NakamaProcess, tmp_path: Path) -> None:
     url = create(nakama, "busy")
     work = clone(nakama, "busy", tmp_path / "work")
     (work / "requirements.txt").write_text("six==1.16.0\n")
@@ -103,9 +106,18 @@ def test_a_push_that_does_not_start_leaves_the_previous_version_serving(
     git("commit", "-qam", "break it", cwd=work)
     broken = git("rev-parse", "HEAD", cwd=work)
     git_push(work)
-    failed = wait_for(lambda: next((p for p in nakama.pipelines("fragile")
-                                    if p["commit"] == broken and p["status"] == "failed"), None),
-                      timeout=60, what="the broken deploy to fail")
+    failed = wait_for(
+        lambda: next(
+            (
+                p
+                for p in nakama.pipelines("fragile")
+                if p["commit"] == broken and p["status"] == "failed"
+            ),
+            None,
+        ),
+        timeout=60,
+        what="the broken deploy to fail",
+    )
     assert "boom: broken app" in failed["error"]
     assert fetch_text(url) == "v1"
     project = nakama.project("fragile")

@@ -68,8 +68,11 @@ def server(tmp_path: Path) -> Iterator[Server]:
     )
 
     async def record(request: Request) -> dict[str, bool]:
-        item = {"path": request.url.path, "headers": dict(request.headers),
-                "body": await request.json()}
+        item = {
+            "path": request.url.path,
+            "headers": dict(request.headers),
+            "body": await request.json(),
+        }
         with deliveries.lock:
             deliveries.items.append(item)
         return {"ok": True}
@@ -82,8 +85,9 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 def git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": ""}
-    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"git {' '.join(args[:2])} failed: {proc.stderr}")
     return proc
@@ -187,8 +191,9 @@ def test_http_contract(server: Server) -> None:
         refused = client.get("/info/refs", params={"service": "git-upload-pack"})
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"] == 'Basic realm="nakama"'
-        wrong = client.get("/info/refs", params={"service": "git-upload-pack"},
-                           auth=("nakama", "nope"))
+        wrong = client.get(
+            "/info/refs", params={"service": "git-upload-pack"}, auth=("nakama", "nope")
+        )
         assert wrong.status_code == 401
         refs = client.get("/info/refs", params={"service": "git-receive-pack"}, auth=auth)
         assert refs.status_code == 200
@@ -199,11 +204,15 @@ def test_http_contract(server: Server) -> None:
         assert client.get("/git-upload-pack", auth=auth).status_code == 404
         # A gzip-compressed upload-pack request (git sends those for long negotiations).
         want = f"want {server.first}\n"
-        request = f"{len(want) + 4:04x}{want}0000" "0009done\n"
+        request = f"{len(want) + 4:04x}{want}00000009done\n"
         fetched = client.post(
-            "/git-upload-pack", content=gzip.compress(request.encode()), auth=auth,
-            headers={"Content-Type": "application/x-git-upload-pack-request",
-                     "Content-Encoding": "gzip"},
+            "/git-upload-pack",
+            content=gzip.compress(request.encode()),
+            auth=auth,
+            headers={
+                "Content-Type": "application/x-git-upload-pack-request",
+                "Content-Encoding": "gzip",
+            },
         )
         assert fetched.status_code == 200
         assert fetched.headers["content-type"] == "application/x-git-upload-pack-result"

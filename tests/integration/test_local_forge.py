@@ -35,8 +35,9 @@ def git(*args: str, cwd: Path) -> str:
     ).stdout.strip()
 
 
-def commit_change(forge: LocalForge, project: str, tmp_path: Path, changes: dict[str, str | None],
-                  *, message: str) -> str:
+def commit_change(
+    forge: LocalForge, project: str, tmp_path: Path, changes: dict[str, str | None], *, message: str
+) -> str:
     """Clone over the file system, apply ``changes`` (None deletes), commit and push."""
     work = tmp_path / f"work-{project}"
     if not work.exists():
@@ -67,14 +68,19 @@ def test_create_and_read(forge: LocalForge) -> None:
     assert forge.clone_url("demo") == "http://127.0.0.1:1/git/demo.git"
     repo = forge.repo_path("demo")
     assert repo == forge.repos_dir / "demo.git"
-    tree = subprocess.run(["git", f"--git-dir={repo}", "ls-tree", "-r", sha], check=True,
-                          capture_output=True, text=True).stdout
+    tree = subprocess.run(
+        ["git", f"--git-dir={repo}", "ls-tree", "-r", sha],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert "100755 blob" in next(line for line in tree.splitlines() if "scripts/run.sh" in line)
     assert forge.read_files("demo", sha, DEFAULT_DEPENDENCY_FILES) == {
         "requirements.txt": FILES["requirements.txt"]
     }
     assert forge.read_files("demo", sha, ["*.py"]) == {
-        "streamlit_app.py": FILES["streamlit_app.py"], "pages/1_About.py": FILES["pages/1_About.py"]
+        "streamlit_app.py": FILES["streamlit_app.py"],
+        "pages/1_About.py": FILES["pages/1_About.py"],
     }
     assert forge.read_files("demo", sha, ["nothing*"]) == {}
     with pytest.raises(NotFound):
@@ -93,8 +99,7 @@ def test_repository_layout(forge: LocalForge) -> None:
     config = json.loads((repo / "nakama" / "hook.json").read_text())
     assert config["project"] == "demo"
     assert config["instance"] == "http://127.0.0.1:1"
-    assert config["urls"] == ["http://127.0.0.1:1/build-image",
-                              "http://127.0.0.1:1/code-reload"]
+    assert config["urls"] == ["http://127.0.0.1:1/build-image", "http://127.0.0.1:1/code-reload"]
     assert config["default_branch"] == "trunk"
     assert HOOK_TOKEN not in json.dumps(config)
     for key, value in (("http.receivepack", "true"), ("uploadpack.allowanysha1inwant", "true")):
@@ -106,13 +111,18 @@ def test_repository_layout(forge: LocalForge) -> None:
 def test_changed_paths(forge: LocalForge, tmp_path: Path) -> None:
     first = forge.create_repository("demo", files=FILES, branch="main", hook_token=HOOK_TOKEN)
     second = commit_change(
-        forge, "demo", tmp_path,
+        forge,
+        "demo",
+        tmp_path,
         {"app.py": "x", "pages/2_Renamed.py": "mv:pages/1_About.py", "requirements.txt": None},
         message="rename and delete",
     )
     assert forge.head("demo", "main") == second
     assert forge.changed_paths("demo", first, second) == [
-        "app.py", "pages/1_About.py", "pages/2_Renamed.py", "requirements.txt"
+        "app.py",
+        "pages/1_About.py",
+        "pages/2_Renamed.py",
+        "requirements.txt",
     ]
     assert forge.changed_paths("demo", second, second) == []
     assert forge.changed_paths("demo", ZERO_SHA, second) is None

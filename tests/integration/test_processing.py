@@ -41,8 +41,13 @@ class World:
     work: Path
 
     def processor(self) -> EventProcessor:
-        return EventProcessor(db=self.db, forge=self.forge, registry=self.registry,
-                              pipelines=self.pipelines, settings=self.settings.planning)
+        return EventProcessor(
+            db=self.db,
+            forge=self.forge,
+            registry=self.registry,
+            pipelines=self.pipelines,
+            settings=self.settings.planning,
+        )
 
     def commit(self, files: dict[str, str], message: str = "change") -> str:
         for path, content in files.items():
@@ -56,16 +61,31 @@ class World:
     def push(self, *, force: bool = False, ref: str = "main") -> None:
         git(self.work, "push", "-q", *(["-f"] if force else []), "origin", f"HEAD:{ref}")
 
-    def store(self, endpoint: str, *, before: str, after: str, ref: str = "refs/heads/main",
-              key: str | None = None, kind: str = "Push Hook") -> None:
+    def store(
+        self,
+        endpoint: str,
+        *,
+        before: str,
+        after: str,
+        ref: str = "refs/heads/main",
+        key: str | None = None,
+        kind: str = "Push Hook",
+    ) -> None:
         body = load_reference("push_hook.json")
         body.update(before=before, after=after, ref=ref, checkout_sha=after)
         body["project"]["path_with_namespace"] = f"local/{NAME}"
         if kind == "Tag Push Hook":
             body["object_kind"] = "tag_push"
         with self.db.session() as s:
-            s.add(WebhookEvent(endpoint=endpoint, dedup_key=f"{endpoint}:{key or after + ref}",
-                               event_kind=kind, project=NAME, body=json.dumps(body)))
+            s.add(
+                WebhookEvent(
+                    endpoint=endpoint,
+                    dedup_key=f"{endpoint}:{key or after + ref}",
+                    event_kind=kind,
+                    project=NAME,
+                    body=json.dumps(body),
+                )
+            )
 
     def push_both(self, before: str, after: str, ref: str = "refs/heads/main") -> None:
         for endpoint in ("build-image", "code-reload"):
@@ -83,14 +103,20 @@ class World:
         files = self.forge.read_files(NAME, commit, self.settings.planning.dependency_files)
         src = self.work.parent / "src"
         src.mkdir(exist_ok=True)
-        build_environment(envs_dir=self.registry.envs_dir, dep_hash=dependency_hash(files),
-                          tag="main-00000000-20260101000000", source_dir=src,
-                          settings=self.settings.builder, log=io.StringIO())
+        build_environment(
+            envs_dir=self.registry.envs_dir,
+            dep_hash=dependency_hash(files),
+            tag="main-00000000-20260101000000",
+            source_dir=src,
+            settings=self.settings.builder,
+            log=io.StringIO(),
+        )
 
 
 def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -101,9 +127,12 @@ def world(tmp_path: Path) -> Iterator[World]:
     db.migrate()
     forge = LocalForge(repos_dir=tmp_path / "git", base_url="http://127.0.0.1:1")
     (tmp_path / "git").mkdir()
-    first = forge.create_repository(NAME, files={"app.py": b"print(1)\n",
-                                                  "requirements.txt": b"\n"},
-                                    branch="main", hook_token="t")
+    first = forge.create_repository(
+        NAME,
+        files={"app.py": b"print(1)\n", "requirements.txt": b"\n"},
+        branch="main",
+        hook_token="t",
+    )
     with db.session() as s:
         s.add(Project(name=NAME, status="running", branch="main", hook_token="t"))
     work = tmp_path / "work"
@@ -111,12 +140,16 @@ def world(tmp_path: Path) -> Iterator[World]:
     # No pushes from the test clone may reach a server: drop the hook.
     (forge.repo_path(NAME) / "hooks" / "post-receive").unlink()
     registry = LocalRegistry(envs_dir=tmp_path / "envs")
-    runtime = LocalRuntime(apps_dir=tmp_path / "apps", forge=forge,
-                           supervisor=Supervisor(settings=settings.runtime),
-                           settings=settings.runtime)
+    runtime = LocalRuntime(
+        apps_dir=tmp_path / "apps",
+        forge=forge,
+        supervisor=Supervisor(settings=settings.runtime),
+        settings=settings.runtime,
+    )
     pipelines = LocalPipelines(db=db, forge=forge, runtime=runtime, settings=settings)
-    w = World(db=db, forge=forge, registry=registry, pipelines=pipelines, settings=settings,
-              work=work)
+    w = World(
+        db=db, forge=forge, registry=registry, pipelines=pipelines, settings=settings, work=work
+    )
     w.build_env_for(first)
     yield w
     db.dispose()
@@ -180,8 +213,9 @@ def test_force_push_deploys_the_new_head(world: World) -> None:
         ("refs/heads/main", "a" * 40, ZERO_SHA, "Push Hook", "deleted"),
     ],
 )
-def test_ignored_pushes(world: World, ref: str, before: str, after: str, kind: str,
-                        words: str) -> None:
+def test_ignored_pushes(
+    world: World, ref: str, before: str, after: str, kind: str, words: str
+) -> None:
     world.store("code-reload", before=before, after=after, ref=ref, kind=kind)
     world.processor().process_pending()
     [event] = world.events()
@@ -198,8 +232,11 @@ def test_events_stored_before_a_restart_are_processed_after_it(world: World) -> 
     processor = world.processor()  # a new process: nothing in memory
     processor.start()
     try:
-        wait_for(lambda: {e.status for e in world.events()} == {"done"}, timeout=30,
-                 what="stored events to be processed")
+        wait_for(
+            lambda: {e.status for e in world.events()} == {"done"},
+            timeout=30,
+            what="stored events to be processed",
+        )
     finally:
         processor.stop()
     assert [p.kind for p in world.pipelines_rows()] == ["reload"]

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
-import httpx
 from sqlalchemy import func, select
 
 from nakama.db.session import Database
@@ -20,8 +20,12 @@ from tests.conftest import load_reference
 from tests.support import serve
 from webhook_receiver.intake import Intake, make_receiver_router
 
-TOKENS = {"diaspora": "s3cret-diaspora", "flight": "s3cret-flight", "example": "s3cret-example",
-          "gitlab-test": "s3cret-gitlab-test"}
+TOKENS = {
+    "diaspora": "s3cret-diaspora",
+    "flight": "s3cret-flight",
+    "example": "s3cret-example",
+    "gitlab-test": "s3cret-gitlab-test",
+}
 LIMIT = 64 * 1024
 
 
@@ -44,14 +48,19 @@ def stored_calls() -> list[int]:
 @pytest.fixture
 def client(db: Database, stored_calls: list[int]) -> Iterator[httpx.Client]:
     app = FastAPI()
-    intake = Intake(db=db, settings=ReceiverSettings(max_body_bytes=LIMIT),
-                    on_stored=lambda: stored_calls.append(1))
+    intake = Intake(
+        db=db,
+        settings=ReceiverSettings(max_body_bytes=LIMIT),
+        on_stored=lambda: stored_calls.append(1),
+    )
     app.include_router(make_receiver_router(intake))
     with serve(app) as url, httpx.Client(base_url=url) as c:
         yield c
 
 
-def headers(token: str | None, *, kind: str = "Push Hook", key: str | None = None) -> dict[str, str]:
+def headers(
+    token: str | None, *, kind: str = "Push Hook", key: str | None = None
+) -> dict[str, str]:
     base: dict[str, str] = load_reference("request_headers_example.json")
     base = {**base, "X-Gitlab-Event": kind, "Idempotency-Key": key or str(uuid.uuid4())}
     base.pop("X-Gitlab-Token")
@@ -76,8 +85,13 @@ REFERENCE_DELIVERIES = [
 @pytest.mark.parametrize("endpoint", ["/build-image", "/code-reload"])
 @pytest.mark.parametrize(("name", "kind", "project"), REFERENCE_DELIVERIES)
 def test_reference_pushes_are_stored_before_the_answer(
-    client: httpx.Client, db: Database, stored_calls: list[int],
-    endpoint: str, name: str, kind: str, project: str,
+    client: httpx.Client,
+    db: Database,
+    stored_calls: list[int],
+    endpoint: str,
+    name: str,
+    kind: str,
+    project: str,
 ) -> None:
     body = load_reference(name)
     r = client.post(endpoint, json=body, headers=headers(TOKENS[project], kind=kind))
@@ -102,16 +116,23 @@ def test_recorded_delivery_with_its_own_headers(client: httpx.Client, db: Databa
 
 
 def test_pipeline_hook_is_acknowledged_and_not_stored(client: httpx.Client, db: Database) -> None:
-    r = client.post("/build-image", json=load_reference("pipeline_hook.json"),
-                    headers=headers(TOKENS["gitlab-test"], kind="Pipeline Hook"))
+    r = client.post(
+        "/build-image",
+        json=load_reference("pipeline_hook.json"),
+        headers=headers(TOKENS["gitlab-test"], kind="Pipeline Hook"),
+    )
     assert r.status_code == 200 and r.json()["status"] == "ignored"
     assert count_events(db) == 0
 
 
 @pytest.mark.parametrize(
     ("token", "message"),
-    [(None, "missing X-Gitlab-Token"), ("wrong", "invalid token"), ("", "missing"),
-     (TOKENS["flight"], "invalid token")],
+    [
+        (None, "missing X-Gitlab-Token"),
+        ("wrong", "invalid token"),
+        ("", "missing"),
+        (TOKENS["flight"], "invalid token"),
+    ],
 )
 def test_wrong_or_missing_token_is_401(
     client: httpx.Client, db: Database, token: str | None, message: str
@@ -157,8 +178,9 @@ def test_oversized_chunked_body_is_413(client: httpx.Client, db: Database) -> No
         (b'{"project": {"path_with_namespace": 5}}', 422, "path_with_namespace"),
     ],
 )
-def test_malformed_bodies(client: httpx.Client, db: Database, content: bytes, status: int,
-                          message: str) -> None:
+def test_malformed_bodies(
+    client: httpx.Client, db: Database, content: bytes, status: int, message: str
+) -> None:
     r = client.post("/build-image", content=content, headers=headers(TOKENS["diaspora"]))
     assert r.status_code == status
     assert message in r.json()["detail"]
@@ -174,8 +196,9 @@ def test_malformed_bodies(client: httpx.Client, db: Database, content: bytes, st
         ({"object_kind": "merge_request"}, "object_kind"),
     ],
 )
-def test_schema_errors_are_422_with_the_field(client: httpx.Client, db: Database,
-                                              change: dict[str, Any], message: str) -> None:
+def test_schema_errors_are_422_with_the_field(
+    client: httpx.Client, db: Database, change: dict[str, Any], message: str
+) -> None:
     body = {**load_reference("push_hook.json"), **change}
     r = client.post("/build-image", json=body, headers=headers(TOKENS["diaspora"]))
     assert r.status_code == 422
@@ -193,8 +216,9 @@ def test_duplicates_are_dropped_per_endpoint(client: httpx.Client, db: Database)
     assert count_events(db) == 2
 
 
-def test_event_uuid_dedups_when_there_is_no_idempotency_key(client: httpx.Client,
-                                                            db: Database) -> None:
+def test_event_uuid_dedups_when_there_is_no_idempotency_key(
+    client: httpx.Client, db: Database
+) -> None:
     hdrs = headers(TOKENS["diaspora"])
     del hdrs["Idempotency-Key"]
     body = load_reference("push_hook.json")

@@ -7,8 +7,13 @@ A = "a" * 40
 B = "b" * 40
 
 
-def plan(ref: str = "refs/heads/main", before: str = A, after: str = B,
-         changed: list[str] | None = None, exists: bool = True):  # type: ignore[no-untyped-def]
+def plan(
+    ref: str = "refs/heads/main",
+    before: str = A,
+    after: str = B,
+    changed: list[str] | None = None,
+    exists: bool = True,
+):  # type: ignore[no-untyped-def]
     return plan_push(
         RefUpdate(ref=ref, before=before, after=after),
         deploy_branch="main",

@@ -48,7 +48,11 @@ def commit(n: int, **changes: tuple[str, ...]) -> CommitInfo:
 
 def payload(**kwargs: Any) -> dict[str, Any]:
     args: dict[str, Any] = {
-        "project": PROJECT, "pusher": PUSHER, "ref": "refs/heads/main", "before": A, "after": B,
+        "project": PROJECT,
+        "pusher": PUSHER,
+        "ref": "refs/heads/main",
+        "before": A,
+        "after": B,
         "commits": [commit(1)],
     }
     args.update(kwargs)
@@ -108,8 +112,14 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     (
         "normal push",
         {"commits": [commit(1), commit(2)]},
-        {"object_kind": "push", "event_name": "push", "checkout_sha": B,
-         "total_commits_count": 2, "ids": [f"{1:040x}", f"{2:040x}"], "message": None},
+        {
+            "object_kind": "push",
+            "event_name": "push",
+            "checkout_sha": B,
+            "total_commits_count": 2,
+            "ids": [f"{1:040x}", f"{2:040x}"],
+            "message": None,
+        },
     ),
     (
         "more than 20 commits: the newest 20, oldest first",
@@ -128,10 +138,21 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ),
     (
         "tag push",
-        {"ref": "refs/tags/v1.0.0", "before": ZERO_SHA, "commits": [], "checkout_sha": T,
-         "tag_message": "Release 1.0\n"},
-        {"object_kind": "tag_push", "event_name": "tag_push", "checkout_sha": T,
-         "message": "Release 1.0\n", "total_commits_count": 0, "ids": []},
+        {
+            "ref": "refs/tags/v1.0.0",
+            "before": ZERO_SHA,
+            "commits": [],
+            "checkout_sha": T,
+            "tag_message": "Release 1.0\n",
+        },
+        {
+            "object_kind": "tag_push",
+            "event_name": "tag_push",
+            "checkout_sha": T,
+            "message": "Release 1.0\n",
+            "total_commits_count": 0,
+            "ids": [],
+        },
     ),
     (
         "tag delete",
@@ -229,12 +250,20 @@ def test_delivery_headers() -> None:
 
     def headers(url: str) -> dict[str, str]:
         return delivery_headers(
-            body, url=url, token=TOKEN, instance="http://127.0.0.1:8000",
-            event_uuid=event, webhook_uuid=uuid.uuid4(), version="1.2.3",
+            body,
+            url=url,
+            token=TOKEN,
+            instance="http://127.0.0.1:8000",
+            event_uuid=event,
+            webhook_uuid=uuid.uuid4(),
+            version="1.2.3",
         )
 
-    first, second, again = headers("http://x/build-image"), headers("http://x/code-reload"), \
-        headers("http://x/build-image")
+    first, second, again = (
+        headers("http://x/build-image"),
+        headers("http://x/code-reload"),
+        headers("http://x/build-image"),
+    )
     reference = load_reference("request_headers_example.json")
     assert set(first) == set(reference)
     assert first["X-Gitlab-Event"] == "Push Hook"
@@ -244,7 +273,12 @@ def test_delivery_headers() -> None:
     assert first["X-Gitlab-Webhook-UUID"] != again["X-Gitlab-Webhook-UUID"]
     assert first["Idempotency-Key"] == again["Idempotency-Key"] != second["Idempotency-Key"]
     tag = delivery_headers(
-        payload(ref="refs/tags/v1", commits=[]), url="u", token=TOKEN, instance="i",
-        event_uuid=event, webhook_uuid=uuid.uuid4(), version="1",
+        payload(ref="refs/tags/v1", commits=[]),
+        url="u",
+        token=TOKEN,
+        instance="i",
+        event_uuid=event,
+        webhook_uuid=uuid.uuid4(),
+        version="1",
     )
     assert tag["X-Gitlab-Event"] == "Tag Push Hook"

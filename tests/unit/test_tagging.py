@@ -23,12 +23,14 @@ def test_image_tag_converts_to_utc_and_sanitises_branch() -> None:
 
 def test_image_tag_rejects_naive_time() -> None:
     with pytest.raises(ValueError, match="aware"):
-        image_tag(branch="main", sha="a" * 40, now=datetime(2026, 1, 1))  # noqa: DTZ001
+        image_tag(branch="main", sha="a" * 40, now=datetime(2026, 1, 1))
 
 
 def test_tags_sort_by_time() -> None:
-    tags = [image_tag(branch="main", sha=f"{i:040x}", now=NOW + timedelta(seconds=i * 7))
-            for i in (3, 1, 2)]
+    tags = [
+        image_tag(branch="main", sha=f"{i:040x}", now=NOW + timedelta(seconds=i * 7))
+        for i in (3, 1, 2)
+    ]
     assert sorted(tags, key=lambda t: tag_timestamp(t) or "") == [tags[1], tags[2], tags[0]]
 
 
