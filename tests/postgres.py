@@ -96,3 +96,17 @@ def postgres_server() -> Iterator[str]:
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_database(server_url: str) -> str:
+    """Create an empty database on the server at ``server_url``; return its URL."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"nakama_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return server_url.rsplit("/", 1)[0] + "/" + name

@@ -23,8 +23,15 @@ from tests.e2e.nakama_server import (
 
 
 @pytest.fixture
-def nakama(tmp_path: Path, tiny_kit: Path, uv_cache: Path) -> Iterator[NakamaProcess]:
-    server = NakamaProcess(data_dir=tmp_path / "data", starter_kit=tiny_kit, uv_cache=uv_cache)
+def nakama(
+    tmp_path: Path, tiny_kit: Path, uv_cache: Path, database_url: str
+) -> Iterator[NakamaProcess]:
+    server = NakamaProcess(
+        data_dir=tmp_path / "data",
+        starter_kit=tiny_kit,
+        uv_cache=uv_cache,
+        extra_env={"NAKAMA_DATABASE_URL": database_url},
+    )
     server.start()
     yield server
     server.close()

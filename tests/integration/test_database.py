@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select
@@ -12,27 +11,13 @@ from sqlalchemy.exc import IntegrityError
 from nakama.auth import TokenStore, new_token
 from nakama.db.session import Database
 from nakama.db.tables import Base, Project, WebhookEvent
-from tests.postgres import postgres_server
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'n.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    database = Database(url)
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
     database.migrate()
     yield database
-    with database.engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
     database.dispose()
 
 

@@ -120,8 +120,8 @@ def git(cwd: Path, *args: str) -> str:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    settings = Settings(data_dir=tmp_path / "data")
+def world(tmp_path: Path, database_url: str) -> Iterator[World]:
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
     db = Database(settings.db_url)
     settings.data_dir.mkdir()
     db.migrate()
