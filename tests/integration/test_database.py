@@ -72,3 +72,11 @@ def test_tokens_are_stored_hashed(db: Database) -> None:
     with db.engine.connect() as conn:
         dump = str(conn.exec_driver_sql("SELECT * FROM api_tokens").all())
     assert token not in dump
+
+
+def test_migrations_match_the_models(db: Database) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
