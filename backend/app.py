@@ -151,6 +151,7 @@ def create_app(platform: Platform) -> FastAPI:
         try:
             yield
         finally:
+            intake.close()
             platform.stop()
 
     app = FastAPI(

@@ -6,6 +6,7 @@ Nothing here decides what a push means; it only makes sure a valid event is stor
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,14 +15,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from nakama.auth import tokens_equal
 from nakama.db.session import Database
-from nakama.db.tables import Project, WebhookEvent
+from nakama.db.tables import Project
+from nakama.errors import TemporaryError
 from nakama.logs import get_logger
 from nakama.models import PushEvent
 from nakama.settings import ReceiverSettings
+from webhook_receiver.store import EventStore, NewEvent
 
 log = get_logger(__name__)
 
@@ -89,42 +91,51 @@ def _validation_message(exc: ValidationError) -> str:
     return "invalid push event: " + "; ".join(parts)
 
 
+class TokenCache:
+    """Projects' hook tokens, kept for a few seconds so a burst of deliveries does not query the
+    database once per delivery. A miss always asks the database."""
+
+    def __init__(self, db: Database, *, ttl_s: float = 5.0) -> None:
+        self._db = db
+        self._ttl_s = ttl_s
+        self._entries: dict[str, tuple[str, float]] = {}
+
+    def get(self, project: str) -> str | None:
+        now = time.monotonic()
+        hit = self._entries.get(project)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        with self._db.session() as s:
+            token = s.scalar(select(Project.hook_token).where(Project.name == project))
+        if token is None:
+            self._entries.pop(project, None)
+        else:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[project] = (token, now + self._ttl_s)
+        return token
+
+
 class Intake:
     """Validates and stores webhook deliveries."""
 
     def __init__(
         self, *, db: Database, settings: ReceiverSettings, on_stored: Callable[[], None]
     ) -> None:
-        self._db = db
         self._settings = settings
-        self._on_stored = on_stored
+        self._tokens = TokenCache(db)
+        self._store = EventStore(db, on_stored=on_stored)
+
+    def close(self) -> None:
+        self._store.close()
 
     def _check_token(self, project: str, given: str | None) -> None:
-        with self._db.session() as s:
-            expected = s.scalar(select(Project.hook_token).where(Project.name == project))
+        expected = self._tokens.get(project)
         if not given:
             raise Rejection(401, "missing X-Gitlab-Token header")
         ok = tokens_equal(given, expected or _DUMMY_SECRET)
         if not ok or expected is None:
             raise Rejection(401, "invalid token")
-
-    def _store(
-        self, *, endpoint: str, dedup: str, kind: str, project: str, body: bytes
-    ) -> int | None:
-        row = WebhookEvent(
-            endpoint=endpoint,
-            dedup_key=f"{endpoint}:{dedup}",
-            event_kind=kind,
-            project=project,
-            body=body.decode(),
-        )
-        try:
-            with self._db.session() as s:
-                s.add(row)
-                s.flush()
-                return row.id
-        except IntegrityError:
-            return None
 
     async def handle(self, endpoint: str, request: Request) -> JSONResponse:
         headers = request.headers
@@ -145,14 +156,22 @@ class Intake:
                 raise Rejection(422, _validation_message(exc)) from None
             if not delivery:
                 raise Rejection(422, "missing Idempotency-Key or X-Gitlab-Event-UUID header")
-            event_id = self._store(
-                endpoint=endpoint, dedup=delivery[:150], kind=kind, project=project, body=body
-            )
+            try:
+                event_id = await self._store.store(
+                    NewEvent(
+                        endpoint=endpoint,
+                        dedup_key=f"{endpoint}:{delivery[:150]}",
+                        event_kind=kind,
+                        project=project,
+                        body=body.decode(),
+                    )
+                )
+            except TemporaryError as exc:
+                raise Rejection(503, str(exc)) from None
             if event_id is None:
                 log.info("duplicate delivery dropped", project=project)
                 return JSONResponse({"status": "duplicate"})
             log.info("event stored", event_id=event_id, project=project)
-            self._on_stored()
             return JSONResponse({"status": "accepted", "event_id": event_id}, status_code=202)
         except Rejection as rej:
             log.warning("delivery rejected", status=rej.status, reason=rej.message)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from nakama.db.session import Database
@@ -36,6 +36,7 @@ RETRY_DELAY_S = 5.0
 class Outcome:
     status: str  # done, ignored, failed
     result: str
+    acted: bool = False
 
 
 class EventProcessor:
@@ -83,59 +84,92 @@ class EventProcessor:
                 self._wake.wait(timeout=RETRY_DELAY_S)
 
     # --- work ------------------------------------------------------------------------------
-    def process_pending(self, *, limit: int = 100) -> bool:
-        """Process stored events in order; True if any event was finished."""
+    def process_pending(self, *, limit: int = 200) -> bool:
+        """Process stored events in order; True if any event was finished.
+
+        Events are read in batches and their outcomes written together, so a burst of
+        deliveries costs a few transactions rather than three per event.
+        """
         with self._db.session() as s:
-            ids = s.scalars(
-                select(WebhookEvent.id)
+            events = s.execute(
+                select(
+                    WebhookEvent.id, WebhookEvent.endpoint, WebhookEvent.project, WebhookEvent.body
+                )
                 .where(WebhookEvent.status == "pending")
                 .order_by(WebhookEvent.id)
                 .limit(limit)
             ).all()
-        finished = False
-        for event_id in ids:
+            names = {e.project for e in events}
+            projects = {
+                name: (status, branch)
+                for name, status, branch in s.execute(
+                    select(Project.name, Project.status, Project.branch).where(
+                        Project.name.in_(names)
+                    )
+                )
+            }
+        done: list[tuple[int, Outcome]] = []
+        for event_id, endpoint, project, body in events:
             if self._stop.is_set():
                 break
-            if not self._process_one(event_id):
+            structlog.contextvars.bind_contextvars(event_id=event_id, project=project)
+            try:
+                outcome = self._outcome(endpoint, project, body, projects.get(project))
+            except TemporaryError as exc:
+                log.warning("event will be retried", error=str(exc))
                 break  # keep order: a temporary failure blocks later events until retried
-            finished = True
-        return finished
+            finally:
+                structlog.contextvars.unbind_contextvars("event_id", "project")
+            done.append((event_id, outcome))
+            # Ignored events are the bulk of a busy hook's traffic: keep them out of info logs.
+            level = log.debug if outcome.status in ("ignored", "done") else log.info
+            level(
+                "event processed", event_id=event_id, status=outcome.status, result=outcome.result
+            )
+            if outcome.acted:
+                self._record(done)  # what was acted on is marked done at once
+                done = []
+        self._record(done)
+        return bool(events) and not self._stop.is_set()
 
-    def _process_one(self, event_id: int) -> bool:
+    def _record(self, outcomes: list[tuple[int, Outcome]]) -> None:
+        """Write outcomes: one UPDATE per distinct outcome, not one per event."""
+        if not outcomes:
+            return
+        groups: dict[tuple[str, str], list[int]] = {}
+        for event_id, outcome in outcomes:
+            groups.setdefault((outcome.status, outcome.result), []).append(event_id)
+        now = datetime.now(UTC)
         with self._db.session() as s:
-            event = s.get(WebhookEvent, event_id)
-            assert event is not None
-            endpoint, body, project = event.endpoint, event.body, event.project
-        structlog.contextvars.bind_contextvars(event_id=event_id, project=project)
+            for (status, result), ids in groups.items():
+                s.execute(
+                    update(WebhookEvent)
+                    .where(WebhookEvent.id.in_(ids))
+                    .values(status=status, result=result, processed_at=now)
+                )
+
+    def _outcome(
+        self, endpoint: str, project: str, body: str, info: tuple[str, str] | None
+    ) -> Outcome:
         try:
-            outcome = self._decide_and_act(endpoint, project, PushEvent.model_validate_json(body))
-        except TemporaryError as exc:
-            log.warning("event will be retried", error=str(exc))
-            return False
+            if info is None or info[0] == "deleting":
+                return Outcome("ignored", "project does not exist or is being deleted")
+            return self._decide_and_act(
+                endpoint, project, PushEvent.model_validate_json(body), branch=info[1]
+            )
+        except TemporaryError:
+            raise
         except NakamaError as exc:
-            outcome = Outcome("failed", str(exc)[:2000])
+            return Outcome("failed", str(exc)[:2000])
         except Exception:
             log.exception("event failed")
-            outcome = Outcome("failed", "internal error while processing the event")
-        finally:
-            structlog.contextvars.unbind_contextvars("event_id", "project")
-        with self._db.session() as s:
-            event = s.get(WebhookEvent, event_id)
-            assert event is not None
-            event.status = outcome.status
-            event.result = outcome.result
-            event.processed_at = datetime.now(UTC)
-        log.info("event processed", event_id=event_id, status=outcome.status, result=outcome.result)
-        return True
+            return Outcome("failed", "internal error while processing the event")
 
-    def _decide_and_act(self, endpoint: str, project: str, event: PushEvent) -> Outcome:
-        with self._db.session() as s:
-            row = s.scalar(select(Project).where(Project.name == project))
-            if row is None or row.status == "deleting":
-                return Outcome("ignored", "project does not exist or is being deleted")
-            branch = row.branch
-        update = RefUpdate(ref=event.ref, before=event.before, after=event.after)
-        plan = triage(update, deploy_branch=branch) or self._shared_plan(project, update, branch)
+    def _decide_and_act(
+        self, endpoint: str, project: str, event: PushEvent, *, branch: str
+    ) -> Outcome:
+        update_ = RefUpdate(ref=event.ref, before=event.before, after=event.after)
+        plan = triage(update_, deploy_branch=branch) or self._shared_plan(project, update_, branch)
         if plan.action is Action.IGNORE:
             return Outcome("ignored", plan.reason)
         if ACTS_ON.get(endpoint) is not plan.action:
@@ -156,7 +190,9 @@ class EventProcessor:
             row = s.scalar(select(Project).where(Project.name == project))
             if row is not None:
                 row.last_action, row.last_reason = plan.action.value, plan.reason
-        return Outcome("done", f"{plan.action.value} pipeline {pipeline_id}: {plan.reason}")
+        return Outcome(
+            "done", f"{plan.action.value} pipeline {pipeline_id}: {plan.reason}", acted=True
+        )
 
     def _dep_hash(self, project: str, commit: str) -> str:
         files = self._forge.read_files(project, commit, self._settings.dependency_files)

@@ -55,6 +55,7 @@ def client(db: Database, stored_calls: list[int]) -> Iterator[httpx.Client]:
     app.include_router(make_receiver_router(intake))
     with serve(app) as url, httpx.Client(base_url=url) as c:
         yield c
+    intake.close()
 
 
 def headers(
@@ -227,3 +228,25 @@ def test_event_uuid_dedups_when_there_is_no_idempotency_key(
     r = client.post("/build-image", json=body, headers=hdrs)
     assert r.status_code == 422 and "Idempotency-Key" in r.json()["detail"]
     assert count_events(db) == 1
+
+
+def test_concurrent_deliveries_are_each_stored_once(client: httpx.Client, db: Database) -> None:
+    import asyncio
+
+    body = json.dumps(load_reference("push_hook.json"))
+    keys = [str(uuid.uuid4()) for _ in range(40)] * 2
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=str(client.base_url)) as ac:
+            return await asyncio.gather(
+                *(
+                    ac.post(
+                        "/code-reload", content=body, headers=headers(TOKENS["diaspora"], key=k)
+                    )
+                    for k in keys
+                )
+            )
+
+    answers = [r.json()["status"] for r in asyncio.run(send_all())]
+    assert answers.count("accepted") == 40 and answers.count("duplicate") == 40
+    assert count_events(db) == 40
