@@ -151,6 +151,8 @@ def main() -> int:
                 with py_spy_record(server.proc.pid, raw, duration=duration):
                     r = run_wrk(f"{server.url}/code-reload", lua, duration=duration)
                 profile = profile_summary(raw, REPO_ROOT)
+                if os.environ.get("KEEP_PROFILE"):
+                    shutil.copy(raw, os.environ["KEEP_PROFILE"])
                 profile.insert(0, f"(profiled pass: {line('', r, stored_rows(server, prefix))})")
                 continue
             r = loaded(server.proc.pid, f"{server.url}/code-reload", lua, duration)

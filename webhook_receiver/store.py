@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert
+from sqlalchemy import Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nakama.db.session import Database
@@ -46,6 +46,7 @@ class _Pending:
 
 def _insert_ignoring_duplicates(db: Database) -> Insert:
     table = WebhookEvent.__table__
+    assert isinstance(table, Table)
     if db.engine.dialect.name == "postgresql":
         stmt: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=["dedup_key"])
     else:
@@ -109,7 +110,7 @@ class EventStore:
     def _write(self, batch: list[_Pending]) -> None:
         rows = [vars(p.event) for p in batch]
         try:
-            with self._db.engine.begin() as conn:
+            with self._db.transaction() as conn:
                 inserted: dict[str, int] = {
                     key: event_id for key, event_id in conn.execute(self._insert, rows)
                 }
