@@ -122,3 +122,27 @@ def test_a_push_that_does_not_start_leaves_the_previous_version_serving(
     assert fetch_text(url) == "v1"
     project = nakama.project("fragile")
     assert project["deployed_commit"] != broken and project["status"] == "running"
+
+
+def test_a_delete_interrupted_by_a_crash_is_finished_at_the_next_start(
+    nakama: NakamaProcess,
+) -> None:
+    import sqlite3
+
+    url = create(nakama, "halfgone")
+    nakama.stop(signal.SIGKILL)
+    nakama.kill_apps()
+    # The crash came right after the delete was accepted: the record says "deleting" and
+    # nothing else has been removed yet.
+    with sqlite3.connect(nakama.data_dir / "nakama.db") as db:
+        db.execute("UPDATE projects SET status = 'deleting' WHERE name = 'halfgone'")
+    assert (nakama.data_dir / "git" / "halfgone.git").exists()
+    nakama.start()
+    wait_for(
+        lambda: nakama.api.get("/api/v1/projects/halfgone").status_code == 404,
+        timeout=60,
+        what="the delete to be finished",
+    )
+    assert not (nakama.data_dir / "git" / "halfgone.git").exists()
+    assert not (nakama.data_dir / "apps" / "halfgone").exists()
+    assert fetch_text(url) is None
