@@ -1,0 +1,139 @@
+"""The real starter kit, end to end: `nakama up` creates a project from app_starter_kit/, builds a
+real Streamlit environment, serves the app, and a code-only push reloads it without a build.
+
+Streamlit renders through a websocket, so the page's HTML alone says nothing about which code ran:
+the app is rendered for real, by Debian's Chromium driven by Playwright (Playwright's own browser
+download is not used).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, sync_playwright
+
+from tests.e2e.nakama_server import NakamaProcess, clone, git, git_push, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+CHROMIUM = os.environ.get("NAKAMA_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+KIT_TITLE = "Hello from Nakama"
+COLD_BUILD_S = 300  # the first build installs Streamlit, numpy and pandas from the index
+RENDER_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: apt-get install chromium"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def nakama(tmp_path: Path, uv_cache: Path) -> Iterator[NakamaProcess]:
+    server = NakamaProcess(data_dir=tmp_path / "data", uv_cache=uv_cache)
+    server.env.pop("NAKAMA_STARTER_KIT_DIR", None)  # the real app_starter_kit/, whatever is set
+    server.start()
+    yield server
+    server.close()
+
+
+def rendered_title(browser: Browser, url: str, expected: str) -> str:
+    """Open ``url`` in a fresh browser context and return the ``<h1>`` once it reads ``expected``.
+
+    A new context is a new Streamlit session: it runs the script the server has now.
+    """
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(url, wait_until="domcontentloaded", timeout=RENDER_TIMEOUT_MS)
+        heading = page.locator("h1", has_text=expected)
+        try:
+            heading.first.wait_for(timeout=RENDER_TIMEOUT_MS)
+        except Exception as exc:
+            body = page.locator("body").inner_text(timeout=5_000)
+            raise AssertionError(
+                f"{url} never showed {expected!r}; it shows:\n{body[:1500]}"
+            ) from exc
+        assert "Traceback" not in page.locator("body").inner_text()
+        return heading.first.inner_text()
+    finally:
+        context.close()
+
+
+def healthy(app_url: str) -> bool:
+    try:
+        r = httpx.get(f"{app_url}_stcore/health", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200 and r.text == "ok"
+
+
+def process_cwd(nakama: NakamaProcess, name: str) -> Path:
+    pid = int((nakama.data_dir / "apps" / name / "app.pid").read_text())
+    return Path(os.readlink(f"/proc/{pid}/cwd"))
+
+
+def test_starter_kit_deploys_renders_and_reloads_a_code_push(
+    nakama: NakamaProcess, browser: Browser, tmp_path: Path
+) -> None:
+    r = nakama.api.post("/api/v1/projects", json={"name": "kit-demo"})
+    assert r.status_code == 201, r.text
+    first = nakama.pipelines("kit-demo")
+    assert [p["kind"] for p in first] == ["build"]
+    project = nakama.wait_deployed("kit-demo", first[0]["commit"], timeout=COLD_BUILD_S)
+    app_url = project["app_url"]
+    image_tag = project["image_tag"]
+
+    # The app URL serves Streamlit's page, and Streamlit's own health endpoint answers.
+    page = httpx.get(app_url, timeout=10)
+    assert page.status_code == 200
+    assert "<title>Streamlit</title>" in page.text
+    assert healthy(app_url)
+    assert rendered_title(browser, app_url, KIT_TITLE) == KIT_TITLE
+    build_log = nakama.api.get(f"/api/v1/projects/kit-demo/pipelines/{first[0]['id']}/log").text
+    assert "streamlit" in build_log.lower()
+
+    # A code-only push: reload, no build; the new code is what runs and what renders.
+    work = clone(nakama, "kit-demo", tmp_path / "work")
+    new_title = f"Sales at a glance {time.time_ns() % 10**6}"
+    app_py = work / "app.py"
+    source = app_py.read_text()
+    assert f'st.title("{KIT_TITLE}")' in source
+    app_py.write_text(source.replace(f'st.title("{KIT_TITLE}")', f'st.title("{new_title}")'))
+    git("commit", "-qam", "retitle the app", cwd=work)
+    sha2 = git("rev-parse", "HEAD", cwd=work)
+    git_push(work)
+
+    project = nakama.wait_deployed("kit-demo", sha2, timeout=60)
+    reload = nakama.pipelines("kit-demo")[0]
+    assert reload["kind"] == "reload" and reload["commit"] == sha2, reload
+    assert reload["status"] == "success"
+    assert "only code changed" in reload["reason"]
+    assert project["image_tag"] == image_tag  # the same environment: nothing was built
+    assert [p["kind"] for p in nakama.pipelines("kit-demo")].count("build") == 1
+    wait_for(lambda: healthy(app_url), timeout=30, what="the app to be healthy again")
+
+    # The process runs from a checkout of the new commit ...
+    cwd = process_cwd(nakama, "kit-demo")
+    assert cwd.is_relative_to(nakama.data_dir / "apps" / "kit-demo"), cwd
+    assert f'st.title("{new_title}")' in (cwd / "app.py").read_text()
+    # ... and a browser gets the new title rendered, not the kit's.
+    assert rendered_title(browser, app_url, new_title) == new_title
+    assert "Streamlit" in nakama.api.get("/api/v1/projects/kit-demo/logs").text
