@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import select
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nakama.auth import tokens_equal
 from nakama.db.session import Database
@@ -196,3 +197,26 @@ def make_receiver_router(intake: Intake) -> APIRouter:
         return await intake.handle("code-reload", request)
 
     return router
+
+
+class ReceiverApp:
+    """The receiver as a bare ASGI app, for the hot path.
+
+    Placed in front of the API (see backend.app), it answers ``POST /build-image`` and
+    ``POST /code-reload`` without the framework's routing, dependency and middleware layers;
+    every other request goes to ``fallback``. The FastAPI routes above serve the same handler
+    and document it in the OpenAPI schema.
+    """
+
+    def __init__(self, intake: Intake, *, fallback: ASGIApp) -> None:
+        self._intake = intake
+        self._fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        endpoint = path[1:] if path in ("/build-image", "/code-reload") else None
+        if endpoint is None or scope["method"] != "POST":
+            await self._fallback(scope, receive, send)
+            return
+        response = await self._intake.handle(endpoint, Request(scope, receive))
+        await response(scope, receive, send)

@@ -117,23 +117,29 @@ class EventStore:
         except Exception as exc:
             log.error("storing events failed", count=len(batch), error=type(exc).__name__)
             error = TemporaryError("the event could not be stored; send it again")
-            for p in batch:
-                p.loop.call_soon_threadsafe(_set_exception, p.future, error)
+            _answer(batch, [error] * len(batch))
             return
         stored_any = bool(inserted)
-        for p in batch:
-            # A key sent twice in one batch is stored once: the second delivery is a duplicate.
-            event_id = inserted.pop(p.event.dedup_key, None)
-            p.loop.call_soon_threadsafe(_set_result, p.future, event_id)
+        # A key sent twice in one batch is stored once: the second delivery is a duplicate.
+        _answer(batch, [inserted.pop(p.event.dedup_key, None) for p in batch])
         if self._on_stored is not None and stored_any:
             self._on_stored()
 
 
-def _set_result(future: asyncio.Future[int | None], value: int | None) -> None:
-    if not future.done():
-        future.set_result(value)
+def _answer(batch: list[_Pending], results: list[int | Exception | None]) -> None:
+    """Hand the results to the waiting requests: one wake-up per event loop, not per event."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, int | Exception | None]]] = {}
+    for pending, result in zip(batch, results, strict=True):
+        by_loop.setdefault(pending.loop, []).append((pending, result))
+    for loop, items in by_loop.items():
+        loop.call_soon_threadsafe(_resolve, items)
 
 
-def _set_exception(future: asyncio.Future[int | None], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
+def _resolve(items: list[tuple[_Pending, int | Exception | None]]) -> None:
+    for pending, result in items:
+        if pending.future.done():
+            continue  # the client went away
+        if isinstance(result, Exception):
+            pending.future.set_exception(result)
+        else:
+            pending.future.set_result(result)

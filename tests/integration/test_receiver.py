@@ -17,7 +17,7 @@ from nakama.db.tables import Project, WebhookEvent
 from nakama.settings import ReceiverSettings
 from tests.conftest import load_reference
 from tests.support import serve
-from webhook_receiver.intake import Intake, make_receiver_router
+from webhook_receiver.intake import Intake, ReceiverApp, make_receiver_router
 
 TOKENS = {
     "diaspora": "s3cret-diaspora",
@@ -250,3 +250,22 @@ def test_concurrent_deliveries_are_each_stored_once(client: httpx.Client, db: Da
     answers = [r.json()["status"] for r in asyncio.run(send_all())]
     assert answers.count("accepted") == 40 and answers.count("duplicate") == 40
     assert count_events(db) == 40
+
+
+def test_the_bare_asgi_front_serves_the_same_contract(db: Database) -> None:
+    fallback = FastAPI()
+
+    @fallback.get("/other")
+    def other() -> dict[str, str]:
+        return {"served": "by the fallback"}
+
+    intake = Intake(db=db, settings=ReceiverSettings(max_body_bytes=LIMIT), on_stored=lambda: None)
+    with serve(ReceiverApp(intake, fallback=fallback)) as url, httpx.Client(base_url=url) as c:
+        body = load_reference("push_hook.json")
+        accepted = c.post("/build-image", json=body, headers=headers(TOKENS["diaspora"]))
+        assert accepted.status_code == 202 and accepted.json()["event_id"] >= 1
+        assert c.post("/code-reload", json=body, headers=headers("nope")).status_code == 401
+        assert c.get("/other").json() == {"served": "by the fallback"}
+        assert c.get("/build-image").status_code in (404, 405)
+    intake.close()
+    assert count_events(db) == 1
