@@ -246,10 +246,10 @@ class LocalPipelines:
         if not self._still_wanted(job):
             raise NakamaError("the project is being deleted")
         out.write(f"deploying {job.commit_sha[:12]} on {env.tag}\n")
-        self._runtime.deploy(
+        how = self._runtime.deploy(
             job.project, commit=job.commit_sha, env=env, fallback=self._deployed(job.project)
         )
-        out.write("app is up\n")
+        out.write(f"app is up: {how}\n")
         return env.tag
 
     def _export(self, project: str, commit: str, dest: Path) -> None:

@@ -12,12 +12,26 @@ import threading
 import time
 from pathlib import Path
 
+from code_reloader.live import (
+    live_command,
+    live_commit,
+    live_dir,
+    live_eligible,
+    main_script,
+    publish_live,
+)
 from code_reloader.sync import sync_commit
 from image_builder.environments import Environment
-from nakama.errors import NakamaError
+from nakama.errors import NakamaError, PermanentError
 from nakama.local.appconfig import load_app_config
 from nakama.local.forge import LocalForge
-from nakama.local.supervisor import AppSpec, Supervisor, allocate_port, port_is_free
+from nakama.local.supervisor import (
+    AppSpec,
+    Supervisor,
+    allocate_port,
+    port_is_free,
+    probe_http,
+)
 from nakama.logs import get_logger
 from nakama.ports import AppStatus
 from nakama.settings import RuntimeSettings
@@ -41,6 +55,7 @@ class LocalRuntime:
         self._supervisor = supervisor
         self._settings = settings
         self._ports_lock = threading.Lock()
+        self._running: dict[str, AppSpec] = {}
 
     def _app_dir(self, project: str) -> Path:
         return self.apps_dir / project
@@ -75,15 +90,16 @@ class LocalRuntime:
         commit: str,
         env: Environment,
         fallback: tuple[str, Environment] | None = None,
-    ) -> None:
-        """Put ``commit`` into the app's directory and (re)start the app on ``env``.
+    ) -> str:
+        """Put ``commit`` into the app's directory and (re)start the app on ``env``; return how
+        the app took it ("restarted", or updated in place by the live strategy).
 
         If the new version does not come up and ``fallback`` (the commit and environment that
         ran before) is given, that version is started again before the error is raised, so a
         broken push leaves the previous version serving.
         """
         try:
-            self._start(project, commit=commit, env=env)
+            return self._start(project, commit=commit, env=env)
         except NakamaError:
             if fallback is not None and fallback[0] != commit:
                 try:
@@ -96,7 +112,7 @@ class LocalRuntime:
                     )
             raise
 
-    def _start(self, project: str, *, commit: str, env: Environment) -> None:
+    def _start(self, project: str, *, commit: str, env: Environment) -> str:
         self.prepare(project)
         port = self.port(project)
         assert port is not None
@@ -106,23 +122,54 @@ class LocalRuntime:
         )
         config_file = worktree / APP_CONFIG_FILE
         config = load_app_config(config_file.read_text() if config_file.is_file() else None)
+        command = config.command(python=str(env.python), port=port)
+        cwd = code_root / "current"
+        live = live_command(command) if self._settings.reload_strategy == "live" else None
+        if live is not None:  # Streamlit runs in a stable copy and reruns what changes in it
+            command, cwd = live, live_dir(code_root)
         spec = AppSpec(
             name=project,
-            cwd=code_root / "current",
-            command=config.command(python=str(env.python), port=port),
+            cwd=cwd,
+            command=command,
             port=port,
             env={},
             log_path=self._app_dir(project) / "app.log",
             health_path=config.health_path,
             bin_dir=env.python.parent,
         )
+        if live is not None:
+            script = main_script(command) or "app.py"
+            if self._can_go_live(project, spec, code_root, commit):
+                publish_live(code_root, worktree, commit=commit, main_script=script)
+                if not probe_http(port, spec.health_path):
+                    raise PermanentError(f"app {project!r} stopped answering after a live update")
+                return "updated in place (live): Streamlit reruns the changed script"
+            self._supervisor.stop(project)  # never let the old process rerun a half-new tree
+            publish_live(code_root, worktree, commit=commit, main_script=script)
         self._kill_orphan(project)
+        self._running.pop(project, None)
         try:
             self._supervisor.run(spec)
         finally:
             pid = self._supervisor.state(project).pid
             if pid is not None:
                 self._pid_file(project).write_text(str(pid))
+        self._running[project] = spec
+        return "restarted"
+
+    def _can_go_live(self, project: str, spec: AppSpec, code_root: Path, commit: str) -> bool:
+        """True if the running process can take ``commit`` without a restart."""
+        if self._running.get(project) != spec:
+            return False  # another command, port or environment: restart
+        if self._supervisor.state(project).status != "running":
+            return False
+        previous = live_commit(code_root)
+        if previous is None:
+            return False
+        if previous == commit:
+            return True
+        changed = self._forge.changed_paths(project, previous, commit)
+        return changed is not None and live_eligible(changed, command=spec.command)
 
     def _pid_file(self, project: str) -> Path:
         return self._app_dir(project) / "app.pid"
@@ -157,6 +204,7 @@ class LocalRuntime:
         return "\n".join(lines) + ("\n" if lines else "")
 
     def remove(self, project: str) -> None:
+        self._running.pop(project, None)
         self._supervisor.stop(project)
         self._kill_orphan(project)
         shutil.rmtree(self._app_dir(project), ignore_errors=True)

@@ -45,9 +45,15 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-@pytest.fixture
-def nakama(tmp_path: Path, uv_cache: Path) -> Iterator[NakamaProcess]:
-    server = NakamaProcess(data_dir=tmp_path / "data", uv_cache=uv_cache)
+@pytest.fixture(params=["restart", "live"])
+def nakama(
+    request: pytest.FixtureRequest, tmp_path: Path, uv_cache: Path
+) -> Iterator[NakamaProcess]:
+    server = NakamaProcess(
+        data_dir=tmp_path / "data",
+        uv_cache=uv_cache,
+        extra_env={"NAKAMA_RUNTIME__RELOAD_STRATEGY": request.param},
+    )
     server.env.pop("NAKAMA_STARTER_KIT_DIR", None)  # the real app_starter_kit/, whatever is set
     server.start()
     yield server
@@ -119,6 +125,7 @@ def test_starter_kit_deploys_renders_and_reloads_a_code_push(
     app_py.write_text(source.replace(f'st.title("{KIT_TITLE}")', f'st.title("{new_title}")'))
     git("commit", "-qam", "retitle the app", cwd=work)
     sha2 = git("rev-parse", "HEAD", cwd=work)
+    pid_before = (nakama.data_dir / "apps" / "kit-demo" / "app.pid").read_text()
     git_push(work)
 
     project = nakama.wait_deployed("kit-demo", sha2, timeout=60)
@@ -137,3 +144,12 @@ def test_starter_kit_deploys_renders_and_reloads_a_code_push(
     # ... and a browser gets the new title rendered, not the kit's.
     assert rendered_title(browser, app_url, new_title) == new_title
     assert "Streamlit" in nakama.api.get("/api/v1/projects/kit-demo/logs").text
+    # With the live strategy the same process reran the changed script; otherwise it restarted.
+    reload_log = nakama.api.get(f"/api/v1/projects/kit-demo/pipelines/{reload['id']}/log").text
+    pid_after = (nakama.data_dir / "apps" / "kit-demo" / "app.pid").read_text()
+    if nakama.env["NAKAMA_RUNTIME__RELOAD_STRATEGY"] == "live":
+        assert "updated in place (live)" in reload_log
+        assert pid_after == pid_before
+    else:
+        assert "app is up: restarted" in reload_log
+        assert pid_after != pid_before
