@@ -192,6 +192,13 @@ def _build_into(tmp: Path, *, source_dir: Path, settings: BuilderSettings, log: 
     return interpreter
 
 
+# A build must not outlive Nakama: if Nakama is killed, uv is killed with it, so nothing keeps
+# writing into a build directory that the next start cleans up (util-linux's setpriv).
+_DIE_WITH_US: tuple[str, ...] = (
+    ("setpriv", "--pdeathsig", "KILL", "--") if shutil.which("setpriv") else ()
+)
+
+
 def _run_uv(
     args: Sequence[str],
     *,
@@ -208,7 +215,7 @@ def _run_uv(
         raise PermanentError(f"environment build timed out after {timeout_s:g}s")
     tail: collections.deque[str] = collections.deque(maxlen=_ERROR_TAIL_LINES)
     proc = subprocess.Popen(
-        list(args),
+        [*_DIE_WITH_US, *args],
         cwd=cwd,
         env=dict(env),
         stdin=subprocess.DEVNULL,
