@@ -80,6 +80,63 @@ class BuilderSettings(BaseModel):
     python: str | None = None
 
 
+class GitLabSettings(BaseModel):
+    """Cluster mode: the GitLab instance that holds projects and runs their pipelines."""
+
+    url: str = "https://gitlab.example.com"
+    token: SecretStr | None = None  # an access token with api scope on the group
+    group: str = "nakama-apps"  # full path of the group that holds the app projects
+    # Trigger token and project of the image-builder and code-reloader pipelines.
+    pipelines_project: str = "nakama/pipelines"
+    trigger_token: SecretStr | None = None
+    verify_ssl: bool = True
+    # Seconds for one HTTP call; GitLab answers API calls well within this.
+    timeout_s: float = 30.0
+    # Attempts for one call on 429, 5xx and timeouts, with exponential back-off between them.
+    max_attempts: int = 5
+
+
+class HarborSettings(BaseModel):
+    """Cluster mode: the Harbor registry that holds app images."""
+
+    url: str = "https://harbor.example.com"
+    username: str = "admin"
+    password: SecretStr | None = None
+    project: str = "nakama-apps"  # one Harbor project; one repository per app inside it
+    # Builds kept per app by the tag-retention policy: the rollback window.
+    keep_builds: int = 10
+    verify_ssl: bool = True
+    timeout_s: float = 30.0
+    max_attempts: int = 5
+
+
+class KubernetesSettings(BaseModel):
+    """Cluster mode: where apps run."""
+
+    namespace: str = "nakama-apps"
+    # How a code-only push restarts an app: through the code-reloader pipeline in GitLab (as in
+    # the original design) or straight through the Kubernetes API.
+    reload_via: Literal["gitlab-pipeline", "kubernetes"] = "kubernetes"
+    # How the restart is done: the pod-template restartedAt patch, or deleting the pods.
+    restart_method: Literal["patch", "delete-pods"] = "patch"
+
+
+class FluxSettings(BaseModel):
+    """Cluster mode: the GitOps repository Flux applies, and how app manifests look."""
+
+    gitops_project: str = "nakama/gitops"
+    gitops_branch: str = "main"
+    apps_path: str = "apps"  # folder of the GitOps repository with one sub-folder per app
+    app_domain: str = "apps.example.com"  # apps are served at https://<name>.<app_domain>
+    ingress_class: str | None = None
+    # Image that runs `nakama reload sync` in each app's init container.
+    reloader_image: str = "harbor.example.com/nakama/nakama:latest"
+    # Base image for apps without a Dockerfile.
+    base_image: str = "python:3.11-slim"
+    # Seconds between Flux scans of the registry (the fallback when no Receiver ping arrives).
+    image_scan_interval_s: int = 60
+
+
 class Settings(BaseSettings):
     """One Nakama process's settings."""
 
@@ -102,10 +159,17 @@ class Settings(BaseSettings):
     # projects may build at once.
     job_workers: int = 2
 
+    # "local": everything on this machine; "cluster": GitLab, Harbor, Kubernetes and Flux.
+    mode: Literal["local", "cluster"] = "local"
+
     receiver: ReceiverSettings = ReceiverSettings()
     planning: PlanningSettings = PlanningSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     builder: BuilderSettings = BuilderSettings()
+    gitlab: GitLabSettings = GitLabSettings()
+    harbor: HarborSettings = HarborSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    flux: FluxSettings = FluxSettings()
 
     @property
     def base_url(self) -> str:
