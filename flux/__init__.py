@@ -1,0 +1,1 @@
+"""Flux manifests for apps: rendered from a project's settings, committed to the GitOps repository."""
