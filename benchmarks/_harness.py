@@ -1,8 +1,9 @@
 """Shared pieces of the benchmarks: a throw-away ``nakama up``, the tiny app kit, statistics.
 
 Every benchmark runs ``nakama up`` on 127.0.0.1 with a fresh temporary data dir, a free port,
-``NAKAMA_ADMIN_TOKEN`` set and ``NAKAMA_STARTER_KIT_DIR`` pointing at a tiny stdlib app, and on exit
-stops it with SIGTERM, kills (by pid) any process still running from the temp dir and deletes it.
+``NAKAMA_ADMIN_TOKEN`` set and ``NAKAMA_STARTER_KIT_DIR`` pointing at a tiny stdlib app (or, with
+``real_kit=True``, the repository's real Streamlit ``app_starter_kit/``), and on exit stops it with
+SIGTERM, kills (by pid) any process still running from the temp dir and deletes it.
 """
 
 from __future__ import annotations
@@ -136,12 +137,17 @@ def running_nakama(
     uv_cache: bool = False,
     keep: bool = False,
     extra_env: dict[str, str] | None = None,
+    real_kit: bool = False,
 ) -> Iterator[NakamaProcess]:
-    """A started ``nakama up`` in a fresh temp dir; everything is stopped and deleted after."""
+    """A started ``nakama up`` in a fresh temp dir; everything is stopped and deleted after.
+
+    ``real_kit``: new projects start from the real ``app_starter_kit/`` (Streamlit) instead of
+    the tiny kit; ``NAKAMA_STARTER_KIT_DIR`` is not passed on, even if it is set here.
+    """
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     os.environ.update(GIT_ENV)
     tmp = Path(tempfile.mkdtemp(prefix=f"nakama-bench-{name}-"))
-    kit = write_kit(tmp / "kit", requirements)
+    kit = None if real_kit else write_kit(tmp / "kit", requirements)
     first = _free_port_range()
     extra_env = {
         "NAKAMA_RUNTIME__PORT_RANGE_START": str(first),
@@ -154,6 +160,8 @@ def running_nakama(
         uv_cache=(tmp / "uv-cache") if uv_cache else None,
         extra_env=extra_env,
     )
+    if real_kit:
+        server.env.pop("NAKAMA_STARTER_KIT_DIR", None)
     server.tmp = tmp  # type: ignore[attr-defined]
     try:
         server.start()
@@ -269,6 +277,47 @@ def poll_until(
     return None
 
 
+def push_commit(work: Path, message: str) -> tuple[str, float, float]:
+    """Commit what is in ``work`` and ``git push`` it: (commit, push started, push returned),
+    the times as wall-clock epoch seconds."""
+    git("commit", "-qam", message, cwd=work)
+    sha = git("rev-parse", "HEAD", cwd=work)
+    t0 = time.time()
+    out = subprocess.run(
+        ["git", "push", "-q", "origin", "HEAD:main"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    t_push = time.time()
+    if out.returncode != 0:
+        raise RuntimeError(f"git push failed: {out.stderr}")
+    return sha, t0, t_push
+
+
+def milestones(server: NakamaProcess, project: str, sha: str, t0: float) -> dict:
+    """Nakama's own timestamps for the push of ``sha``, in seconds after ``t0``:
+    ``hook`` (``webhook_events.received_at``), ``planned``/``started``/``finished``
+    (``pipelines.created_at/started_at/finished_at``), plus the pipeline's kind/status/reason."""
+    p = pipeline_for(server, project, sha)
+    hook = query(
+        server,
+        "SELECT MIN(received_at) FROM webhook_events WHERE project = ? AND body LIKE ?",
+        (project, f"%{sha}%"),
+    )[0][0]
+    return {
+        "kind": p["kind"],
+        "status": p["status"],
+        "reason": p["reason"],
+        "hook": parse_ts(hook) - t0 if hook else float("nan"),
+        "planned": parse_ts(p["created_at"]) - t0,
+        "started": parse_ts(p["started_at"]) - t0,
+        "finished": parse_ts(p["finished_at"]) - t0,
+    }
+
+
 def timed_push(
     server: NakamaProcess,
     project: str,
@@ -286,53 +335,25 @@ def timed_push(
     (``webhook_events.received_at``, ``pipelines.created_at/started_at/finished_at``), ``push``
     is when ``git push`` returned and ``live`` when the app URL first answered ``expected``.
     """
-    git("commit", "-qam", message, cwd=work)
-    sha = git("rev-parse", "HEAD", cwd=work)
-    t0 = time.time()
-    out = subprocess.run(
-        ["git", "push", "-q", "origin", "HEAD:main"],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    t_push = time.time()
-    if out.returncode != 0:
-        raise RuntimeError(f"git push failed: {out.stderr}")
+    sha, t0, t_push = push_commit(work, message)
     t_live = poll_until(client, app_url, expected, deadline=time.monotonic() + live_timeout)
     if t_live is None:
         raise RuntimeError(
             f"{expected!r} not served after {live_timeout}s; app says "
             f"{fetch_text(app_url)!r}; pipelines: {server.pipelines(project)[:2]}"
         )
-    p = pipeline_for(server, project, sha)
-    hook = query(
-        server,
-        "SELECT MIN(received_at) FROM webhook_events WHERE project = ? AND body LIKE ?",
-        (project, f"%{sha}%"),
-    )[0][0]
-    return {
-        "kind": p["kind"],
-        "status": p["status"],
-        "reason": p["reason"],
-        "hook": parse_ts(hook) - t0 if hook else float("nan"),
-        "planned": parse_ts(p["created_at"]) - t0,
-        "started": parse_ts(p["started_at"]) - t0,
-        "finished": parse_ts(p["finished_at"]) - t0,
-        "push": t_push - t0,
-        "live": t_live - t0,
-    }
+    return {**milestones(server, project, sha, t0), "push": t_push - t0, "live": t_live - t0}
 
 
-def print_breakdown(results: Sequence[dict]) -> None:
+def print_breakdown(results: Sequence[dict], *, live_label: str | None = None) -> None:
     print("breakdown (medians over runs; 'at' = seconds after `git push` started,")
     print("           'step' = time from the previous milestone in the chain):")
+    labels = {**PHASE_LABELS, **({"live": live_label} if live_label else {})}
     for phase in PHASES:
         at = percentile([r[phase] for r in results], 50)
         prev = PHASE_PREV[phase]
         step = at if prev is None else percentile([r[phase] - r[prev] for r in results], 50)
-        print(f"  {phase:<9} at {at:7.3f}s  step {step:+7.3f}s  {PHASE_LABELS[phase]}")
+        print(f"  {phase:<9} at {at:7.3f}s  step {step:+7.3f}s  {labels[phase]}")
 
 
 _LOAD_AT_START = os.getloadavg()

@@ -22,6 +22,22 @@ few times (for a non-deploy branch, so Nakama stores and ignores the events), an
 ``python -S -c "import nakama.local.post_receive"``: the hook's share of every push.
 
 Run: ``python benchmarks/push_to_live.py [--runs N] [--warmup N]``.
+
+``--kit streamlit --strategy restart|live`` measures the real Streamlit starter kit instead
+(``app_starter_kit/``; the first build installs Streamlit from the package index into a uv cache in
+the temp dir). One Chromium tab stays open on the app. Each run (default 7, no warm-up) changes the
+``st.title("...")`` text in app.py, commits, starts the clock and pushes, then measures
+
+* new session: until a NEW browser context (a new Streamlit session) renders the new title in its
+  <h1>. Sessions are opened one after another until one does (those that render the old title or
+  find the port closed are dropped), so this includes one page load: the page load of the
+  unchanged app (median of 5, printed) is the part to subtract;
+* open tab: until the tab that was open before the push shows the new title, given up after 20 s
+  ("not updated"; the tab is then reloaded, untimed, so every run starts from a tab showing the
+  current version).
+
+The times come from the page itself (a MutationObserver writes down ``Date.now()`` when each <h1>
+text first appears; see ``_streamlit.py``), plus the same Nakama milestones as above.
 """
 
 from __future__ import annotations
@@ -43,8 +59,10 @@ from benchmarks._harness import (
     fmt_stats,
     git,
     machine_note,
+    milestones,
     percentile,
     print_breakdown,
+    push_commit,
     running_nakama,
     set_version,
     timed_push,
@@ -53,6 +71,10 @@ from tests.e2e.nakama_server import clone
 
 PROJECT = "bench-push"
 TARGET_S = 1.5
+COLD_BUILD_S = 300  # the real kit's first build installs Streamlit, numpy and pandas
+OPEN_TAB_WAIT_S = 20  # an open tab that has not shown the new title by then "did not update"
+NEW_SESSION_WAIT_S = 60
+PAGE_LOADS = 5
 
 
 def time_hook(server: Any, work: Path, times: int = 5) -> list[float]:
@@ -102,11 +124,32 @@ def python_times(code: str, times: int = 7) -> list[float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=15, help="timed pushes (default 15)")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed pushes first (default 1)")
+    ap.add_argument(
+        "--kit",
+        choices=["tiny", "streamlit"],
+        default="tiny",
+        help="tiny stdlib app (default) or the real Streamlit starter kit",
+    )
+    ap.add_argument(
+        "--strategy",
+        choices=["restart", "live"],
+        help="with --kit streamlit: NAKAMA_RUNTIME__RELOAD_STRATEGY (default restart)",
+    )
+    ap.add_argument("--runs", type=int, help="timed pushes (default 15; 7 with --kit streamlit)")
+    ap.add_argument("--warmup", type=int, help="untimed pushes first (default 1; 0 with streamlit)")
     args = ap.parse_args()
-    runs = max(1, min(args.runs, 500))
+    streamlit = args.kit == "streamlit"
+    if args.strategy and not streamlit:
+        ap.error("--strategy needs --kit streamlit (the tiny app is always restarted)")
+    runs = args.runs if args.runs is not None else (7 if streamlit else 15)
+    warmup = args.warmup if args.warmup is not None else (0 if streamlit else 1)
+    runs, warmup = max(1, min(runs, 100 if streamlit else 500)), max(0, min(warmup, 10))
+    if streamlit:
+        return streamlit_push_to_live(args.strategy or "restart", runs, warmup)
+    return tiny_push_to_live(runs, warmup)
 
+
+def tiny_push_to_live(runs: int, warmup: int) -> int:
     results: list[dict] = []
     hook_alone: list[float] = []
     with running_nakama("push") as server, httpx.Client(timeout=2) as client:
@@ -117,7 +160,7 @@ def main() -> int:
         )
         app_url = project["app_url"]
         work = clone(server, PROJECT, server.tmp / "work")
-        plan = [(f"warm{i}", False) for i in range(max(0, min(args.warmup, 10)))]
+        plan = [(f"warm{i}", False) for i in range(warmup)]
         plan += [(f"r{i}", True) for i in range(runs)]
         for version, timed in plan:
             set_version(work, version)
@@ -164,6 +207,119 @@ def main() -> int:
         f"p90={percentile(live, 90):.3f}s min={min(live):.3f}s max={max(live):.3f}s "
         f"git_push_median={percentile(push, 50):.3f}s job_median={percentile(job, 50):.3f}s "
         f"runs={len(results)}"
+    )
+    return 0
+
+
+def streamlit_push_to_live(strategy: str, runs: int, warmup: int) -> int:
+    from benchmarks._streamlit import (  # needs Playwright; the tiny app does not
+        chromium,
+        current_title,
+        first_new_session,
+        open_session,
+        page_load,
+        set_title,
+        wait_title,
+    )
+
+    results: list[dict] = []
+    loads: list[float] = []
+    env = {"NAKAMA_RUNTIME__RELOAD_STRATEGY": strategy}
+    nakama = running_nakama(f"push-st-{strategy}", uv_cache=True, real_kit=True, extra_env=env)
+    with nakama as server, chromium() as browser:
+        t = time.monotonic()
+        project = create_project(server, PROJECT, timeout=COLD_BUILD_S)
+        print(
+            f"project created, Streamlit environment built and first version deployed in "
+            f"{time.monotonic() - t:.1f}s (reload strategy {strategy})",
+            flush=True,
+        )
+        app_url = project["app_url"]
+        work = clone(server, PROJECT, server.tmp / "work")
+        app_py = work / "app.py"
+        title = current_title(app_py)
+        tab = open_session(browser, app_url, timeout_ms=30_000)
+        if wait_title(tab, title, timeout=60) is None:
+            raise RuntimeError(f"the open tab never rendered {title!r}: {tab.titles()}")
+        loads = [page_load(browser, app_url, title) for _ in range(PAGE_LOADS)]
+        print(f"page load, unchanged app, {PAGE_LOADS}x: {fmt_stats(loads)}", flush=True)
+
+        plan = [(f"warm{i}", False) for i in range(warmup)]
+        plan += [(f"r{i}", True) for i in range(runs)]
+        for label, timed in plan:
+            title = f"Push {label} {time.time_ns() % 10**9}"
+            set_title(app_py, title)
+            sha, t0, t_push = push_commit(work, f"retitle {label}")
+            new = first_new_session(
+                browser, app_url, title, deadline=time.monotonic() + NEW_SESSION_WAIT_S
+            )
+            if new.rendered is None or new.opened is None:
+                raise RuntimeError(
+                    f"no new session rendered {title!r} within {NEW_SESSION_WAIT_S}s after "
+                    f"{new.attempts} attempts ({new.stale[-3:]}); "
+                    f"pipelines: {server.pipelines(PROJECT)[:2]}"
+                )
+            seen = wait_title(tab, title, timeout=max(0.0, t0 + OPEN_TAB_WAIT_S - time.time()))
+            tab_s = seen - t0 if seen is not None and seen - t0 <= OPEN_TAB_WAIT_S else None
+            if tab_s is None:  # start the next run from a tab that shows the current version
+                tab.page.reload(wait_until="commit", timeout=30_000)
+                if wait_title(tab, title, timeout=60) is None:
+                    raise RuntimeError(f"the reloaded tab never rendered {title!r}")
+            if not timed:
+                continue
+            r = {
+                **milestones(server, PROJECT, sha, t0),
+                "push": t_push - t0,
+                "live": new.rendered - t0,
+                "opened": new.opened - t0,
+                "attempts": new.attempts,
+                "tab": tab_s,
+            }
+            results.append(r)
+            tab_text = f"{tab_s:.3f}s" if tab_s is not None else "not updated"
+            print(
+                f"run {len(results):>3}/{runs}: new session {r['live']:.3f}s "
+                f"(opened at {r['opened']:.3f}s, attempt {new.attempts})  open tab {tab_text}  "
+                f"push {r['push']:.3f}s  job {r['finished'] - r['started']:.3f}s  "
+                f"({r['kind']}/{r['status']})  earlier sessions: {new.stale_summary()}",
+                flush=True,
+            )
+            for what in new.stale:
+                if what.startswith("blank"):
+                    print(f"          {what}", flush=True)
+
+    new_session = [r["live"] for r in results]
+    opened = [r["opened"] for r in results]
+    tab_times = [r["tab"] for r in results if r["tab"] is not None]
+    push = [r["push"] for r in results]
+    job = [r["finished"] - r["started"] for r in results]
+    kinds = sorted({f"{r['kind']}/{r['status']}" for r in results})
+    reasons = sorted({r["reason"] for r in results})
+    updated = f"{len(tab_times)}/{len(results)}"
+    print()
+    print(f"=== push_to_live, Streamlit starter kit, reload strategy {strategy}: ===")
+    print("=== code-only push (new st.title) -> new title rendered in Chromium ===")
+    print(machine_note())
+    print(f"runs={len(results)}  pipelines: {', '.join(kinds)}  reasons: {'; '.join(reasons)}")
+    print(f"page load, unchanged app ({PAGE_LOADS}x, new context -> <h1> rendered):")
+    print(f"               {fmt_stats(loads)}")
+    print(f"new session    {fmt_stats(new_session)}")
+    print(f"  opened at    {fmt_stats(opened)}  (the context that got it; the rest is its load)")
+    print(f"  attempts     {[r['attempts'] for r in results]}  (sessions opened per run)")
+    if tab_times:
+        print(f"open tab       {fmt_stats(tab_times)}  updated {updated} within {OPEN_TAB_WAIT_S}s")
+    else:
+        print(f"open tab       not updated within {OPEN_TAB_WAIT_S}s in any run (0/{len(results)})")
+    print(f"git push       {fmt_stats(push)}")
+    print(f"reload job     {fmt_stats(job)}  (pipeline started -> finished)")
+    print_breakdown(results, live_label="new title rendered in a new browser session")
+    tab_median = f"{percentile(tab_times, 50):.3f}s" if tab_times else "n/a"
+    print(
+        f"RESULT push_to_live_streamlit_{strategy} median={percentile(new_session, 50):.3f}s "
+        f"p90={percentile(new_session, 90):.3f}s min={min(new_session):.3f}s "
+        f"max={max(new_session):.3f}s open_tab_median={tab_median} "
+        f"open_tab_updated={updated} page_load_median={percentile(loads, 50):.3f}s "
+        f"job_median={percentile(job, 50):.3f}s runs={len(results)}"
     )
     return 0
 
