@@ -30,42 +30,13 @@ if str(REPO_ROOT) not in sys.path:
 
 from nakama.local.supervisor import port_is_free  # noqa: E402
 from tests.e2e.nakama_server import (  # noqa: E402  (needs REPO_ROOT on sys.path)
+    TINY_APP,
     NakamaProcess,
     fetch_text,
     git,
     wait_for,
 )
 from tests.support import free_port  # noqa: E402
-
-TINY_APP = """\
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-VERSION = "v0"
-
-
-def extra():
-    try:
-        import six
-        return f" six={six.__version__}"
-    except ImportError:
-        return ""
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"{VERSION}{extra()}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"""
 
 # The benchmarks' own git commands must not depend on the user's git config.
 GIT_ENV = {

@@ -6,36 +6,7 @@ from pathlib import Path
 
 import pytest
 
-TINY_APP = """\
-import os, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-VERSION = "v1"
-
-
-def extra():
-    try:
-        import six
-        return f" six={six.__version__}"
-    except ImportError:
-        return ""
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"{VERSION}{extra()}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-print("tiny app starting", VERSION, flush=True)
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"""
+from tests.e2e.nakama_server import TINY_APP
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,38 @@ import httpx
 
 from tests.support import free_port
 
+# A small app set by nakama.toml: answers GET / with VERSION (and six's version, if installed).
+TINY_APP = """\
+import os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+VERSION = "v1"
+
+
+def extra():
+    try:
+        import six
+        return f" six={six.__version__}"
+    except ImportError:
+        return ""
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{VERSION}{extra()}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+print("tiny app starting", VERSION, flush=True)
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
 ADMIN_TOKEN = "nkm_test_admin_token_0123456789"
 
 
