@@ -70,5 +70,15 @@ def reload_sync(ctx: typer.Context) -> None:
     raise typer.Exit(sync_main(list(ctx.args)))
 
 
+@reload_app.command(
+    "restart", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def reload_restart(ctx: typer.Context) -> None:
+    """Restart an app's Deployment so that its pods sync and run a commit."""
+    from code_reloader.restart_cli import restart_main
+
+    raise typer.Exit(restart_main(list(ctx.args)))
+
+
 def main() -> None:
     app()

@@ -1,0 +1,534 @@
+"""A stateful fake of the Kubernetes API (Deployments, Pods, Secrets) on loopback HTTP.
+
+No API server can run on these machines (DESIGN.md), yet the code under test must be driven by the
+real ``kubernetes`` client: its URL layout, content types, auth header and error bodies. So this is
+a small in-memory API server, not a mock. It keeps objects as the JSON the API would send, plays
+the Deployment controller (a template change bumps ``generation`` and, at once or after a delay,
+replaces the pods; a deleted pod is recreated by its "ReplicaSet"), checks bearer tokens per
+namespace (least privilege), answers errors with ``Status`` bodies, and can inject failures.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import pytest
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from kubernetes.client import ApiClient, Configuration
+
+from tests.support import serve
+
+NAME_LABEL = "app.kubernetes.io/name"
+_KINDS = {"deployments": ("apps", "Deployment"), "pods": ("", "Pod"), "secrets": ("", "Secret")}
+Json = dict[str, Any]
+Outcome = Literal["complete", "deadline-exceeded"]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as the fake saw it, for assertions on what the client sent."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    content_type: str | None
+    body: Any
+
+
+@dataclass
+class _Failure:
+    status: int
+    remaining: int
+    retry_after: int | None
+    method: str | None
+    path_contains: str | None
+
+
+@dataclass
+class _Rollout:
+    due: float
+    outcome: Outcome
+
+
+class KubeError(Exception):
+    """Answered as a Kubernetes ``Status`` body."""
+
+    def __init__(self, code: int, reason: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.code, self.reason, self.message, self.headers = code, reason, message, headers or {}
+
+
+def _merge(target: Any, patch: Any, *, strategic: bool) -> Any:
+    """RFC 7386 merge; ``strategic`` also merges lists of named objects by ``name`` (containers,
+    env, volumes), which is the part of strategic merge that pod templates need."""
+    named = isinstance(patch, list) and isinstance(target, list)
+    if strategic and named and all(isinstance(x, dict) and "name" in x for x in patch + target):
+        merged = {x["name"]: copy.deepcopy(x) for x in target}
+        for item in patch:
+            merged[item["name"]] = _merge(merged.get(item["name"], {}), item, strategic=True)
+        return list(merged.values())
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(result.get(key), value, strategic=strategic)
+    return result
+
+
+def _matches(labels: dict[str, str], selector: str | None) -> bool:
+    for term in filter(None, (selector or "").split(",")):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            if labels.get(key.strip()) != value.strip():
+                return False
+        elif term.strip() not in labels:  # "key" alone: the label exists
+            return False
+    return True
+
+
+class KubeFake:
+    """The fake's state and its FastAPI app; see the ``kube_fake`` fixture."""
+
+    def __init__(self, *, namespace: str = "nakama-apps") -> None:
+        self.namespace = namespace
+        self.token = secrets.token_urlsafe(24)
+        self.url = ""  # set once served
+        self.rollout_delay_s = 0.0  # seconds from a template change to the pods being replaced
+        self.requests: list[Recorded] = []
+        self._tokens: dict[str, frozenset[str]] = {self.token: frozenset({namespace})}
+        self._objects: dict[tuple[str, str, str], Json] = {}  # (kind, namespace, name) -> JSON
+        self._rollouts: dict[tuple[str, str], _Rollout] = {}
+        self._next_outcome: dict[tuple[str, str], Outcome] = {}
+        self._failures: list[_Failure] = []
+        self._clients: list[ApiClient] = []
+        self._version = 0
+        self._lock = threading.RLock()
+        self.app = self._build_app()
+
+    # --- set-up and inspection helpers for tests ---------------------------------------------
+
+    def add_token(self, namespaces: set[str]) -> str:
+        """A new bearer token allowed in ``namespaces`` only."""
+        token = secrets.token_urlsafe(24)
+        self._tokens[token] = frozenset(namespaces)
+        return token
+
+    def api_client(self, token: str | None = None) -> ApiClient:
+        """A real client pointed at the fake; closed when the fixture ends."""
+        config = Configuration(host=self.url)
+        config.api_key = {"authorization": f"Bearer {token or self.token}"}
+        client = ApiClient(config)
+        self._clients.append(client)
+        return client
+
+    def add_deployment(
+        self,
+        name: str,
+        *,
+        annotations: dict[str, str] | None = None,
+        replicas: int = 1,
+        paused: bool = False,
+        namespace: str | None = None,
+    ) -> Json:
+        """A rolled-out Deployment with ``replicas`` running pods, labelled like Nakama's."""
+        labels = {NAME_LABEL: name}
+        template = {
+            "metadata": {"labels": labels, "annotations": dict(annotations or {})},
+            "spec": {"containers": [{"name": "app", "image": f"registry.example/{name}:1"}]},
+        }
+        spec = {
+            "replicas": replicas,
+            "paused": paused,
+            "selector": {"matchLabels": labels},
+            "template": template,
+            "progressDeadlineSeconds": 600,
+        }
+        with self._lock:
+            dep = self._store(
+                "deployments",
+                namespace or self.namespace,
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": name, "labels": labels, "generation": 1},
+                    "spec": spec,
+                    "status": {},
+                },
+            )
+            self._finish_rollout(dep, "complete")
+            return copy.deepcopy(dep)
+
+    def add_secret(self, name: str, data: dict[str, str], *, namespace: str | None = None) -> None:
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        with self._lock:
+            self._store(
+                "secrets",
+                namespace or self.namespace,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "type": "Opaque",
+                    "metadata": {"name": name},
+                    "data": encoded,
+                },
+            )
+
+    def fail_next(
+        self,
+        status: int = 500,
+        *,
+        times: int = 1,
+        retry_after: int | None = None,
+        method: str | None = None,
+        path_contains: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` matching requests with ``status`` (after the auth check)."""
+        self._failures.append(_Failure(status, times, retry_after, method, path_contains))
+
+    def stall_next_rollout(self, name: str, *, namespace: str | None = None) -> None:
+        """The next rollout of ``name`` ends in ``ProgressDeadlineExceeded`` instead."""
+        self._next_outcome[(namespace or self.namespace, name)] = "deadline-exceeded"
+
+    def deployment(self, name: str, *, namespace: str | None = None) -> Json:
+        with self._lock:
+            self._tick()
+            return copy.deepcopy(self._objects[("deployments", namespace or self.namespace, name)])
+
+    def pods(self, name: str, *, namespace: str | None = None) -> list[Json]:
+        """The pods of Deployment ``name``, oldest first."""
+        with self._lock:
+            self._tick()
+            return copy.deepcopy(
+                self._select("pods", namespace or self.namespace, f"{NAME_LABEL}={name}")
+            )
+
+    def secret(self, name: str, *, namespace: str | None = None) -> dict[str, str] | None:
+        """The decoded data of a Secret, or None."""
+        obj = self._objects.get(("secrets", namespace or self.namespace, name))
+        if obj is None:
+            return None
+        return {k: base64.b64decode(v).decode() for k, v in obj.get("data", {}).items()}
+
+    def calls(self, method: str, path_contains: str = "") -> list[Recorded]:
+        return [r for r in self.requests if r.method == method and path_contains in r.path]
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()  # type: ignore[no-untyped-call]
+
+    # --- the "controllers" --------------------------------------------------------------------
+
+    def _store(self, kind: str, namespace: str, obj: Json) -> Json:
+        self._version += 1
+        meta = obj.setdefault("metadata", {})
+        meta.update(namespace=namespace, resourceVersion=str(self._version))
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        self._objects[(kind, namespace, meta["name"])] = obj
+        return obj
+
+    def _select(self, kind: str, namespace: str, selector: str | None) -> list[Json]:
+        return [
+            obj
+            for (k, ns, _), obj in self._objects.items()
+            if k == kind
+            and ns == namespace
+            and _matches(obj["metadata"].get("labels") or {}, selector)
+        ]
+
+    def _start_rollout(self, dep: Json) -> None:
+        key = (dep["metadata"]["namespace"], dep["metadata"]["name"])
+        outcome = self._next_outcome.pop(key, "complete")
+        self._rollouts[key] = _Rollout(time.monotonic() + self.rollout_delay_s, outcome)
+        self._tick()
+
+    def _tick(self) -> None:
+        """Let due rollouts finish; called at every request, so no background thread is needed."""
+        for key, rollout in list(self._rollouts.items()):
+            if rollout.due <= time.monotonic():
+                del self._rollouts[key]
+                dep = self._objects.get(("deployments", *key))
+                if dep is not None:
+                    self._finish_rollout(dep, rollout.outcome)
+
+    def _finish_rollout(self, dep: Json, outcome: Outcome) -> None:
+        meta, spec = dep["metadata"], dep["spec"]
+        replicas = spec.get("replicas", 1)
+        if outcome == "deadline-exceeded":
+            progressing = {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": f'ReplicaSet "{meta["name"]}" has timed out progressing.',
+            }
+            dep["status"].update(
+                observedGeneration=meta["generation"],
+                replicas=replicas + 1,
+                updatedReplicas=1,
+                availableReplicas=replicas,
+                conditions=[progressing],
+            )
+            return
+        for pod in self._select("pods", meta["namespace"], f"{NAME_LABEL}={meta['name']}"):
+            del self._objects[("pods", meta["namespace"], pod["metadata"]["name"])]
+        for _ in range(replicas):
+            self._new_pod(meta["namespace"], meta["name"], spec["template"])
+        progressing = {
+            "type": "Progressing",
+            "status": "True",
+            "reason": "NewReplicaSetAvailable",
+            "message": f'ReplicaSet "{meta["name"]}" has successfully progressed.',
+        }
+        available = {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}
+        dep["status"] = {
+            "observedGeneration": meta["generation"],
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "conditions": [available, progressing],
+        }
+
+    def _new_pod(self, namespace: str, deployment: str, template: Json) -> None:
+        digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+        rs_name = f"{deployment}-{digest}"
+        meta = copy.deepcopy(template.get("metadata") or {})
+        meta["labels"] = {**meta.get("labels", {}), "pod-template-hash": digest}
+        meta.update(
+            name=f"{rs_name}-{secrets.token_hex(3)[:5]}",
+            ownerReferences=[
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": rs_name,
+                    "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, rs_name)),
+                    "controller": True,
+                }
+            ],
+        )
+        self._store(
+            "pods",
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": meta,
+                "spec": copy.deepcopy(template["spec"]),
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+            },
+        )
+
+    # --- the HTTP API -----------------------------------------------------------------------------
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(dependencies=[Depends(self._gate)])
+
+        @app.exception_handler(KubeError)
+        async def _status(_: Request, exc: KubeError) -> JSONResponse:
+            body = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": exc.message,
+                "reason": exc.reason,
+                "code": exc.code,
+            }
+            return JSONResponse(body, status_code=exc.code, headers=exc.headers)
+
+        deps = "/apis/apps/v1/namespaces/{ns}/deployments"
+        app.get(deps)(lambda ns, labelSelector=None: self._list("deployments", ns, labelSelector))
+        app.get(deps + "/{name}")(lambda ns, name: self._get("deployments", ns, name))
+        app.patch(deps + "/{name}")(self._patch_deployment)
+        pods = "/api/v1/namespaces/{ns}/pods"
+        app.get(pods)(lambda ns, labelSelector=None: self._list("pods", ns, labelSelector))
+        app.get(pods + "/{name}")(lambda ns, name: self._get("pods", ns, name))
+        app.delete(pods + "/{name}")(self._delete_pod)
+        sec = "/api/v1/namespaces/{ns}/secrets"
+        app.get(sec)(lambda ns, labelSelector=None: self._list("secrets", ns, labelSelector))
+        app.get(sec + "/{name}")(lambda ns, name: self._get("secrets", ns, name))
+        app.post(sec, status_code=201)(self._create_secret)
+        app.put(sec + "/{name}")(self._replace_secret)
+        app.delete(sec + "/{name}")(self._delete_secret)
+        return app
+
+    async def _gate(self, request: Request) -> None:
+        """Record, authenticate, authorise, inject failures, and let rollouts progress."""
+        raw = await request.body()
+        body = json.loads(raw) if raw else None
+        path, method = request.url.path, request.method
+        self.requests.append(
+            Recorded(
+                method, path, dict(request.query_params), request.headers.get("content-type"), body
+            )
+        )
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        allowed = self._tokens.get(token) if scheme.lower() == "bearer" else None
+        if allowed is None:
+            raise KubeError(401, "Unauthorized", "Unauthorized")
+        namespace = request.path_params.get("ns")
+        if namespace not in allowed:
+            parts = path.split("/")
+            kind = parts[parts.index("namespaces") + 2] if len(parts) > 5 else "resources"
+            raise KubeError(
+                403,
+                "Forbidden",
+                f'{kind} is forbidden: User "nakama" cannot '
+                f'{method.lower()} resource "{kind}" in the namespace "{namespace}"',
+            )
+        with self._lock:
+            for failure in self._failures:
+                if (
+                    failure.remaining > 0
+                    and failure.method in (None, method)
+                    and (failure.path_contains or "") in path
+                ):
+                    failure.remaining -= 1
+                    headers = (
+                        {}
+                        if failure.retry_after is None
+                        else {"Retry-After": str(failure.retry_after)}
+                    )
+                    raise KubeError(
+                        failure.status,
+                        "InternalError" if failure.status >= 500 else "TooManyRequests",
+                        "injected failure",
+                        headers,
+                    )
+            self._tick()
+
+    def _get_obj(self, kind: str, ns: str, name: str) -> Json:
+        obj = self._objects.get((kind, ns, name))
+        if obj is None:
+            group = _KINDS[kind][0]
+            raise KubeError(
+                404, "NotFound", f'{kind}{"." + group if group else ""} "{name}" not found'
+            )
+        return obj
+
+    def _get(self, kind: str, ns: str, name: str) -> Json:
+        with self._lock:
+            return copy.deepcopy(self._get_obj(kind, ns, name))
+
+    def _list(self, kind: str, ns: str, selector: str | None) -> Json:
+        group, kind_name = _KINDS[kind]
+        with self._lock:
+            items = copy.deepcopy(self._select(kind, ns, selector))
+        return {
+            "apiVersion": f"{group}/v1" if group else "v1",
+            "kind": f"{kind_name}List",
+            "metadata": {"resourceVersion": str(self._version)},
+            "items": items,
+        }
+
+    async def _patch_deployment(self, ns: str, name: str, request: Request) -> Json:
+        content_type = (request.headers.get("content-type") or "").split(";")[0]
+        kinds = {
+            "application/strategic-merge-patch+json": True,
+            "application/merge-patch+json": False,
+        }
+        if content_type not in kinds:
+            raise KubeError(415, "UnsupportedMediaType", f"unsupported patch type {content_type}")
+        patch = json.loads(await request.body())
+        with self._lock:
+            dep = self._get_obj("deployments", ns, name)
+            new = _merge(dep, patch, strategic=kinds[content_type])
+            if new["spec"] != dep["spec"]:
+                new["metadata"]["generation"] += 1
+            self._store("deployments", ns, new)
+            if new["spec"]["template"] != dep["spec"]["template"] and not new["spec"].get("paused"):
+                self._start_rollout(new)
+            elif new["spec"] != dep["spec"]:
+                new["status"]["observedGeneration"] = new["metadata"]["generation"]
+            return copy.deepcopy(new)
+
+    def _delete_pod(self, ns: str, name: str) -> Json:
+        """Delete a pod; its ReplicaSet at once makes a new one from the same template."""
+        with self._lock:
+            pod = self._objects.pop(
+                ("pods", ns, self._get_obj("pods", ns, name)["metadata"]["name"])
+            )
+            owner = pod["metadata"].get("labels", {}).get(NAME_LABEL)
+            if owner and ("deployments", ns, owner) in self._objects:
+                meta = {k: v for k, v in pod["metadata"].items() if k in ("labels", "annotations")}
+                meta["labels"] = {
+                    k: v for k, v in meta["labels"].items() if k != "pod-template-hash"
+                }
+                self._new_pod(ns, owner, {"metadata": meta, "spec": pod["spec"]})
+            pod["metadata"]["deletionTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return pod
+
+    async def _create_secret(self, ns: str, request: Request) -> Json:
+        body = json.loads(await request.body())
+        name = body.get("metadata", {}).get("name")
+        if not name:
+            raise KubeError(422, "Invalid", "Secret is invalid: metadata.name: Required value")
+        with self._lock:
+            if ("secrets", ns, name) in self._objects:
+                raise KubeError(409, "AlreadyExists", f'secrets "{name}" already exists')
+            return copy.deepcopy(self._store("secrets", ns, self._secret_from(body)))
+
+    async def _replace_secret(self, ns: str, name: str, request: Request) -> Json:
+        body = json.loads(await request.body())
+        with self._lock:
+            current = self._get_obj("secrets", ns, name)
+            version = body.get("metadata", {}).get("resourceVersion")
+            if version and version != current["metadata"]["resourceVersion"]:
+                raise KubeError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on secrets "{name}"'
+                    ": the object has been modified; please apply your changes to the "
+                    "latest version and try again",
+                )
+            body.setdefault("metadata", {})["uid"] = current["metadata"]["uid"]
+            return copy.deepcopy(self._store("secrets", ns, self._secret_from(body)))
+
+    def _delete_secret(self, ns: str, name: str) -> Json:
+        with self._lock:
+            secret = self._objects.pop(
+                ("secrets", ns, self._get_obj("secrets", ns, name)["metadata"]["name"])
+            )
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": name, "kind": "secrets", "uid": secret["metadata"]["uid"]},
+        }
+
+    @staticmethod
+    def _secret_from(body: Json) -> Json:
+        data = dict(body.get("data") or {})
+        for key, value in (body.pop("stringData", None) or {}).items():
+            data[key] = base64.b64encode(value.encode()).decode()
+        return {**body, "data": data, "apiVersion": "v1", "kind": "Secret"}
+
+
+@pytest.fixture
+def kube_fake() -> Iterator[KubeFake]:
+    """A running fake API server; ``kube_fake.api_client()`` talks to it with its token."""
+    fake = KubeFake()
+    with serve(fake.app) as url:
+        fake.url = url
+        yield fake
+        fake.close()
