@@ -14,6 +14,9 @@ app = typer.Typer(
 )
 reload_app = typer.Typer(help="Code reloader steps.", no_args_is_help=True)
 app.add_typer(reload_app, name="reload")
+flux_app = typer.Typer(help="Flux manifests for apps.", no_args_is_help=True)
+app.add_typer(flux_app, name="flux")
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 @app.command()
@@ -78,6 +81,22 @@ def reload_restart(ctx: typer.Context) -> None:
     from code_reloader.restart_cli import restart_main
 
     raise typer.Exit(restart_main(list(ctx.args)))
+
+
+@flux_app.command("render", context_settings=_PASS_THROUGH)
+def flux_render(ctx: typer.Context) -> None:
+    """Write an app's manifests (Deployment, Service, Ingress, Flux image automation …)."""
+    from flux.cli import render_main
+
+    raise typer.Exit(render_main(list(ctx.args)))
+
+
+@flux_app.command("validate", context_settings=_PASS_THROUGH)
+def flux_validate(ctx: typer.Context) -> None:
+    """Check YAML files against the Flux CRDs and Kubernetes' own schemas."""
+    from flux.cli import validate_main
+
+    raise typer.Exit(validate_main(list(ctx.args)))
 
 
 def main() -> None:

@@ -1,0 +1,135 @@
+"""``nakama flux render`` and ``nakama flux validate``: the manifest renderer and the schema check
+from a shell, for operators bootstrapping a GitOps repository and for CI on deploy/ manifests.
+
+Exit codes: 0 done, 2 bad input (a name that cannot be an app, a missing path, bad arguments),
+1 anything else (the files could not be written, or ``validate`` found problems).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from flux.manifests import AppProject, render_files
+from flux.validate import KUBERNETES_VERSION, validate_file
+from nakama.errors import InvalidInput
+from nakama.settings import Settings
+
+
+class _Usage(Exception):
+    """argparse has printed the problem; leave with this exit code."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def render_main(argv: list[str] | None = None) -> int:
+    """Render one app's files into ``--out`` (as paths of the GitOps repository)."""
+    prog = "nakama flux render"
+    parser = argparse.ArgumentParser(prog=prog, description=render_main.__doc__)
+    parser.add_argument("--project", required=True, help="the app's name")
+    parser.add_argument("--out", required=True, type=Path, help="folder to write the files to")
+    parser.add_argument("--branch", help="deploy branch (default: the planning deploy branch)")
+    parser.add_argument("--tag", help="first image tag (default: a placeholder Flux replaces)")
+    parser.add_argument("--commit", help="full commit hash to run until the first reload")
+    parser.add_argument("--repo-url", help="HTTPS clone URL (default: from the GitLab settings)")
+    parser.add_argument("--namespace", help="namespace (default: the Kubernetes settings')")
+    parser.add_argument("--validate", action="store_true", help="check the files before writing")
+    parser.add_argument("--reference-dir", type=Path, help="folder holding flux/crds/")
+    try:
+        args = _parse(parser, argv)
+        settings = Settings()
+        gitlab = settings.gitlab
+        project = AppProject(
+            name=args.project,
+            repo_url=args.repo_url or f"{gitlab.url.rstrip('/')}/{gitlab.group}/{args.project}.git",
+            branch=args.branch or settings.planning.deploy_branch,
+            tag=args.tag,
+            initial_commit=args.commit,
+        )
+        namespace = args.namespace or settings.kubernetes.namespace
+        files = render_files(project, settings.flux, harbor=settings.harbor, namespace=namespace)
+    except _Usage as exc:
+        return exc.code
+    except (InvalidInput, ValidationError) as exc:
+        return _fail(prog, str(exc), 2)
+    try:
+        if args.validate and (problems := _check_files(files, args.reference_dir)):
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            return _fail(prog, f"{len(problems)} problem(s); nothing written", 1)
+        for relative, text in files.items():
+            target = args.out / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            print(relative)
+    except Exception as exc:  # one line and an exit code, not a trace
+        return _fail(prog, str(exc) or type(exc).__name__, 1)
+    return 0
+
+
+def validate_main(argv: list[str] | None = None) -> int:
+    """Validate YAML files (folders: every *.yaml / *.yml below) against the reference schemas."""
+    prog = "nakama flux validate"
+    parser = argparse.ArgumentParser(prog=prog, description=validate_main.__doc__)
+    parser.add_argument("paths", nargs="+", type=Path, help="files or folders")
+    parser.add_argument("--reference-dir", type=Path, help="folder holding flux/crds/")
+    parser.add_argument("--kubernetes-version", default=KUBERNETES_VERSION)
+    try:
+        args = _parse(parser, argv)
+    except _Usage as exc:
+        return exc.code
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        return _fail(prog, f"no such file or folder: {', '.join(missing)}", 2)
+    try:
+        problems = [
+            problem
+            for path in _yaml_files(args.paths)
+            for problem in validate_file(
+                path, reference_dir=args.reference_dir, kubernetes_version=args.kubernetes_version
+            )
+        ]
+    except Exception as exc:
+        return _fail(prog, str(exc) or type(exc).__name__, 1)
+    for problem in problems:
+        print(problem)
+    return 1 if problems else 0
+
+
+def _check_files(files: dict[str, str], reference_dir: Path | None) -> list[str]:
+    """Validate the rendered text as written, so a YAML slip shows up too."""
+    with tempfile.TemporaryDirectory(prefix="nakama-flux-") as tmp:
+        problems: list[str] = []
+        for relative, text in files.items():
+            path = Path(tmp) / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            found = validate_file(path, reference_dir=reference_dir)
+            problems += [p.replace(str(path), relative, 1) for p in found]
+        return problems
+
+
+def _yaml_files(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
+        else:
+            yield path
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        raise _Usage(exc.code if isinstance(exc.code, int) else 2) from None
+
+
+def _fail(prog: str, message: str, code: int) -> int:
+    print(f"{prog}: error: {' '.join(message.split())[:500]}", file=sys.stderr)
+    return code

@@ -1,0 +1,372 @@
+"""Render one app's cluster-mode manifests: the workload Flux applies and the image automation
+that keeps its tag current. Pure: values in, plain dicts / YAML text out; writing is the caller's.
+
+GitOps layout (paths relative to the GitOps repository root)::
+
+    <apps_path>/<name>/kustomization.yaml      kustomize config listing the files below
+    <apps_path>/<name>/deployment.yaml, ...    workload + ImageRepository/Policy/UpdateAutomation
+    <layout.kustomizations_path>/<name>.yaml   the Flux Kustomization applying the folder above
+
+The Flux Kustomization sits outside the folder it applies so that each object has one owner: the
+bootstrap Kustomization (``flux bootstrap --path=clusters/nakama``) applies the per-app
+Kustomizations, each of which applies and prunes one app. Removing both paths deletes the app.
+
+Which commit's code runs is the pod-template annotation ``nakama.dev/commit``. The manifests never
+set it (Flux would undo every reload at its next reconcile); the code reloader's restart patch
+does, and the init container reads it through the downward API. Until the first reload it is
+absent and the init container syncs ``initial_commit``, baked in at render time. The app container
+then runs the image's CMD with the synced worktree as its working directory, so a code-only push
+needs a restart, never a build; the copy of the code inside the image goes unused.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.scalarstring import LiteralScalarString
+
+from nakama.errors import InvalidInput
+from nakama.names import validate_project_name
+from nakama.settings import FluxSettings, HarborSettings
+from nakama.tagging import TAG_PATTERN, image_tag
+
+COMMIT_ANNOTATION = "nakama.dev/commit"
+IMAGE_API = "image.toolkit.fluxcd.io/v1"
+KUSTOMIZE_API = "kustomize.toolkit.fluxcd.io/v1"
+KUSTOMIZE_CONFIG_API = "kustomize.config.k8s.io/v1beta1"
+CODE_ROOT = "/code"  # the volume; the synced tree is CODE_ROOT/current -> .worktrees/<sha>
+TOKEN_FILE = "/var/run/nakama/git-token"  # noqa: S105 - a path, the token is in a Secret
+# The init container's one shell line: Kubernetes cannot default an env var, sh can. Values come
+# from the environment, so the script is the same for every app.
+_SYNC_SCRIPT = (
+    'exec nakama reload sync --repo "$NAKAMA_REPO"'
+    ' --commit "${NAKAMA_COMMIT:-${NAKAMA_INITIAL_COMMIT:?no commit to sync: set the'
+    f' {COMMIT_ANNOTATION} pod-template annotation}}}}"'
+    f" --root {CODE_ROOT} --link current --password-file {TOKEN_FILE}"
+)
+_UID = 10001  # the image builder's APP_USER; fsGroup gives it the code volume
+_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DOCKER_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_BRANCH_GROUP = "(?P<branch>[A-Za-z0-9_.-]+)"
+# The oldest possible build: every real build's tag sorts after it, so Flux replaces it at once.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The app container's requests and limits: small requests so many idle apps fit a node,
+    limits so one runaway app cannot starve its neighbours. ``cpu_limit=None`` removes it."""
+
+    cpu_request: str = "100m"
+    memory_request: str = "256Mi"
+    cpu_limit: str | None = "1"
+    memory_limit: str = "1Gi"  # Streamlit + pandas starts near 150 MiB; dataframes grow fast
+
+    def as_dict(self) -> dict[str, dict[str, str]]:
+        limits = {"cpu": self.cpu_limit} if self.cpu_limit else {}
+        return {
+            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+            "limits": {**limits, "memory": self.memory_limit},
+        }
+
+
+@dataclass(frozen=True)
+class GitOpsLayout:
+    """Cluster-wide choices FluxSettings does not hold (yet); defaults follow flux bootstrap."""
+
+    source_name: str = "gitops"  # GitRepository of the GitOps repository (needs write access)
+    source_namespace: str = "flux-system"
+    kustomizations_path: str = "clusters/nakama/apps"  # applied by the bootstrap Kustomization
+    pull_secret: str = "harbor-pull"  # noqa: S105 - the name of the pull robot's Secret
+    author_name: str = "Nakama"
+    author_email: str = "nakama@users.noreply.nakama.dev"
+    tls_secret: str | None = None  # e.g. a wildcard certificate for *.<app_domain>; None = HTTP
+    storage_class: str | None = None  # None = the cluster's default StorageClass
+    # Seconds between automation runs; it also runs whenever its ImagePolicy picks a new tag.
+    automation_interval_s: int = 300
+    # Seconds between Kustomization reconciles (drift repair); a new GitOps commit applies at once.
+    kustomization_interval_s: int = 600
+
+
+@dataclass(frozen=True)
+class AppProject:
+    """One app as the cluster sees it. ``image_repository`` None = derived from HarborSettings."""
+
+    name: str
+    repo_url: str  # GitLab HTTPS clone URL the init container fetches from
+    branch: str = "main"
+    tag: str | None = None  # first image tag; None = a placeholder older than any build
+    initial_commit: str | None = None  # full sha synced until a reload sets the annotation
+    image_repository: str | None = None
+    port: int = 8501  # where the image's CMD listens (the builder's default port)
+    health_path: str = "/_stcore/health"
+    # None = the image's CMD (the builder writes nakama.toml's ``run`` or Streamlit on app.py
+    # there); it resolves relative paths against the synced code, the working directory.
+    command: tuple[str, ...] | None = None
+    resources: Resources = field(default_factory=Resources)
+    storage: str = "1Gi"  # code only (a few worktrees); data belongs in a database
+
+
+def image_repository(name: str, harbor: HarborSettings) -> str:
+    """``<harbor host>/<harbor project>/<name>``: where the image builder pushes the app."""
+    return f"{urlsplit(harbor.url).netloc or harbor.url}/{harbor.project}/{name}"
+
+
+def tag_filter_pattern(branch: str) -> str:
+    """TAG_PATTERN with its branch group fixed to ``branch`` as ``image_tag`` spells it."""
+    if _BRANCH_GROUP not in TAG_PATTERN:
+        raise RuntimeError("TAG_PATTERN changed; update flux.manifests.tag_filter_pattern")
+    prefix = image_tag(branch=branch, sha="0" * 40, now=_EPOCH).rsplit("-", 2)[0]
+    # The prefix holds only [A-Za-z0-9_.-]; of these only "." means something to RE2.
+    return TAG_PATTERN.replace(_BRANCH_GROUP, prefix.replace(".", r"\."), 1)
+
+
+def app_dir(name: str, settings: FluxSettings) -> str:
+    """The app's folder in the GitOps repository, without a leading ``./``."""
+    return f"{settings.apps_path.strip('/')}/{name}"
+
+
+def render_manifests(
+    project: AppProject,
+    settings: FluxSettings,
+    *,
+    harbor: HarborSettings,
+    namespace: str,
+    layout: GitOpsLayout | None = None,
+) -> list[dict[str, Any]]:
+    """Every API object of one app, in apply order. Raises InvalidInput for a bad project."""
+    lay = layout or GitOpsLayout()
+    problem = _problem(project, namespace)
+    if problem:
+        raise InvalidInput(f"invalid {problem}")
+    name, folder = project.name, f"./{app_dir(project.name, settings)}"
+    host = f"{name}.{settings.app_domain}"
+    repository = project.image_repository or image_repository(name, harbor)
+    tag = project.tag or image_tag(branch=project.branch, sha="0" * 40, now=_EPOCH)
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "nakama"}
+
+    def obj(api: str, kind: str, spec: dict[str, Any], obj_name: str = name) -> dict[str, Any]:
+        meta = {"name": obj_name, "namespace": namespace, "labels": dict(labels)}
+        return {"apiVersion": api, "kind": kind, "metadata": meta, "spec": spec}
+
+    source = {"kind": "GitRepository", "name": lay.source_name, "namespace": lay.source_namespace}
+    pvc: dict[str, Any] = {"accessModes": ["ReadWriteOnce"]}
+    pvc["resources"] = {"requests": {"storage": project.storage}}
+    if lay.storage_class:
+        pvc["storageClassName"] = lay.storage_class
+    backend = {"service": {"name": name, "port": {"name": "http"}}}
+    paths = [{"path": "/", "pathType": "Prefix", "backend": backend}]
+    ingress: dict[str, Any] = {"rules": [{"host": host, "http": {"paths": paths}}]}
+    if settings.ingress_class:
+        ingress = {"ingressClassName": settings.ingress_class, **ingress}
+    if lay.tls_secret:
+        ingress["tls"] = [{"hosts": [host], "secretName": lay.tls_secret}]
+    port = {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    service = {"type": "ClusterIP", "selector": {"app.kubernetes.io/name": name}, "ports": [port]}
+    scan: dict[str, Any] = {"image": repository}
+    scan["interval"] = _duration(settings.image_scan_interval_s)
+    scan["secretRef"] = {"name": lay.pull_secret}
+    if urlsplit(harbor.url).scheme == "http":
+        scan["insecure"] = True
+    policy = {
+        "imageRepositoryRef": {"name": name},
+        "filterTags": {"pattern": tag_filter_pattern(project.branch), "extract": "$ts"},
+        "policy": {"numerical": {"order": "asc"}},
+    }
+    author = {"name": lay.author_name, "email": lay.author_email}
+    automation = {
+        "interval": _duration(lay.automation_interval_s),
+        "sourceRef": dict(source),
+        "git": {
+            "checkout": {"ref": {"branch": settings.gitops_branch}},
+            "commit": {"author": author, "messageTemplate": _commit_message(name)},
+            "push": {"branch": settings.gitops_branch},
+        },
+        "update": {"path": folder, "strategy": "Setters"},
+        "policySelector": {"matchLabels": {"app.kubernetes.io/name": name}},
+    }
+    kustomization = {
+        "interval": _duration(lay.kustomization_interval_s),
+        "retryInterval": "1m",
+        "timeout": "5m",
+        "path": folder,
+        "prune": True,
+        "wait": True,
+        "sourceRef": dict(source),
+    }
+    marker = f'{{"$imagepolicy": "{namespace}:{name}"}}'
+    pod = _pod(project, image=f"{repository}:{tag}", marker=marker, settings=settings, lay=lay)
+    deployment = {
+        "replicas": 1,
+        "revisionHistoryLimit": 3,
+        "strategy": {"type": "Recreate"},  # the code volume is ReadWriteOnce
+        "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
+    }
+    return [
+        obj("v1", "PersistentVolumeClaim", pvc, f"{name}-code"),
+        obj("apps/v1", "Deployment", deployment),
+        obj("v1", "Service", service),
+        obj("networking.k8s.io/v1", "Ingress", ingress),
+        obj(IMAGE_API, "ImageRepository", scan),
+        obj(IMAGE_API, "ImagePolicy", policy),
+        obj(IMAGE_API, "ImageUpdateAutomation", automation),
+        obj(KUSTOMIZE_API, "Kustomization", kustomization),
+    ]
+
+
+def render_files(
+    project: AppProject,
+    settings: FluxSettings,
+    *,
+    harbor: HarborSettings,
+    namespace: str,
+    layout: GitOpsLayout | None = None,
+) -> dict[str, str]:
+    """GitOps-repository path -> YAML text, one object per file, sorted by path."""
+    lay = layout or GitOpsLayout()
+    folder = app_dir(project.name, settings)
+    files: dict[str, str] = {}
+    listed: list[str] = []
+    for doc in render_manifests(project, settings, harbor=harbor, namespace=namespace, layout=lay):
+        if doc["apiVersion"] == KUSTOMIZE_API:
+            files[f"{lay.kustomizations_path.strip('/')}/{project.name}.yaml"] = to_yaml([doc])
+        else:
+            listed.append(f"{doc['kind'].lower()}.yaml")
+            files[f"{folder}/{listed[-1]}"] = to_yaml([doc])
+    config = {"apiVersion": KUSTOMIZE_CONFIG_API, "kind": "Kustomization", "resources": listed}
+    files[f"{folder}/kustomization.yaml"] = to_yaml([config])
+    return dict(sorted(files.items()))
+
+
+def to_yaml(docs: Sequence[dict[str, Any]]) -> str:
+    """Block-style YAML, ``---`` between documents, keys in insertion order, comments kept."""
+    yaml = YAML(typ="rt", pure=True)
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096  # never fold a line: the setter marker must stay on the image line
+    yaml.representer.ignore_aliases = lambda _data: True  # shared values are written out in full
+    out = io.StringIO()
+    yaml.dump_all(list(docs), out)
+    return out.getvalue()
+
+
+def _pod(
+    project: AppProject, *, image: str, marker: str, settings: FluxSettings, lay: GitOpsLayout
+) -> dict[str, Any]:
+    """The pod: ``sync-code`` puts the commit on the volume, then ``app`` runs it."""
+    tmp = "/tmp"  # noqa: S108 - a private emptyDir; HOME for git's and Streamlit's dotfiles
+    mounts = [{"name": "code", "mountPath": CODE_ROOT}, {"name": "tmp", "mountPath": tmp}]
+    token_mount = {"name": "git-token", "mountPath": "/var/run/nakama", "readOnly": True}
+    home = {"name": "HOME", "value": tmp}
+    locked_down: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+    }
+    locked_down["capabilities"] = {"drop": ["ALL"]}
+    annotation = {"fieldPath": f"metadata.annotations['{COMMIT_ANNOTATION}']"}
+    sync_env = [
+        {"name": "NAKAMA_REPO", "value": project.repo_url},
+        {"name": "NAKAMA_COMMIT", "valueFrom": {"fieldRef": annotation}},
+    ]
+    if project.initial_commit:
+        sync_env.append({"name": "NAKAMA_INITIAL_COMMIT", "value": project.initial_commit})
+    sync = {
+        "name": "sync-code",
+        "image": settings.reloader_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/sh", "-c", _SYNC_SCRIPT],
+        "env": [*sync_env, home],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": locked_down,
+        "volumeMounts": [*mounts, token_mount],
+    }
+    app = CommentedMap(name="app", image=image)
+    app.yaml_add_eol_comment(marker, "image", column=0)
+    probe = {"httpGet": {"path": project.health_path, "port": "http"}, "timeoutSeconds": 3}
+    app["imagePullPolicy"] = "IfNotPresent"
+    if project.command:
+        app["command"] = list(project.command)
+    app["workingDir"] = f"{CODE_ROOT}/current"
+    app["env"] = [{"name": "PORT", "value": str(project.port)}, home]
+    app["ports"] = [{"name": "http", "containerPort": project.port, "protocol": "TCP"}]
+    # Up to 2 minutes to the first answer (a heavy app's imports), then the usual checks.
+    app["startupProbe"] = {**probe, "periodSeconds": 2, "failureThreshold": 60}
+    app["readinessProbe"] = {**probe, "periodSeconds": 5, "failureThreshold": 3}
+    app["livenessProbe"] = {**probe, "periodSeconds": 10, "failureThreshold": 6}
+    app["resources"] = project.resources.as_dict()
+    app["securityContext"] = locked_down
+    app["volumeMounts"] = mounts
+    token = {"secretName": f"{project.name}-git", "defaultMode": 0o440}
+    token["items"] = [{"key": "token", "path": "git-token"}]
+    return {
+        "automountServiceAccountToken": False,  # apps have no business with the API server
+        # Service links would put e.g. STREAMLIT_SERVER_PORT=tcp://... (from a Service named
+        # streamlit-server) into the environment, where Streamlit reads its configuration.
+        "enableServiceLinks": False,
+        "imagePullSecrets": [{"name": lay.pull_secret}],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": _UID,
+            "runAsGroup": _UID,
+            "fsGroup": _UID,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [sync],
+        "containers": [app],
+        "volumes": [
+            {"name": "code", "persistentVolumeClaim": {"claimName": f"{project.name}-code"}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+            {"name": "git-token", "secret": token},
+        ],
+    }
+
+
+def _problem(p: AppProject, namespace: str) -> str | None:
+    """What is wrong with the inputs, as "<what> <value>: <why>", or None."""
+    validate_project_name(p.name)
+    if p.name[0].isdigit():
+        return f"name {p.name!r}: a Kubernetes Service name (DNS-1035) must start with a letter"
+    if not _DNS_LABEL.match(namespace):
+        return f"namespace {namespace[:70]!r}: not a DNS-1123 label"
+    if p.tag is not None and not _DOCKER_TAG.match(p.tag):
+        return f"image tag {p.tag[:140]!r}: not a valid tag"
+    if p.initial_commit is not None and not _SHA.match(p.initial_commit):
+        return f"commit {p.initial_commit[:80]!r}: expected a full lower-case hash"
+    if not p.branch or p.branch[0] == "-" or any(c.isspace() or c in "~^:?*[\\" for c in p.branch):
+        return f"branch {p.branch[:100]!r}: not a valid branch name"
+    if not p.repo_url.startswith(("https://", "http://")):
+        return "repository URL: must be an http(s) clone URL"
+    if not p.health_path.startswith("/") or any(c.isspace() for c in p.health_path):
+        return f"health path {p.health_path[:100]!r}: must start with '/' and have no spaces"
+    if not 1 <= p.port <= 65535:
+        return f"port {p.port}: out of range"
+    if p.command is not None and not p.command:
+        return "command (): give the arguments, or None for the image's CMD"
+    return None
+
+
+def _duration(seconds: int) -> str:
+    """A Flux duration: whole minutes as ``<n>m`` (as flux create writes them), else seconds."""
+    if seconds <= 0:
+        raise InvalidInput(f"invalid interval {seconds}: must be positive")
+    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+
+
+def _commit_message(name: str) -> str:
+    # Only fields image-automation v1 still has: a template using .Updated stalls the automation.
+    text: str = LiteralScalarString(  # written as a |- block, readable in the GitOps repository
+        f"{name}: deploy the newest image\n\n"
+        "Automation: {{ .AutomationObject }}\n"
+        "{{ range $file, $_ := .Changed.FileChanges }}- {{ $file }}\n{{ end }}"
+    )
+    return text
