@@ -24,6 +24,9 @@ def name_problem(name: str) -> str | None:
             shown = " ".join(repr(c) for c in bad)
             return f"the name contains {shown}; only lower-case a-z, digits and '-' are allowed"
         return "the name must start and end with a letter or digit"
+    if not name[0].isalpha():
+        # Kubernetes Service names (DNS-1035 labels) must start with a letter.
+        return "the name must start with a letter (it also names the app's Kubernetes Service)"
     return None
 
 

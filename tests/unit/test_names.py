@@ -4,7 +4,7 @@ from nakama.errors import InvalidInput
 from nakama.names import name_problem, validate_project_name
 
 
-@pytest.mark.parametrize("name", ["a", "sales-dashboard", "app1", "1app", "a" * 40, "a-b-c"])
+@pytest.mark.parametrize("name", ["a", "sales-dashboard", "app1", "a" * 40, "a-b-c", "a1-2"])
 def test_valid_names(name: str) -> None:
     assert name_problem(name) is None
     assert validate_project_name(name) == name
@@ -23,6 +23,7 @@ def test_valid_names(name: str) -> None:
         ("sales dash", "' '"),
         ("../etc", "'.' '/'"),
         ("café", "'é'"),
+        ("2024-report", "start with a letter"),
     ],
 )
 def test_invalid_names_say_why(name: str, words: str) -> None:
