@@ -228,7 +228,7 @@ def _cel_rules(validator: Any, rules: Any, instance: Any, schema: Any) -> Iterat
             yield jsonschema.ValidationError(rule.get("message") or f"failed rule {rule['rule']}")
 
 
-_Validator = jsonschema.validators.extend(
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
     jsonschema.Draft202012Validator, {"x-kubernetes-validations": _cel_rules}
 )
 

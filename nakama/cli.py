@@ -83,6 +83,14 @@ def reload_restart(ctx: typer.Context) -> None:
     raise typer.Exit(restart_main(list(ctx.args)))
 
 
+@app.command("build", context_settings=_PASS_THROUGH)
+def build(ctx: typer.Context) -> None:
+    """Build and push an app's image unless one with its dependencies exists (the CI job)."""
+    from image_builder.build import build_main
+
+    raise typer.Exit(build_main(list(ctx.args)))
+
+
 @flux_app.command("render", context_settings=_PASS_THROUGH)
 def flux_render(ctx: typer.Context) -> None:
     """Write an app's manifests (Deployment, Service, Ingress, Flux image automation …)."""

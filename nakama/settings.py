@@ -21,6 +21,7 @@ DEFAULT_DEPENDENCY_FILES: tuple[str, ...] = (
     "packages.txt",
     "Dockerfile",
     ".python-version",
+    "nakama.toml",  # its run command is baked into the image in cluster mode
 )
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ["tests.fakes.gitlab"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(os.environ.get("NAKAMA_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference"))
 WEBHOOKS = REFERENCE / "gitlab" / "webhooks"

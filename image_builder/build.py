@@ -1,0 +1,569 @@
+"""``nakama build``: the image-builder CI job of cluster mode.
+
+One run: check out the commit; hash its dependency files; look in the registry at the branch's
+timestamp tags, newest first, for an image labelled with that hash. Then:
+
+* the newest tag has it: nothing to do (``skip: …``);
+* an older tag has it (the dependencies went back to an earlier state): give that image a new
+  timestamp tag, so that Flux's ImagePolicy, which deploys the newest tag, picks it. No build;
+* none has it: build with buildah (the repository's Dockerfile, or a generated one), label,
+  push.
+
+After a new tag, the Flux Receiver is pinged so the rollout need not wait for the next registry
+scan. Every step prints one line to stdout: this is a CI log. Secrets come from files, reach
+buildah through a 0600 auth file and git through a credential helper's environment, and never
+appear on a command line or in the log.
+
+Exit codes: 0 built, re-tagged or skipped; 2 bad arguments; 1 failed (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import ValidationError
+
+from image_builder.dockerfile import (
+    DEFAULT_PORT,
+    DEPENDENCY_HASH_LABEL,
+    BuildPlan,
+    newest_first,
+    plan_build,
+    render_dockerfile,
+    select_base_image,
+    tag_time,
+)
+from nakama.clients.git import mask_credentials, run_git
+from nakama.clients.oci import OciClient, check_repository
+from nakama.errors import InvalidInput, NotFound, PermanentError
+from nakama.local.appconfig import CONFIG_FILE, load_app_config
+from nakama.settings import Settings
+from nakama.tagging import is_dependency_file
+
+_PROG = "nakama build"
+_FILE_MODES = (b"100644", b"100755")  # regular files, as the forges' read_files
+_PASSWORD_ENV = "NAKAMA_BUILD_GIT_PASSWORD"  # noqa: S105 - a variable name
+_USERNAME_ENV = "NAKAMA_BUILD_GIT_USERNAME"
+_CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get || exit 0; '
+    f'printf "username=%s\\npassword=%s\\n" "${_USERNAME_ENV}" "${_PASSWORD_ENV}"; }}; f'
+)
+_ERROR_TAIL_LINES = 20
+# Read besides the dependency files (they shape the generated Dockerfile, not the hash).
+_ALSO_READ = (CONFIG_FILE, ".python-version")
+_FLUX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Options:
+    repo: str
+    commit: str
+    branch: str
+    project: str | None
+    expected_hash: str | None
+    registry_host: str
+    repository: str
+    registry_url: str | None
+    username: str | None
+    password: str | None = field(repr=False)
+    tls_verify: bool
+    flux_receiver_url: str | None = field(repr=False)  # its path is a secret of its own
+    flux_token: str | None = field(repr=False)
+    base_image: str
+    workdir: Path | None
+    git_username: str
+    git_password: str | None = field(repr=False)
+    dependency_files: tuple[str, ...]
+    port: int
+    timeout_s: float
+    buildah: str
+
+    @property
+    def image(self) -> str:
+        return f"{self.registry_host}/{self.repository}"
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """The commit's files: ``context`` is the build context (no ``.git``), ``paths`` every
+    regular file in it, ``files`` the contents of those the build reads."""
+
+    workdir: Path
+    context: Path
+    paths: list[str]
+    files: dict[str, bytes]
+
+
+def _parser(settings: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="Build and push an app's image, unless one with its dependencies exists.",
+    )
+    add = parser.add_argument
+    add("--repo", required=True, help="repository URL or path")
+    add("--commit", required=True, help="full commit hash to build")
+    add("--branch", "--ref", dest="branch", default=settings.planning.deploy_branch,
+        help="branch, for the tag")  # fmt: skip
+    add("--project", help="the app's name, for the log")
+    add("--dep-hash", help="the dependency hash Nakama computed, to cross-check")
+    add("--image", required=True, help="REGISTRY/PROJECT/NAME, without a tag")
+    add("--registry-url", help="registry API base URL (default: NAKAMA_HARBOR__URL for its "
+        "host, else https://REGISTRY)")  # fmt: skip
+    add("--registry-username", help="registry user (default: NAKAMA_HARBOR__USERNAME)")
+    add("--registry-password-file", type=Path, help="file holding the registry password "
+        "(default: NAKAMA_HARBOR__PASSWORD)")  # fmt: skip
+    add(
+        "--tls-verify",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="require HTTPS with a valid certificate (--no-tls-verify also allows plain HTTP)",
+    )
+    add("--flux-receiver-url", help="Flux Receiver webhook URL to ping after a new tag")
+    add("--flux-receiver-token-file", type=Path, help="Receiver token, to sign the ping (HMAC)")
+    add("--base-image", default=settings.flux.base_image, help="base for generated Dockerfiles")
+    add("--workdir", type=Path, help="where to check out (default: a temporary directory)")
+    add("--git-username", default="nakama", help="HTTPS user name for the repository")
+    add("--git-password-file", type=Path, help="file holding the repository password or token")
+    add(
+        "--dependency-file",
+        action="append",
+        dest="dependency_files",
+        metavar="PATTERN",
+        help="dependency file pattern (repeatable; default: the planner's list)",
+    )
+    add("--port", type=int, default=DEFAULT_PORT, help="port the app listens on in the image")
+    add("--timeout-s", type=float, default=settings.builder.build_timeout_s, help="build limit")
+    add("--buildah", default="buildah", help="buildah executable")
+    return parser
+
+
+def build_main(argv: list[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), run the build job, return the exit code."""
+    out = out or sys.stdout
+    try:
+        settings = Settings()
+        args = _parser(settings).parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage and the problem
+        return exc.code if isinstance(exc.code, int) else 2
+    except ValidationError as exc:
+        _fail(f"bad NAKAMA_* settings in the environment: {exc.error_count()} error(s)")
+        return 2
+    try:
+        options = _options(args, settings)
+        run_build(options, out=out)
+    except InvalidInput as exc:
+        _fail(str(exc))
+        return 2
+    except Exception as exc:  # a CI job wants one line and an exit code, not a trace
+        _fail(str(exc) or type(exc).__name__)
+        return 1
+    return 0
+
+
+def run_build(options: Options, *, out: TextIO) -> str:
+    """Do the job; returns the tag that now holds the dependencies (built, re-tagged or found)."""
+    with _workdir(options.workdir) as workdir:
+        git_dir, context = workdir / "git", workdir / "context"
+        of = f" of {options.project}" if options.project else ""
+        _say(out, "checkout", f"{options.commit[:12]}{of} from {mask_credentials(options.repo)}")
+        _check_out(options, git_dir=git_dir, work_tree=context)
+        wanted = (*options.dependency_files, *_ALSO_READ)
+        checkout = Checkout(workdir, context, *_read_tree(git_dir, options.commit, wanted))
+
+        def plan_at(now: datetime) -> BuildPlan:
+            return plan_build(
+                files=checkout.files,
+                branch=options.branch,
+                sha=options.commit,
+                now=now,
+                dependency_patterns=options.dependency_files,
+            )
+
+        plan = plan_at(datetime.now(UTC))
+        _say(out, "dependencies", f"{plan.dep_hash} from {', '.join(plan.dependency_files) or '-'}")
+        if options.expected_hash and options.expected_hash != plan.dep_hash:
+            # Nakama and this job hash different file lists: their settings disagree.
+            message = f"Nakama computed dependencies {options.expected_hash}, this build the above"
+            _say(out, "warning", f"{message}: compare their NAKAMA_PLANNING__DEPENDENCY_FILES")
+        with _registry_client(options) as registry:
+            candidates, found = _find(registry, options, plan, out)
+            if found is not None and found == candidates[0]:
+                _say(out, "skip", f"image {found} already has dependencies {plan.dep_hash}")
+                return found
+            # The new tag must outrank every tag there is: Flux deploys the newest.
+            plan = plan_at(tag_time(datetime.now(UTC), candidates[0] if candidates else None))
+            if found is not None:
+                digest = registry.tag(options.repository, found, plan.tag)
+                message = f"image {found} has dependencies {plan.dep_hash}; tagged it {plan.tag}"
+                _say(out, "retag", f"{message} ({digest})")
+            else:
+                _build_and_push(options, plan, checkout, out)
+    _notify_flux(options, f"{options.image}:{plan.tag}", out)
+    return plan.tag
+
+
+# --- the steps ---------------------------------------------------------------------------
+def _find(
+    registry: OciClient, options: Options, plan: BuildPlan, out: TextIO
+) -> tuple[list[str], str | None]:
+    """The branch's tags, newest first, and the first of them with the plan's dependencies."""
+    try:
+        tags = registry.list_tags(options.repository)
+    except NotFound:  # nothing pushed to this repository yet
+        tags = []
+    candidates = newest_first(tags, branch_part=plan.branch_part)
+    _say(out, "registry", f"{len(candidates)} tag(s) of {plan.branch_part} in {options.image}")
+    found = registry.find_by_label(
+        options.repository, DEPENDENCY_HASH_LABEL, plan.dep_hash, newest_first_tags=candidates
+    )
+    return candidates, found
+
+
+def _build_and_push(options: Options, plan: BuildPlan, checkout: Checkout, out: TextIO) -> None:
+    buildah = shutil.which(options.buildah)
+    if buildah is None:
+        raise PermanentError(f"{options.buildah} is not installed")
+    workdir, context, files = checkout.workdir, checkout.context, checkout.files
+    if "Dockerfile" in checkout.paths:
+        dockerfile = context / "Dockerfile"
+        _say(out, "dockerfile", "the repository's own")
+    else:
+        python_version = files.get(".python-version", b"").decode(errors="replace").strip()
+        base_image = select_base_image(options.base_image, python_version or None)
+        toml = files.get(CONFIG_FILE)
+        run = load_app_config(None if toml is None else toml.decode(errors="replace")).run
+        text = render_dockerfile(
+            base_image=base_image, files=checkout.paths, port=options.port, run_command=run
+        )
+        dockerfile = workdir / "Dockerfile.nakama"  # outside the context: not copied in
+        dockerfile.write_text(text, encoding="utf-8")
+        _say(out, "dockerfile", f"generated, from {base_image}")
+    ref = f"{options.image}:{plan.tag}"
+    deadline = time.monotonic() + options.timeout_s
+    common = [] if options.tls_verify else ["--tls-verify=false"]
+    with _auth_file(options) as authfile:
+        if authfile is not None:
+            common += ["--authfile", str(authfile)]
+        labels = [
+            arg for key, value in plan.labels.items() for arg in ("--label", f"{key}={value}")
+        ]
+        _say(out, "build", ref)
+        _run([buildah, "build", "--file", str(dockerfile), "--tag", ref, *labels, *common,
+              str(context)], deadline=deadline, timeout_s=options.timeout_s, out=out)  # fmt: skip
+        digest_file = workdir / "digest"
+        _say(out, "push", ref)
+        _run([buildah, "push", "--digestfile", str(digest_file), *common, ref],
+             deadline=deadline, timeout_s=options.timeout_s, out=out)  # fmt: skip
+    digest = digest_file.read_text(encoding="utf-8").strip() if digest_file.exists() else "?"
+    _say(out, "pushed", f"{ref} ({digest})")
+    # The storage is the runner's: leave it as it was (vfs keeps a full copy of every layer).
+    subprocess.run([buildah, "rmi", ref], capture_output=True, check=False)
+
+
+def _notify_flux(options: Options, ref: str, out: TextIO) -> None:
+    """Ask Flux to rescan now. A failure only delays the rollout to the next scan: warn."""
+    if not options.flux_receiver_url:
+        return
+    body = json.dumps({"image": ref}).encode()
+    headers = {"Content-Type": "application/json"}
+    if options.flux_token:  # a generic-hmac Receiver checks this; a generic one ignores it
+        digest = hmac.new(options.flux_token.encode(), body, hashlib.sha256).hexdigest()
+        headers["X-Signature"] = f"sha256={digest}"
+    where = urlsplit(options.flux_receiver_url).netloc  # the path is a secret of its own
+    problem = ""
+    for attempt in range(_FLUX_ATTEMPTS):
+        if attempt:
+            time.sleep(2**attempt)
+        try:
+            response = httpx.post(
+                options.flux_receiver_url,
+                content=body,
+                headers=headers,
+                timeout=10,
+                verify=options.tls_verify,
+            )
+        except httpx.HTTPError as exc:
+            problem = type(exc).__name__
+            continue
+        if response.is_success:
+            _say(out, "notify", f"Flux receiver at {where} answered {response.status_code}")
+            return
+        problem = f"answer {response.status_code}"
+        if response.status_code < 500:
+            break
+    _say(out, "warning", f"Flux receiver at {where} not reached ({problem}); "
+         "Flux will find the tag at its next registry scan")  # fmt: skip
+
+
+# --- git ---------------------------------------------------------------------------------
+def _check_out(options: Options, *, git_dir: Path, work_tree: Path) -> None:
+    """Fetch exactly the commit (depth 1) and write its files into ``work_tree``, no ``.git``."""
+    for path in (git_dir, work_tree):
+        if path.exists():
+            shutil.rmtree(path)  # left by an earlier run in the same workdir
+    work_tree.mkdir(parents=True)
+    run_git(["init", "--quiet", "--bare", str(git_dir)])
+    env = _git_auth(options)
+    config = ["-c", "credential.helper=", "-c", f"credential.helper={_CREDENTIAL_HELPER}"]
+    fetch = [
+        *(config if env else []),
+        "fetch", "--quiet", "--no-tags", "--no-recurse-submodules", "--depth=1",
+        "--", options.repo, options.commit,
+    ]  # fmt: skip
+    run_git(fetch, git_dir=git_dir, env=env, timeout=600)
+    run_git(
+        [f"--work-tree={work_tree}", "checkout", "--quiet", "--force", "--detach", options.commit],
+        git_dir=git_dir,
+    )
+
+
+def _git_auth(options: Options) -> dict[str, str] | None:
+    if options.git_password is None:
+        return None
+    return {_PASSWORD_ENV: options.git_password, _USERNAME_ENV: options.git_username}
+
+
+def _read_tree(
+    git_dir: Path, commit: str, patterns: Iterable[str]
+) -> tuple[list[str], dict[str, bytes]]:
+    """Every regular file's path at ``commit``, and the contents of those matching ``patterns``."""
+    wanted = tuple(patterns)
+    listing = run_git(["ls-tree", "-r", "-z", "--full-tree", commit], git_dir=git_dir).stdout
+    paths: list[str] = []
+    blobs: list[tuple[str, str]] = []
+    for entry in listing.split(b"\0"):
+        meta, _, raw_path = entry.partition(b"\t")
+        fields = meta.split()
+        if len(fields) != 3 or fields[0] not in _FILE_MODES:
+            continue
+        path = raw_path.decode(errors="surrogateescape")
+        paths.append(path)
+        if is_dependency_file(path, wanted):
+            blobs.append((path, fields[2].decode()))
+    files: dict[str, bytes] = {}
+    if blobs:
+        batch = b"".join(f"{oid}\n".encode() for _, oid in blobs)
+        out = run_git(["cat-file", "--batch"], git_dir=git_dir, input=batch).stdout
+        pos = 0
+        for path, _ in blobs:
+            end = out.index(b"\n", pos)
+            size = int(out[pos:end].split()[2])
+            files[path] = out[end + 1 : end + 1 + size]
+            pos = end + 1 + size + 1
+    return paths, files
+
+
+# --- registry ----------------------------------------------------------------------------
+def _registry_client(options: Options) -> OciClient:
+    url = options.registry_url or _api_url(options.registry_host, tls_verify=options.tls_verify)
+    return OciClient(
+        url, username=options.username, password=options.password, verify=options.tls_verify
+    )
+
+
+def _api_url(host: str, *, tls_verify: bool) -> str:
+    """``https://host``; without TLS verification, ``http://host`` if HTTPS is not spoken there
+    (what buildah does with ``--tls-verify=false``)."""
+    if tls_verify:
+        return f"https://{host}"
+    try:
+        httpx.get(f"https://{host}/v2/", verify=False, timeout=10)  # noqa: S501 - asked for
+    except httpx.ConnectError:
+        return f"http://{host}"
+    except httpx.HTTPError:
+        pass
+    return f"https://{host}"
+
+
+@contextmanager
+def _auth_file(options: Options) -> Iterator[Path | None]:
+    """A containers auth file (0600, in a private directory) for the registry, removed after."""
+    if options.username is None or options.password is None:
+        yield None
+        return
+    token = base64.b64encode(f"{options.username}:{options.password}".encode()).decode()
+    with tempfile.TemporaryDirectory(prefix="nakama-auth-") as tmp:  # mode 0700
+        path = Path(tmp) / "auth.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"auths": {options.registry_host: {"auth": token}}}, f)
+        yield path
+
+
+# --- processes ---------------------------------------------------------------------------
+def _run(args: Sequence[str], *, deadline: float, timeout_s: float, out: TextIO) -> None:
+    """Run a buildah step, copying its output into ``out``; kill it (and its children) at
+    ``deadline``. Raises PermanentError with the end of the output when it fails."""
+    step = f"buildah {args[1]}"
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise PermanentError(f"build timed out after {timeout_s:g}s")
+    tail: collections.deque[str] = collections.deque(maxlen=_ERROR_TAIL_LINES)
+    proc = subprocess.Popen(
+        list(args),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(remaining, kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = mask_credentials(raw.decode(errors="replace").rstrip("\r\n"))
+            tail.append(line)
+            out.write(line + "\n")
+            out.flush()
+        returncode = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    if timed_out.is_set():
+        raise PermanentError(f"build timed out after {timeout_s:g}s")
+    if returncode != 0:
+        last = " | ".join([line for line in tail if line.strip()][-3:])[-800:]
+        raise PermanentError(f"{step} failed ({returncode}): {last}")
+
+
+# --- arguments ---------------------------------------------------------------------------
+_SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+
+
+def _options(args: argparse.Namespace, settings: Settings) -> Options:
+    commit = args.commit.strip().lower()
+    if not _SHA.match(commit):
+        raise InvalidInput(f"--commit must be a full hash, got {args.commit!r}")
+    if not args.repo or args.repo.startswith("-"):
+        raise InvalidInput(f"not a repository URL: {mask_credentials(args.repo)!r}")
+    host, repository = _split_image(args.image)
+    if (args.registry_password_file is None) != (args.registry_username is None):
+        raise InvalidInput("--registry-username and --registry-password-file go together")
+    username, registry_url = args.registry_username, args.registry_url
+    password = (
+        _read_secret(args.registry_password_file, "registry password")
+        if args.registry_password_file is not None
+        else None
+    )
+    harbor = settings.harbor
+    if urlsplit(harbor.url).netloc == host:  # Nakama's own settings name this registry
+        registry_url = registry_url or harbor.url
+        if username is None and harbor.password is not None:
+            username, password = harbor.username, harbor.password.get_secret_value()
+    token = (
+        _read_secret(args.flux_receiver_token_file, "Flux receiver token")
+        if args.flux_receiver_token_file is not None
+        else None
+    )
+    git_password = (
+        _read_secret(args.git_password_file, "git password")
+        if args.git_password_file is not None
+        else None
+    )
+    for url in (args.registry_url, args.flux_receiver_url):
+        if url is not None and urlsplit(url).scheme not in ("http", "https"):
+            raise InvalidInput(f"not an http(s) URL: {mask_credentials(url)!r}")
+    if not 0 < args.port < 65536 or args.timeout_s <= 0:
+        raise InvalidInput("--port must be 1-65535 and --timeout-s positive")
+    return Options(
+        repo=args.repo,
+        commit=commit,
+        branch=args.branch,
+        project=args.project,
+        expected_hash=args.dep_hash,
+        registry_host=host,
+        repository=repository,
+        registry_url=registry_url,
+        username=username,
+        password=password,
+        tls_verify=args.tls_verify,
+        flux_receiver_url=args.flux_receiver_url,
+        flux_token=token,
+        base_image=args.base_image,
+        workdir=args.workdir,
+        git_username=args.git_username,
+        git_password=git_password,
+        dependency_files=tuple(args.dependency_files or settings.planning.dependency_files),
+        port=args.port,
+        timeout_s=args.timeout_s,
+        buildah=args.buildah,
+    )
+
+
+def _split_image(image: str) -> tuple[str, str]:
+    """``REGISTRY/PROJECT/NAME`` → (registry host, repository path)."""
+    host, _, repository = image.partition("/")
+    if not repository or not ("." in host or ":" in host or host == "localhost"):
+        raise InvalidInput(f"--image must be REGISTRY/PROJECT/NAME, got {image!r}")
+    if "@" in repository or ":" in repository:
+        raise InvalidInput(f"--image must not name a tag or digest, got {image!r}")
+    return host, check_repository(repository)
+
+
+def _read_secret(path: Path, what: str) -> str:
+    """One line from a mounted secret file; re-read every run so rotation needs no restart."""
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    if not value or "\n" in value:
+        raise InvalidInput(f"the {what} file {path} must hold one non-empty line")
+    return value
+
+
+@contextmanager
+def _workdir(given: Path | None) -> Iterator[Path]:
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given.absolute()
+        return
+    with tempfile.TemporaryDirectory(prefix="nakama-build-") as tmp:
+        yield Path(tmp)
+
+
+def _say(out: TextIO, step: str, message: str) -> None:
+    out.write(f"{step}: {message}\n")
+    out.flush()
+
+
+def _fail(message: str) -> None:
+    one_line = " ".join(mask_credentials(message).split())
+    print(f"{_PROG}: error: {one_line}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(build_main())

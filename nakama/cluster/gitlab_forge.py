@@ -1,0 +1,314 @@
+"""Cluster mode's forge: each app's repository is a private project in one GitLab group.
+
+It does through GitLab's REST API what :class:`nakama.local.forge.LocalForge` does with git on
+disk: a repository created with the starter kit as one commit, two push hooks pointing at the
+receiver (``/build-image`` and ``/code-reload``), heads, compares and dependency-file reads for the
+push planner. Every call goes through :meth:`nakama.clients.gitlab.GitLabClient.call`, so
+retries and error translation happen in one place.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from nakama.clients.gitlab import GitLabClient
+from nakama.errors import Conflict, InvalidInput, NakamaError, NotFound, PermanentError
+from nakama.names import validate_project_name
+from nakama.planning import ZERO_SHA
+from nakama.tagging import is_dependency_file
+
+MAINTAINER = 40  # gitlab.const.AccessLevel.MAINTAINER
+HOOK_PATHS = ("/build-image", "/code-reload")
+# GitLab's compare API silently cuts its diff list at the instance's diff_max_files (default
+# 1000); a list this long may be incomplete, so the change set counts as unknown.
+DIFF_FILES_LIMIT = 1000
+# Hooks fire on pushes only; every other trigger is switched off explicitly.
+_OTHER_EVENTS = tuple(
+    f"{name}_events"
+    for name in ("tag_push", "merge_requests", "issues", "note", "pipeline", "job", "wiki_page")
+)
+_FILE_MODES = ("100644", "100755")
+_SHA = re.compile(r"^[0-9a-f]{4,64}$")
+
+
+@dataclass(frozen=True)
+class HookStatus:
+    """One project hook as GitLab reports it; ``alert_status`` says whether it still fires."""
+
+    id: int
+    url: str
+    alert_status: str  # executable, temporarily_disabled or disabled
+    disabled_until: datetime | None
+    push_events: bool
+    branch_filter: str | None
+
+    @property
+    def delivering(self) -> bool:
+        return self.alert_status == "executable"
+
+
+def _check_sha(value: str) -> str:
+    if not _SHA.match(value):
+        raise InvalidInput(f"not a commit id: {value[:80]!r}")
+    return value
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def project_spec(project: str, *, namespace_id: int, branch: str) -> dict[str, Any]:
+    """``POST /projects``: a private project named for the app, empty, in the group."""
+    return {
+        "name": project,
+        "path": project,
+        "namespace_id": namespace_id,
+        "default_branch": branch,
+        "visibility": "private",
+        "initialize_with_readme": False,
+    }
+
+
+def starter_commit(files: Mapping[str, bytes], branch: str, message: str) -> dict[str, Any]:
+    """``POST /repository/commits``: every file in one commit, base64 so any bytes survive."""
+    actions = [
+        {
+            "action": "create",
+            "file_path": name,
+            "content": base64.b64encode(files[name]).decode(),
+            "encoding": "base64",
+        }
+        for name in sorted(files)
+    ]
+    return {"branch": branch, "commit_message": message, "actions": actions}
+
+
+def hook_spec(url: str, *, token: str, branch: str) -> dict[str, Any]:
+    """``POST /hooks``: push events of ``branch`` only, with the token, TLS verified."""
+    return {
+        **dict.fromkeys(_OTHER_EVENTS, False),
+        "url": url,
+        "token": token,
+        "push_events": True,
+        "push_events_branch_filter": branch,
+        "branch_filter_strategy": "wildcard",
+        "enable_ssl_verification": True,
+    }
+
+
+class GitLabForge:
+    """App repositories as ``<settings.group>/<project>`` on the GitLab behind ``client``.
+
+    ``hook_base_url`` is where GitLab reaches Nakama's receiver (the hooks go to
+    ``{hook_base_url}/build-image`` and ``{hook_base_url}/code-reload``).
+    """
+
+    def __init__(self, client: GitLabClient, *, hook_base_url: str) -> None:
+        self._client = client
+        self._api = client.api
+        self.group = client.settings.group.strip("/")
+        self.hook_base_url = hook_base_url.rstrip("/")
+        self._group_id: int | None = None
+
+    def project_path(self, project: str) -> str:
+        return f"{self.group}/{validate_project_name(project)}"
+
+    def clone_url(self, project: str) -> str:
+        return f"{self._client.settings.url.rstrip('/')}/{self.project_path(project)}.git"
+
+    def _project(self, project: str) -> Any:
+        """A handle for API calls; no request is made until one is used."""
+        return self._api.projects.get(self.project_path(project), lazy=True)
+
+    def _require_project(self, project: str) -> None:
+        path = self.project_path(project)
+        self._client.call(lambda: self._api.projects.get(path), what=f"get project {path}")
+
+    def _namespace_id(self) -> int:
+        if self._group_id is None:
+            group = self._client.call(
+                lambda: self._api.groups.get(self.group), what=f"get group {self.group}"
+            )
+            self._group_id = int(group.id)
+        return self._group_id
+
+    # --- create and delete ----------------------------------------------------------------
+    def create_repository(
+        self,
+        project: str,
+        *,
+        files: Mapping[str, bytes],
+        branch: str,
+        hook_token: str,
+        message: str = "Start from the Nakama starter kit",
+    ) -> str:
+        """Create the private project with ``files`` as one commit on ``branch`` and its two
+        push hooks; return the commit's sha. On failure the half-made project is deleted, so a
+        repository is either complete or absent."""
+        path = self.project_path(project)
+        spec = project_spec(project, namespace_id=self._namespace_id(), branch=branch)
+        try:
+            created = self._client.call(
+                lambda: self._api.projects.create(spec), what=f"create project {path}"
+            )
+        except Conflict as exc:
+            raise Conflict(f"a repository for project {project!r} already exists") from exc
+        try:
+            commit = self._client.call(
+                lambda: created.commits.create(starter_commit(files, branch, message)),
+                what=f"commit the starter kit to {path}",
+            )
+            for suffix in HOOK_PATHS:
+                hook = hook_spec(self.hook_base_url + suffix, token=hook_token, branch=branch)
+                self._client.call(
+                    functools.partial(created.hooks.create, hook),
+                    what=f"add hook {hook['url']} to {path}",
+                )
+        except BaseException:
+            with contextlib.suppress(NakamaError):
+                self.delete_repository(project)
+            raise
+        return str(commit.id)
+
+    def add_maintainer(self, project: str, username: str) -> None:
+        """Make ``username`` a maintainer (never owner) of the project; idempotent."""
+        path = self.project_path(project)
+        users = self._client.call(
+            lambda: self._api.users.list(username=username, get_all=True),
+            what=f"find user {username}",
+        )
+        match = [u for u in users if str(u.username).lower() == username.lower()]
+        if not match:
+            raise NotFound(f"no GitLab user named {username!r}")
+        user_id = int(match[0].id)
+        handle = self._project(project)
+        try:
+            self._client.call(
+                lambda: handle.members.create({"user_id": user_id, "access_level": MAINTAINER}),
+                what=f"add {username} to {path}",
+            )
+        except Conflict:
+            member = self._client.call(
+                lambda: handle.members.get(user_id), what=f"get member {username} of {path}"
+            )
+            if int(member.access_level) < MAINTAINER:
+                member.access_level = MAINTAINER
+                self._client.call(member.save, what=f"make {username} maintainer of {path}")
+
+    def delete_repository(self, project: str) -> None:
+        """Delete the project; a missing one (or one already marked for deletion) is fine."""
+        path = self.project_path(project)
+        try:
+            self._client.call(lambda: self._api.projects.delete(path), what=f"delete {path}")
+        except NotFound:
+            return
+        except PermanentError as exc:
+            if "marked for deletion" not in str(exc):
+                raise
+
+    # --- reads for the push planner --------------------------------------------------------
+    def head(self, project: str, branch: str) -> str | None:
+        """The commit at the tip of ``branch``, or None if there is no such branch."""
+        handle = self._project(project)
+        try:
+            found = self._client.call(
+                lambda: handle.branches.get(branch), what=f"get branch {branch} of {project}"
+            )
+        except NotFound:
+            self._require_project(project)
+            return None
+        return str(found.commit["id"])
+
+    def changed_paths(self, project: str, before: str, after: str) -> list[str] | None:
+        """Paths that differ between the trees of ``before`` and ``after`` (a rename counts as
+        both paths); None when that is unknown: a new branch, a commit GitLab does not have, a
+        diff GitLab cut short.
+
+        The compare is ``straight`` (``before..after``, the two trees diffed directly), not
+        GitLab's default merge-base compare (``before...after``). For a fast-forward push they
+        agree. After a force push the merge-base compare would leave out files changed only in
+        the discarded commits, though what is deployed (``before``) has those changes: a
+        requirements.txt edited there and gone again would look untouched, and the app would
+        keep dependencies its code no longer asks for.
+        """
+        if before == ZERO_SHA or after == ZERO_SHA:
+            return None
+        _check_sha(before)
+        _check_sha(after)
+        handle = self._project(project)
+        try:
+            result = self._client.call(
+                lambda: handle.repository_compare(before, after, straight=True),
+                what=f"compare {before[:12]}..{after[:12]} in {project}",
+            )
+        except NotFound:
+            self._require_project(project)
+            return None
+        if not isinstance(result, dict) or result.get("compare_timeout"):
+            return None
+        diffs = result.get("diffs") or []
+        if len(diffs) >= DIFF_FILES_LIMIT:
+            return None
+        paths: set[str] = set()
+        for diff in diffs:
+            paths.update(p for p in (diff.get("old_path"), diff.get("new_path")) if p)
+        return sorted(paths)
+
+    def read_files(self, project: str, commit: str, patterns: Iterable[str]) -> dict[str, bytes]:
+        """Every regular file at ``commit`` whose path matches one of the fnmatch ``patterns``."""
+        wanted = tuple(patterns)
+        handle = self._project(project)
+        try:
+            tree = self._client.call(
+                lambda: handle.repository_tree(
+                    ref=_check_sha(commit), recursive=True, get_all=True
+                ),
+                what=f"list files of {commit[:12]} in {project}",
+            )
+        except NotFound as exc:
+            self._require_project(project)
+            raise NotFound(f"commit {commit[:12]} not found in project {project!r}") from exc
+        paths = [
+            str(entry["path"])
+            for entry in tree
+            if entry.get("type") == "blob"
+            and entry.get("mode") in _FILE_MODES
+            and is_dependency_file(str(entry["path"]), wanted)
+        ]
+        result: dict[str, bytes] = {}
+        for file_path in paths:
+            content = self._client.call(
+                functools.partial(handle.files.raw, file_path=file_path, ref=commit),
+                what=f"read {file_path} at {commit[:12]} in {project}",
+            )
+            if not isinstance(content, bytes):
+                raise PermanentError(f"GitLab returned no content for {file_path!r}")
+            result[file_path] = content
+        return result
+
+    def hooks_status(self, project: str) -> list[HookStatus]:
+        """The project's hooks and whether GitLab still fires them (it disables failing ones)."""
+        handle = self._project(project)
+        hooks = self._client.call(
+            lambda: handle.hooks.list(get_all=True), what=f"list hooks of {project}"
+        )
+        return [
+            HookStatus(
+                id=int(hook.id),
+                url=str(hook.url),
+                alert_status=str(hook.attributes.get("alert_status") or "executable"),
+                disabled_until=_timestamp(hook.attributes.get("disabled_until")),
+                push_events=bool(hook.attributes.get("push_events", True)),
+                branch_filter=hook.attributes.get("push_events_branch_filter"),
+            )
+            for hook in hooks
+        ]

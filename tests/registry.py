@@ -1,0 +1,267 @@
+"""A real OCI registry and a private buildah for tests.
+
+The registry is Debian's ``docker-registry`` (the CNCF distribution registry, the engine inside
+Harbor) on a free loopback port, storing into a temporary directory, optionally behind htpasswd
+Basic auth. buildah gets its own vfs storage and chroot isolation through the environment, so
+tests touch nothing of the machine's. Nothing can be pulled from the internet here, so tests make
+their own base image: this machine's ``dash`` and C library, plus ``pip`` and ``uv`` stand-ins that
+print their arguments, which is all a generated Dockerfile's ``RUN`` steps need.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.support import free_port
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+USERNAME = "robot$nakama+ci"
+PASSWORD = "s3cret-Passw0rd"
+# bcrypt (the only scheme distribution's htpasswd accepts) of PASSWORD, cost 4 to keep it quick.
+_PASSWORD_BCRYPT = "$2b$04$vQufAWXf16crJ4ujZEBCIeXKCG7O8acFP8E6b7N3xFLjlMq7kY4ji"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+@dataclass(frozen=True)
+class Registry:
+    host: str  # 127.0.0.1:<port>, as it appears in image names
+    url: str  # http://<host>
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        if self.username is None or self.password is None:
+            return None
+        return (self.username, self.password)
+
+
+def _require(binary: str, package: str) -> str:
+    found = shutil.which(binary)
+    if found is None:
+        raise RuntimeError(f"{binary} is not installed: run `apt-get install {package}`")
+    return found
+
+
+@contextmanager
+def registry_server(root: Path | None = None, *, with_auth: bool = False) -> Iterator[Registry]:
+    """Run docker-registry until the block ends; yield where it listens."""
+    binary = _require(REGISTRY_BIN if os.path.exists(REGISTRY_BIN) else "docker-registry",
+                      "docker-registry")  # fmt: skip
+    own_root = root is None
+    root = Path(tempfile.mkdtemp(prefix="nakama-registry-")) if root is None else root
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = {
+        "version": 0.1,
+        "log": {"level": "error", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(root / "data")},
+            "delete": {"enabled": True},
+        },
+        "http": {"addr": f"127.0.0.1:{port}", "secret": "test-only-upload-secret"},
+    }
+    if with_auth:
+        (root / "htpasswd").write_text(f"{USERNAME}:{_PASSWORD_BCRYPT}\n")
+        config["auth"] = {"htpasswd": {"realm": "nakama-test", "path": str(root / "htpasswd")}}
+    (root / "config.yml").write_text(json.dumps(config))  # JSON is YAML
+    log = (root / "registry.log").open("wb")
+    proc = subprocess.Popen(
+        [binary, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT
+    )
+    registry = Registry(
+        host=f"127.0.0.1:{port}",
+        url=f"http://127.0.0.1:{port}",
+        username=USERNAME if with_auth else None,
+        password=PASSWORD if with_auth else None,
+    )
+    try:
+        _wait_until_up(registry.url, proc, root / "registry.log")
+        yield registry
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        if own_root:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"docker-registry exited: {log.read_text()[-2000:]}")
+        try:
+            httpx.get(f"{url}/v2/", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.02)
+    raise RuntimeError("docker-registry did not start within 20 s")
+
+
+# --- images written straight through the HTTP API (no buildah) -----------------------------
+def _digest(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def _push_blob(client: httpx.Client, repo: str, data: bytes) -> str:
+    digest = _digest(data)
+    if client.head(f"/v2/{repo}/blobs/{digest}").status_code == 200:
+        return digest
+    start = client.post(f"/v2/{repo}/blobs/uploads/")
+    start.raise_for_status()
+    # The upload URL carries state in its query: merge the digest into it.
+    location = httpx.URL(start.headers["Location"]).copy_merge_params({"digest": digest})
+    done = client.put(location, content=data,
+                      headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+    done.raise_for_status()
+    return digest
+
+
+def _tiny_layer(name: str) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        content = f"{name}\n".encode()
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def push_test_image(
+    registry: Registry, repo: str, tag: str, *, labels: Mapping[str, str]
+) -> tuple[str, dict[str, object]]:
+    """Push a one-layer OCI image with ``labels`` as ``repo:tag``; returns (digest, manifest)."""
+    with httpx.Client(base_url=registry.url, auth=registry.auth, timeout=30) as client:
+        layer = _tiny_layer(f"{repo}-{tag}.txt")
+        layer_digest = _push_blob(client, repo, layer)
+        diff_id = _digest(gzip.decompress(layer))
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Labels": dict(labels)},
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            },
+            sort_keys=True,
+        ).encode()
+        config_digest = _push_blob(client, repo, config)
+        manifest: dict[str, object] = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": layer_digest,
+                    "size": len(layer),
+                }
+            ],
+        }
+        body = json.dumps(manifest).encode()
+        response = client.put(f"/v2/{repo}/manifests/{tag}", content=body,
+                              headers={"Content-Type": OCI_MANIFEST})  # fmt: skip
+        response.raise_for_status()
+        return _digest(body), manifest
+
+
+def push_test_index(registry: Registry, repo: str, tag: str, *, manifests: list[dict[str, object]]
+                    ) -> str:  # fmt: skip
+    """Push an OCI index of already pushed manifests (``digest``, ``size``, ``platform``)."""
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, **m} for m in manifests]}  # fmt: skip
+    body = json.dumps(index).encode()
+    with httpx.Client(base_url=registry.url, auth=registry.auth, timeout=30) as client:
+        response = client.put(f"/v2/{repo}/manifests/{tag}", content=body,
+                              headers={"Content-Type": OCI_INDEX})  # fmt: skip
+        response.raise_for_status()
+    return _digest(body)
+
+
+# --- buildah -------------------------------------------------------------------------------
+_STUB = '#!/bin/sh\necho "stub {name} $*"\n'
+
+
+def buildah_env(root: Path) -> dict[str, str]:
+    """Environment variables that give buildah a private vfs storage under ``root``."""
+    _require("buildah", "buildah")
+    root.mkdir(parents=True, exist_ok=True)
+    conf = root / "storage.conf"
+    conf.write_text(
+        f'[storage]\ndriver = "vfs"\ngraphroot = "{root / "graph"}"\nrunroot = "{root / "run"}"\n'
+    )
+    return {"CONTAINERS_STORAGE_CONF": str(conf), "BUILDAH_ISOLATION": "chroot"}
+
+
+def _buildah(env: Mapping[str, str], *args: str) -> str:
+    proc = subprocess.run(
+        ["buildah", *args], env={**os.environ, **env}, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"buildah {args[0]} failed: {proc.stderr[-2000:]}")
+    return proc.stdout.strip()
+
+
+def make_base_image(env: Mapping[str, str], name: str, workdir: Path) -> str:
+    """Commit a ~2.5 MB image ``name`` into buildah's storage: ``/bin/sh`` (this machine's dash
+    and its C library) and printing stand-ins for ``pip`` and ``uv``."""
+    rootfs = workdir / "base-rootfs"
+    shell = Path(os.path.realpath("/bin/sh"))
+    files = [shell, *_shared_libraries(shell)]
+    for path in files:
+        target = rootfs / path.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    (rootfs / "bin").mkdir(exist_ok=True)
+    if not (rootfs / "bin" / "sh").exists():
+        shutil.copy2(shell, rootfs / "bin" / "sh")
+    bindir = rootfs / "usr" / "local" / "bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    for stub in ("pip", "uv", "python"):
+        (bindir / stub).write_text(_STUB.format(name=stub))
+        (bindir / stub).chmod(0o755)
+    (rootfs / "tmp").mkdir(mode=0o1777, exist_ok=True)
+    container = _buildah(env, "from", "scratch")
+    try:
+        _buildah(env, "copy", container, str(rootfs), "/")
+        _buildah(env, "config", "--env", "PATH=/usr/local/bin:/usr/bin:/bin", container)
+        _buildah(env, "commit", "--quiet", container, name)
+    finally:
+        _buildah(env, "rm", container)
+    return name
+
+
+def _shared_libraries(binary: Path) -> list[Path]:
+    """The shared objects ``binary`` loads (from ldd), with their real paths and link names."""
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+    found: list[Path] = []
+    for line in out.splitlines():
+        parts = line.split()
+        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
+        if path.startswith("/"):
+            found.append(Path(path))
+    return found
