@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from sqlalchemy import delete, select
@@ -67,7 +67,10 @@ class ProjectService:
         runtime: Runtime,
         starter_kit: Mapping[str, bytes],
         deploy_branch: str,
+        refresh_pipelines: Callable[[str], None] | None = None,
     ) -> None:
+        """``refresh_pipelines(project)``, if given, brings the project's pipeline rows up to
+        date before they are read (cluster mode: pipelines run in GitLab, which is asked)."""
         self._db = db
         self._forge = forge
         self._registry = registry
@@ -75,13 +78,11 @@ class ProjectService:
         self._runtime = runtime
         self._starter_kit = starter_kit
         self._branch = deploy_branch
-        self._app_urls: dict[str, str] = {}
+        self._refresh = refresh_pipelines
 
     # --- reads -----------------------------------------------------------------------------
     def _public(self, row: Project) -> ProjectPublic:
-        app_url = self._app_urls.get(row.name)
-        if app_url is None and row.status != "deleting":
-            app_url = self._app_urls[row.name] = self._runtime.prepare(row.name)
+        app_url = None if row.status == "deleting" else self._runtime.app_url(row.name)
         return ProjectPublic(
             name=row.name,
             status=row.status,
@@ -106,7 +107,16 @@ class ProjectService:
         return row
 
     def get(self, name: str) -> ProjectPublic:
+        self._refresh_pipelines(name)
         return self._public(self._row(name))
+
+    def _refresh_pipelines(self, name: str) -> None:
+        if self._refresh is None:
+            return
+        try:
+            self._refresh(name)
+        except NakamaError as exc:  # a read shows what is stored rather than failing
+            log.warning("pipeline status not refreshed", project=name, error=str(exc))
 
     def list_all(self) -> list[ProjectPublic]:
         with self._db.session() as s:
@@ -115,6 +125,7 @@ class ProjectService:
 
     def pipelines(self, name: str, *, limit: int = 50) -> list[PipelinePublic]:
         self._row(name)
+        self._refresh_pipelines(name)
         with self._db.session() as s:
             rows = s.scalars(
                 select(Pipeline)
@@ -125,6 +136,7 @@ class ProjectService:
         return [pipeline_public(r) for r in rows]
 
     def pipeline(self, name: str, pipeline_id: int) -> PipelinePublic:
+        self._refresh_pipelines(name)
         with self._db.session() as s:
             row = s.get(Pipeline, pipeline_id)
         if row is None or row.project != name:
@@ -157,14 +169,19 @@ class ProjectService:
             return self._provision(name)
         except NakamaError as exc:
             self._set_status(name, "failed", f"creation failed: {exc}")
+            # Same class (so the same HTTP status), with the project named: "GitLab: ... cannot
+            # reach GitLab" alone does not say that the project exists now, as a failed one.
+            raise type(exc)(f"project {name!r} could not be created: {exc}") from exc
+        except Exception:
+            self._set_status(name, "failed", "creation failed: internal error")
             raise
 
     def _provision(self, name: str) -> ProjectPublic:
         row = self._row(name)
-        self._app_urls[name] = self._runtime.prepare(name)
         commit = self._forge.create_repository(
             name, files=self._starter_kit, branch=row.branch, hook_token=row.hook_token
         )
+        self._runtime.prepare(name, commit=commit)
         reason = "first build of the starter kit"
         self._pipelines.submit(
             PipelineRequest(
@@ -238,5 +255,4 @@ class ProjectService:
                 s.execute(delete(table).where(table.project == name))
             s.execute(delete(WebhookEvent).where(WebhookEvent.project == name))
             s.execute(delete(Project).where(Project.name == name))
-        self._app_urls.pop(name, None)
         log.info("project deleted", project=name)

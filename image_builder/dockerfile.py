@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 
 from nakama.errors import InvalidInput
 from nakama.local.appconfig import expand_port
+from nakama.tagging import DEPENDENCY_HASH_LABEL as DEPENDENCY_HASH_LABEL  # its home; re-exported
 from nakama.tagging import TAG_PATTERN, dependency_hash, image_tag, is_dependency_file
 
-DEPENDENCY_HASH_LABEL = "dev.nakama.dependency-hash"
 REVISION_LABEL = "org.opencontainers.image.revision"
 CREATED_LABEL = "org.opencontainers.image.created"
 DEFAULT_PORT = 8501  # Streamlit's own default, so an app's docs and ours agree

@@ -1,7 +1,7 @@
 """The ports: what the core needs from the outside world, as small Protocols.
 
-Each has a local-mode adapter (nakama.local) and, later, a cluster one (GitLab, Harbor,
-Kubernetes + Flux). The composition root (backend.compose) picks them once.
+Each has a local-mode adapter (nakama.local) and a cluster one (nakama.cluster: GitLab, Harbor,
+Kubernetes + Flux). The composition root (backend.app.build_platform) picks them once.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class PipelineRequest:
 
 @dataclass(frozen=True)
 class AppStatus:
-    state: str  # running, starting, crashed, backoff, stopped
+    # running, starting, crashed, backoff, stopped; "unknown" when the runtime cannot be asked
+    state: str
     detail: str = ""
 
 
@@ -80,8 +81,13 @@ class Pipelines(Protocol):
 class Runtime(Protocol):
     """Where apps run."""
 
-    def prepare(self, project: str) -> str:
-        """Reserve what the app needs to run (a port, a host name); return its URL."""
+    def prepare(self, project: str, *, commit: str) -> None:
+        """At create time, reserve or declare what the app needs to run (a port; a deployment
+        definition that starts on ``commit``, the repository's first). Idempotent."""
+        ...
+
+    def app_url(self, project: str) -> str | None:
+        """Where the app is served, or None before :meth:`prepare`. Cheap: no network."""
         ...
 
     def remove(self, project: str) -> None: ...

@@ -9,6 +9,9 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
+# The image label holding the dependency hash an image was built from: the image builder sets it,
+# the cluster registry adapter and the builder's own skip check look images up by it.
+DEPENDENCY_HASH_LABEL = "dev.nakama.dependency-hash"
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 TAG_PATTERN = r"^(?P<branch>[A-Za-z0-9_.-]+)-(?P<sha>[0-9a-f]{8})-(?P<ts>[0-9]{14})$"
 

@@ -95,6 +95,8 @@ class Pipeline(Base):
     dep_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     tag: Mapped[str | None] = mapped_column(String(160), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The pipeline's id where it runs, when that is not here (cluster mode: GitLab's pipeline id).
+    external_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

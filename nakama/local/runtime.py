@@ -69,8 +69,15 @@ class LocalRuntime:
         except (FileNotFoundError, ValueError, KeyError):
             return None
 
-    def prepare(self, project: str) -> str:
-        """Give the project a port for life; return its app URL."""
+    def prepare(self, project: str, *, commit: str) -> None:
+        """Give the project a port for life (``commit`` is deployed by the first job)."""
+        self._reserve_port(project)
+
+    def app_url(self, project: str) -> str | None:
+        port = self.port(project)
+        return None if port is None else f"http://127.0.0.1:{port}/"
+
+    def _reserve_port(self, project: str) -> int:
         with self._ports_lock:
             port = self.port(project)
             if port is None:
@@ -81,7 +88,7 @@ class LocalRuntime:
                     port = allocate_port(used, self._settings)
                 self._app_dir(project).mkdir(parents=True, exist_ok=True)
                 self._port_file(project).write_text(json.dumps({"port": port}))
-        return f"http://127.0.0.1:{port}/"
+        return port
 
     def deploy(
         self,
@@ -113,9 +120,7 @@ class LocalRuntime:
             raise
 
     def _start(self, project: str, *, commit: str, env: Environment) -> str:
-        self.prepare(project)
-        port = self.port(project)
-        assert port is not None
+        port = self._reserve_port(project)
         code_root = self._app_dir(project) / "code"
         worktree = sync_commit(
             repo_url=str(self._forge.repo_path(project)), commit=commit, root=code_root
