@@ -1,17 +1,19 @@
-"""The composition root: picks the adapters once from settings and builds the FastAPI app that
-serves the API, the git repositories and the webhook endpoints on one port."""
+"""The composition root: picks the adapters once from settings (local or cluster mode) and builds
+the FastAPI app that serves the API, the webhook endpoints and, in local mode, the git
+repositories on one port."""
 
 from __future__ import annotations
 
 import gc
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from backend.api import make_api_router
@@ -36,6 +38,7 @@ from nakama.local.registry import LocalRegistry
 from nakama.local.runtime import LocalRuntime
 from nakama.local.supervisor import Supervisor
 from nakama.logs import get_logger
+from nakama.ports import Forge, Pipelines, Registry, Runtime
 from nakama.settings import Settings
 from webhook_receiver.intake import Intake, ReceiverApp, make_receiver_router
 from webhook_receiver.processing import EventProcessor
@@ -52,17 +55,76 @@ _STATUS = {
 }
 
 
+class ModeParts(Protocol):
+    """What only one mode has: its background work, its extra routes, its connections."""
+
+    def start(self) -> None: ...
+
+    def resume(self) -> None:
+        """Work to pick up after a restart (runs in a background thread after :meth:`start`)."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def routers(self, tokens: TokenStore) -> list[APIRouter]: ...
+
+
+@dataclass
+class LocalParts:
+    """Local mode: the job runner, the app processes and the git server."""
+
+    settings: Settings
+    forge: LocalForge
+    runtime: LocalRuntime
+    pipelines: LocalPipelines
+
+    def start(self) -> None:
+        removed = clean_partial_builds(self.pipelines.envs_dir)
+        if removed:
+            log.info("removed interrupted builds", count=removed)
+        self.pipelines.start(self.settings.job_workers)
+
+    def resume(self) -> None:
+        self.pipelines.restore_deployed()
+
+    def stop(self) -> None:
+        self.pipelines.stop()
+        self.runtime.stop_all()
+
+    def routers(self, tokens: TokenStore) -> list[APIRouter]:
+        return [
+            make_git_router(
+                repos_dir=self.forge.repos_dir,
+                authenticate=lambda _user, password: tokens.authenticate(password) is not None,
+            )
+        ]
+
+
+@dataclass
+class Adapters:
+    """The ports' implementations for one mode, and what only that mode has."""
+
+    forge: Forge
+    registry: Registry
+    runtime: Runtime
+    pipelines: Pipelines
+    parts: ModeParts
+    # Brings a project's pipeline rows up to date before they are read (None: always are).
+    refresh_pipelines: Callable[[str], None] | None = None
+
+
 @dataclass
 class Platform:
     settings: Settings
     db: Database
     tokens: TokenStore
-    forge: LocalForge
-    registry: LocalRegistry
-    runtime: LocalRuntime
-    pipelines: LocalPipelines
+    forge: Forge
+    registry: Registry
+    runtime: Runtime
+    pipelines: Pipelines
     processor: EventProcessor
     projects: ProjectService
+    parts: ModeParts
 
     def bootstrap_admin(self) -> str | None:
         """Make sure an admin token exists; return it if it was generated just now."""
@@ -85,31 +147,25 @@ class Platform:
         return self.settings.data_dir / "admin-token"
 
     def start(self) -> None:
-        removed = clean_partial_builds(self.pipelines.envs_dir)
-        if removed:
-            log.info("removed interrupted builds", count=removed)
-        self.pipelines.start(self.settings.job_workers)
+        self.parts.start()
         self.processor.start()
         threading.Thread(target=self._resume, name="resume", daemon=True).start()
 
     def _resume(self) -> None:
         self.projects.finish_deletes()
-        self.pipelines.restore_deployed()
+        self.parts.resume()
 
     def stop(self) -> None:
         self.processor.stop()
-        self.pipelines.stop()
-        self.runtime.stop_all()
+        self.parts.stop()
         self.db.dispose()
 
 
-def build_platform(settings: Settings) -> Platform:
+def local_adapters(settings: Settings, db: Database) -> Adapters:
+    """Everything on this machine: git repositories, environments, processes, a job runner."""
     data = settings.data_dir
     for sub in ("git", "envs", "apps", "logs"):
         (data / sub).mkdir(parents=True, exist_ok=True)
-    os.chmod(data, 0o700)
-    db = Database(settings.db_url)
-    db.migrate()
     forge = LocalForge(repos_dir=data / "git", base_url=settings.base_url)
     registry = LocalRegistry(envs_dir=data / "envs")
     runtime = LocalRuntime(
@@ -119,28 +175,85 @@ def build_platform(settings: Settings) -> Platform:
         settings=settings.runtime,
     )
     pipelines = LocalPipelines(db=db, forge=forge, runtime=runtime, settings=settings)
+    parts = LocalParts(settings=settings, forge=forge, runtime=runtime, pipelines=pipelines)
+    return Adapters(
+        forge=forge, registry=registry, runtime=runtime, pipelines=pipelines, parts=parts
+    )
+
+
+@dataclass
+class ClusterParts:
+    """Cluster mode: builds, apps and repositories live elsewhere; only connections to close."""
+
+    close: Callable[[], None]
+
+    def start(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.close()
+
+    def routers(self, tokens: TokenStore) -> list[APIRouter]:
+        return []
+
+
+def cluster_adapters(settings: Settings, db: Database) -> Adapters:
+    """GitLab, Harbor, Kubernetes and Flux (see :mod:`nakama.cluster.wiring`)."""
+    # Imported here: the cluster clients are an optional extra (pip install nakama[cluster]).
+    from nakama.cluster.wiring import connect
+
+    cluster = connect(settings, db)
+    return Adapters(
+        forge=cluster.forge,
+        registry=cluster.registry,
+        runtime=cluster.runtime,
+        pipelines=cluster.pipelines,
+        parts=ClusterParts(close=cluster.close),
+        refresh_pipelines=cluster.pipelines.refresh,
+    )
+
+
+def build_platform(settings: Settings) -> Platform:
+    """The platform for ``settings.mode``: the one place that chooses between the modes."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)
+    db = Database(settings.db_url)
+    db.migrate()
+    if settings.mode == "cluster":
+        adapters = cluster_adapters(settings, db)
+    else:
+        adapters = local_adapters(settings, db)
     processor = EventProcessor(
-        db=db, forge=forge, registry=registry, pipelines=pipelines, settings=settings.planning
+        db=db,
+        forge=adapters.forge,
+        registry=adapters.registry,
+        pipelines=adapters.pipelines,
+        settings=settings.planning,
     )
     projects = ProjectService(
         db=db,
-        forge=forge,
-        registry=registry,
-        pipelines=pipelines,
-        runtime=runtime,
+        forge=adapters.forge,
+        registry=adapters.registry,
+        pipelines=adapters.pipelines,
+        runtime=adapters.runtime,
         starter_kit=read_starter_kit(settings.starter_kit_dir),
         deploy_branch=settings.planning.deploy_branch,
+        refresh_pipelines=adapters.refresh_pipelines,
     )
     return Platform(
         settings=settings,
         db=db,
         tokens=TokenStore(db),
-        forge=forge,
-        registry=registry,
-        runtime=runtime,
-        pipelines=pipelines,
+        forge=adapters.forge,
+        registry=adapters.registry,
+        runtime=adapters.runtime,
+        pipelines=adapters.pipelines,
         processor=processor,
         projects=projects,
+        parts=adapters.parts,
     )
 
 
@@ -185,10 +298,6 @@ def create_app(platform: Platform) -> ReceiverApp:
     )
     app.include_router(make_receiver_router(intake))
     app.include_router(make_api_router(projects=platform.projects, tokens=platform.tokens))
-    app.include_router(
-        make_git_router(
-            repos_dir=platform.forge.repos_dir,
-            authenticate=lambda _user, password: platform.tokens.authenticate(password) is not None,
-        )
-    )
+    for router in platform.parts.routers(platform.tokens):
+        app.include_router(router)
     return ReceiverApp(intake, fallback=app)

@@ -1,0 +1,326 @@
+"""Cluster mode's pipelines: builds run in GitLab CI, reloads through the Kubernetes API.
+
+Each pipeline is a row in the same table as in local mode, so the API and the dashboard read them
+the same way. A build (and, with ``reload_via = "gitlab-pipeline"``, a reload) triggers the
+pipelines project (``settings.gitlab.pipelines_project``, which includes gitlab-ci-templates/)
+through the trigger API with the ``NAKAMA_*`` variables the templates read; GitLab's pipeline id
+is kept in ``external_id``, and :meth:`GitLabPipelines.refresh` copies GitLab's status into the
+row when the project's pipelines are read. A reload with ``reload_via = "kubernetes"`` (the
+default) is one API call, made at once in the calling thread.
+
+A submit that fails because GitLab or the cluster cannot be reached leaves no row behind and
+raises :class:`TemporaryError`, so that the event processor tries the push again later; any other
+failure is recorded in the row as ``failed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client import ApiClient
+from sqlalchemy import select
+
+from code_reloader.restart import restart_app
+from flux.manifests import image_repository
+from nakama.clients.gitlab import GitLabClient
+from nakama.db.session import Database
+from nakama.db.tables import Pipeline, Project
+from nakama.errors import (
+    InvalidInput,
+    NakamaError,
+    NotFound,
+    PermanentError,
+    TemporaryError,
+    Unauthorized,
+)
+from nakama.logs import get_logger
+from nakama.ports import Forge, PipelineRequest
+from nakama.settings import Settings
+from nakama.tagging import dependency_hash
+
+log = get_logger(__name__)
+
+ACTIVE = ("pending", "running")
+# GitLab's pipeline statuses as Nakama's (local mode's) pipeline statuses.
+GITLAB_STATUS = {
+    "created": "pending",
+    "waiting_for_resource": "pending",
+    "preparing": "pending",
+    "pending": "pending",
+    "scheduled": "pending",
+    "manual": "pending",
+    "running": "running",
+    "canceling": "running",
+    "success": "success",
+    "failed": "failed",
+    "canceled": "canceled",
+    "skipped": "canceled",
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_variables(
+    request: PipelineRequest, *, dep_hash: str, repo_url: str, image: str
+) -> dict[str, str]:
+    """The trigger variables of the image-builder job (image-builder.gitlab-ci.yml)."""
+    return {
+        "NAKAMA_KIND": "build",
+        "NAKAMA_PROJECT": request.project,
+        "NAKAMA_REPO": repo_url,
+        "NAKAMA_COMMIT": request.commit,
+        "NAKAMA_REF": request.branch,
+        "NAKAMA_IMAGE": image,
+        "NAKAMA_DEP_HASH": dep_hash,
+    }
+
+
+def reload_variables(request: PipelineRequest) -> dict[str, str]:
+    """The trigger variables of the code-reloader job (code-reloader.gitlab-ci.yml)."""
+    return {
+        "NAKAMA_KIND": "reload",
+        "NAKAMA_PROJECT": request.project,
+        "NAKAMA_COMMIT": request.commit,
+    }
+
+
+class GitLabPipelines:
+    """The :class:`nakama.ports.Pipelines` of cluster mode."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        gitlab: GitLabClient,
+        forge: Forge,
+        kube: ApiClient,
+        settings: Settings,
+    ) -> None:
+        self._db = db
+        self._gitlab = gitlab
+        self._forge = forge
+        self._kube = kube
+        self._settings = settings
+        self._project_path = settings.gitlab.pipelines_project.strip("/")
+        self._ref: str | None = None
+
+    # --- the port --------------------------------------------------------------------------
+    def submit(self, request: PipelineRequest) -> int:
+        if request.kind not in ("build", "reload"):
+            raise InvalidInput(f"unknown pipeline kind {request.kind!r}")
+        dep_hash = request.dep_hash
+        if dep_hash is None and request.kind == "build":
+            patterns = self._settings.planning.dependency_files
+            files = self._forge.read_files(request.project, request.commit, patterns)
+            dep_hash = dependency_hash(files)
+        with self._db.session() as s:
+            row = Pipeline(
+                project=request.project,
+                kind=request.kind,
+                status="pending",
+                commit_sha=request.commit,
+                branch=request.branch,
+                reason=request.reason,
+                dep_hash=dep_hash,
+            )
+            s.add(row)
+            s.flush()
+            pipeline_id = row.id
+        try:
+            if request.kind == "build":
+                assert dep_hash is not None
+                image = image_repository(request.project, self._settings.harbor)
+                repo_url = self._forge.clone_url(request.project)
+                variables = build_variables(
+                    request, dep_hash=dep_hash, repo_url=repo_url, image=image
+                )
+                self._trigger(pipeline_id, variables)
+            elif self._settings.kubernetes.reload_via == "gitlab-pipeline":
+                self._trigger(pipeline_id, reload_variables(request))
+            else:
+                self._restart(pipeline_id, request)
+        except TemporaryError:
+            with self._db.session() as s:  # the retried event makes a new one
+                gone = s.get(Pipeline, pipeline_id)
+                if gone is not None:
+                    s.delete(gone)
+            raise
+        except NakamaError as exc:
+            self._finish(pipeline_id, "failed", error=str(exc)[:4000])
+            raise
+        return pipeline_id
+
+    def cancel_project(self, project: str) -> None:
+        """Cancel the project's unfinished pipelines, here and in GitLab."""
+        for row in self._rows(project, active=True):
+            if row.external_id is not None:
+                handle = self._pipelines_project().pipelines.get(int(row.external_id), lazy=True)
+                with contextlib.suppress(NotFound):  # deleted in GitLab meanwhile
+                    self._gitlab.call(handle.cancel, what=f"cancel pipeline {row.external_id}")
+            self._finish(row.id, "canceled", error="the project is being deleted")
+
+    def purge_project(self, project: str) -> None:
+        """Delete the project's pipelines (and so their job logs) in GitLab, as far as allowed:
+        deleting a pipeline needs the Owner role on the pipelines project."""
+        for row in self._rows(project, active=False):
+            if row.external_id is None:
+                continue
+            handle = self._pipelines_project().pipelines.get(int(row.external_id), lazy=True)
+            try:
+                self._gitlab.call(handle.delete, what=f"delete pipeline {row.external_id}")
+            except NotFound:
+                continue
+            except Unauthorized as exc:
+                log.warning("pipelines kept in GitLab", project=project, error=str(exc))
+                return
+
+    def log(self, project: str, pipeline_id: int) -> str:
+        with self._db.session() as s:
+            row = s.get(Pipeline, pipeline_id)
+        if row is None or row.project != project:
+            raise NotFound(f"pipeline {pipeline_id} of project {project!r} not found")
+        if row.external_id is None:
+            return self._own_log(row)
+        handle = self._pipelines_project()
+        pipeline = handle.pipelines.get(int(row.external_id), lazy=True)
+        jobs = self._gitlab.call(
+            lambda: pipeline.jobs.list(get_all=True),
+            what=f"list jobs of pipeline {row.external_id}",
+        )
+        parts = []
+        for job in sorted(jobs, key=lambda j: int(j.id)):
+            job_handle = handle.jobs.get(int(job.id), lazy=True)
+            trace = self._gitlab.call(job_handle.trace, what=f"read the log of job {job.id}")
+            text = trace.decode(errors="replace") if isinstance(trace, bytes) else ""
+            parts.append(text if len(jobs) == 1 else f"== job {job.name} ({job.status})\n{text}")
+        return "".join(parts)
+
+    # --- status from GitLab ----------------------------------------------------------------
+    def refresh(self, project: str) -> None:
+        """Copy GitLab's status of the project's unfinished pipelines into their rows."""
+        for row in self._rows(project, active=True):
+            if row.external_id is None:
+                continue
+            handle = self._pipelines_project().pipelines.get(int(row.external_id), lazy=True)
+            self._gitlab.call(handle.refresh, what=f"get pipeline {row.external_id}")
+            status = GITLAB_STATUS.get(str(handle.status), "running")
+            if status == row.status:
+                continue
+            if status in ACTIVE:
+                with self._db.session() as s:
+                    found = s.get(Pipeline, row.id)
+                    if found is not None:
+                        found.status = status
+                        found.started_at = found.started_at or _now()
+                continue
+            error = None
+            if status != "success":
+                error = f"GitLab pipeline {row.external_id} {handle.status}"
+                if handle.attributes.get("web_url"):
+                    error += f": {handle.attributes['web_url']}"
+            self._finish(row.id, status, error=error)
+
+    # --- plumbing --------------------------------------------------------------------------
+    def _pipelines_project(self) -> Any:
+        return self._gitlab.api.projects.get(self._project_path, lazy=True)
+
+    def _trigger_ref(self) -> str:
+        """The pipelines project's default branch, where the templates are."""
+        if self._ref is None:
+            path = self._project_path
+            found = self._gitlab.call(
+                lambda: self._gitlab.api.projects.get(path), what=f"get project {path}"
+            )
+            self._ref = str(found.default_branch or "main")
+        return self._ref
+
+    def _trigger(self, pipeline_id: int, variables: dict[str, str]) -> None:
+        token = self._settings.gitlab.trigger_token
+        if token is None:
+            raise PermanentError("no pipeline trigger token: set NAKAMA_GITLAB__TRIGGER_TOKEN")
+        ref = self._trigger_ref()
+        trigger = functools.partial(
+            self._pipelines_project().trigger_pipeline,
+            ref,
+            token.get_secret_value(),
+            variables=variables,
+        )
+        what = f"trigger a {variables['NAKAMA_KIND']} pipeline in {self._project_path}"
+        created = self._gitlab.call(trigger, what=what)
+        status = GITLAB_STATUS.get(str(created.status), "pending")
+        with self._db.session() as s:
+            row = s.get(Pipeline, pipeline_id)
+            if row is not None:
+                row.external_id = str(created.id)
+                row.status = status
+                if status == "running":
+                    row.started_at = _now()
+        log.info(
+            "pipeline triggered",
+            project=variables["NAKAMA_PROJECT"],
+            pipeline=pipeline_id,
+            gitlab_pipeline=created.id,
+        )
+
+    def _restart(self, pipeline_id: int, request: PipelineRequest) -> None:
+        kube = self._settings.kubernetes
+        with self._db.session() as s:
+            row = s.get(Pipeline, pipeline_id)
+            if row is not None:
+                row.status, row.started_at = "running", _now()
+        result = restart_app(
+            self._kube,
+            namespace=kube.namespace,
+            name=request.project,
+            commit=request.commit,
+            method=kube.restart_method,
+            now=_now(),
+        )
+        log.info("app restarted", project=request.project, action=result.action)
+        self._finish(pipeline_id, "success")
+
+    def _own_log(self, row: Pipeline) -> str:
+        """The log of a pipeline Nakama ran itself (a reload through the Kubernetes API)."""
+        where = f"{self._settings.kubernetes.namespace}/{row.project}"
+        lines = [
+            f"pipeline {row.id}: {row.kind} of {row.commit_sha[:12]} on {row.branch}",
+            f"why: {row.reason}",
+        ]
+        if row.status == "success":
+            lines.append(f"restarted deployment {where} on commit {row.commit_sha}")
+        elif row.status in ACTIVE:
+            lines.append(f"restarting deployment {where}")
+        lines.append(f"pipeline {row.status}" + (f": {row.error}" if row.error else ""))
+        return "\n".join(lines) + "\n"
+
+    def _rows(self, project: str, *, active: bool) -> list[Pipeline]:
+        query = select(Pipeline).where(Pipeline.project == project)
+        if active:
+            query = query.where(Pipeline.status.in_(ACTIVE))
+        with self._db.session() as s:
+            return list(s.scalars(query.order_by(Pipeline.id)).all())
+
+    def _finish(self, pipeline_id: int, status: str, *, error: str | None = None) -> None:
+        """Record the end of a pipeline and what it means for the project, as local mode does."""
+        with self._db.session() as s:
+            row = s.get(Pipeline, pipeline_id)
+            if row is None:
+                return
+            row.status, row.error, row.finished_at = status, error, _now()
+            project = s.scalar(select(Project).where(Project.name == row.project))
+            if project is None or project.status == "deleting":
+                return
+            if status == "success" and row.id >= project.deployed_seq:
+                project.deployed_commit = row.commit_sha
+                project.deployed_seq = row.id
+                project.status = "running"
+                project.status_message = None
+            elif status == "failed":
+                if project.deployed_commit is None:
+                    project.status = "failed"
+                project.status_message = f"pipeline {row.id} ({row.kind}) failed: {error}"

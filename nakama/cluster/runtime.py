@@ -1,0 +1,173 @@
+"""Cluster mode's runtime: apps are Kubernetes Deployments that Flux applies from a GitOps
+repository; Nakama writes the manifests there and reads the cluster's state back.
+
+Create commits the app's manifests (:func:`flux.manifests.render_files`) to the GitOps project
+in one commit; delete removes them in one commit and Flux prunes what they made. Nakama never
+applies anything to the cluster itself, so the cluster always shows what the repository says.
+
+Operators provide, once per app namespace (not yet automated):
+
+* the Secret ``<name>-git`` with key ``token``: a token that may read the app's repository (a
+  group deploy token with ``read_repository`` serves every app), for the init container that syncs
+  the pushed commit onto the code volume;
+* the pull Secret named by :class:`flux.manifests.GitOpsLayout` (``harbor-pull``) for the images,
+  and the GitRepository ``flux-system/gitops`` with write access for Flux's image automation.
+
+Reads (:meth:`status`, :meth:`logs`) ask the Kubernetes API once with a short timeout: a project
+page must not hang on an unreachable cluster, and :meth:`status` then says ``unknown``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
+
+from code_reloader.restart import NAME_LABEL, rollout_status
+from flux.manifests import AppProject, GitOpsLayout, app_dir, render_files
+from nakama.clients.kubernetes import RetryPolicy, kube_call, to_json
+from nakama.cluster.gitops import GitOpsRepository
+from nakama.errors import NakamaError, NotFound
+from nakama.logs import get_logger
+from nakama.ports import AppStatus, Forge
+from nakama.settings import Settings
+
+log = get_logger(__name__)
+
+# Reads are asked once, briefly: a page shows "unknown" rather than waiting on a dead cluster.
+_READ_RETRY = RetryPolicy(attempts=1)
+_READ_TIMEOUT_S = 5.0
+APP_CONTAINER = "app"  # flux.manifests names the app's container so
+
+
+def app_status(deployment: dict[str, Any]) -> AppStatus:
+    """The app's state from its Deployment (the API's JSON)."""
+    if (deployment.get("spec") or {}).get("replicas", 1) == 0:
+        return AppStatus("stopped", "scaled to zero")
+    rollout = rollout_status(deployment)
+    if rollout.failed:
+        return AppStatus("crashed", rollout.message)
+    if rollout.done:
+        return AppStatus("running")
+    return AppStatus("starting", rollout.message)
+
+
+class KubernetesRuntime:
+    """The :class:`nakama.ports.Runtime` of cluster mode."""
+
+    def __init__(
+        self,
+        *,
+        gitops: GitOpsRepository,
+        kube: ApiClient,
+        forge: Forge,
+        settings: Settings,
+        layout: GitOpsLayout | None = None,
+    ) -> None:
+        self._gitops = gitops
+        self._kube = kube
+        self._forge = forge
+        self._settings = settings
+        self._layout = layout or GitOpsLayout()
+        self._namespace = settings.kubernetes.namespace
+
+    def close(self) -> None:
+        """Close the Kubernetes client's connections (it is shared with the pipelines)."""
+        self._kube.close()  # type: ignore[no-untyped-call]
+
+    # --- the GitOps side -------------------------------------------------------------------
+    def manifests(self, project: str, *, commit: str) -> dict[str, str]:
+        """The app's GitOps files, path -> YAML text."""
+        app = AppProject(
+            name=project,
+            repo_url=self._forge.clone_url(project),
+            branch=self._settings.planning.deploy_branch,
+            initial_commit=commit,
+        )
+        return render_files(
+            app,
+            self._settings.flux,
+            harbor=self._settings.harbor,
+            namespace=self._namespace,
+            layout=self._layout,
+        )
+
+    def _kustomization_file(self, project: str) -> str:
+        return f"{self._layout.kustomizations_path.strip('/')}/{project}.yaml"
+
+    def prepare(self, project: str, *, commit: str) -> None:
+        """Commit the app's manifests (one commit, only files that are missing)."""
+        files = self.manifests(project, commit=commit)
+        sha = self._gitops.ensure_files(
+            files,
+            message=f"nakama: add app {project}",
+            folders=[app_dir(project, self._settings.flux)],
+        )
+        log.info("app manifests committed", project=project, gitops_commit=sha)
+
+    def remove(self, project: str) -> None:
+        """Delete the app's manifests in one commit (none if they are gone); Flux prunes."""
+        sha = self._gitops.remove_files(
+            [self._kustomization_file(project)],
+            message=f"nakama: remove app {project}",
+            folders=[app_dir(project, self._settings.flux)],
+        )
+        log.info("app manifests removed", project=project, gitops_commit=sha)
+
+    def app_url(self, project: str) -> str | None:
+        return f"https://{project}.{self._settings.flux.app_domain}/"
+
+    # --- the cluster side ------------------------------------------------------------------
+    def status(self, project: str) -> AppStatus:
+        apps = AppsV1Api(self._kube)
+        try:
+            found = kube_call(
+                apps.read_namespaced_deployment,
+                project,
+                self._namespace,
+                what=f"reading deployment {self._namespace}/{project}",
+                retry=_READ_RETRY,
+                timeout_s=_READ_TIMEOUT_S,
+            )
+        except NotFound:
+            return AppStatus("stopped", "no deployment yet: Flux has not applied the manifests")
+        except NakamaError as exc:
+            return AppStatus("unknown", str(exc))
+        return app_status(to_json(self._kube, found))
+
+    def logs(self, project: str, *, tail: int) -> str:
+        """The last ``tail`` lines of the app container of the app's newest pod ("" if none)."""
+        core = CoreV1Api(self._kube)
+        where = f"{self._namespace}/{project}"
+        pods = kube_call(
+            core.list_namespaced_pod,
+            self._namespace,
+            label_selector=f"{NAME_LABEL}={project}",
+            what=f"listing pods of {where}",
+            retry=_READ_RETRY,
+            timeout_s=_READ_TIMEOUT_S,
+        )
+        live = [
+            (str(pod.metadata.creation_timestamp or ""), str(pod.metadata.name))
+            for pod in pods.items
+            if pod.metadata is not None
+            and pod.metadata.name
+            and pod.metadata.deletion_timestamp is None
+        ]
+        if not live:
+            return ""
+        _, newest = max(live)
+        try:
+            text = kube_call(
+                core.read_namespaced_pod_log,
+                newest,
+                self._namespace,
+                container=APP_CONTAINER,
+                tail_lines=tail,
+                what=f"reading the log of pod {self._namespace}/{newest}",
+                retry=_READ_RETRY,
+                timeout_s=_READ_TIMEOUT_S,
+            )
+        except NotFound:  # gone meanwhile, or the container has not started yet
+            return ""
+        return str(text or "")

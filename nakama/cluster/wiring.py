@@ -1,0 +1,71 @@
+"""Cluster mode's adapters made from settings: the clients, each made once and shared by every
+adapter that talks to its service, and the adapters on top. The composition root
+(:func:`backend.app.build_platform`) calls :func:`connect` when ``settings.mode`` is ``"cluster"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flux.manifests import GitOpsLayout
+from nakama.clients.gitlab import GitLabClient
+from nakama.clients.harbor import HarborClient
+from nakama.clients.kubernetes import api_client
+from nakama.clients.oci import OciClient
+from nakama.cluster.gitlab_forge import GitLabForge
+from nakama.cluster.gitops import GitOpsRepository
+from nakama.cluster.pipelines import GitLabPipelines
+from nakama.cluster.registry import HarborRegistry
+from nakama.cluster.runtime import KubernetesRuntime
+from nakama.db.session import Database
+from nakama.settings import Settings
+
+
+@dataclass
+class ClusterAdapters:
+    forge: GitLabForge
+    registry: HarborRegistry
+    runtime: KubernetesRuntime
+    pipelines: GitLabPipelines
+    _gitlab: GitLabClient
+    _harbor: HarborClient
+    _oci: OciClient
+
+    def close(self) -> None:
+        """Close every client's connections."""
+        self._gitlab.close()
+        self._harbor.close()
+        self._oci.close()
+        self.runtime.close()
+
+
+def connect(settings: Settings, db: Database) -> ClusterAdapters:
+    """GitLab (repositories, CI), Harbor (images), Kubernetes and Flux (apps), per ``settings``.
+
+    The Kubernetes client is configured as ``kubectl`` is: the pod's service account inside a
+    cluster, else ``$KUBECONFIG`` or ``~/.kube/config``. No connection is made here.
+    """
+    gitlab = GitLabClient(settings.gitlab)
+    harbor = HarborClient(settings.harbor)
+    oci = OciClient.from_settings(settings.harbor)
+    kube = api_client()
+    forge = GitLabForge(gitlab, hook_base_url=settings.base_url)
+    layout = GitOpsLayout()
+    gitops = GitOpsRepository(
+        gitlab,
+        project_path=settings.flux.gitops_project,
+        branch=settings.flux.gitops_branch,
+        author_name=layout.author_name,
+        author_email=layout.author_email,
+    )
+    return ClusterAdapters(
+        forge=forge,
+        registry=HarborRegistry(harbor=harbor, oci=oci, project=settings.harbor.project),
+        runtime=KubernetesRuntime(
+            gitops=gitops, kube=kube, forge=forge, settings=settings, layout=layout
+        ),
+        pipelines=GitLabPipelines(db=db, gitlab=gitlab, forge=forge, kube=kube, settings=settings),
+        _gitlab=gitlab,
+        _harbor=harbor,
+        _oci=oci,
+    )

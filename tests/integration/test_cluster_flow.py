@@ -1,0 +1,413 @@
+"""Cluster mode's whole flow in one test, through the composition root and the HTTP API.
+
+A stateful GitLab fake on loopback (backed by real bare repositories, so compares and commits are
+real) driven by python-gitlab, the real registry (docker-registry) with buildah, and the
+Kubernetes fake: create a project -> push -> receiver -> pipeline triggered -> ``nakama build``
+run as the CI job would -> image in the registry -> manifests committed -> delete leaves nothing
+behind. Harbor's REST API (which docker-registry does not have) is served by respx routes that
+act on the real registry; every other HTTP request passes through to the real servers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+import pytest
+import respx
+from pydantic import SecretStr
+from ruamel.yaml import YAML
+from sqlalchemy import select
+
+from backend.app import Platform, build_platform, create_app
+from backend.projects import read_starter_kit
+from code_reloader.restart import COMMIT_ANNOTATION
+from flux.validate import validate_documents
+from image_builder.build import build_main
+from image_builder.dockerfile import REVISION_LABEL
+from nakama.clients.oci import OciClient
+from nakama.cluster.runtime import KubernetesRuntime
+from nakama.db.tables import Pipeline, Project, PushPlan, WebhookEvent
+from nakama.errors import NotFound
+from nakama.settings import (
+    FluxSettings,
+    GitLabSettings,
+    HarborSettings,
+    KubernetesSettings,
+    Settings,
+)
+from nakama.tagging import DEPENDENCY_HASH_LABEL, TAG_PATTERN, dependency_hash
+from tests.e2e.nakama_server import wait_for
+from tests.fakes import gitlab_git
+from tests.fakes.gitlab import TOKEN, TRIGGER_TOKEN, FakePipeline, FakeProject, GitLabFake
+from tests.fakes.kubernetes import KubeFake, kube_fake
+from tests.registry import PASSWORD, USERNAME, Registry, buildah_env, make_base_image
+from tests.registry import registry_server as start_registry
+from tests.support import free_port, serve
+
+__all__ = ["kube_fake"]  # the fixture, until tests/conftest.py lists tests.fakes.kubernetes
+
+NAME = "demo"
+ADMIN = "nkm_cluster-flow-admin-token-0123456789"
+BASE_IMAGE = "localhost/nakama-test/python:3.11-slim"
+GITOPS = "nakama/gitops"
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json, "
+    "application/vnd.docker.distribution.manifest.v2+json"
+)
+
+
+# --- Harbor's REST API over the real registry ---------------------------------------------------
+class RegistryHarbor:
+    """What Nakama asks of Harbor's REST API, acting on the real registry: deleting a repository
+    deletes every manifest in it."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.deleted: list[str] = []
+        self.auth: list[str | None] = []
+
+    def install(self, router: respx.MockRouter) -> None:
+        api = re.escape(f"{self.registry.url}/api/v2.0")
+        pattern = rf"^{api}/projects/(?P<project>[^/?]+)/repositories/(?P<repository>[^/?]+)$"
+        router.route(method="DELETE", url__regex=pattern).mock(side_effect=self.delete_repository)
+        router.route().pass_through()  # the registry's /v2/, GitLab's hooks, Nakama's API
+
+    def delete_repository(
+        self, request: httpx.Request, project: str, repository: str
+    ) -> httpx.Response:
+        self.auth.append(request.headers.get("Authorization"))
+        name = f"{unquote(project)}/{unquote(unquote(repository))}"
+        with httpx.Client(base_url=self.registry.url, auth=self.registry.auth) as client:
+            listed = client.get(f"/v2/{name}/tags/list")
+            tags = (listed.json().get("tags") or []) if listed.status_code == 200 else []
+            if not tags:
+                body = {"errors": [{"code": "NOT_FOUND", "message": f"{name} not found"}]}
+                return httpx.Response(404, json=body)
+            digests = {
+                client.head(
+                    f"/v2/{name}/manifests/{tag}", headers={"Accept": MANIFEST_TYPES}
+                ).headers["Docker-Content-Digest"]
+                for tag in tags
+            }
+            for digest in digests:
+                client.delete(f"/v2/{name}/manifests/{digest}").raise_for_status()
+        self.deleted.append(name)
+        return httpx.Response(200)
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def buildah(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("buildah")
+    env = buildah_env(root / "storage")
+    make_base_image(env, BASE_IMAGE, root)
+    return env
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    with start_registry(tmp_path / "registry", with_auth=True) as reg:
+        yield reg
+
+
+@pytest.fixture
+def kubeconfig(kube_fake: KubeFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A kubeconfig for the Kubernetes fake, found as kubectl finds one: $KUBECONFIG."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": kube_fake.url}}],
+        "users": [{"name": "nakama", "user": {"token": kube_fake.token}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "nakama"}}],
+        "current-context": "fake",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return path
+
+
+def cluster_settings(
+    tmp_path: Path, *, port: int, gitlab_url: str, registry_url: str, **harbor: Any
+) -> Settings:
+    return Settings(
+        mode="cluster",
+        data_dir=tmp_path / "nakama",
+        public_url=f"http://127.0.0.1:{port}",
+        admin_token=SecretStr(ADMIN),
+        gitlab=GitLabSettings(
+            url=gitlab_url,
+            token=SecretStr(TOKEN),
+            trigger_token=SecretStr(TRIGGER_TOKEN),
+            max_attempts=2,
+        ),
+        harbor=HarborSettings(url=registry_url, **harbor),
+        kubernetes=KubernetesSettings(reload_via="kubernetes", restart_method="patch"),
+        flux=FluxSettings(app_domain="apps.test", gitops_project=GITOPS),
+    )
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def commits(project: FakeProject) -> list[str]:
+    return git("--git-dir", str(project.repo), "rev-list", "main").split()
+
+
+def files_at(project: FakeProject, rev: str) -> dict[str, bytes]:
+    return {
+        path: gitlab_git.read_blob(project.repo, blob)
+        for path, (_mode, blob) in gitlab_git.list_tree(project.repo, rev).items()
+    }
+
+
+def run_ci_job(pipeline: FakePipeline, tmp_path: Path, token: str) -> str:
+    """``nakama build`` with the trigger variables, as image-builder.gitlab-ci.yml runs it (File
+    variables are files); plain HTTP to the test registry and the test base image besides."""
+    variables = pipeline.variables
+    secrets = tmp_path / f"ci-{pipeline.id}"
+    secrets.mkdir()
+    (secrets / "registry-password").write_text(PASSWORD)
+    (secrets / "git-token").write_text(token)
+    out = io.StringIO()
+    code = build_main(
+        [
+            "--repo", variables["NAKAMA_REPO"],
+            "--commit", variables["NAKAMA_COMMIT"],
+            "--branch", variables["NAKAMA_REF"],
+            "--image", variables["NAKAMA_IMAGE"],
+            "--registry-username", USERNAME,
+            "--registry-password-file", str(secrets / "registry-password"),
+            "--git-username", "oauth2",
+            "--git-password-file", str(secrets / "git-token"),
+            "--no-tls-verify",
+            "--base-image", BASE_IMAGE,
+        ],
+        out=out,
+    )  # fmt: skip
+    assert code == 0, out.getvalue()
+    return out.getvalue()
+
+
+def push(work: Path, files: dict[str, str], message: str) -> str:
+    for path, text in files.items():
+        (work / path).write_text(text)
+    git("commit", "-qam", message, cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
+
+
+def db_rows(platform: Platform, name: str) -> list[Any]:
+    with platform.db.session() as s:
+        found: list[Any] = []
+        for table in (Pipeline, PushPlan, WebhookEvent):
+            found += s.scalars(select(table).where(table.project == name)).all()
+        found += s.scalars(select(Project).where(Project.name == name)).all()
+        return found
+
+
+# --- the flow -----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_create_push_build_reload_delete(
+    gitlab_fake: GitLabFake,
+    kube_fake: KubeFake,
+    kubeconfig: Path,
+    buildah: dict[str, str],
+    registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in buildah.items():
+        monkeypatch.setenv(key, value)
+    gitops = gitlab_fake.create_project(GITOPS, files={"README.md": b"the cluster\n"})
+    gitops_start = commits(gitops)
+    port = free_port()
+    settings = cluster_settings(
+        tmp_path,
+        port=port,
+        gitlab_url=gitlab_fake.url,
+        registry_url=registry.url,
+        username=USERNAME,
+        password=SecretStr(PASSWORD),
+    )
+    harbor = RegistryHarbor(registry)
+    with respx.mock(assert_all_called=False) as router:
+        harbor.install(router)
+        platform = build_platform(settings)
+        assert platform.bootstrap_admin() is None
+        assert isinstance(platform.runtime, KubernetesRuntime)
+        with (
+            serve(create_app(platform), port=port) as base,
+            httpx.Client(
+                base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {ADMIN}"}
+            ) as api,
+        ):
+            # 1. Create: repository with the starter kit and hooks, manifests, a first build.
+            created = api.post("/projects", json={"name": NAME})
+            assert created.status_code == 201, created.text
+            body = created.json()
+            assert body["clone_url"] == f"{gitlab_fake.url}/nakama-apps/{NAME}.git"
+            assert body["app_url"] == f"https://{NAME}.apps.test/"
+            assert body["status"] == "building"
+            app_repo = gitlab_fake.project(NAME)
+            starter = gitlab_git.branch_head(app_repo.repo, "main")
+            assert starter is not None
+            assert files_at(app_repo, starter) == read_starter_kit(settings.starter_kit_dir)
+            with platform.db.session() as s:
+                hook_token = s.scalar(select(Project.hook_token).where(Project.name == NAME))
+            hooks = gitlab_fake.hooks(NAME)
+            assert [h.url for h in hooks] == [f"{base}/build-image", f"{base}/code-reload"]
+            assert {h.token for h in hooks} == {hook_token}
+            assert all(h.push_events and h.branch_filter == "main" for h in hooks)
+
+            gitops_created = commits(gitops)
+            assert len(gitops_created) == len(gitops_start) + 1  # one commit, every file
+            manifests = platform.runtime.manifests(NAME, commit=starter)
+            committed = files_at(gitops, gitops_created[0])
+            assert {p: t.decode() for p, t in committed.items() if p != "README.md"} == manifests
+            docs = [d for text in manifests.values() for d in YAML(typ="safe").load_all(text) if d]
+            assert validate_documents(docs) == []
+            assert starter in manifests[f"apps/{NAME}/deployment.yaml"]
+
+            [first] = gitlab_fake.triggered("nakama/pipelines")
+            image = f"{registry.host}/nakama-apps/{NAME}"
+            assert first.variables == {
+                "NAKAMA_KIND": "build",
+                "NAKAMA_PROJECT": NAME,
+                "NAKAMA_REPO": f"{gitlab_fake.url}/nakama-apps/{NAME}.git",
+                "NAKAMA_COMMIT": starter,
+                "NAKAMA_REF": "main",
+                "NAKAMA_IMAGE": image,
+                "NAKAMA_DEP_HASH": dependency_hash(
+                    {"requirements.txt": files_at(app_repo, starter)["requirements.txt"]}
+                ),
+            }
+            # The CI job runs; GitLab reports it done; Nakama shows it.
+            trace = run_ci_job(first, tmp_path, gitlab_fake.token)
+            assert "pushed: " in trace and PASSWORD not in trace and TOKEN not in trace
+            gitlab_fake.set_pipeline_status(first.id, "success", trace=trace)
+            project = api.get(f"/projects/{NAME}").json()
+            assert (project["status"], project["deployed_commit"]) == ("running", starter)
+            [build1] = api.get(f"/projects/{NAME}/pipelines").json()
+            assert (build1["kind"], build1["status"]) == ("build", "success")
+            assert api.get(f"/projects/{NAME}/pipelines/{build1['id']}/log").text == trace
+            kube_fake.add_deployment(NAME)  # Flux applies the committed manifests
+            assert api.get(f"/projects/{NAME}").json()["app_state"] == "running"
+
+            # 2. A dependency change: hook -> receiver -> compare -> BUILD -> trigger.
+            work = tmp_path / "work"
+            git("clone", "-q", gitlab_fake.git_url(NAME), str(work))
+            requirements = (work / "requirements.txt").read_text() + "plotly==5.24.1\n"
+            deps_commit = push(work, {"requirements.txt": requirements}, "plotly")
+            second = wait_for(
+                lambda: gitlab_fake.triggered("nakama/pipelines")[1:],
+                timeout=30,
+                what="the build pipeline of the dependency change",
+            )[0]
+            deps_hash = dependency_hash({"requirements.txt": requirements.encode()})
+            assert second.variables == {
+                **first.variables,
+                "NAKAMA_COMMIT": deps_commit,
+                "NAKAMA_DEP_HASH": deps_hash,
+            }
+            assert gitlab_fake.requests_to("GET", "/repository/compare")
+            deliveries = gitlab_fake.wait_for_deliveries()
+            assert [d.status for d in deliveries] == [202, 202]
+            assert api.get(f"/projects/{NAME}").json()["last_push"]["action"] == "build"
+
+            trace = run_ci_job(second, tmp_path, gitlab_fake.token)
+            gitlab_fake.set_pipeline_status(second.id, "success", trace=trace)
+            with OciClient(registry.url, username=USERNAME, password=PASSWORD) as oci:
+                tags = oci.list_tags(f"nakama-apps/{NAME}")
+                [tag] = [t for t in tags if t.startswith(f"main-{deps_commit[:8]}-")]
+                assert re.match(TAG_PATTERN, tag)
+                labels = oci.image_labels(f"nakama-apps/{NAME}", tag)
+            assert labels[DEPENDENCY_HASH_LABEL] == deps_hash
+            assert labels[REVISION_LABEL] == deps_commit
+            found = platform.registry.find(NAME, deps_hash)
+            assert found is not None and found.tag == tag
+
+            # 3. A code-only change: RELOAD through the Kubernetes API, no pipeline in GitLab.
+            code_commit = push(work, {"app.py": "import streamlit as st\nst.write('v2')\n"}, "v2")
+
+            def restarted_on() -> str | None:
+                template = kube_fake.deployment(NAME)["spec"]["template"]["metadata"]
+                return (template.get("annotations") or {}).get(COMMIT_ANNOTATION)
+
+            wait_for(lambda: restarted_on() == code_commit, timeout=30, what="the reload")
+            assert len(gitlab_fake.triggered("nakama/pipelines")) == 2
+            reload = api.get(f"/projects/{NAME}/pipelines").json()[0]
+            assert (reload["kind"], reload["status"], reload["commit"]) == (
+                "reload",
+                "success",
+                code_commit,
+            )
+            project = api.get(f"/projects/{NAME}").json()
+            assert project["last_push"]["action"] == "reload"
+            assert project["deployed_commit"] == code_commit
+
+            # 4. Delete: nothing is left behind.
+            assert api.delete(f"/projects/{NAME}").status_code == 202
+            wait_for(
+                lambda: api.get(f"/projects/{NAME}").status_code == 404,
+                timeout=30,
+                what="the delete to finish",
+            )
+    assert gitlab_fake.find_project(f"nakama-apps/{NAME}") is None
+    gitops_deleted = commits(gitops)
+    assert len(gitops_deleted) == len(gitops_created) + 1  # one commit deleting every file
+    assert files_at(gitops, gitops_deleted[0]) == {"README.md": b"the cluster\n"}
+    assert harbor.deleted == [f"nakama-apps/{NAME}"]
+    assert all(auth and auth.startswith("Basic ") for auth in harbor.auth)
+    with OciClient(registry.url, username=USERNAME, password=PASSWORD) as oci:
+        try:
+            left = oci.list_tags(f"nakama-apps/{NAME}")
+        except NotFound:
+            left = []
+    assert left == []
+    assert gitlab_fake.triggered("nakama/pipelines") == []  # their logs went too
+    assert db_rows(platform, NAME) == []
+
+
+def test_gitlab_unreachable_on_create_is_a_503_and_the_project_is_failed(
+    kube_fake: KubeFake, kubeconfig: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = cluster_settings(
+        tmp_path,
+        port=port,
+        gitlab_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        registry_url="http://127.0.0.1:9",
+    )
+    platform = build_platform(settings)
+    with (
+        serve(create_app(platform), port=port) as base,
+        httpx.Client(
+            base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {ADMIN}"}
+        ) as api,
+    ):
+        platform.bootstrap_admin()
+        answer = api.post("/projects", json={"name": NAME})
+        assert answer.status_code == 503
+        detail = answer.json()["detail"]
+        assert f"project {NAME!r} could not be created" in detail
+        assert "cannot reach GitLab" in detail
+        project = api.get(f"/projects/{NAME}").json()
+        assert project["status"] == "failed"
+        assert "cannot reach GitLab" in project["status_message"]
+        for text in (detail, project["status_message"]):
+            assert TOKEN not in text and TRIGGER_TOKEN not in text
+        assert project["app_state"] == "stopped"
