@@ -181,19 +181,40 @@ def local_adapters(settings: Settings, db: Database) -> Adapters:
     )
 
 
+# Seconds between two looks at GitLab for the status of unfinished pipelines.
+RECONCILE_INTERVAL_S = 10.0
+
+
 @dataclass
 class ClusterParts:
-    """Cluster mode: builds, apps and repositories live elsewhere; only connections to close."""
+    """Cluster mode: builds, apps and repositories live elsewhere. A background loop follows
+    unfinished pipelines in GitLab (and moves an app to its commit once its image is built)."""
 
     close: Callable[[], None]
+    refresh_active: Callable[[], None]
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        pass
+        self._thread = threading.Thread(target=self._loop, name="reconcile", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(RECONCILE_INTERVAL_S):
+            try:
+                self.refresh_active()
+            except Exception:
+                log.exception("reconcile step failed")
 
     def resume(self) -> None:
         pass
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
         self.close()
 
     def routers(self, tokens: TokenStore) -> list[APIRouter]:
@@ -211,7 +232,7 @@ def cluster_adapters(settings: Settings, db: Database) -> Adapters:
         registry=cluster.registry,
         runtime=cluster.runtime,
         pipelines=cluster.pipelines,
-        parts=ClusterParts(close=cluster.close),
+        parts=ClusterParts(close=cluster.close, refresh_active=cluster.pipelines.refresh_active),
         refresh_pipelines=cluster.pipelines.refresh,
     )
 

@@ -223,7 +223,49 @@ class GitLabPipelines:
                 error = f"GitLab pipeline {row.external_id} {handle.status}"
                 if handle.attributes.get("web_url"):
                     error += f": {handle.attributes['web_url']}"
+            elif row.kind == "build":
+                error = self._roll_out(row)
+                status = "failed" if error else status
             self._finish(row.id, status, error=error)
+
+    def refresh_active(self) -> None:
+        """Refresh every project that has unfinished pipelines (the reconcile loop's step)."""
+        with self._db.session() as s:
+            names = s.scalars(
+                select(Pipeline.project).where(Pipeline.status.in_(ACTIVE)).distinct()
+            ).all()
+        for name in names:
+            try:
+                self.refresh(name)
+            except NakamaError as exc:
+                log.warning("pipeline status not refreshed", project=name, error=str(exc))
+
+    def _roll_out(self, row: Pipeline) -> str | None:
+        """After a build, make the app's pods sync the built commit.
+
+        Flux rolls out the new image by itself, but the pods sync the commit their template's
+        annotation names; without this they would run the new dependencies with the code of the
+        previous push. Returns an error message, or None.
+        """
+        kube = self._settings.kubernetes
+        try:
+            restart_app(
+                self._kube,
+                namespace=kube.namespace,
+                name=row.project,
+                commit=row.commit_sha,
+                method=kube.restart_method,
+                now=_now(),
+            )
+        except NotFound:
+            # Flux has not created the Deployment yet; it will, with the commit the manifests
+            # name, and later pushes move it through the annotation.
+            log.info("no deployment to move yet", project=row.project)
+            return None
+        except NakamaError as exc:
+            return f"the image was built but the app was not moved to {row.commit_sha[:12]}: {exc}"
+        log.info("app moved to the built commit", project=row.project, commit=row.commit_sha[:12])
+        return None
 
     # --- plumbing --------------------------------------------------------------------------
     def _pipelines_project(self) -> Any:

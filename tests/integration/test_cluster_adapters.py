@@ -193,6 +193,7 @@ def test_a_build_triggers_the_pipelines_project_with_exactly_the_string_variable
     app_project: tuple[FakeProject, str],
 ) -> None:
     _, head = app_project
+    kube_fake.add_deployment(NAME)
     pipelines = make_pipelines(tmp_path, db, gitlab_fake, gitlab_client, kube_fake)
     pipeline_id = pipelines.submit(
         PipelineRequest(project=NAME, kind="build", commit=head, branch="main", reason="first")
@@ -223,10 +224,14 @@ def test_a_build_triggers_the_pipelines_project_with_exactly_the_string_variable
     pipelines.refresh(NAME)
     [row] = rows(db)
     assert row.status == "running" and row.started_at is not None
+    assert kube_fake.calls("PATCH") == []
     gitlab_fake.set_pipeline_status(triggered.id, "success", trace="build: done\n")
-    pipelines.refresh(NAME)
+    pipelines.refresh_active()
     [row] = rows(db)
     assert row.status == "success" and row.finished_at is not None and row.error is None
+    # The built commit reaches the pods: Flux swaps the image, the annotation names the code.
+    template = kube_fake.deployment(NAME)["spec"]["template"]["metadata"]["annotations"]
+    assert template[COMMIT_ANNOTATION] == head
     assert pipelines.log(NAME, pipeline_id) == "build: done\n"
     calls = len(gitlab_fake.requests)
     pipelines.refresh(NAME)  # nothing unfinished: GitLab is not asked
