@@ -154,6 +154,8 @@ class ProjectService:
     # --- create ----------------------------------------------------------------------------
     def create(self, request: ProjectCreate) -> ProjectPublic:
         name = validate_project_name(request.name)
+        if request.maintainer is not None:
+            self._forge.check_maintainer(request.maintainer)
         with self._db.session() as s:
             if s.scalar(select(Project.id).where(Project.name == name)) is not None:
                 raise Conflict(f"project {name!r} already exists")
@@ -166,7 +168,7 @@ class ProjectService:
                 )
             )
         try:
-            return self._provision(name)
+            return self._provision(name, maintainer=request.maintainer)
         except NakamaError as exc:
             self._set_status(name, "failed", f"creation failed: {exc}")
             # Same class (so the same HTTP status), with the project named: "GitLab: ... cannot
@@ -176,11 +178,13 @@ class ProjectService:
             self._set_status(name, "failed", "creation failed: internal error")
             raise
 
-    def _provision(self, name: str) -> ProjectPublic:
+    def _provision(self, name: str, *, maintainer: str | None) -> ProjectPublic:
         row = self._row(name)
         commit = self._forge.create_repository(
             name, files=self._starter_kit, branch=row.branch, hook_token=row.hook_token
         )
+        if maintainer is not None:
+            self._forge.add_maintainer(name, maintainer)
         self._runtime.prepare(name, commit=commit)
         reason = "first build of the starter kit"
         self._pipelines.submit(

@@ -55,6 +55,12 @@ class ProjectCreate(BaseModel):
         description="DNS-1123 label of at most 40 characters: lower-case a-z, digits and '-'",
         examples=["sales-dashboard"],
     )
+    maintainer: str | None = Field(
+        default=None,
+        description="cluster mode: the GitLab user who becomes the repository's Maintainer",
+        pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}$",
+        examples=["jsmith"],
+    )
 
     @field_validator("name")
     @classmethod

@@ -179,17 +179,24 @@ class GitLabForge:
             raise
         return str(commit.id)
 
-    def add_maintainer(self, project: str, username: str) -> None:
-        """Make ``username`` a maintainer (never owner) of the project; idempotent."""
-        path = self.project_path(project)
+    def _user_id(self, username: str) -> int:
         users = self._client.call(
             lambda: self._api.users.list(username=username, get_all=True),
             what=f"find user {username}",
         )
         match = [u for u in users if str(u.username).lower() == username.lower()]
         if not match:
-            raise NotFound(f"no GitLab user named {username!r}")
-        user_id = int(match[0].id)
+            raise InvalidInput(f"no GitLab user named {username!r}")
+        return int(match[0].id)
+
+    def check_maintainer(self, username: str) -> None:
+        """The user must exist before a project is made for them."""
+        self._user_id(username)
+
+    def add_maintainer(self, project: str, username: str) -> None:
+        """Make ``username`` a maintainer (never owner) of the project; idempotent."""
+        path = self.project_path(project)
+        user_id = self._user_id(username)
         handle = self._project(project)
         try:
             self._client.call(

@@ -191,6 +191,15 @@ class LocalForge:
         }
         (meta / "hook.json").write_text(json.dumps(config, indent=2) + "\n")
 
+    def check_maintainer(self, username: str) -> None:
+        """Local repositories have no users of their own: any API token may push."""
+        raise InvalidInput(
+            "local mode has no GitLab users: leave out 'maintainer' (any API token can push)"
+        )
+
+    def add_maintainer(self, project: str, username: str) -> None:
+        self.check_maintainer(username)
+
     def delete_repository(self, project: str) -> None:
         """Remove the repository; a missing one is fine. It is renamed away first, so it is never
         served half-deleted."""

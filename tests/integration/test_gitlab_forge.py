@@ -24,6 +24,7 @@ from nakama.clients.gitlab import GitLabClient
 from nakama.cluster.gitlab_forge import GitLabForge
 from nakama.errors import (
     Conflict,
+    InvalidInput,
     NotFound,
     PermanentError,
     TemporaryError,
@@ -224,8 +225,11 @@ def test_add_maintainer_is_idempotent_and_never_lowers(
     forge.add_maintainer("demo", "alice")  # 409 Member already exists: fine
     forge.add_maintainer("demo", "bob")
     assert gitlab_fake.members("demo") == {"alice": 40, "bob": 40}
-    with pytest.raises(NotFound):
+    with pytest.raises(InvalidInput, match="no GitLab user named 'nobody'"):
         forge.add_maintainer("demo", "nobody")
+    with pytest.raises(InvalidInput):
+        forge.check_maintainer("nobody")
+    forge.check_maintainer("alice")
 
 
 # --- push hooks ------------------------------------------------------------------------------
