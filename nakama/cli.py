@@ -16,6 +16,8 @@ reload_app = typer.Typer(help="Code reloader steps.", no_args_is_help=True)
 app.add_typer(reload_app, name="reload")
 flux_app = typer.Typer(help="Flux manifests for apps.", no_args_is_help=True)
 app.add_typer(flux_app, name="flux")
+cluster_app = typer.Typer(help="Cluster-mode installation steps.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
@@ -105,6 +107,14 @@ def flux_validate(ctx: typer.Context) -> None:
     from flux.cli import validate_main
 
     raise typer.Exit(validate_main(list(ctx.args)))
+
+
+@cluster_app.command("setup", context_settings=_PASS_THROUGH)
+def cluster_setup(ctx: typer.Context) -> None:
+    """Ensure the Harbor project, its tag retention, a pull robot and a push robot."""
+    from nakama.cluster.setup import setup_main
+
+    raise typer.Exit(setup_main(list(ctx.args)))
 
 
 def main() -> None:
