@@ -44,13 +44,18 @@ KUSTOMIZE_API = "kustomize.toolkit.fluxcd.io/v1"
 KUSTOMIZE_CONFIG_API = "kustomize.config.k8s.io/v1beta1"
 CODE_ROOT = "/code"  # the volume; the synced tree is CODE_ROOT/current -> .worktrees/<sha>
 TOKEN_FILE = "/var/run/nakama/git-token"  # noqa: S105 - a path, the token is in a Secret
+# The app's git read credentials: Secret ``<name>-git`` (see :func:`git_secret_name`), written by
+# nakama.cluster.runtime from a GitLab deploy token; the keys are these two.
+GIT_USERNAME_KEY = "username"
+GIT_TOKEN_KEY = "token"  # noqa: S105 - a key name
 # The init container's one shell line: Kubernetes cannot default an env var, sh can. Values come
 # from the environment, so the script is the same for every app.
 _SYNC_SCRIPT = (
     'exec nakama reload sync --repo "$NAKAMA_REPO"'
     ' --commit "${NAKAMA_COMMIT:-${NAKAMA_INITIAL_COMMIT:?no commit to sync: set the'
     f' {COMMIT_ANNOTATION} pod-template annotation}}}}"'
-    f" --root {CODE_ROOT} --link current --password-file {TOKEN_FILE}"
+    f" --root {CODE_ROOT} --link current"
+    f' --username "$NAKAMA_GIT_USERNAME" --password-file {TOKEN_FILE}'
 )
 _UID = 10001  # the image builder's APP_USER; fsGroup gives it the code volume
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
@@ -133,6 +138,11 @@ def tag_filter_pattern(branch: str) -> str:
 def app_dir(name: str, settings: FluxSettings) -> str:
     """The app's folder in the GitOps repository, without a leading ``./``."""
     return f"{settings.apps_path.strip('/')}/{name}"
+
+
+def git_secret_name(name: str) -> str:
+    """The Secret holding the app's git read credentials (keys ``username`` and ``token``)."""
+    return f"{name}-git"
 
 
 def render_manifests(
@@ -273,9 +283,12 @@ def _pod(
     }
     locked_down["capabilities"] = {"drop": ["ALL"]}
     annotation = {"fieldPath": f"metadata.annotations['{COMMIT_ANNOTATION}']"}
+    secret = git_secret_name(project.name)
+    username = {"secretKeyRef": {"name": secret, "key": GIT_USERNAME_KEY}}
     sync_env = [
         {"name": "NAKAMA_REPO", "value": project.repo_url},
         {"name": "NAKAMA_COMMIT", "valueFrom": {"fieldRef": annotation}},
+        {"name": "NAKAMA_GIT_USERNAME", "valueFrom": username},
     ]
     if project.initial_commit:
         sync_env.append({"name": "NAKAMA_INITIAL_COMMIT", "value": project.initial_commit})
@@ -305,8 +318,8 @@ def _pod(
     app["resources"] = project.resources.as_dict()
     app["securityContext"] = locked_down
     app["volumeMounts"] = mounts
-    token = {"secretName": f"{project.name}-git", "defaultMode": 0o440}
-    token["items"] = [{"key": "token", "path": "git-token"}]
+    token = {"secretName": secret, "defaultMode": 0o440}
+    token["items"] = [{"key": GIT_TOKEN_KEY, "path": "git-token"}]
     return {
         "automountServiceAccountToken": False,  # apps have no business with the API server
         # Service links would put e.g. STREAMLIT_SERVER_PORT=tcp://... (from a Service named

@@ -5,11 +5,14 @@ Create commits the app's manifests (:func:`flux.manifests.render_files`) to the 
 in one commit; delete removes them in one commit and Flux prunes what they made. Nakama never
 applies anything to the cluster itself, so the cluster always shows what the repository says.
 
-Operators provide, once per app namespace (not yet automated):
+Create also gives the app its git read credentials: a GitLab project deploy token
+(``read_repository`` only) stored in the Secret ``<name>-git`` (keys ``username`` and ``token``),
+which the init container uses to sync the pushed commit onto the code volume. A complete Secret
+is left alone, so a repeated create mints no token; delete removes the Secret, and the token
+dies with the GitLab project. The token is never logged nor put in an error message.
 
-* the Secret ``<name>-git`` with key ``token``: a token that may read the app's repository (a
-  group deploy token with ``read_repository`` serves every app), for the init container that syncs
-  the pushed commit onto the code volume;
+Operators provide, once per app namespace:
+
 * the pull Secret named by :class:`flux.manifests.GitOpsLayout` (``harbor-pull``) for the images,
   and the GitRepository ``flux-system/gitops`` with write access for Flux's image automation.
 
@@ -19,16 +22,27 @@ page must not hang on an unreachable cluster, and :meth:`status` then says ``unk
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
+from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, V1ObjectMeta, V1Secret
 
 from code_reloader.restart import NAME_LABEL, rollout_status
-from flux.manifests import AppProject, GitOpsLayout, app_dir, render_files
+from flux.manifests import (
+    GIT_TOKEN_KEY,
+    GIT_USERNAME_KEY,
+    AppProject,
+    GitOpsLayout,
+    app_dir,
+    git_secret_name,
+    render_files,
+)
+from nakama.clients.gitlab import GitLabClient
 from nakama.clients.kubernetes import RetryPolicy, kube_call, to_json
 from nakama.cluster.gitops import GitOpsRepository
-from nakama.errors import NakamaError, NotFound
+from nakama.errors import Conflict, NakamaError, NotFound, PermanentError
 from nakama.logs import get_logger
+from nakama.names import validate_project_name
 from nakama.ports import AppStatus, Forge
 from nakama.settings import Settings
 
@@ -38,6 +52,8 @@ log = get_logger(__name__)
 _READ_RETRY = RetryPolicy(attempts=1)
 _READ_TIMEOUT_S = 5.0
 APP_CONTAINER = "app"  # flux.manifests names the app's container so
+DEPLOY_TOKEN_NAME = "nakama-sync"  # noqa: S105 - the name GitLab shows for the token
+DEPLOY_TOKEN_SCOPES = ("read_repository",)
 
 
 def app_status(deployment: dict[str, Any]) -> AppStatus:
@@ -62,8 +78,11 @@ class KubernetesRuntime:
         kube: ApiClient,
         forge: Forge,
         settings: Settings,
+        gitlab: GitLabClient,
         layout: GitOpsLayout | None = None,
     ) -> None:
+        """``gitlab`` mints the apps' deploy tokens."""
+        self._gitlab = gitlab
         self._gitops = gitops
         self._kube = kube
         self._forge = forge
@@ -96,7 +115,9 @@ class KubernetesRuntime:
         return f"{self._layout.kustomizations_path.strip('/')}/{project}.yaml"
 
     def prepare(self, project: str, *, commit: str) -> None:
-        """Commit the app's manifests (one commit, only files that are missing)."""
+        """Give the app its git read credentials, then commit its manifests (one commit, only
+        files that are missing)."""
+        self._ensure_git_secret(project)
         files = self.manifests(project, commit=commit)
         sha = self._gitops.ensure_files(
             files,
@@ -106,16 +127,90 @@ class KubernetesRuntime:
         log.info("app manifests committed", project=project, gitops_commit=sha)
 
     def remove(self, project: str) -> None:
-        """Delete the app's manifests in one commit (none if they are gone); Flux prunes."""
+        """Delete the app's manifests in one commit (none if they are gone), which Flux prunes,
+        then its git Secret (the deploy token goes with the GitLab project)."""
         sha = self._gitops.remove_files(
             [self._kustomization_file(project)],
             message=f"nakama: remove app {project}",
             folders=[app_dir(project, self._settings.flux)],
         )
         log.info("app manifests removed", project=project, gitops_commit=sha)
+        self._delete_git_secret(project)
 
     def app_url(self, project: str) -> str | None:
         return f"https://{project}.{self._settings.flux.app_domain}/"
+
+    # --- the app's git read credentials ----------------------------------------------------
+    def _ensure_git_secret(self, project: str) -> None:
+        """Create (or complete) the Secret ``<name>-git`` from a new deploy token; a complete
+        Secret is left alone, so no token is minted twice."""
+        core = CoreV1Api(self._kube)
+        name = git_secret_name(validate_project_name(project))
+        where = f"{self._namespace}/{name}"
+        try:
+            found = kube_call(
+                core.read_namespaced_secret,
+                name,
+                self._namespace,
+                what=f"reading secret {where}",
+            )
+        except NotFound:
+            found = None
+        data = (found.data or {}) if found is not None else {}
+        if all(data.get(key) for key in (GIT_USERNAME_KEY, GIT_TOKEN_KEY)):
+            return
+        username, token = self._mint_deploy_token(project)
+        labels = {"app.kubernetes.io/name": project, "app.kubernetes.io/managed-by": "nakama"}
+        body = V1Secret(
+            metadata=V1ObjectMeta(name=name, namespace=self._namespace, labels=labels),
+            type="Opaque",
+            string_data={GIT_USERNAME_KEY: username, GIT_TOKEN_KEY: token},
+        )
+        create = functools.partial(core.create_namespaced_secret, self._namespace, body)
+        replace = functools.partial(core.replace_namespaced_secret, name, self._namespace, body)
+        exists = found is not None
+        try:
+            if not exists:
+                try:
+                    kube_call(create, what=f"creating secret {where}")
+                except Conflict:  # made meanwhile, or by a retried create
+                    exists = True
+            if exists:
+                kube_call(replace, what=f"replacing secret {where}")
+        except NakamaError as exc:
+            if token in str(exc):  # the API server does not echo data; make sure of it
+                raise type(exc)(str(exc).replace(token, "[REDACTED]")) from None
+            raise
+        log.info("app git credentials stored", project=project, secret=where, username=username)
+
+    def _mint_deploy_token(self, project: str) -> tuple[str, str]:
+        """A new read-only deploy token of the app's GitLab project: (username, token)."""
+        client = self._gitlab
+        path = f"{client.settings.group.strip('/')}/{validate_project_name(project)}"
+        handle = client.api.projects.get(path, lazy=True)
+        spec = {"name": DEPLOY_TOKEN_NAME, "scopes": list(DEPLOY_TOKEN_SCOPES)}
+        created = client.call(
+            lambda: handle.deploytokens.create(spec), what=f"create a deploy token for {path}"
+        )
+        username, token = str(created.username), str(created.token)
+        if not username or not token:
+            raise PermanentError(f"GitLab: create a deploy token for {path}: no credentials")
+        return username, token
+
+    def _delete_git_secret(self, project: str) -> None:
+        """Delete the Secret ``<name>-git``; a missing one is fine."""
+        core = CoreV1Api(self._kube)
+        name = git_secret_name(validate_project_name(project))
+        try:
+            kube_call(
+                core.delete_namespaced_secret,
+                name,
+                self._namespace,
+                what=f"deleting secret {self._namespace}/{name}",
+            )
+        except NotFound:
+            return
+        log.info("app git credentials deleted", project=project)
 
     # --- the cluster side ------------------------------------------------------------------
     def status(self, project: str) -> AppStatus:

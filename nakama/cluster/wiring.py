@@ -62,7 +62,7 @@ def connect(settings: Settings, db: Database) -> ClusterAdapters:
         forge=forge,
         registry=HarborRegistry(harbor=harbor, oci=oci, project=settings.harbor.project),
         runtime=KubernetesRuntime(
-            gitops=gitops, kube=kube, forge=forge, settings=settings, layout=layout
+            gitops=gitops, kube=kube, forge=forge, gitlab=gitlab, settings=settings, layout=layout
         ),
         pipelines=GitLabPipelines(db=db, gitlab=gitlab, forge=forge, kube=kube, settings=settings),
         _gitlab=gitlab,

@@ -48,6 +48,7 @@ from tests.fakes import gitlab_git as git
 from tests.fakes.gitlab_api import (
     ACTIVE,
     ApiError,
+    FakeDeployToken,
     FakeGroup,
     FakeHook,
     FakeJob,
@@ -369,6 +370,17 @@ class GitLabFake:
                 )
         return None
 
+    def deploy_token(self, username: str, token: str) -> tuple[FakeProject, FakeDeployToken] | None:
+        """The active deploy token with these HTTP Basic credentials, and its project."""
+        with self.lock:
+            for project in self.projects.values():
+                for found in project.deploy_tokens:
+                    if (found.username, found.token) == (username, token) and not (
+                        found.revoked or found.expired
+                    ):
+                        return project, found
+        return None
+
     def user_for(self, headers: Any) -> FakeUser | None:
         token = headers.get("private-token")
         auth = headers.get("authorization", "")
@@ -580,19 +592,53 @@ class _Gate:
 
 class _GitRoute:
     """Git smart HTTP for ``/<namespace>/<project>.git/...`` through ``git http-backend``;
-    after a push, the refs it moved fire the project's hooks."""
+    after a push, the refs it moved fire the project's hooks. A personal token (any user name)
+    reads and writes every repository; a deploy token (its user name and token) with
+    ``read_repository`` reads its own project's repository only."""
 
     def __init__(self, fake: GitLabFake) -> None:
         self.fake = fake
         self.backends: dict[str, GitHttpBackend] = {}
         self.locks: dict[int, asyncio.Lock] = {}
 
-    def _authenticate(self, _user: str, password: str) -> bool:
-        return password in self.fake.tokens
+    def _authenticate(self, user: str, password: str) -> bool:
+        # A deploy token's project and scope are checked in __call__, before this runs.
+        return password in self.fake.tokens or self.fake.deploy_token(user, password) is not None
+
+    def _deploy_token_refusal(self, scope: dict[str, Any], project: Any) -> Response | None:
+        """GitLab's answer to a deploy token that may not do this request, else None."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        credentials = parse_basic_auth(headers.get("authorization"))
+        if credentials is None or credentials[1] in self.fake.tokens:
+            return None
+        found = self.fake.deploy_token(*credentials)
+        if found is None:
+            return None  # the backend answers 401
+        owner, token = found
+        if project is None or owner.id != project.id or "read_repository" not in token.scopes:
+            return Response(
+                "The project you were looking for could not be found or you don't have "
+                "permission to view it.\n",
+                status_code=404,
+                media_type="text/plain",
+            )
+        query = scope.get("query_string", b"").decode("latin-1")
+        if "git-receive-pack" in (scope["path_params"]["rest"], query.removeprefix("service=")):
+            return Response(
+                "You are not allowed to push code to this project.\n",
+                status_code=403,
+                media_type="text/plain",
+            )
+        return None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         params = scope["path_params"]
         namespace = str(params["namespace"])
+        found = self.fake.find_project(f"{namespace}/{params['project']}")
+        refusal = self._deploy_token_refusal(scope, found)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
         backend = self.backends.get(namespace)
         if backend is None:
             backend = GitHttpBackend(
@@ -634,6 +680,7 @@ def gitlab_fake(tmp_path: Path) -> Iterator[GitLabFake]:
 __all__ = [
     "ApiError",
     "Delivery",
+    "FakeDeployToken",
     "FakeGroup",
     "FakeHook",
     "FakeJob",

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import re
+import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -179,6 +180,46 @@ class FakePipeline:
     finished_at: str | None = None
 
 
+DEPLOY_TOKEN_SCOPES = (
+    "read_repository",
+    "read_registry",
+    "write_registry",
+    "read_package_registry",
+    "write_package_registry",
+    "read_virtual_registry",
+    "write_virtual_registry",
+)
+
+
+@dataclass
+class FakeDeployToken:
+    """A project deploy token: HTTP Basic ``username`` + ``token`` for git (read_repository)."""
+
+    id: int
+    name: str
+    username: str
+    token: str
+    scopes: list[str]
+    expires_at: str | None = None
+    revoked: bool = False
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at < now_iso()[:10]
+
+    def entity(self) -> dict[str, Any]:
+        """The API's view: the token only in the answer to its creation."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "username": self.username,
+            "expires_at": f"{self.expires_at}T00:00:00.000Z" if self.expires_at else None,
+            "revoked": self.revoked,
+            "expired": self.expired,
+            "scopes": list(self.scopes),
+        }
+
+
 @dataclass
 class FakeProject:
     id: int
@@ -192,6 +233,7 @@ class FakeProject:
     created_at: str = field(default_factory=now_iso)
     hooks: list[FakeHook] = field(default_factory=list)
     members: dict[int, int] = field(default_factory=dict)  # user id → access level
+    deploy_tokens: list[FakeDeployToken] = field(default_factory=list)
 
     @property
     def full_path(self) -> str:
@@ -820,6 +862,57 @@ def delete_hook(fake: GitLabFake, req: Req) -> Any:
     return 204, None
 
 
+# --- deploy tokens ---------------------------------------------------------------------------
+def _deploy_token(fake: GitLabFake, req: Req) -> tuple[FakeProject, FakeDeployToken]:
+    project = _project(fake, req)
+    token_id = _int(req.path["token_id"], "Deploy Token")
+    found = next((t for t in project.deploy_tokens if t.id == token_id), None)
+    if found is None:
+        raise ApiError(404, "404 Deploy Token Not Found")
+    return project, found
+
+
+def list_deploy_tokens(fake: GitLabFake, req: Req) -> Any:
+    tokens = _project(fake, req).deploy_tokens
+    active = req.params.get("active")
+    if active is not None:
+        tokens = [t for t in tokens if (not t.revoked and not t.expired) == _bool(active)]
+    return _paged(req, [t.entity() for t in tokens])
+
+
+def create_deploy_token(fake: GitLabFake, req: Req) -> Any:
+    project = _project(fake, req)
+    _required(req, "name", "scopes")
+    scopes = req.params["scopes"]
+    if isinstance(scopes, str):
+        scopes = [scopes]
+    if not isinstance(scopes, list) or not all(s in DEPLOY_TOKEN_SCOPES for s in scopes):
+        raise ApiError(400, "scopes does not have a valid value", key="error")
+    expires = req.params.get("expires_at")
+    token_id = fake.next_id("deploy_token")
+    username = str(req.params.get("username") or f"gitlab+deploy-token-{token_id}")
+    token = FakeDeployToken(
+        id=token_id,
+        name=str(req.params["name"]),
+        username=username,
+        token=f"gldt-{secrets.token_urlsafe(15)}",
+        scopes=list(scopes),
+        expires_at=str(expires)[:10] if expires else None,
+    )
+    project.deploy_tokens.append(token)
+    return 201, {**token.entity(), "token": token.token}
+
+
+def get_deploy_token(fake: GitLabFake, req: Req) -> Any:
+    return _deploy_token(fake, req)[1].entity()
+
+
+def delete_deploy_token(fake: GitLabFake, req: Req) -> Any:
+    project, token = _deploy_token(fake, req)
+    project.deploy_tokens.remove(token)
+    return 204, None
+
+
 # --- pipelines -------------------------------------------------------------------------------
 def trigger_pipeline(fake: GitLabFake, req: Req) -> Any:
     if req.headers.get("x-gitlab-event", "").lower() == "pipeline hook":
@@ -933,6 +1026,10 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/projects/{id}/hooks/{hook_id}", get_hook),
     ("PUT", "/projects/{id}/hooks/{hook_id}", edit_hook),
     ("DELETE", "/projects/{id}/hooks/{hook_id}", delete_hook),
+    ("GET", "/projects/{id}/deploy_tokens", list_deploy_tokens),
+    ("POST", "/projects/{id}/deploy_tokens", create_deploy_token),
+    ("GET", "/projects/{id}/deploy_tokens/{token_id}", get_deploy_token),
+    ("DELETE", "/projects/{id}/deploy_tokens/{token_id}", delete_deploy_token),
     ("POST", "/projects/{id}/trigger/pipeline", trigger_pipeline),
     ("POST", "/projects/{id}/ref/{ref:path}/trigger/pipeline", trigger_pipeline),
     ("GET", "/projects/{id}/pipelines", list_pipelines),

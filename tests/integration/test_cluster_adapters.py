@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
 import respx
+import structlog
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 from sqlalchemy import select
@@ -398,7 +400,9 @@ def make_runtime(
         author_email=layout.author_email,
     )
     forge = GitLabForge(gitlab_client, hook_base_url="http://127.0.0.1:9")
-    return KubernetesRuntime(gitops=gitops, kube=kube, forge=forge, settings=settings)
+    return KubernetesRuntime(
+        gitops=gitops, kube=kube, forge=forge, gitlab=gitlab_client, settings=settings
+    )
 
 
 def test_prepare_commits_every_app_file_once_and_remove_deletes_them_once(
@@ -443,6 +447,105 @@ def test_prepare_commits_every_app_file_once_and_remove_deletes_them_once(
     runtime.remove(NAME)  # nothing left: no commit
     assert commits(gitops) == removed
     assert runtime.app_url(NAME) == f"https://{NAME}.apps.test/"
+
+
+def clone(url: str, username: str, token: str, dest: Path) -> subprocess.CompletedProcess[str]:
+    parts = urlsplit(url)
+    netloc = f"{quote(username, safe='')}:{quote(token, safe='')}@{parts.netloc}"
+    return git_run("clone", "-q", parts._replace(netloc=netloc).geturl(), str(dest))
+
+
+def git_run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/bin:/bin", "HOME": str(cwd or "/tmp")}
+    return subprocess.run(
+        ["git", "-c", "credential.helper=", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_prepare_stores_a_read_only_deploy_token_in_the_git_secret_and_remove_deletes_it(
+    tmp_path: Path,
+    gitlab_fake: GitLabFake,
+    gitlab_client: GitLabClient,
+    kube_fake: KubeFake,
+    app_project: tuple[FakeProject, str],
+) -> None:
+    project, head = app_project
+    gitops = gitlab_fake.create_project(GITOPS, files={"README.md": b"the cluster\n"})
+    runtime = make_runtime(tmp_path, gitlab_fake, gitlab_client, kube_fake.api_client())
+    with structlog.testing.capture_logs() as logs:
+        runtime.prepare(NAME, commit=head)
+    secret = kube_fake.secret(f"{NAME}-git")
+    assert secret is not None and set(secret) == {"username", "token"}
+    [token] = project.deploy_tokens
+    assert (secret["username"], secret["token"]) == (token.username, token.token)
+    assert (token.name, token.scopes) == ("nakama-sync", ["read_repository"])
+    assert any(e["event"] == "app git credentials stored" for e in logs)
+    assert token.token not in repr(logs)
+    # The API shows the token's shape, never the token.
+    shown = gitlab_client.api.projects.get(project.id, lazy=True).deploytokens.get(token.id)
+    assert shown.username == token.username and "token" not in shown.attributes
+    # The Deployment reads both keys of that Secret.
+    deployment = YAML(typ="safe").load(files_at(gitops, "main")[f"apps/{NAME}/deployment.yaml"])
+    pod = deployment["spec"]["template"]["spec"]
+    [sync] = pod["initContainers"]
+    env = {e["name"]: e for e in sync["env"]}
+    assert env["NAKAMA_GIT_USERNAME"]["valueFrom"]["secretKeyRef"] == {
+        "name": f"{NAME}-git",
+        "key": "username",
+    }
+    assert '--username "$NAKAMA_GIT_USERNAME"' in sync["command"][-1]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "git-token"]
+    assert volume["secret"]["secretName"] == f"{NAME}-git"
+    assert volume["secret"]["items"] == [{"key": "token", "path": "git-token"}]
+
+    # The credentials clone the app's repository and nothing else, and cannot push.
+    url = gitlab_fake.git_url(NAME, with_token=False)
+    work = tmp_path / "work"
+    cloned = clone(url, token.username, token.token, work)
+    assert cloned.returncode == 0, cloned.stderr
+    assert git_run("rev-parse", "HEAD", cwd=work).stdout.strip() == head
+    (work / "app.py").write_text("print('pushed with a deploy token')\n")
+    git_run("-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qam", "no", cwd=work)
+    pushed = git_run("push", "-q", "origin", "HEAD:main", cwd=work)
+    assert pushed.returncode != 0
+    assert "not allowed to push" in pushed.stderr and token.token not in pushed.stderr
+    assert gitlab_git.branch_head(project.repo, "main") == head
+    other = clone(gitlab_fake.git_url(GITOPS, with_token=False), token.username, token.token,
+                  tmp_path / "other")  # fmt: skip
+    assert other.returncode != 0
+    wrong_user = clone(url, "someone", token.token, tmp_path / "wrong-user")
+    assert wrong_user.returncode != 0
+
+    runtime.prepare(NAME, commit=head)  # the Secret is complete: no new token
+    assert len(project.deploy_tokens) == 1
+    assert len(gitlab_fake.requests_to("POST", "/deploy_tokens")) == 1
+    assert kube_fake.secret(f"{NAME}-git") == secret
+
+    runtime.remove(NAME)
+    assert kube_fake.secret(f"{NAME}-git") is None
+    runtime.remove(NAME)  # already gone: fine
+    assert kube_fake.secret(f"{NAME}-git") is None
+
+
+def test_prepare_completes_an_incomplete_git_secret(
+    tmp_path: Path,
+    gitlab_fake: GitLabFake,
+    gitlab_client: GitLabClient,
+    kube_fake: KubeFake,
+    app_project: tuple[FakeProject, str],
+) -> None:
+    project, head = app_project
+    gitlab_fake.create_project(GITOPS, files={"README.md": b"the cluster\n"})
+    kube_fake.add_secret(f"{NAME}-git", {"token": "made-by-hand"})  # the old manual step
+    runtime = make_runtime(tmp_path, gitlab_fake, gitlab_client, kube_fake.api_client())
+    runtime.prepare(NAME, commit=head)
+    [token] = project.deploy_tokens
+    assert kube_fake.secret(f"{NAME}-git") == {"username": token.username, "token": token.token}
 
 
 def test_prepare_into_a_missing_gitops_project_says_so(

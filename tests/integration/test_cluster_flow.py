@@ -281,6 +281,13 @@ def test_create_push_build_reload_delete(
             docs = [d for text in manifests.values() for d in YAML(typ="safe").load_all(text) if d]
             assert validate_documents(docs) == []
             assert starter in manifests[f"apps/{NAME}/deployment.yaml"]
+            # The init container's git read credentials: a read-only deploy token of the app.
+            [deploy_token] = app_repo.deploy_tokens
+            assert deploy_token.scopes == ["read_repository"]
+            assert kube_fake.secret(f"{NAME}-git") == {
+                "username": deploy_token.username,
+                "token": deploy_token.token,
+            }
 
             [first] = gitlab_fake.triggered("nakama/pipelines")
             image = f"{registry.host}/nakama-apps/{NAME}"
@@ -366,7 +373,8 @@ def test_create_push_build_reload_delete(
                 timeout=30,
                 what="the delete to finish",
             )
-    assert gitlab_fake.find_project(f"nakama-apps/{NAME}") is None
+    assert gitlab_fake.find_project(f"nakama-apps/{NAME}") is None  # and its deploy token
+    assert kube_fake.secret(f"{NAME}-git") is None
     gitops_deleted = commits(gitops)
     assert len(gitops_deleted) == len(gitops_created) + 1  # one commit deleting every file
     assert files_at(gitops, gitops_deleted[0]) == {"README.md": b"the cluster\n"}

@@ -440,10 +440,10 @@ NEEDED: dict[tuple[str, str, str], str] = {
     ("", "pods", "list"): "the delete-pods restart; the newest pod for logs",
     ("", "pods", "delete"): "the delete-pods restart method",
     ("", "pods/log", "get"): "an app's log (cluster runtime)",
-    ("", "secrets", "create"): "each app's git token Secret <app>-git (planned)",
-    ("", "secrets", "get"): "each app's git token Secret (planned)",
-    ("", "secrets", "update"): "rotating an app's git token (planned)",
-    ("", "secrets", "delete"): "deleting an app (planned)",
+    ("", "secrets", "create"): "each app's git token Secret <app>-git",
+    ("", "secrets", "get"): "each app's git token Secret",
+    ("", "secrets", "update"): "completing an app's git token Secret",
+    ("", "secrets", "delete"): "deleting an app",
 }
 # What code_reloader/restart.py calls: the reloader pipeline's Role grants exactly this.
 RESTART_NEEDS = {
