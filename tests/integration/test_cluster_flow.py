@@ -256,8 +256,13 @@ def test_create_push_build_reload_delete(
             ) as api,
         ):
             # 1. Create: repository with the starter kit and hooks, manifests, a first build.
-            created = api.post("/projects", json={"name": NAME})
+            gitlab_fake.add_user("jsmith")
+            unknown = api.post("/projects", json={"name": NAME, "maintainer": "nobody"})
+            assert unknown.status_code == 422 and "no GitLab user named 'nobody'" in unknown.text
+            assert gitlab_fake.find_project(f"nakama-apps/{NAME}") is None  # nothing was made
+            created = api.post("/projects", json={"name": NAME, "maintainer": "jsmith"})
             assert created.status_code == 201, created.text
+            assert gitlab_fake.members(NAME)["jsmith"] == 40  # Maintainer, never Owner
             body = created.json()
             assert body["clone_url"] == f"{gitlab_fake.url}/nakama-apps/{NAME}.git"
             assert body["app_url"] == f"https://{NAME}.apps.test/"
