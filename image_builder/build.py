@@ -21,21 +21,18 @@ from __future__ import annotations
 
 import argparse
 import base64
-import collections
 import hashlib
 import hmac
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +52,7 @@ from image_builder.dockerfile import (
     select_base_image,
     tag_time,
 )
+from image_builder.process import run_step
 from nakama.clients.git import mask_credentials, run_git
 from nakama.clients.oci import OciClient, check_repository
 from nakama.errors import InvalidInput, NotFound, PermanentError
@@ -414,50 +412,13 @@ def _auth_file(options: Options) -> Iterator[Path | None]:
 
 # --- processes ---------------------------------------------------------------------------
 def _run(args: Sequence[str], *, deadline: float, timeout_s: float, out: TextIO) -> None:
-    """Run a buildah step, copying its output into ``out``; kill it (and its children) at
-    ``deadline``. Raises PermanentError with the end of the output when it fails."""
-    step = f"buildah {args[1]}"
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
+    """Run a buildah step into the log; PermanentError with the end of its output on failure."""
+    result = run_step(args, out=out, deadline=deadline, tail_lines=_ERROR_TAIL_LINES)
+    if result.timed_out:
         raise PermanentError(f"build timed out after {timeout_s:g}s")
-    tail: collections.deque[str] = collections.deque(maxlen=_ERROR_TAIL_LINES)
-    proc = subprocess.Popen(
-        list(args),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    timed_out = threading.Event()
-
-    def kill() -> None:
-        timed_out.set()
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    timer = threading.Timer(remaining, kill)
-    timer.daemon = True
-    timer.start()
-    try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = mask_credentials(raw.decode(errors="replace").rstrip("\r\n"))
-            tail.append(line)
-            out.write(line + "\n")
-            out.flush()
-        returncode = proc.wait()
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-    if timed_out.is_set():
-        raise PermanentError(f"build timed out after {timeout_s:g}s")
-    if returncode != 0:
-        last = " | ".join([line for line in tail if line.strip()][-3:])[-800:]
-        raise PermanentError(f"{step} failed ({returncode}): {last}")
+    if result.returncode != 0:
+        last = " | ".join([line for line in result.tail if line.strip()][-3:])[-800:]
+        raise PermanentError(f"buildah {args[1]} failed ({result.returncode}): {last}")
 
 
 # --- arguments ---------------------------------------------------------------------------

@@ -11,20 +11,16 @@ path into every script's shebang, which would still name the temporary directory
 
 from __future__ import annotations
 
-import collections
 import fcntl
 import json
 import os
 import re
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +28,7 @@ from typing import TextIO
 
 from uv import find_uv_bin
 
-from nakama.clients.git import mask_credentials
+from image_builder.process import run_step
 from nakama.errors import InvalidInput, PermanentError
 from nakama.settings import BuilderSettings
 
@@ -210,49 +206,19 @@ def _run_uv(
 ) -> None:
     """Run uv, copying its output into ``log`` line by line; kill it at ``deadline``."""
     step = f"uv {args[1]}" + (f" {args[2]}" if args[1] == "pip" else "")
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise PermanentError(f"environment build timed out after {timeout_s:g}s")
-    tail: collections.deque[str] = collections.deque(maxlen=_ERROR_TAIL_LINES)
-    proc = subprocess.Popen(
+    result = run_step(
         [*_DIE_WITH_US, *args],
+        out=log,
+        deadline=deadline,
         cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # so a timeout kills build backends uv started, too
+        env=env,
+        tail_lines=_ERROR_TAIL_LINES,
     )
-    timed_out = threading.Event()
-
-    def kill() -> None:
-        timed_out.set()
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    timer = threading.Timer(remaining, kill)
-    timer.daemon = True
-    timer.start()
-    try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = mask_credentials(raw.decode(errors="replace").rstrip("\r\n"))
-            tail.append(line)
-            log.write(line + "\n")
-            log.flush()
-        returncode = proc.wait()
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-    output = "\n".join(tail)
-    if timed_out.is_set():
+    output = "\n".join(result.tail)
+    if result.timed_out:
         raise PermanentError(f"environment build timed out after {timeout_s:g}s:\n{output}")
-    if returncode != 0:
-        raise PermanentError(f"{step} failed ({returncode}):\n{output}")
+    if result.returncode != 0:
+        raise PermanentError(f"{step} failed ({result.returncode}):\n{output}")
 
 
 def _uv_env(settings: BuilderSettings) -> dict[str, str]:

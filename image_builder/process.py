@@ -1,0 +1,76 @@
+"""Running one build step (uv or buildah): its output copied into the build log line by line as
+it comes, credentials masked, and the step with everything it started killed at a deadline."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from nakama.clients.git import mask_credentials
+
+
+@dataclass(frozen=True)
+class StepResult:
+    returncode: int
+    timed_out: bool
+    tail: tuple[str, ...]  # the last lines of output, for error messages
+
+
+def run_step(
+    args: Sequence[str],
+    *,
+    out: TextIO,
+    deadline: float,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    tail_lines: int = 20,
+) -> StepResult:
+    """Run ``args`` until it ends or ``deadline`` (a ``time.monotonic()`` value) passes."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return StepResult(returncode=-1, timed_out=True, tail=())
+    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    proc = subprocess.Popen(
+        list(args),
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # so a timeout kills what the step started, too
+    )
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(remaining, kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = mask_credentials(raw.decode(errors="replace").rstrip("\r\n"))
+            tail.append(line)
+            out.write(line + "\n")
+            out.flush()
+        returncode = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    return StepResult(returncode=returncode, timed_out=timed_out.is_set(), tail=tuple(tail))
