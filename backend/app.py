@@ -181,17 +181,19 @@ def local_adapters(settings: Settings, db: Database) -> Adapters:
     )
 
 
-# Seconds between two looks at GitLab for the status of unfinished pipelines.
+# Seconds between two reconcile steps (GitLab's pipeline statuses, missed pushes, hooks).
 RECONCILE_INTERVAL_S = 10.0
 
 
 @dataclass
 class ClusterParts:
-    """Cluster mode: builds, apps and repositories live elsewhere. A background loop follows
-    unfinished pipelines in GitLab (and moves an app to its commit once its image is built)."""
+    """Cluster mode: builds, apps and repositories live elsewhere. A background loop reconciles
+    with GitLab (:mod:`nakama.cluster.reconcile`): it follows unfinished pipelines (and moves an
+    app to its commit once its image is built), fails stuck ones, catches up missed pushes,
+    finishes half-done deletes and notices push hooks GitLab has disabled."""
 
     close: Callable[[], None]
-    refresh_active: Callable[[], None]
+    step: Callable[[], None]
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -204,7 +206,7 @@ class ClusterParts:
     def _loop(self) -> None:
         while not self._stop.wait(RECONCILE_INTERVAL_S):
             try:
-                self.refresh_active()
+                self.step()
             except Exception:
                 log.exception("reconcile step failed")
 
@@ -227,12 +229,25 @@ def cluster_adapters(settings: Settings, db: Database) -> Adapters:
     from nakama.cluster.wiring import connect
 
     cluster = connect(settings, db)
+    # Deletes left half-done are finished by the reconciler too (the starter kit is not needed).
+    deletes = ProjectService(
+        db=db,
+        forge=cluster.forge,
+        registry=cluster.registry,
+        pipelines=cluster.pipelines,
+        runtime=cluster.runtime,
+        starter_kit={},
+        deploy_branch=settings.planning.deploy_branch,
+    )
+    reconciler = cluster.reconciler(
+        settings, db, interval_s=RECONCILE_INTERVAL_S, finish_delete=deletes.finish_delete
+    )
     return Adapters(
         forge=cluster.forge,
         registry=cluster.registry,
         runtime=cluster.runtime,
         pipelines=cluster.pipelines,
-        parts=ClusterParts(close=cluster.close, refresh_active=cluster.pipelines.refresh_active),
+        parts=ClusterParts(close=cluster.close, step=reconciler.step),
         refresh_pipelines=cluster.pipelines.refresh,
     )
 

@@ -5,6 +5,7 @@ adapter that talks to its service, and the adapters on top. The composition root
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flux.manifests import GitOpsLayout
@@ -15,6 +16,7 @@ from nakama.clients.oci import OciClient
 from nakama.cluster.gitlab_forge import GitLabForge
 from nakama.cluster.gitops import GitOpsRepository
 from nakama.cluster.pipelines import GitLabPipelines
+from nakama.cluster.reconcile import Reconciler
 from nakama.cluster.registry import HarborRegistry
 from nakama.cluster.runtime import KubernetesRuntime
 from nakama.db.session import Database
@@ -37,6 +39,28 @@ class ClusterAdapters:
         self._harbor.close()
         self._oci.close()
         self.runtime.close()
+
+    def reconciler(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        interval_s: float,
+        finish_delete: Callable[[str], None] | None = None,
+    ) -> Reconciler:
+        """The reconcile loop's step (see :mod:`nakama.cluster.reconcile`), run every
+        ``interval_s`` seconds."""
+        return Reconciler(
+            db=db,
+            gitlab=self._gitlab,
+            forge=self.forge,
+            registry=self.registry,
+            pipelines=self.pipelines,
+            planning=settings.planning,
+            pipelines_project=settings.gitlab.pipelines_project,
+            interval_s=interval_s,
+            finish_delete=finish_delete,
+        )
 
 
 def connect(settings: Settings, db: Database) -> ClusterAdapters:
