@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from nakama.db.session import Database
-from nakama.db.tables import Project, PushPlan, WebhookEvent
+from nakama.db.tables import Pipeline, Project, PushPlan, WebhookEvent
 from nakama.errors import NakamaError, TemporaryError
 from nakama.logs import get_logger
 from nakama.models import PushEvent
@@ -175,6 +175,9 @@ class EventProcessor:
         if ACTS_ON.get(endpoint) is not plan.action:
             return Outcome("done", f"{plan.action.value} handled by the other hook: {plan.reason}")
         assert plan.commit is not None
+        handled = self._already_handled(project, plan.commit)
+        if handled:
+            return Outcome("done", f"{plan.commit[:12]} {handled}: {plan.reason}")
         dep_hash = self._dep_hash(project, plan.commit)
         pipeline_id = self._pipelines.submit(
             PipelineRequest(
@@ -193,6 +196,24 @@ class EventProcessor:
         return Outcome(
             "done", f"{plan.action.value} pipeline {pipeline_id}: {plan.reason}", acted=True
         )
+
+    def _already_handled(self, project: str, commit: str) -> str | None:
+        """Why ``commit`` needs no new pipeline (it is deployed, or one is under way), or None.
+
+        A late hook must not deploy a commit twice, e.g. after the reconciler caught it up.
+        """
+        with self._db.session() as s:
+            deployed = s.scalar(select(Project.deployed_commit).where(Project.name == project))
+            if deployed == commit:
+                return "is already deployed"
+            active = s.scalar(
+                select(Pipeline.id).where(
+                    Pipeline.project == project,
+                    Pipeline.commit_sha == commit,
+                    Pipeline.status.in_(("pending", "running")),
+                )
+            )
+        return f"is being deployed by pipeline {active}" if active is not None else None
 
     def _dep_hash(self, project: str, commit: str) -> str:
         files = self._forge.read_files(project, commit, self._settings.dependency_files)

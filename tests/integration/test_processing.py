@@ -250,3 +250,18 @@ def test_events_of_a_project_being_deleted_are_ignored(world: World) -> None:
     world.push_both("a" * 40, "b" * 40)
     world.processor().process_pending()
     assert {e.status for e in world.events()} == {"ignored"}
+
+
+def test_a_late_hook_for_a_commit_already_under_way_starts_nothing(world: World) -> None:
+    before = git(world.work, "rev-parse", "HEAD")
+    after = world.commit({"app.py": "print(4)\n"})
+    world.push()
+    world.push_both(before, after)
+    world.processor().process_pending()
+    assert [p.commit_sha for p in world.pipelines_rows()] == [after]
+    # The same push again, under new delivery ids (e.g. after a catch-up by the reconciler).
+    for endpoint in ("build-image", "code-reload"):
+        world.store(endpoint, before=before, after=after, key=f"late-{endpoint}")
+    world.processor().process_pending()
+    assert [p.commit_sha for p in world.pipelines_rows()] == [after]
+    assert "is being deployed by pipeline" in (world.events()[-1].result or "")
