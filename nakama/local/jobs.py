@@ -35,7 +35,6 @@ from nakama.tagging import dependency_hash, image_tag
 
 log = get_logger(__name__)
 
-ACTIVE = ("pending", "running")
 
 
 def _now() -> datetime:
