@@ -1,4 +1,5 @@
-"""The ``nakama`` command: ``up`` runs the platform; ``reload sync`` is the init-container step."""
+"""The ``nakama`` command: ``up`` runs the platform; ``reload sync`` is the init-container step;
+``login``, ``projects``, ``pipelines`` and ``logs`` are the client of a running Nakama."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from typing import Annotated
 
 import typer
 
+from nakama.cli_commands import EXIT_CODES_HELP, register
+
 app = typer.Typer(
     help="Nakama: push-to-deploy for Streamlit and other Python web apps.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
 )
@@ -115,6 +119,9 @@ def cluster_setup(ctx: typer.Context) -> None:
     from nakama.cluster.setup import setup_main
 
     raise typer.Exit(setup_main(list(ctx.args)))
+
+
+register(app)  # login, projects, pipelines, logs: the client of a running Nakama
 
 
 def main() -> None:

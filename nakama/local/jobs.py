@@ -36,7 +36,6 @@ from nakama.tagging import dependency_hash, image_tag
 log = get_logger(__name__)
 
 
-
 def _now() -> datetime:
     return datetime.now(UTC)
 

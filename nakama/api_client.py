@@ -1,0 +1,180 @@
+"""The client of Nakama's own REST API v1, for the CLI: base URL and token, the saved login, and
+HTTP errors translated into Nakama's errors. The token is sent as a header and never printed."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nakama.errors import (
+    Conflict,
+    InvalidInput,
+    NakamaError,
+    NotFound,
+    PermanentError,
+    TemporaryError,
+    Unauthorized,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+CONFIG_FILE = "cli.json"
+
+
+def config_path() -> Path:
+    """``$NAKAMA_CONFIG_DIR/cli.json``, else ``~/.config/nakama/cli.json``."""
+    base = os.environ.get("NAKAMA_CONFIG_DIR")
+    root = Path(base).expanduser() if base else Path.home() / ".config" / "nakama"
+    return root / CONFIG_FILE
+
+
+def load_saved() -> dict[str, str]:
+    path = config_path()
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}") from None
+    return {k: str(v) for k, v in data.items() if k in ("url", "token") and v}
+
+
+def save_login(url: str, token: str) -> Path:
+    """Write the login with mode 0600 (the directory 0700); returns the file's path."""
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"url": url, "token": token}, f)
+        f.write("\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
+def resolve(url: str | None = None, token: str | None = None) -> tuple[str, str | None]:
+    """Explicit values first, then ``NAKAMA_URL`` / ``NAKAMA_TOKEN``, then the saved login."""
+    saved = load_saved()
+    final_url = url or os.environ.get("NAKAMA_URL") or saved.get("url") or DEFAULT_URL
+    final_token = token or os.environ.get("NAKAMA_TOKEN") or saved.get("token")
+    return final_url.rstrip("/"), final_token
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's message: ``detail`` as a string, or FastAPI's list of validation errors."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return response.text.strip()[:500] or response.reason_phrase
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(x) for x in item.get("loc", []) if x != "body")
+                msg = str(item.get("msg", "")).removeprefix("Value error, ")
+                parts.append(f"{loc}: {msg}" if loc else msg)
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail) if detail is not None else response.reason_phrase
+
+
+def raise_for(response: httpx.Response) -> None:
+    """Translate an error answer into Nakama's errors (each carries the server's message)."""
+    status = response.status_code
+    if status < 400:
+        return
+    message = _detail(response)
+    if status in (401, 403):
+        raise Unauthorized(f"not authenticated ({status}): {message} (run `nakama login`)")
+    if status == 404:
+        raise NotFound(message)
+    if status == 409:
+        raise Conflict(message)
+    if status < 500:
+        raise InvalidInput(message)
+    if status in (502, 503, 504):
+        raise TemporaryError(f"server error {status}: {message}")
+    raise PermanentError(f"server error {status}: {message}")
+
+
+@dataclass
+class NakamaClient:
+    """A thin, synchronous client of ``/api/v1``; answers are the API's JSON shapes."""
+
+    url: str
+    token: str | None = field(repr=False)
+    timeout: float = 30.0
+    _http: httpx.Client = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=self.timeout)
+
+    @classmethod
+    def from_config(cls, url: str | None = None, token: str | None = None) -> NakamaClient:
+        final_url, final_token = resolve(url, token)
+        return cls(final_url, final_token)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> NakamaClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if not self.token:
+            raise Unauthorized("no token: run `nakama login` or set NAKAMA_TOKEN")
+        try:
+            response = self._http.request(method, f"/api/v1{path}", **kwargs)
+        except httpx.TimeoutException:
+            raise TemporaryError(f"Nakama at {self.url} did not answer in time") from None
+        except httpx.TransportError as exc:
+            reason = type(exc).__name__
+            raise TemporaryError(f"cannot reach Nakama at {self.url} ({reason})") from None
+        raise_for(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise NakamaError(f"{method} {path}: the server's answer is not JSON") from None
+
+    # --- projects ----------------------------------------------------------------------------
+    def list_projects(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/projects"))
+
+    def get_project(self, name: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/projects/{name}"))
+
+    def create_project(self, name: str, maintainer: str | None = None) -> dict[str, Any]:
+        body: dict[str, str] = {"name": name}
+        if maintainer:
+            body["maintainer"] = maintainer
+        return dict(self._json("POST", "/projects", json=body))
+
+    def delete_project(self, name: str) -> dict[str, Any]:
+        return dict(self._json("DELETE", f"/projects/{name}"))
+
+    # --- pipelines and logs --------------------------------------------------------------------
+    def pipelines(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/projects/{name}/pipelines", params={"limit": limit}))
+
+    def pipeline(self, name: str, pipeline_id: int) -> dict[str, Any]:
+        return dict(self._json("GET", f"/projects/{name}/pipelines/{pipeline_id}"))
+
+    def pipeline_log(self, name: str, pipeline_id: int) -> str:
+        return self.request("GET", f"/projects/{name}/pipelines/{pipeline_id}/log").text
+
+    def app_logs(self, name: str, tail: int = 200) -> str:
+        return self.request("GET", f"/projects/{name}/logs", params={"tail": tail}).text

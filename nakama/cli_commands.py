@@ -1,0 +1,371 @@
+"""The client commands of ``nakama``: ``login``, ``projects …``, ``pipelines``, ``logs``.
+
+They talk to a running Nakama through :mod:`nakama.api_client`. Tables and progress are for
+people (progress on stderr); ``--json`` prints the API's shapes and nothing else on stdout.
+Exit codes are in :data:`EXIT_CODES_HELP`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from nakama.api_client import NakamaClient, resolve, save_login
+from nakama.errors import Conflict, InvalidInput, NakamaError, NotFound, Unauthorized
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_AUTH = 0, 1, 2, 3, 4
+EXIT_CONFLICT, EXIT_INVALID, EXIT_FAILED, EXIT_INTERRUPTED = 5, 6, 7, 130
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok; 1 unexpected or server error (5xx, unreachable); 2 usage error; "
+    "3 not found; 4 not authenticated or forbidden; 5 conflict (name taken); "
+    "6 invalid input (the server's message is printed); 7 a waited-for operation failed; "
+    "130 interrupted. Server and token come from --url/--token of `nakama login`, "
+    "NAKAMA_URL / NAKAMA_TOKEN, or the saved login (NAKAMA_CONFIG_DIR or ~/.config/nakama)."
+)
+
+
+class WaitFailed(NakamaError):
+    """Something the command waited for ended in failure (or did not finish in time)."""
+
+
+def _console(*, stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output keeps whole lines (rich would otherwise wrap at 80 columns).
+    wide = None if stream.isatty() or os.environ.get("COLUMNS") else 200
+    return Console(stderr=stderr, width=wide, highlight=False)
+
+
+def _err(message: str) -> None:
+    _console(stderr=True).print(Text(f"error: {message}", style="red"))
+
+
+def _note(message: str) -> None:
+    _console(stderr=True).print(Text(message))
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+@contextmanager
+def _exit_codes() -> Iterator[None]:
+    """Nakama's errors become a message on stderr and the documented exit code."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _note("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except WaitFailed as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_FAILED) from None
+    except NotFound as exc:
+        _err(f"not found: {exc}")
+        raise typer.Exit(EXIT_NOT_FOUND) from None
+    except Unauthorized as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_AUTH) from None
+    except Conflict as exc:
+        _err(f"conflict: {exc}")
+        raise typer.Exit(EXIT_CONFLICT) from None
+    except InvalidInput as exc:
+        _err(f"invalid: {exc}")
+        raise typer.Exit(EXIT_INVALID) from None
+    except NakamaError as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+@contextmanager
+def _client() -> Iterator[NakamaClient]:
+    with _exit_codes(), NakamaClient.from_config() as client:
+        yield client
+
+
+def _short(sha: str | None) -> str:
+    return sha[:8] if sha else "-"
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the API's JSON, nothing else")]
+
+
+# --- login -----------------------------------------------------------------------------------
+def login(
+    url: Annotated[str | None, typer.Option(help="Nakama's URL (default: NAKAMA_URL)")] = None,
+    token: Annotated[
+        str | None, typer.Option(help="an API token (asked for, hidden, if not given)")
+    ] = None,
+) -> None:
+    """Check a token against a Nakama server and save both for later commands (mode 0600)."""
+    final_url, _ = resolve(url, None)
+    if not token:
+        token = typer.prompt(f"API token for {final_url}", hide_input=True, err=True)
+    with _exit_codes(), NakamaClient(final_url, token) as client:
+        count = len(client.list_projects())
+        path = save_login(final_url, str(token))
+    _note(f"logged in to {final_url} ({count} projects); saved to {path}")
+
+
+# --- projects --------------------------------------------------------------------------------
+projects_app = typer.Typer(help="Create, list, show and delete projects.", no_args_is_help=True)
+
+
+class _Progress:
+    """A rich status line on a terminal; one line per change otherwise (CI logs)."""
+
+    def __init__(self) -> None:
+        self.console = _console(stderr=True)
+        self.live = self.console.is_terminal
+        self.status = self.console.status("") if self.live else None
+        self.last = ""
+
+    def __enter__(self) -> _Progress:
+        if self.status is not None:
+            self.status.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def update(self, text: str, elapsed: float) -> None:
+        if self.status is not None:
+            self.status.update(Text(f"{text}  ({elapsed:.0f}s)"))
+        elif text != self.last:
+            self.console.print(Text(text))
+        self.last = text
+
+
+def _wait_running(client: NakamaClient, name: str, timeout: float) -> dict[str, Any]:
+    started = time.monotonic()
+    with _Progress() as progress:
+        while True:
+            project = client.get_project(name)
+            pipes = client.pipelines(name)
+            first = min(pipes, key=lambda p: p["id"]) if pipes else None
+            text = f"{name}: {project['status']}"
+            if first is not None:
+                text += f", pipeline #{first['id']} ({first['kind']}) {first['status']}"
+            progress.update(text, time.monotonic() - started)
+            if project["status"] == "running" and project.get("deployed_commit"):
+                return project
+            failed = first is not None and first["status"] in ("failed", "canceled")
+            if project["status"] == "failed" or (failed and not project.get("deployed_commit")):
+                why = project.get("status_message") or (first or {}).get("error") or "failed"
+                raise WaitFailed(f"{name}: {why}")
+            if time.monotonic() - started > timeout:
+                raise WaitFailed(f"{name}: not running after {timeout:.0f}s ({text})")
+            time.sleep(0.5)
+
+
+@projects_app.command("create")
+def projects_create(
+    name: Annotated[str, typer.Argument(help="a DNS-1123 label, e.g. sales-dashboard")],
+    maintainer: Annotated[
+        str | None, typer.Option(help="cluster mode: the GitLab user who maintains the repo")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option(help="follow the first pipeline until the app runs or fails")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="seconds to wait at most")] = 900,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a project: its repository with the starter kit, its environment, the app."""
+    with _client() as client:
+        project = client.create_project(name, maintainer)
+        if wait:
+            project = _wait_running(client, name, timeout)
+    if json_out:
+        _print_json(project)
+        return
+    out = _console(stderr=False)
+    out.print(Text(f"{project['name']}: {project['status']}"))
+    out.print(Text(f"app:   {project.get('app_url') or '-'}"))
+    out.print(Text(f"clone: {project['clone_url']}"))
+
+
+@projects_app.command("list")
+def projects_list(json_out: JsonOpt = False) -> None:
+    """List projects: name, status, app URL, deployed commit and image tag."""
+    with _client() as client:
+        projects = client.list_projects()
+    if json_out:
+        _print_json(projects)
+        return
+    table = Table("name", "status", "app URL", "commit", "image tag", box=None)
+    for p in projects:
+        table.add_row(
+            Text(p["name"]),
+            Text(p["status"]),
+            Text(p.get("app_url") or "-"),
+            Text(_short(p.get("deployed_commit"))),
+            Text(p.get("image_tag") or "-"),
+        )
+    _console(stderr=False).print(table)
+
+
+@projects_app.command("show")
+def projects_show(name: str, json_out: JsonOpt = False) -> None:
+    """Show one project, with why its last push was built, reloaded or ignored."""
+    with _client() as client:
+        p = client.get_project(name)
+    if json_out:
+        _print_json(p)
+        return
+    push = p.get("last_push")
+    rows = [
+        ("name", p["name"]),
+        ("status", p["status"] + (f" ({p['status_message']})" if p.get("status_message") else "")),
+        ("app", p.get("app_state") or "-"),
+        ("app URL", p.get("app_url") or "-"),
+        ("clone URL", p["clone_url"]),
+        ("deployed commit", p.get("deployed_commit") or "-"),
+        ("image tag", p.get("image_tag") or "-"),
+        ("last push", f"{push['action']}: {push['reason']}" if push else "-"),
+        ("created", p["created_at"]),
+        ("updated", p["updated_at"]),
+    ]
+    grid = Table.grid(padding=(0, 2))
+    for key, value in rows:
+        grid.add_row(Text(key, style="bold"), Text(str(value)))
+    _console(stderr=False).print(grid)
+
+
+@projects_app.command("delete")
+def projects_delete(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for the name")] = False,
+    wait: Annotated[bool, typer.Option(help="wait until the project is gone")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait at most")] = 300,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete a project: repository, app, its environments and records (asks first)."""
+    with _client() as client:
+        client.get_project(name)
+        if not yes:
+            try:
+                typed = typer.prompt(
+                    f"Type the project's name to delete it ({name})", default="", err=True
+                )
+            except typer.Abort:
+                typed = ""
+            if typed.strip() != name:
+                _err(f"{typed.strip()!r} is not {name!r}; nothing deleted")
+                raise typer.Exit(EXIT_USAGE)
+        answer = client.delete_project(name)
+        if wait:
+            started = time.monotonic()
+            with _Progress() as progress:
+                while True:
+                    try:
+                        client.get_project(name)
+                    except NotFound:
+                        answer = {"status": "deleted", "name": name}
+                        break
+                    progress.update(f"{name}: deleting", time.monotonic() - started)
+                    if time.monotonic() - started > timeout:
+                        raise WaitFailed(f"{name}: still there after {timeout:.0f}s")
+                    time.sleep(0.5)
+    if json_out:
+        _print_json(answer)
+    else:
+        _console(stderr=False).print(Text(f"{name}: {answer['status']}"))
+
+
+# --- pipelines and logs ----------------------------------------------------------------------
+def pipelines(
+    name: str,
+    log: Annotated[int | None, typer.Option(help="print this pipeline's log instead")] = None,
+    limit: Annotated[int, typer.Option(help="newest pipelines to list", min=1, max=500)] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """List a project's builds and reloads (newest first), or print one pipeline's log."""
+    with _client() as client:
+        if log is not None:
+            text = client.pipeline_log(name, log)
+            if json_out:
+                _print_json({"project": name, "id": log, "log": text})
+            else:
+                typer.echo(text, nl=not text.endswith("\n"))
+            return
+        rows = client.pipelines(name, limit=limit)
+    if json_out:
+        _print_json(rows)
+        return
+    table = Table("id", "kind", "status", "commit", "reason", "duration", box=None)
+    for p in rows:
+        duration = p.get("duration_s")
+        table.add_row(
+            Text(str(p["id"])),
+            Text(p["kind"]),
+            Text(p["status"] + (f" ({p['error']})" if p.get("error") else "")),
+            Text(_short(p["commit"])),
+            Text(p["reason"]),
+            Text("-" if duration is None else f"{duration:.1f}s"),
+        )
+    _console(stderr=False).print(table)
+
+
+def _complete_lines(text: str) -> list[str]:
+    """Whole lines only: a last line without its newline yet is left for the next poll."""
+    lines = text.split("\n")
+    return lines[:-1]
+
+
+def new_lines(previous: list[str], current: list[str]) -> list[str]:
+    """The lines of ``current`` (a later tail of the same log) that ``previous`` did not have."""
+    if not previous:
+        return current
+    for end in range(len(current), 0, -1):
+        k = min(end, len(previous))
+        if current[end - k : end] == previous[len(previous) - k :]:
+            return current[end:]
+    return current  # no overlap: the log was rotated or more than a window was written
+
+
+def logs(
+    name: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
+    tail: Annotated[int, typer.Option(help="lines to show first", min=1, max=10000)] = 200,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the app's log; with -f, poll every second and print new lines until Ctrl-C."""
+    window = max(tail, 2000) if follow else tail
+    with _client() as client:
+        first = client.app_logs(name, tail=window)
+        seen = _complete_lines(first) if follow else first.splitlines()
+        _emit(seen[-tail:], json_out=json_out, stream=follow)
+        while follow:
+            time.sleep(1)
+            current = _complete_lines(client.app_logs(name, tail=window))
+            _emit(new_lines(seen, current), json_out=json_out, stream=True)
+            seen = current
+
+
+def _emit(lines: list[str], *, json_out: bool, stream: bool) -> None:
+    if json_out and not stream:
+        _print_json(lines)
+    elif json_out:
+        for line in lines:
+            typer.echo(json.dumps(line))
+    else:
+        for line in lines:
+            typer.echo(line)
+    sys.stdout.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("login")(login)
+    app.add_typer(projects_app, name="projects")
+    app.command("pipelines")(pipelines)
+    app.command("logs")(logs)
