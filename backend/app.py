@@ -24,6 +24,7 @@ from nakama.auth import TokenStore, new_token
 from nakama.db.session import Database
 from nakama.errors import (
     Conflict,
+    Forbidden,
     InvalidInput,
     NakamaError,
     NotFound,
@@ -47,6 +48,7 @@ log = get_logger(__name__)
 
 _STATUS = {
     InvalidInput: 422,
+    Forbidden: 403,  # before Unauthorized, its base class: the first match wins
     Unauthorized: 401,
     NotFound: 404,
     Conflict: 409,
@@ -96,6 +98,9 @@ class LocalParts:
             make_git_router(
                 repos_dir=self.forge.repos_dir,
                 authenticate=lambda _user, password: tokens.authenticate(password) is not None,
+                may_access=lambda _user, password, project: tokens.may_access_project(
+                    password, project
+                ),
             )
         ]
 
@@ -127,16 +132,21 @@ class Platform:
     parts: ModeParts
 
     def bootstrap_admin(self) -> str | None:
-        """Make sure an admin token exists; return it if it was generated just now."""
+        """Make sure the admin user and an admin token exist; return the token if it was
+        generated just now."""
+        admin_id = self.tokens.ensure_admin_user()
         if self.settings.admin_token is not None:
             self.tokens.add(
-                self.settings.admin_token.get_secret_value(), name="admin", is_admin=True
+                self.settings.admin_token.get_secret_value(),
+                name="admin",
+                is_admin=True,
+                user_id=admin_id,
             )
             return None
         if self.tokens.has_admin():
             return None
         token = new_token()
-        self.tokens.add(token, name="admin", is_admin=True)
+        self.tokens.add(token, name="admin", is_admin=True, user_id=admin_id)
         path = self.admin_token_file
         path.write_text(token + "\n")
         path.chmod(0o600)

@@ -118,10 +118,22 @@ class ProjectService:
         except NakamaError as exc:  # a read shows what is stored rather than failing
             log.warning("pipeline status not refreshed", project=name, error=str(exc))
 
-    def list_all(self) -> list[ProjectPublic]:
+    def list_all(
+        self, *, owner_id: int | None = None, everyone: bool = True
+    ) -> list[ProjectPublic]:
+        """Every project, or (``everyone=False``) only those of ``owner_id``."""
+        query = select(Project).order_by(Project.name)
+        if not everyone:
+            if owner_id is None:
+                return []
+            query = query.where(Project.owner_id == owner_id)
         with self._db.session() as s:
-            rows = s.scalars(select(Project).order_by(Project.name)).all()
+            rows = s.scalars(query).all()
         return [self._public(r) for r in rows]
+
+    def owner(self, name: str) -> int | None:
+        """The id of the user who owns the project (None: nobody); NotFound if there is none."""
+        return self._row(name).owner_id
 
     def pipelines(self, name: str, *, limit: int = 50) -> list[PipelinePublic]:
         self._row(name)
@@ -152,7 +164,7 @@ class ProjectService:
         return self._runtime.logs(name, tail=tail)
 
     # --- create ----------------------------------------------------------------------------
-    def create(self, request: ProjectCreate) -> ProjectPublic:
+    def create(self, request: ProjectCreate, *, owner_id: int | None = None) -> ProjectPublic:
         name = validate_project_name(request.name)
         if request.maintainer is not None:
             self._forge.check_maintainer(request.maintainer)
@@ -165,6 +177,7 @@ class ProjectService:
                     status="creating",
                     branch=self._branch,
                     hook_token=secrets.token_urlsafe(32),
+                    owner_id=owner_id,
                 )
             )
         try:

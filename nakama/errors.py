@@ -20,6 +20,10 @@ class Unauthorized(NakamaError):
     """Missing or wrong credentials."""
 
 
+class Forbidden(Unauthorized):
+    """Valid credentials, but not allowed to do this (e.g. a non-admin managing users)."""
+
+
 class NotFound(NakamaError):
     """The named thing does not exist."""
 

@@ -104,3 +104,26 @@ class PipelinePublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_s: float | None
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=40)
+    # For web sign-in later; stored as a scrypt hash.
+    password: str | None = Field(default=None, min_length=8, max_length=1024)
+
+
+class UserPublic(BaseModel):
+    id: int
+    username: str
+    is_admin: bool
+    created_at: datetime
+
+
+class UserToken(BaseModel):
+    """A new API token: shown once, stored only as a hash."""
+
+    id: int
+    username: str
+    token: str

@@ -1,10 +1,10 @@
-"""The tables. One row per project, webhook event, push plan, pipeline and API token."""
+"""The tables. One row per user, project, webhook event, push plan, pipeline and API token."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -16,6 +16,17 @@ class Base(DeclarativeBase):
     pass
 
 
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(40), unique=True)
+    # "scrypt$n$r$p$salt$hash" (see nakama.auth.hash_password); None: no web sign-in.
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class ApiToken(Base):
     __tablename__ = "api_tokens"
 
@@ -24,6 +35,10 @@ class ApiToken(Base):
     # sha256 of the token; the token itself is never stored.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The user the token acts for (None: a token from before users existed).
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", name="fk_api_tokens_user_id_users"), nullable=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -42,6 +57,10 @@ class Project(Base):
     last_action: Mapped[str | None] = mapped_column(String(20), nullable=True)
     last_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     status_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Who may see and change it besides admins (None: made before users existed; admins only).
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", name="fk_projects_owner_id_users"), nullable=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

@@ -91,9 +91,16 @@ async def _plain(
 class GitHttpBackend:
     """An ASGI app for ``/git/{project}.git/{rest}``, in front of ``git http-backend``."""
 
-    def __init__(self, *, repos_dir: Path, authenticate: Callable[[str, str], bool]) -> None:
+    def __init__(
+        self,
+        *,
+        repos_dir: Path,
+        authenticate: Callable[[str, str], bool],
+        may_access: Callable[[str, str, str], bool] | None = None,
+    ) -> None:
         self.repos_dir = Path(repos_dir)
         self.authenticate = authenticate
+        self.may_access = may_access
         self.backend = find_http_backend()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -118,7 +125,11 @@ class GitHttpBackend:
                 send, 401, "authentication required\n", ((b"www-authenticate", _REALM.encode()),)
             )
             return
-        if not (self.repos_dir / f"{project}.git" / "HEAD").is_file():
+        # A repository the credentials may not reach is answered as if it did not exist.
+        if not (self.repos_dir / f"{project}.git" / "HEAD").is_file() or (
+            self.may_access is not None
+            and not await run_in_threadpool(self.may_access, *credentials, project)
+        ):
             await _plain(send, 404, f"repository {project!r} not found\n")
             return
         env = self._cgi_env(
@@ -244,14 +255,20 @@ class GitHttpBackend:
         await send({"type": "http.response.body", "body": b""})
 
 
-def make_git_router(*, repos_dir: Path, authenticate: Callable[[str, str], bool]) -> APIRouter:
+def make_git_router(
+    *,
+    repos_dir: Path,
+    authenticate: Callable[[str, str], bool],
+    may_access: Callable[[str, str, str], bool] | None = None,
+) -> APIRouter:
     """A router serving ``/git/{project}.git/...`` (clone, fetch, push) for ``app.include_router``.
 
-    ``authenticate(username, password)`` decides HTTP Basic credentials; it runs in a worker
-    thread and may block.
+    ``authenticate(username, password)`` decides HTTP Basic credentials; ``may_access(username,
+    password, project)``, if given, then decides whether they reach that project's repository
+    (if not, it is answered 404, as a missing one). Both run in a worker thread and may block.
     """
     router = APIRouter()
-    backend = GitHttpBackend(repos_dir=repos_dir, authenticate=authenticate)
+    backend = GitHttpBackend(repos_dir=repos_dir, authenticate=authenticate, may_access=may_access)
     # A class instance as endpoint makes Starlette call it as a raw ASGI app.
     router.routes.append(
         Route(ROUTE_PATH, backend, methods=["GET", "POST"], include_in_schema=False)
