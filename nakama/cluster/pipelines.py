@@ -26,6 +26,7 @@ from sqlalchemy import select
 from code_reloader.restart import restart_app
 from flux.manifests import image_repository
 from nakama.clients.gitlab import GitLabClient
+from nakama.db.outcomes import apply_pipeline_end
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project
 from nakama.errors import (
@@ -355,14 +356,4 @@ class GitLabPipelines:
                 return
             row.status, row.error, row.finished_at = status, error, _now()
             project = s.scalar(select(Project).where(Project.name == row.project))
-            if project is None or project.status == "deleting":
-                return
-            if status == "success" and row.id >= project.deployed_seq:
-                project.deployed_commit = row.commit_sha
-                project.deployed_seq = row.id
-                project.status = "running"
-                project.status_message = None
-            elif status == "failed":
-                if project.deployed_commit is None:
-                    project.status = "failed"
-                project.status_message = f"pipeline {row.id} ({row.kind}) failed: {error}"
+            apply_pipeline_end(project, row, status=status, error=error, tag=None)

@@ -28,6 +28,7 @@ from sqlalchemy import select, update
 from nakama.clients.gitlab import GitLabClient
 from nakama.cluster.gitlab_forge import HOOK_PATHS, GitLabForge
 from nakama.cluster.pipelines import ACTIVE, GitLabPipelines
+from nakama.db.outcomes import apply_pipeline_end
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project, WebhookEvent
 from nakama.errors import NakamaError
@@ -189,10 +190,7 @@ class Reconciler:
             row = s.get(Pipeline, pipeline_id)
             assert row is not None
             project = s.scalar(select(Project).where(Project.name == row.project))
-            if project is not None and project.status != "deleting":
-                if project.deployed_commit is None:
-                    project.status = "failed"
-                project.status_message = f"pipeline {row.id} ({row.kind}) failed: {error}"
+            apply_pipeline_end(project, row, status="failed", error=error, tag=None)
         return True
 
     def _cancel(self, external_id: str) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 
 from image_builder.environments import Environment, build_environment, find_environment
 from nakama.clients.git import run_git
+from nakama.db.outcomes import apply_pipeline_end
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project
 from nakama.errors import NakamaError
@@ -288,18 +289,8 @@ class LocalPipelines:
         with self._db.session() as s:
             row = s.get(Pipeline, job.id)
             project = s.scalar(select(Project).where(Project.name == job.project))
-            if row is not None:
-                row.status, row.tag, row.error, row.finished_at = status, tag, error, _now()
-                row.dep_hash = job.dep_hash
-            if project is None or project.status == "deleting":
+            if row is None:
                 return
-            if status == "success" and job.id >= project.deployed_seq:
-                project.deployed_commit = job.commit_sha
-                project.deployed_tag = tag
-                project.deployed_seq = job.id
-                project.status = "running"
-                project.status_message = None
-            elif status == "failed":
-                if project.deployed_commit is None:
-                    project.status = "failed"
-                project.status_message = f"pipeline {job.id} ({job.kind}) failed: {error}"
+            row.status, row.tag, row.error, row.finished_at = status, tag, error, _now()
+            row.dep_hash = job.dep_hash
+            apply_pipeline_end(project, row, status=status, error=error, tag=tag)
