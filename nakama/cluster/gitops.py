@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from nakama.clients.gitlab import GitLabClient
@@ -110,11 +110,10 @@ class GitOpsRepository:
         """Create those of ``files`` (path -> text) that do not exist, in one commit; its sha,
         or None when every file exists. Existing files are left as they are: after an app's
         first commit, Flux's image automation owns the image tag in them."""
-        for attempt in range(_ATTEMPTS):
+
+        def plan() -> list[dict[str, Any]]:
             missing = sorted(set(files) - self.existing(files, folders=folders))
-            if not missing:
-                return None
-            actions = [
+            return [
                 {
                     "action": "create",
                     "file_path": path,
@@ -123,16 +122,8 @@ class GitOpsRepository:
                 }
                 for path in missing
             ]
-            try:
-                sha = self.commit(actions, message=message)
-            except (Conflict, PermanentError) as exc:
-                if attempt + 1 == _ATTEMPTS:
-                    raise
-                log.info("gitops commit re-planned", reason=str(exc)[:200])
-                continue
-            log.info("gitops files committed", commit=sha, files=len(missing))
-            return sha
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+        return self._commit_planned(plan, message=message, done="gitops files committed")
 
     def remove_files(
         self, paths: Iterable[str], *, message: str, folders: Iterable[str] = ()
@@ -141,11 +132,22 @@ class GitOpsRepository:
         when there is nothing to delete."""
         wanted = set(paths)
         listed = tuple(folders)
-        for attempt in range(_ATTEMPTS):
+
+        def plan() -> list[dict[str, Any]]:
             present = sorted(self.existing(wanted, folders=listed))
-            if not present:
+            return [{"action": "delete", "file_path": path} for path in present]
+
+        return self._commit_planned(plan, message=message, done="gitops files deleted")
+
+    def _commit_planned(
+        self, plan: Callable[[], list[dict[str, Any]]], *, message: str, done: str
+    ) -> str | None:
+        """Commit what ``plan`` reads from the repository now; a commit that clashes with a
+        concurrent change is planned again from a fresh read, up to ``_ATTEMPTS`` times."""
+        for attempt in range(_ATTEMPTS):
+            actions = plan()
+            if not actions:
                 return None
-            actions = [{"action": "delete", "file_path": path} for path in present]
             try:
                 sha = self.commit(actions, message=message)
             except (Conflict, PermanentError) as exc:
@@ -153,6 +155,6 @@ class GitOpsRepository:
                     raise
                 log.info("gitops commit re-planned", reason=str(exc)[:200])
                 continue
-            log.info("gitops files deleted", commit=sha, files=len(present))
+            log.info(done, commit=sha, files=len(actions))
             return sha
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
