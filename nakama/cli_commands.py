@@ -58,6 +58,16 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
+# Error kinds in the order they are matched, with a message prefix and the documented exit code.
+_EXITS: tuple[tuple[type[NakamaError], str, int], ...] = (
+    (WaitFailed, "", EXIT_FAILED),
+    (NotFound, "not found: ", EXIT_NOT_FOUND),
+    (Unauthorized, "", EXIT_AUTH),
+    (Conflict, "conflict: ", EXIT_CONFLICT),
+    (InvalidInput, "invalid: ", EXIT_INVALID),
+)
+
+
 @contextmanager
 def _exit_codes() -> Iterator[None]:
     """Nakama's errors become a message on stderr and the documented exit code."""
@@ -66,24 +76,12 @@ def _exit_codes() -> Iterator[None]:
     except KeyboardInterrupt:
         _note("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except WaitFailed as exc:
-        _err(str(exc))
-        raise typer.Exit(EXIT_FAILED) from None
-    except NotFound as exc:
-        _err(f"not found: {exc}")
-        raise typer.Exit(EXIT_NOT_FOUND) from None
-    except Unauthorized as exc:
-        _err(str(exc))
-        raise typer.Exit(EXIT_AUTH) from None
-    except Conflict as exc:
-        _err(f"conflict: {exc}")
-        raise typer.Exit(EXIT_CONFLICT) from None
-    except InvalidInput as exc:
-        _err(f"invalid: {exc}")
-        raise typer.Exit(EXIT_INVALID) from None
     except NakamaError as exc:
-        _err(str(exc))
-        raise typer.Exit(EXIT_ERROR) from None
+        prefix, code = next(
+            ((p, c) for kind, p, c in _EXITS if isinstance(exc, kind)), ("", EXIT_ERROR)
+        )
+        _err(f"{prefix}{exc}")
+        raise typer.Exit(code) from None
 
 
 @contextmanager
