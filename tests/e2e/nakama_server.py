@@ -150,6 +150,21 @@ class NakamaProcess:
         r.raise_for_status()
         return list(r.json())
 
+    def wait_failed(self, name: str, commit: str, *, timeout: float) -> dict[str, Any]:
+        """The pipeline of ``commit`` once it has failed."""
+
+        def check() -> dict[str, Any] | None:
+            return next(
+                (
+                    p
+                    for p in self.pipelines(name)
+                    if p["commit"] == commit and p["status"] == "failed"
+                ),
+                None,
+            )
+
+        return dict(wait_for(check, timeout=timeout, what=f"{name}@{commit[:8]} to fail"))
+
     def wait_deployed(self, name: str, commit: str, *, timeout: float = 120) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             p = self.project(name)

@@ -97,18 +97,7 @@ def test_create_push_code_push_dependencies_delete(nakama: NakamaProcess, tmp_pa
     git("commit", "-qam", "broken dependency", cwd=work)
     sha4 = git("rev-parse", "HEAD", cwd=work)
     git_push(work)
-    failed = wait_for(
-        lambda: next(
-            (
-                p
-                for p in nakama.pipelines("sales-dashboard")
-                if p["commit"] == sha4 and p["status"] == "failed"
-            ),
-            None,
-        ),
-        timeout=120,
-        what="the broken build to fail",
-    )
+    failed = nakama.wait_failed("sales-dashboard", sha4, timeout=120)
     assert "nakama-no-such-package-xyz" in failed["error"]
     failed_log = nakama.api.get(
         f"/api/v1/projects/sales-dashboard/pipelines/{failed['id']}/log"

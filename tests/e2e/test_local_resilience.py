@@ -106,18 +106,7 @@ def test_a_push_that_does_not_start_leaves_the_previous_version_serving(
     git("commit", "-qam", "break it", cwd=work)
     broken = git("rev-parse", "HEAD", cwd=work)
     git_push(work)
-    failed = wait_for(
-        lambda: next(
-            (
-                p
-                for p in nakama.pipelines("fragile")
-                if p["commit"] == broken and p["status"] == "failed"
-            ),
-            None,
-        ),
-        timeout=60,
-        what="the broken deploy to fail",
-    )
+    failed = nakama.wait_failed("fragile", broken, timeout=60)
     assert "boom: broken app" in failed["error"]
     assert fetch_text(url) == "v1"
     project = nakama.project("fragile")
