@@ -1,26 +1,34 @@
-"""REST API v1: users, projects, their pipelines and logs, behind bearer-token auth.
+"""REST API v1: users, projects, their pipelines, logs and rollbacks, behind bearer-token auth.
 
 A user sees and changes only their own projects (another's answer 404, as missing ones);
 an admin sees all, and alone manages users."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backend.projects import ProjectService
+from backend.variables import VariableService
 from nakama.auth import Principal, TokenStore, UserInfo
-from nakama.errors import Forbidden, NotFound, Unauthorized
+from nakama.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from nakama.models import (
+    PasswordSet,
     PipelinePublic,
     ProjectCreate,
     ProjectPublic,
+    RollbackRequest,
     UserCreate,
     UserPublic,
     UserToken,
+    VariablePublic,
+    VariableSet,
 )
 
 _bearer = HTTPBearer(auto_error=False, description="an API token (the admin token at first)")
@@ -35,7 +43,29 @@ def _caller(request: Request) -> Principal:
 Caller = Annotated[Principal, Depends(_caller)]
 
 
-def make_api_router(*, projects: ProjectService, tokens: TokenStore) -> APIRouter:
+class _NoEchoValidation(APIRoute):
+    """A route that answers a malformed request with where and what is wrong, never with the
+    input itself: FastAPI's own 422 repeats it, and here it may be a secret."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                problems = [
+                    f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                    for error in exc.errors()[:5]
+                ]
+                raise InvalidInput("; ".join(problems)) from None
+
+        return route
+
+
+def make_api_router(
+    *, projects: ProjectService, tokens: TokenStore, variables: VariableService
+) -> APIRouter:
     def principal(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -84,6 +114,13 @@ def make_api_router(*, projects: ProjectService, tokens: TokenStore) -> APIRoute
             raise Forbidden("only an admin or the user themselves may make a user's tokens")
         user, token = tokens.new_user_token(username)
         return UserToken(id=user.id, username=user.username, token=token)
+
+    @router.put("/users/{username}/password", status_code=204, tags=["users"])
+    def set_user_password(username: str, body: PasswordSet, caller: Caller) -> Response:
+        if not caller.is_admin and caller.username != username:
+            raise Forbidden("only an admin or the user themselves may set a user's password")
+        tokens.set_password(username, body.password.get_secret_value())
+        return Response(status_code=204)
 
     # --- projects --------------------------------------------------------------------------
     @router.post("/projects", status_code=201, response_model=ProjectPublic, tags=["projects"])
@@ -148,5 +185,56 @@ def make_api_router(*, projects: ProjectService, tokens: TokenStore) -> APIRoute
     ) -> str:
         visible(name, caller)
         return projects.app_logs(name, tail=tail)
+
+    # --- rollback --------------------------------------------------------------------------
+    @router.post(
+        "/projects/{name}/rollback",
+        status_code=202,
+        response_model=PipelinePublic,
+        tags=["projects"],
+    )
+    def rollback_project(name: str, body: RollbackRequest, caller: Caller) -> PipelinePublic:
+        """Deploy an earlier successful pipeline's commit again; answers with the new
+        pipeline (409 if that pipeline did not succeed or its commit is deployed now)."""
+        visible(name, caller)
+        return projects.rollback(name, body.pipeline_id)
+
+    @router.get(
+        "/projects/{name}/rollback-targets",
+        response_model=list[PipelinePublic],
+        tags=["projects"],
+    )
+    def rollback_targets(
+        name: str, caller: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    ) -> list[PipelinePublic]:
+        """Successful pipelines, newest first, one per commit, without the deployed commit."""
+        visible(name, caller)
+        return projects.rollback_targets(name, limit=limit)
+
+    # --- variables -------------------------------------------------------------------------
+    variable_routes = APIRouter(route_class=_NoEchoValidation, tags=["variables"])
+
+    @variable_routes.get("/projects/{name}/variables", response_model=list[VariablePublic])
+    def list_variables(name: str, caller: Caller) -> list[VariablePublic]:
+        """The app's environment variables by key; a secret shows at most its last 2 characters."""
+        visible(name, caller)
+        return variables.list(name)
+
+    @variable_routes.put("/projects/{name}/variables/{key}", response_model=VariablePublic)
+    def set_variable(name: str, key: str, body: VariableSet, caller: Caller) -> VariablePublic:
+        """Create or replace a variable, then restart the app with it (422 for a name such as
+        ``PORT`` or ``NAKAMA_*``, which Nakama sets itself)."""
+        visible(name, caller)
+        variables.set(name, key, body.value, secret=body.secret)
+        return variables.get(name, key)
+
+    @variable_routes.delete("/projects/{name}/variables/{key}", status_code=204)
+    def delete_variable(name: str, key: str, caller: Caller) -> Response:
+        """Remove a variable, then restart the app without it."""
+        visible(name, caller)
+        variables.delete(name, key)
+        return Response(status_code=204)
+
+    router.include_router(variable_routes)
 
     return router

@@ -11,27 +11,22 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from backend.api import make_api_router
+from backend.http_errors import status_of
 from backend.projects import ProjectService, read_starter_kit
+from backend.variables import VariableService, stored_environment
+from backend.web.mount import WebAuth, install_web
+from backend.web.views import Renderer
 from image_builder.environments import clean_partial_builds
 from nakama import __version__
-from nakama.auth import TokenStore, new_token
+from nakama.auth import Principal, TokenStore, new_token
 from nakama.db.session import Database
-from nakama.errors import (
-    Conflict,
-    Forbidden,
-    InvalidInput,
-    NakamaError,
-    NotFound,
-    PermanentError,
-    TemporaryError,
-    Unauthorized,
-)
+from nakama.errors import NakamaError
 from nakama.local.forge import LocalForge
 from nakama.local.gitserver import make_git_router
 from nakama.local.jobs import LocalPipelines
@@ -45,16 +40,6 @@ from webhook_receiver.intake import Intake, ReceiverApp, make_receiver_router
 from webhook_receiver.processing import EventProcessor
 
 log = get_logger(__name__)
-
-_STATUS = {
-    InvalidInput: 422,
-    Forbidden: 403,  # before Unauthorized, its base class: the first match wins
-    Unauthorized: 401,
-    NotFound: 404,
-    Conflict: 409,
-    TemporaryError: 503,
-    PermanentError: 502,
-}
 
 
 class ModeParts(Protocol):
@@ -129,6 +114,7 @@ class Platform:
     pipelines: Pipelines
     processor: EventProcessor
     projects: ProjectService
+    variables: VariableService
     parts: ModeParts
 
     def bootstrap_admin(self) -> str | None:
@@ -183,6 +169,8 @@ def local_adapters(settings: Settings, db: Database) -> Adapters:
         forge=forge,
         supervisor=Supervisor(settings=settings.runtime),
         settings=settings.runtime,
+        # Read at every start of an app, so a restart of Nakama brings the variables back too.
+        variables=lambda project: stored_environment(db, project),
     )
     pipelines = LocalPipelines(db=db, forge=forge, runtime=runtime, settings=settings)
     parts = LocalParts(settings=settings, forge=forge, runtime=runtime, pipelines=pipelines)
@@ -299,6 +287,7 @@ def build_platform(settings: Settings) -> Platform:
         pipelines=adapters.pipelines,
         processor=processor,
         projects=projects,
+        variables=VariableService(db, adapters.runtime),
         parts=adapters.parts,
     )
 
@@ -328,12 +317,12 @@ def create_app(platform: Platform) -> ReceiverApp:
 
     @app.exception_handler(NakamaError)
     async def nakama_error(_request: Request, exc: NakamaError) -> JSONResponse:
-        for kind, status in _STATUS.items():
-            if isinstance(exc, kind):
-                headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-                return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
-        log.error("unclassified error", error_type=type(exc).__name__)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
+        status = status_of(exc)
+        if status == 500:
+            log.error("unclassified error", error_type=type(exc).__name__)
+            return JSONResponse({"detail": "internal error"}, status_code=500)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -343,7 +332,41 @@ def create_app(platform: Platform) -> ReceiverApp:
         db=platform.db, settings=platform.settings.receiver, on_stored=platform.processor.notify
     )
     app.include_router(make_receiver_router(intake))
-    app.include_router(make_api_router(projects=platform.projects, tokens=platform.tokens))
+    app.include_router(
+        make_api_router(
+            projects=platform.projects, tokens=platform.tokens, variables=platform.variables
+        )
+    )
     for router in platform.parts.routers(platform.tokens):
         app.include_router(router)
+    install_web(
+        app,
+        projects=platform.projects,
+        variables=platform.variables,
+        tokens=platform.tokens,
+        db=platform.db,
+        settings=platform.settings,
+        **gitlab_sign_in_options(platform.settings, platform.tokens),
+    )
     return ReceiverApp(intake, fallback=app)
+
+
+def gitlab_sign_in_options(settings: Settings, tokens: TokenStore) -> dict[str, Any]:
+    """install_web's options for "Sign in with GitLab": in cluster mode with a GitLab OAuth
+    application configured, the sign-in routes, and a project made from the web gets its GitLab
+    user as the repository's Maintainer. Otherwise none: the local sign-in only."""
+    web = settings.web
+    if settings.mode != "cluster" or not (
+        web.gitlab_oauth_client_id and web.gitlab_oauth_client_secret
+    ):
+        return {}
+    # Imported here: authlib comes with the cluster extra (pip install nakama[cluster]).
+    from backend.web.gitlab_signin import make_gitlab_signin_router
+
+    def router(auth: WebAuth, render: Renderer) -> APIRouter:
+        return make_gitlab_signin_router(auth, render, settings=settings, tokens=tokens)
+
+    def maintainer_of(user: Principal) -> str | None:
+        return tokens.gitlab_username_of(user.user_id) if user.user_id is not None else None
+
+    return {"gitlab_sign_in": True, "extra_routers": [router], "maintainer_of": maintainer_of}

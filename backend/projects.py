@@ -1,4 +1,4 @@
-"""The project service: create, read and delete projects through the ports.
+"""The project service: create, read, roll back and delete projects through the ports.
 
 Every step of a delete is idempotent, and a delete interrupted by a crash is finished at the
 next start (``finish_deletes``).
@@ -14,12 +14,13 @@ from pathlib import Path
 from sqlalchemy import delete, select
 
 from nakama.db.session import Database
-from nakama.db.tables import Pipeline, Project, PushPlan, WebhookEvent
+from nakama.db.tables import Pipeline, Project, ProjectVariable, PushPlan, WebhookEvent
 from nakama.errors import Conflict, NakamaError, NotFound
 from nakama.logs import get_logger
 from nakama.models import LastPush, PipelinePublic, ProjectCreate, ProjectPublic
 from nakama.names import validate_project_name
 from nakama.ports import Forge, PipelineRequest, Pipelines, Registry, Runtime
+from nakama.rollback import check_target, choose_targets, rollback_reason
 
 log = get_logger(__name__)
 
@@ -219,6 +220,58 @@ class ProjectService:
             if row is not None:
                 row.status, row.status_message = status, message
 
+    # --- rollback --------------------------------------------------------------------------
+    def rollback_targets(self, name: str, *, limit: int = 50) -> list[PipelinePublic]:
+        """The pipelines one can roll back to: successful, newest first, one per commit, not
+        the deployed commit."""
+        self._refresh_pipelines(name)
+        row = self._row(name)
+        with self._db.session() as s:
+            rows = s.scalars(
+                select(Pipeline)
+                .where(Pipeline.project == name, Pipeline.status == "success")
+                .order_by(Pipeline.id.desc())
+            ).all()
+        found = choose_targets(
+            (pipeline_public(r) for r in rows), deployed_commit=row.deployed_commit
+        )
+        return found[:limit]
+
+    def rollback(self, name: str, pipeline_id: int) -> PipelinePublic:
+        """Deploy the commit of an earlier successful pipeline again, as a new BUILD pipeline
+        (its build is found, so nothing is rebuilt); the new pipeline.
+
+        The next push deploys as usual, planned from the rolled-back commit
+        (:func:`nakama.rollback.compare_base`).
+        """
+        target = self.pipeline(name, pipeline_id)  # refreshed first: what is deployed may move
+        project = self._row(name)
+        if project.status in ("creating", "deleting"):
+            raise Conflict(f"project {name!r} is {project.status}; it cannot be rolled back")
+        check_target(target, deployed_commit=project.deployed_commit)
+        reason = rollback_reason(target.id, target.commit)
+        new_id = self._pipelines.submit(
+            PipelineRequest(
+                project=name,
+                kind="build",
+                commit=target.commit,
+                branch=project.branch,
+                reason=reason,
+            )
+        )
+        with self._db.session() as s:
+            row = s.scalar(select(Project).where(Project.name == name))
+            if row is not None:
+                row.last_action, row.last_reason = "rollback", reason
+        log.info(
+            "rollback submitted",
+            project=name,
+            pipeline=new_id,
+            target=target.id,
+            commit=target.commit[:12],
+        )
+        return self.pipeline(name, new_id)
+
     # --- delete ----------------------------------------------------------------------------
     def request_delete(self, name: str) -> None:
         """Mark the project for deletion and remove it in the background (idempotent)."""
@@ -268,7 +321,7 @@ class ProjectService:
         )
         self._pipelines.purge_project(name)
         with self._db.session() as s:
-            for table in (Pipeline, PushPlan):
+            for table in (Pipeline, PushPlan, ProjectVariable):
                 s.execute(delete(table).where(table.project == name))
             s.execute(delete(WebhookEvent).where(WebhookEvent.project == name))
             s.execute(delete(Project).where(Project.name == name))

@@ -17,6 +17,10 @@ does, and the init container reads it through the downward API. Until the first 
 absent and the init container syncs ``initial_commit``, baked in at render time. The app container
 then runs the image's CMD with the synced worktree as its working directory, so a code-only push
 needs a restart, never a build; the copy of the code inside the image goes unused.
+
+The app author's environment variables are the Secret ``<name>-env`` (:func:`env_secret_name`),
+which nakama.cluster.runtime writes from the database; the app container reads all of it
+(``envFrom``, optional so that an app starts before it exists). A change restarts the app.
 """
 
 from __future__ import annotations
@@ -143,6 +147,11 @@ def app_dir(name: str, settings: FluxSettings) -> str:
 def git_secret_name(name: str) -> str:
     """The Secret holding the app's git read credentials (keys ``username`` and ``token``)."""
     return f"{name}-git"
+
+
+def env_secret_name(name: str) -> str:
+    """The Secret holding the app's environment variables, one key per variable."""
+    return f"{name}-env"
 
 
 def render_manifests(
@@ -309,7 +318,10 @@ def _pod(
     if project.command:
         app["command"] = list(project.command)
     app["workingDir"] = f"{CODE_ROOT}/current"
+    # Kubernetes lets ``env`` win over ``envFrom``; nakama.variables refuses these names anyway.
     app["env"] = [{"name": "PORT", "value": str(project.port)}, home]
+    variables = {"name": env_secret_name(project.name), "optional": True}
+    app["envFrom"] = [{"secretRef": variables}]
     app["ports"] = [{"name": "http", "containerPort": project.port, "protocol": "TCP"}]
     # Up to 2 minutes to the first answer (a heavy app's imports), then the usual checks.
     app["startupProbe"] = {**probe, "periodSeconds": 2, "failureThreshold": 60}

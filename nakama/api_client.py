@@ -1,5 +1,6 @@
 """The client of Nakama's own REST API v1, for the CLI: base URL and token, the saved login, and
-HTTP errors translated into Nakama's errors. The token is sent as a header and never printed."""
+HTTP errors translated into Nakama's errors. The token is sent as a header and never printed;
+passwords go only into request bodies."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -166,6 +168,14 @@ class NakamaClient:
     def delete_project(self, name: str) -> dict[str, Any]:
         return dict(self._json("DELETE", f"/projects/{name}"))
 
+    def rollback(self, name: str, pipeline_id: int) -> dict[str, Any]:
+        """Submit a rollback to ``pipeline_id``; the new pipeline."""
+        body = {"pipeline_id": pipeline_id}
+        return dict(self._json("POST", f"/projects/{name}/rollback", json=body))
+
+    def rollback_targets(self, name: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/projects/{name}/rollback-targets"))
+
     # --- pipelines and logs --------------------------------------------------------------------
     def pipelines(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         return list(self._json("GET", f"/projects/{name}/pipelines", params={"limit": limit}))
@@ -178,3 +188,21 @@ class NakamaClient:
 
     def app_logs(self, name: str, tail: int = 200) -> str:
         return self.request("GET", f"/projects/{name}/logs", params={"tail": tail}).text
+
+    # --- users ---------------------------------------------------------------------------------
+    def create_user(self, username: str, password: str | None = None) -> dict[str, Any]:
+        """A new user and its first token (shown once)."""
+        body: dict[str, str] = {"username": username}
+        if password is not None:
+            body["password"] = password
+        return dict(self._json("POST", "/users", json=body))
+
+    def list_users(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/users"))
+
+    def new_token(self, username: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/users/{quote(username, safe='')}/tokens"))
+
+    def set_password(self, username: str, password: str) -> None:
+        path = f"/users/{quote(username, safe='')}/password"
+        self.request("PUT", path, json={"password": password})

@@ -8,15 +8,17 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nakama.db.session import Database
 from nakama.db.tables import ApiToken, Project, User
 from nakama.errors import Conflict, InvalidInput, NotFound
+from nakama.models import PASSWORD_MAX, PASSWORD_MIN
 
 ADMIN_USERNAME = "admin"
 _USERNAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -85,6 +87,10 @@ def verify_password(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(given, expected)
 
 
+# A hash of a random password: checked against when the user does not exist.
+_DUMMY_HASH = "scrypt$16384$8$1$c2FsdHNhbHRzYWx0c2FsdA$" + "A" * 43
+
+
 def validate_username(username: str) -> str:
     if not _USERNAME.match(username):
         raise InvalidInput(
@@ -149,6 +155,37 @@ class TokenStore:
             row = s.scalar(select(Project).where(Project.name == project))
         return row is not None and principal.may_see(row.owner_id)
 
+    # --- web sign-in -------------------------------------------------------------------------
+    def principal_of_user(self, user_id: int) -> Principal | None:
+        """The principal of a signed-in user (None if the user is gone)."""
+        with self._db.session() as s:
+            user = s.get(User, user_id)
+            if user is None:
+                return None
+            return Principal(
+                token_id=0,
+                name=user.username,
+                is_admin=user.is_admin,
+                user_id=user.id,
+                username=user.username,
+            )
+
+    def sign_in(self, username: str, secret: str) -> Principal | None:
+        """The user's principal if ``secret`` is their password or one of their API tokens
+        (the admin, made without a password, signs in with the printed admin token)."""
+        with self._db.session() as s:
+            user = s.scalar(select(User).where(User.username == username))
+            if user is None:
+                # Spend the same time as a wrong password, so a probe cannot tell the two apart.
+                verify_password(secret, _DUMMY_HASH)
+                return None
+            user_id, password_hash = user.id, user.password_hash
+            token = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
+            by_token = token is not None and token.user_id == user_id
+        if by_token or verify_password(secret, password_hash):
+            return self.principal_of_user(user_id)
+        return None
+
     # --- users -----------------------------------------------------------------------------
     def ensure_admin_user(self) -> int:
         """The ``admin`` user's id (made if missing); admin tokens without a user join it."""
@@ -212,8 +249,82 @@ class TokenStore:
             info = _info(user)
         return info, token
 
+    def set_password(self, username: str, password: str) -> None:
+        """Replace the user's password (stored as a scrypt hash); the user's tokens stay valid.
+
+        Neither the password nor its length is ever put into an error message.
+        """
+        if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+            raise InvalidInput(
+                f"a password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long"
+            )
+        hashed = hash_password(password)  # outside the transaction: it takes ~50 ms
+        with self._db.session() as s:
+            user = s.scalar(select(User).where(User.username == username))
+            if user is None:
+                raise NotFound(f"user {username[:60]!r} not found")
+            user.password_hash = hashed
+
+    # --- GitLab sign-in ----------------------------------------------------------------------
+    def gitlab_user(self, gitlab_username: str) -> Principal:
+        """The user linked to the GitLab account ``gitlab_username``, made at its first sign-in
+        with the first free local username :func:`usernames_for_gitlab` gives; never an admin."""
+        for _attempt in range(_LINK_ATTEMPTS):
+            user_id = self._linked_user(gitlab_username)
+            if user_id is None:
+                try:
+                    user_id = self._link_new_user(gitlab_username)
+                except IntegrityError:  # a concurrent sign-in took the name or made the link
+                    continue
+            principal = self.principal_of_user(user_id)
+            if principal is not None:
+                return principal
+        raise Conflict(f"no local user could be made for GitLab user {gitlab_username[:60]!r}")
+
+    def gitlab_username_of(self, user_id: int) -> str | None:
+        """The GitLab account the user signs in with (None: none linked)."""
+        with self._db.session() as s:
+            return s.scalar(select(User.gitlab_username).where(User.id == user_id))
+
+    def _linked_user(self, gitlab_username: str) -> int | None:
+        # GitLab usernames are unique regardless of case.
+        wanted = func.lower(User.gitlab_username) == gitlab_username.lower()
+        with self._db.session() as s:
+            return s.scalar(select(User.id).where(wanted))
+
+    def _link_new_user(self, gitlab_username: str) -> int:
+        with self._db.session() as s:
+            for username in usernames_for_gitlab(gitlab_username):
+                if s.scalar(select(User.id).where(User.username == username)) is None:
+                    break
+            user = User(username=username, gitlab_username=gitlab_username, is_admin=False)
+            s.add(user)
+            s.flush()
+            return user.id
+
 
 def _info(user: User) -> UserInfo:
     return UserInfo(
         id=user.id, username=user.username, is_admin=user.is_admin, created_at=user.created_at
     )
+
+
+# Tries at linking a GitLab user while concurrent sign-ins take the same names.
+_LINK_ATTEMPTS = 5
+
+
+def usernames_for_gitlab(gitlab_username: str) -> Iterator[str]:
+    """Local usernames for a GitLab user, best first: its GitLab username in our rules
+    (lower-case, other characters as '-', starting with a letter, at most 40 characters), then
+    the same with -2, -3 … appended."""
+    base = re.sub(r"[^a-z0-9_-]+", "-", gitlab_username.lower()).strip("-")
+    if not base:
+        base = "gitlab-user"
+    elif not base[0].isalpha():
+        base = f"gl-{base}"
+    yield validate_username(base[:40].rstrip("-"))
+    number = 2
+    while True:
+        suffix = f"-{number}"
+        yield validate_username(base[: 40 - len(suffix)].rstrip("-") + suffix)
+        number += 1

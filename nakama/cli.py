@@ -1,5 +1,6 @@
 """The ``nakama`` command: ``up`` runs the platform; ``reload sync`` is the init-container step;
-``login``, ``projects``, ``pipelines`` and ``logs`` are the client of a running Nakama."""
+``login``, ``projects``, ``pipelines``, ``logs`` and ``users`` are the client of a running
+Nakama."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ from typing import Annotated
 import typer
 
 from nakama.cli_commands import EXIT_CODES_HELP, register
+from nakama.cli_users import users_app
 
 app = typer.Typer(
-    help="Nakama: push-to-deploy for Streamlit and other Python web apps.",
+    help=(
+        "Nakama: push-to-deploy for Streamlit and other Python web apps. `nakama up` runs it; "
+        "login, projects (create, list, show, rollback, delete), pipelines, logs and users are "
+        "its client, on the REST API."
+    ),
     epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
@@ -122,6 +128,7 @@ def cluster_setup(ctx: typer.Context) -> None:
 
 
 register(app)  # login, projects, pipelines, logs: the client of a running Nakama
+app.add_typer(users_app, name="users")
 
 
 def main() -> None:

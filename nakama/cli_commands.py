@@ -1,4 +1,5 @@
-"""The client commands of ``nakama``: ``login``, ``projects …``, ``pipelines``, ``logs``.
+"""The client commands of ``nakama``: ``login``, ``projects …``, ``pipelines``, ``logs`` (and,
+in :mod:`nakama.cli_users`, ``users …``).
 
 They talk to a running Nakama through :mod:`nakama.api_client`. Tables and progress are for
 people (progress on stderr); ``--json`` prints the API's shapes and nothing else on stdout.
@@ -28,7 +29,8 @@ EXIT_CONFLICT, EXIT_INVALID, EXIT_FAILED, EXIT_INTERRUPTED = 5, 6, 7, 130
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 unexpected or server error (5xx, unreachable); 2 usage error; "
-    "3 not found; 4 not authenticated or forbidden; 5 conflict (name taken); "
+    "3 not found; 4 not authenticated or forbidden; "
+    "5 conflict (name taken, nothing to roll back to); "
     "6 invalid input (the server's message is printed); 7 a waited-for operation failed; "
     "130 interrupted. Server and token come from --url/--token of `nakama login`, "
     "NAKAMA_URL / NAKAMA_TOKEN, or the saved login (NAKAMA_CONFIG_DIR or ~/.config/nakama)."
@@ -115,7 +117,9 @@ def login(
 
 
 # --- projects --------------------------------------------------------------------------------
-projects_app = typer.Typer(help="Create, list, show and delete projects.", no_args_is_help=True)
+projects_app = typer.Typer(
+    help="Create, list, show, roll back and delete projects.", no_args_is_help=True
+)
 
 
 class _Progress:
@@ -278,6 +282,85 @@ def projects_delete(
         _print_json(answer)
     else:
         _console(stderr=False).print(Text(f"{name}: {answer['status']}"))
+
+
+def _wait_pipeline(
+    client: NakamaClient, name: str, pipeline: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    """Follow one pipeline until it succeeds (WaitFailed if it ends otherwise or takes too long)."""
+    started, pipeline_id = time.monotonic(), pipeline["id"]
+    with _Progress() as progress:
+        while True:
+            pipeline = client.pipeline(name, pipeline_id)
+            text = f"{name}: pipeline #{pipeline_id} ({pipeline['kind']}) {pipeline['status']}"
+            progress.update(text, time.monotonic() - started)
+            if pipeline["status"] == "success":
+                return pipeline
+            if pipeline["status"] in ("failed", "canceled", "superseded"):
+                why = f": {pipeline['error']}" if pipeline.get("error") else ""
+                raise WaitFailed(f"{text}{why}")
+            if time.monotonic() - started > timeout:
+                raise WaitFailed(f"{name}: pipeline #{pipeline_id} not done after {timeout:.0f}s")
+            time.sleep(0.5)
+
+
+@projects_app.command("rollback")
+def projects_rollback(
+    name: str,
+    to: Annotated[
+        int | None,
+        typer.Option(
+            "--to",
+            min=1,
+            help="the pipeline to go back to (default: the newest of `rollback-targets`)",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option(help="follow the new pipeline until the app runs the old commit")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="seconds to wait at most")] = 900,
+    json_out: JsonOpt = False,
+) -> None:
+    """Go back to an earlier successful pipeline's commit and its image or environment.
+
+    Nothing is rebuilt while that build still exists; the next push deploys as usual."""
+    with _client() as client:
+        if to is None:
+            targets = client.rollback_targets(name)
+            if not targets:
+                raise Conflict(f"{name}: no earlier successful pipeline to roll back to")
+            to = int(targets[0]["id"])
+        pipeline = client.rollback(name, to)
+        _note(f"{name}: pipeline #{pipeline['id']}: {pipeline['reason']}")
+        if wait:
+            pipeline = _wait_pipeline(client, name, pipeline, timeout)
+    if json_out:
+        _print_json(pipeline)
+        return
+    done = "rolled back to" if pipeline["status"] == "success" else "rolling back to"
+    _console(stderr=False).print(
+        Text(f"{name}: {done} {_short(pipeline['commit'])} (pipeline #{pipeline['id']})")
+    )
+
+
+@projects_app.command("rollback-targets")
+def projects_rollback_targets(name: str, json_out: JsonOpt = False) -> None:
+    """List the pipelines `rollback` can go back to (successful, one per commit, newest first)."""
+    with _client() as client:
+        rows = client.rollback_targets(name)
+    if json_out:
+        _print_json(rows)
+        return
+    table = Table("id", "kind", "commit", "finished", "reason", box=None)
+    for p in rows:
+        table.add_row(
+            Text(str(p["id"])),
+            Text(p["kind"]),
+            Text(_short(p["commit"])),
+            Text(str(p.get("finished_at") or "-")),
+            Text(p["reason"]),
+        )
+    _console(stderr=False).print(table)
 
 
 # --- pipelines and logs ----------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from nakama.names import name_problem
 
@@ -127,3 +127,51 @@ class UserToken(BaseModel):
     id: int
     username: str
     token: str
+
+
+# A password's length in characters: at least 8 (short ones are guessed), at most 1024 (a bound
+# on what the server hashes).
+PASSWORD_MIN, PASSWORD_MAX = 8, 1024
+
+
+class PasswordSet(BaseModel):
+    """A user's new password. Its length is checked by the service
+    (:meth:`nakama.auth.TokenStore.set_password`), so that a refusal never echoes it back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password: SecretStr = Field(
+        description=f"{PASSWORD_MIN} to {PASSWORD_MAX} characters; stored as a scrypt hash",
+        json_schema_extra={"minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
+    )
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline_id: int = Field(
+        ge=1,
+        description="an earlier successful pipeline of the project (see rollback-targets)",
+        examples=[12],
+    )
+
+
+class VariableSet(BaseModel):
+    """The value of one of a project's environment variables (its name is in the path)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(description="at most 32 KiB of UTF-8, no NUL character")
+    secret: bool = Field(
+        default=False, description="never shown back: the API shows at most its last 2 characters"
+    )
+
+
+class VariablePublic(BaseModel):
+    key: str
+    secret: bool
+    value: str | None = Field(description="the value; None for a secret")
+    preview: str | None = Field(
+        description='a secret of at least 12 characters: its last 2, such as "…3f"; else None'
+    )
+    updated_at: datetime

@@ -138,6 +138,20 @@ class FluxSettings(BaseModel):
     image_scan_interval_s: int = 60
 
 
+class WebSettings(BaseModel):
+    """The web UI's sign-in."""
+
+    # Key that signs session cookies; None: one is made at first start and kept in
+    # <data_dir>/session-secret. Set it when several replicas serve the UI.
+    session_secret: SecretStr | None = None
+    # Seconds a sign-in lasts: a working day, so nobody signs in twice a day.
+    session_max_age_s: int = 12 * 3600
+    # Cluster mode: the GitLab OAuth application users sign in with (scopes: read_user). Its
+    # redirect URI is <public_url>/login/gitlab/callback.
+    gitlab_oauth_client_id: str | None = None
+    gitlab_oauth_client_secret: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     """One Nakama process's settings."""
 
@@ -171,6 +185,7 @@ class Settings(BaseSettings):
     harbor: HarborSettings = HarborSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     flux: FluxSettings = FluxSettings()
+    web: WebSettings = WebSettings()
 
     @property
     def base_url(self) -> str:

@@ -2,13 +2,14 @@
 
 Runs in one background thread, in the order events were stored, so the newest push is always
 planned last. Both hooks of one push (``/build-image`` and ``/code-reload``) share one plan; each
-acts only on its own kind, so a push never causes both a rebuild and a separate restart.
+acts only on its own kind, so a push never causes both a rebuild and a separate restart. After a
+rollback, a push is planned from the rolled-back commit that runs, not from its ``before``.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import structlog
@@ -22,6 +23,7 @@ from nakama.logs import get_logger
 from nakama.models import PushEvent
 from nakama.planning import Action, Plan, RefUpdate, plan_push, triage
 from nakama.ports import Forge, PipelineRequest, Pipelines, Registry
+from nakama.rollback import compare_base
 from nakama.settings import PlanningSettings
 from nakama.tagging import dependency_hash
 
@@ -219,6 +221,23 @@ class EventProcessor:
         files = self._forge.read_files(project, commit, self._settings.dependency_files)
         return dependency_hash(files)
 
+    def _compare_base(self, project: str, before: str) -> str:
+        """Where the push's changes are counted from: ``before``, or the commit a rollback put
+        back (see :func:`nakama.rollback.compare_base`)."""
+        with self._db.session() as s:
+            newest = s.execute(
+                select(Pipeline.reason, Pipeline.status, Pipeline.commit_sha)
+                .where(Pipeline.project == project)
+                .order_by(Pipeline.id.desc())
+                .limit(1)
+            ).first()
+        if newest is None:
+            return before
+        reason, status, commit = newest
+        return compare_base(
+            before, newest_reason=reason, newest_status=status, newest_commit=commit
+        )
+
     def _shared_plan(self, project: str, update: RefUpdate, branch: str) -> Plan:
         """The plan for this push, made once and shared by both hooks."""
         with self._db.session() as s:
@@ -231,15 +250,18 @@ class EventProcessor:
             )
             if stored is not None:
                 return Plan(Action(stored.action), stored.reason, update.after, branch)
-        changed = self._forge.changed_paths(project, update.before, update.after)
+        base = self._compare_base(project, update.before)
+        changed = self._forge.changed_paths(project, base, update.after)
         dep_hash = self._dep_hash(project, update.after)
         plan = plan_push(
-            update,
+            RefUpdate(ref=update.ref, before=base, after=update.after),
             deploy_branch=branch,
             dependency_patterns=self._settings.dependency_files,
             changed_paths=changed,
             build_exists=self._registry.find(project, dep_hash) is not None,
         )
+        if base != update.before and plan.action is not Action.IGNORE:
+            plan = replace(plan, reason=f"{plan.reason} (since the rollback to {base[:7]})")
         try:
             with self._db.session() as s:
                 s.add(

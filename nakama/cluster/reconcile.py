@@ -6,8 +6,9 @@ each live project:
 
 1. fails pipelines GitLab has said nothing about for too long (and cancels them in GitLab);
 2. catches up a push whose hook never arrived: the deploy branch's head is neither deployed nor
-   the newest pipeline's commit, and nothing is running; it is planned exactly as the push would
-   have been (:func:`nakama.planning.plan_push`) and submitted as a BUILD or RELOAD;
+   the newest push pipeline's commit, and nothing is running; it is planned exactly as the push
+   would have been (:func:`nakama.planning.plan_push`) and submitted as a BUILD or RELOAD. A
+   rollback is not a push: the head it replaced stays handled, so it is not deployed again;
 3. tells, in the project's ``status_message``, that GitLab has disabled one of its push hooks
    (and clears that once the hooks deliver again).
 
@@ -35,6 +36,7 @@ from nakama.errors import NakamaError
 from nakama.logs import get_logger
 from nakama.planning import Action, RefUpdate, plan_push
 from nakama.ports import PipelineRequest, Registry
+from nakama.rollback import ROLLBACK_PREFIX
 from nakama.settings import PlanningSettings
 from nakama.tagging import dependency_hash
 
@@ -210,8 +212,15 @@ class Reconciler:
             if row is None or row.status not in LIVE:
                 return None
             branch, deployed = row.branch, row.deployed_commit
+            # The newest pipeline of a push (a rollback deploys an older commit on purpose).
             newest = s.scalar(
-                select(Pipeline).where(Pipeline.project == project).order_by(Pipeline.id.desc())
+                select(Pipeline)
+                .where(
+                    Pipeline.project == project,
+                    ~Pipeline.reason.startswith(ROLLBACK_PREFIX, autoescape=True),
+                )
+                .order_by(Pipeline.id.desc())
+                .limit(1)
             )
             active = s.scalar(
                 select(Pipeline.id).where(Pipeline.project == project, Pipeline.status.in_(ACTIVE))

@@ -11,6 +11,11 @@ which the init container uses to sync the pushed commit onto the code volume. A 
 is left alone, so a repeated create mints no token; delete removes the Secret, and the token
 dies with the GitLab project. The token is never logged nor put in an error message.
 
+The app author's environment variables are the Secret ``<name>-env``, one key per variable, which
+the app container reads whole (``envFrom``). :meth:`KubernetesRuntime.set_environment` replaces
+it and restarts the Deployment with the restartedAt patch of :mod:`code_reloader.restart`, so the
+new pods read the new values; delete removes it. Its values are never logged nor put in an error.
+
 Operators provide, once per app namespace:
 
 * the pull Secret named by :class:`flux.manifests.GitOpsLayout` (``harbor-pull``) for the images,
@@ -23,17 +28,20 @@ page must not hang on an unreachable cluster, and :meth:`status` then says ``unk
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, V1ObjectMeta, V1Secret
 
-from code_reloader.restart import NAME_LABEL, rollout_status
+from code_reloader.restart import NAME_LABEL, restart_app, rollout_status
 from flux.manifests import (
     GIT_TOKEN_KEY,
     GIT_USERNAME_KEY,
     AppProject,
     GitOpsLayout,
     app_dir,
+    env_secret_name,
     git_secret_name,
     render_files,
 )
@@ -45,6 +53,7 @@ from nakama.logs import get_logger
 from nakama.names import validate_project_name
 from nakama.ports import AppStatus, Forge
 from nakama.settings import Settings
+from nakama.variables import redact
 
 log = get_logger(__name__)
 
@@ -136,6 +145,8 @@ class KubernetesRuntime:
         )
         log.info("app manifests removed", project=project, gitops_commit=sha)
         self._delete_git_secret(project)
+        if self._delete_secret(env_secret_name(validate_project_name(project))):
+            log.info("app variables deleted", project=project)
 
     def app_url(self, project: str) -> str | None:
         return f"https://{project}.{self._settings.flux.app_domain}/"
@@ -199,8 +210,12 @@ class KubernetesRuntime:
 
     def _delete_git_secret(self, project: str) -> None:
         """Delete the Secret ``<name>-git``; a missing one is fine."""
+        if self._delete_secret(git_secret_name(validate_project_name(project))):
+            log.info("app git credentials deleted", project=project)
+
+    def _delete_secret(self, name: str) -> bool:
+        """Delete Secret ``name`` of the apps' namespace; False if it was not there."""
         core = CoreV1Api(self._kube)
-        name = git_secret_name(validate_project_name(project))
         try:
             kube_call(
                 core.delete_namespaced_secret,
@@ -209,8 +224,55 @@ class KubernetesRuntime:
                 what=f"deleting secret {self._namespace}/{name}",
             )
         except NotFound:
+            return False
+        return True
+
+    # --- the app's environment variables ---------------------------------------------------
+    def set_environment(self, project: str, variables: Mapping[str, str]) -> None:
+        """Make the Secret ``<name>-env`` hold exactly ``variables``, then restart the app's
+        Deployment so that its pods read them. A Deployment Flux has not applied yet is left
+        alone: its first pods read the Secret anyway."""
+        name = env_secret_name(validate_project_name(project))
+        where = f"{self._namespace}/{name}"
+        try:
+            self._write_secret(project, name, dict(variables))
+        except NakamaError as exc:  # the API server does not echo data; make sure of it
+            raise type(exc)(redact(str(exc), variables.values())) from None
+        try:
+            restart_app(
+                self._kube,
+                namespace=self._namespace,
+                name=project,
+                commit=None,  # the commit the template names already
+                method="patch",  # a template change: every pod is replaced, none keeps old values
+                now=datetime.now(UTC),
+            )
+        except NotFound:
+            log.info("app variables stored; no deployment to restart yet", project=project)
             return
-        log.info("app git credentials deleted", project=project)
+        log.info("app restarted with new variables", project=project, secret=where)
+
+    def _write_secret(self, project: str, name: str, data: dict[str, str]) -> None:
+        """Create or replace Opaque Secret ``name`` with ``data`` (as stringData)."""
+        core = CoreV1Api(self._kube)
+        where = f"{self._namespace}/{name}"
+        labels = {"app.kubernetes.io/name": project, "app.kubernetes.io/managed-by": "nakama"}
+        body = V1Secret(
+            metadata=V1ObjectMeta(name=name, namespace=self._namespace, labels=labels),
+            type="Opaque",
+            string_data=data,
+        )
+        create = functools.partial(core.create_namespaced_secret, self._namespace, body)
+        replace = functools.partial(core.replace_namespaced_secret, name, self._namespace, body)
+        try:
+            kube_call(replace, what=f"replacing secret {where}")
+            return
+        except NotFound:
+            pass
+        try:
+            kube_call(create, what=f"creating secret {where}")
+        except Conflict:  # made meanwhile, or by a retried create
+            kube_call(replace, what=f"replacing secret {where}")
 
     # --- the cluster side ------------------------------------------------------------------
     def status(self, project: str) -> AppStatus:

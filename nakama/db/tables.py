@@ -1,4 +1,5 @@
-"""The tables. One row per user, project, webhook event, push plan, pipeline and API token."""
+"""The tables. One row per user, project, webhook event, push plan, pipeline, API token and
+project variable."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(40), unique=True)
     # "scrypt$n$r$p$salt$hash" (see nakama.auth.hash_password); None: no web sign-in.
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # The GitLab account this user signs in with (None: none linked).
+    gitlab_username: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -119,3 +122,35 @@ class Pipeline(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ProjectVariable(Base):
+    """One environment variable of a project's app; ``secret`` ones are never shown back."""
+
+    __tablename__ = "project_variables"
+    __table_args__ = (UniqueConstraint("project", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(40), index=True)
+    key: Mapped[str] = mapped_column(String(100))
+    value: Mapped[str] = mapped_column(Text)
+    secret: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie holds a random id; only its hash is stored, and signing
+    out deletes the row, so a copied cookie is worthless afterwards."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", name="fk_web_sessions_user_id_users", ondelete="CASCADE"),
+        index=True,
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

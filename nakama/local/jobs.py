@@ -2,8 +2,8 @@
 
 Pipelines are rows in the database, so a restart finishes what was stored. Jobs of one project
 run one at a time, in the order they were submitted; a job with a newer one queued behind it for
-the same project is superseded (the newer one deploys a newer commit, building what it needs),
-so the app always ends on the newest push.
+the same project is superseded (the newer one deploys its own commit, building what it needs),
+so the app always ends on what was asked for last: the newest push, or a rollback made after it.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ class LocalPipelines:
                 if newest[p.project] != p.id:
                     p.status = "superseded"
                     p.finished_at = _now()
-                    p.error = f"a newer push (pipeline {newest[p.project]}) replaced it"
+                    p.error = f"a newer pipeline ({newest[p.project]}) replaced it"
                     continue
                 p.status = "running"
                 p.started_at = _now()

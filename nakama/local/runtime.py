@@ -1,15 +1,21 @@
 """Local runtime: each app is a supervised process on its own port, running the commit that
-code_reloader put into ``apps/<name>/code/current`` with the environment of its dependencies."""
+code_reloader put into ``apps/<name>/code/current`` with the environment of its dependencies.
+
+The app's own environment variables come from ``variables(project)`` whenever the process starts
+(a deploy, a restore after ``nakama up`` restarts), so a change stored while the app is down is
+not lost; :meth:`LocalRuntime.set_environment` restarts a running app with a new set."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from code_reloader.live import (
@@ -49,13 +55,23 @@ class LocalRuntime:
         forge: LocalForge,
         supervisor: Supervisor,
         settings: RuntimeSettings,
+        variables: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
+        """``variables(project)``: the app's environment variables, read at every start."""
         self.apps_dir = apps_dir
         self._forge = forge
         self._supervisor = supervisor
         self._settings = settings
+        self._variables = variables or (lambda _project: {})
         self._ports_lock = threading.Lock()
         self._running: dict[str, AppSpec] = {}
+        # One per app: a deploy, a change of variables and a remove do not interleave.
+        self._app_locks: dict[str, threading.RLock] = {}
+        self._app_locks_lock = threading.Lock()
+
+    def _lock(self, project: str) -> threading.RLock:
+        with self._app_locks_lock:
+            return self._app_locks.setdefault(project, threading.RLock())
 
     def _app_dir(self, project: str) -> Path:
         return self.apps_dir / project
@@ -105,19 +121,33 @@ class LocalRuntime:
         ran before) is given, that version is started again before the error is raised, so a
         broken push leaves the previous version serving.
         """
-        try:
-            return self._start(project, commit=commit, env=env)
-        except NakamaError:
-            if fallback is not None and fallback[0] != commit:
-                try:
-                    self._start(project, commit=fallback[0], env=fallback[1])
-                except NakamaError as exc:
-                    log.error(
-                        "previous version did not come back either",
-                        project=project,
-                        error=str(exc)[:500],
-                    )
-            raise
+        with self._lock(project):
+            try:
+                return self._start(project, commit=commit, env=env)
+            except NakamaError:
+                if fallback is not None and fallback[0] != commit:
+                    try:
+                        self._start(project, commit=fallback[0], env=fallback[1])
+                    except NakamaError as exc:
+                        log.error(
+                            "previous version did not come back either",
+                            project=project,
+                            error=str(exc)[:500],
+                        )
+                raise
+
+    def set_environment(self, project: str, variables: Mapping[str, str]) -> None:
+        """Restart the running app with ``variables``; an app that is not running gets them
+        (from ``variables(project)``) when it is next deployed or restored."""
+        with self._lock(project):
+            spec = self._running.get(project)
+            if spec is None:
+                return
+            spec = dataclasses.replace(spec, env=dict(variables))
+            # Kept even if it does not come up, so that the next change restarts it again.
+            self._running[project] = spec
+            self._run(spec)
+        log.info("app restarted with new variables", project=project, count=len(variables))
 
     def _start(self, project: str, *, commit: str, env: Environment) -> str:
         port = self._reserve_port(project)
@@ -137,7 +167,7 @@ class LocalRuntime:
             cwd=cwd,
             command=command,
             port=port,
-            env={},
+            env=dict(self._variables(project)),
             log_path=self._app_dir(project) / "app.log",
             health_path=config.health_path,
             bin_dir=env.python.parent,
@@ -153,14 +183,18 @@ class LocalRuntime:
             publish_live(code_root, worktree, commit=commit, main_script=script)
         self._kill_orphan(project)
         self._running.pop(project, None)
+        self._run(spec)
+        return "restarted"
+
+    def _run(self, spec: AppSpec) -> None:
+        """(Re)start the app on ``spec``; it is the running spec once it answers."""
         try:
             self._supervisor.run(spec)
         finally:
-            pid = self._supervisor.state(project).pid
+            pid = self._supervisor.state(spec.name).pid
             if pid is not None:
-                self._pid_file(project).write_text(str(pid))
-        self._running[project] = spec
-        return "restarted"
+                self._pid_file(spec.name).write_text(str(pid))
+        self._running[spec.name] = spec
 
     def _can_go_live(self, project: str, spec: AppSpec, code_root: Path, commit: str) -> bool:
         """True if the running process can take ``commit`` without a restart."""
@@ -209,10 +243,11 @@ class LocalRuntime:
         return "\n".join(lines) + ("\n" if lines else "")
 
     def remove(self, project: str) -> None:
-        self._running.pop(project, None)
-        self._supervisor.stop(project)
-        self._kill_orphan(project)
-        shutil.rmtree(self._app_dir(project), ignore_errors=True)
+        with self._lock(project):
+            self._running.pop(project, None)
+            self._supervisor.stop(project)
+            self._kill_orphan(project)
+            shutil.rmtree(self._app_dir(project), ignore_errors=True)
 
     def stop_all(self) -> None:
         self._supervisor.stop_all()

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import threading
@@ -15,8 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from nakama.auth import verify_password
 from tests.e2e.nakama_server import (
     ADMIN_TOKEN,
     TINY_APP,
@@ -263,3 +266,151 @@ def test_follow_finds_new_lines_in_a_moving_tail() -> None:
     assert new_lines(["a", "b"], ["a", "b", "b"]) == ["b"]  # a repeated line is still new
     assert new_lines(["a", "b"], ["a", "b"]) == []
     assert new_lines(["x", "y"], ["p", "q"]) == ["p", "q"]  # no overlap: rotated
+
+
+def test_rollback_goes_back_and_waits(server: NakamaProcess, run: Any, tmp_path: Path) -> None:
+    created = run("projects", "create", "cli-back", "--json")
+    assert created.returncode == 0, created.stderr
+    first = json.loads(created.stdout)
+    [build] = server.pipelines("cli-back")
+    work = clone(server, "cli-back", tmp_path / "work")
+    app = work / "app.py"
+    app.write_text(app.read_text().replace('VERSION = "v1"', 'VERSION = "v2"'))
+    git("commit", "-qam", "v2", cwd=work)
+    sha2 = git("rev-parse", "HEAD", cwd=work)
+    git_push(work)
+    server.wait_deployed("cli-back", sha2)
+    reload = server.pipelines("cli-back")[0]
+
+    listed = run("projects", "rollback-targets", "cli-back", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert (
+        json.loads(listed.stdout)
+        == server.api.get("/api/v1/projects/cli-back/rollback-targets").json()
+    )
+    assert [t["id"] for t in json.loads(listed.stdout)] == [build["id"]]
+    table = run("projects", "rollback-targets", "cli-back")
+    header, row = [line for line in table.stdout.splitlines() if line.strip()]
+    assert header.split()[:3] == ["id", "kind", "commit"]
+    assert row.split()[:3] == [str(build["id"]), "build", build["commit"][:8]]
+
+    # no --to: the newest target, the first build; waits until it is deployed
+    back = run("projects", "rollback", "cli-back")
+    assert back.returncode == 0, back.stderr
+    pipeline = server.pipelines("cli-back")[0]
+    assert back.stdout.strip() == (
+        f"cli-back: rolled back to {first['deployed_commit'][:8]} (pipeline #{pipeline['id']})"
+    )
+    assert f"rollback to pipeline #{build['id']}" in back.stderr  # progress: stderr
+    assert fetch_text(first["app_url"]) == "v1"
+    assert server.project("cli-back")["last_push"]["action"] == "rollback"
+
+    forward = run("projects", "rollback", "cli-back", "--to", str(reload["id"]), "--json")
+    assert forward.returncode == 0, forward.stderr
+    answer = json.loads(forward.stdout)  # the new pipeline, finished
+    assert (answer["status"], answer["commit"], answer["kind"]) == ("success", sha2, "build")
+    assert fetch_text(first["app_url"]) == "v2"
+
+    deployed = run("projects", "rollback", "cli-back", "--to", str(answer["id"]))
+    assert deployed.returncode == 5 and "deployed now" in deployed.stderr
+    assert run("projects", "rollback", "cli-back", "--to", "999999").returncode == 3
+    assert run("projects", "rollback", "no-such-project").returncode == 3
+    assert run("projects", "rollback", "cli-back", "--to", "0").returncode == 2
+
+    lone = run("projects", "create", "cli-lone", "--no-wait")
+    assert lone.returncode == 0, lone.stderr
+    nothing = run("projects", "rollback", "cli-lone")
+    assert nothing.returncode == 5
+    assert "no earlier successful pipeline to roll back to" in nothing.stderr
+
+
+def stored_password_hash(server: NakamaProcess, username: str) -> str | None:
+    with sqlite3.connect(server.data_dir / "nakama.db") as db:
+        row = db.execute("SELECT password_hash FROM users WHERE username=?", (username,))
+        (stored,) = row.fetchone()
+    return None if stored is None else str(stored)
+
+
+def test_users_create_list_token_and_password(
+    server: NakamaProcess, run: Any, tmp_path: Path
+) -> None:
+    password = "correct horse battery"
+    made = run("users", "create", "carol", "--password-stdin", input=password + "\n")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()  # the token alone on stdout, for $(...)
+    assert re.fullmatch(r"nkm_\S{20,}", token), made.stdout
+    assert "shown only once" in made.stderr
+    assert password not in made.stdout + made.stderr
+    assert verify_password(password, stored_password_hash(server, "carol"))
+    carol_env = cli_env(tmp_path / "carol", NAKAMA_URL=server.url, NAKAMA_TOKEN=token)
+
+    def as_carol(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [NAKAMA, *args], env=carol_env, input=input, capture_output=True, text=True
+        )
+
+    assert as_carol("projects", "list", "--json").returncode == 0
+
+    assert run("users", "create", "carol").returncode == 5
+    assert run("users", "create", "Bad Name").returncode == 6
+    short = run("users", "create", "dave", "--password-stdin", input="tiny7ch\n")
+    assert short.returncode == 6 and "8 to 1024 characters" in short.stderr
+    assert "tiny7ch" not in short.stdout + short.stderr
+    as_json = run("users", "create", "erin", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    erin = json.loads(as_json.stdout)
+    assert erin["username"] == "erin" and erin["token"].startswith("nkm_")
+    assert stored_password_hash(server, "erin") is None
+
+    listed = run("users", "list", "--json")
+    assert json.loads(listed.stdout) == server.api.get("/api/v1/users").json()
+    table = run("users", "list")
+    row = next(line for line in table.stdout.splitlines() if " carol " in f" {line} ")
+    assert row.split()[2] == "no"
+    assert as_carol("users", "list").returncode == 4  # admins only
+
+    # a new token: by an admin, or by the user; both work, the old one too
+    fresh = run("users", "token", "carol")
+    assert fresh.returncode == 0, fresh.stderr
+    own = as_carol("users", "token", "carol")
+    assert own.returncode == 0, own.stderr
+    tokens = {token, fresh.stdout.strip(), own.stdout.strip()}
+    assert len(tokens) == 3
+    for t in tokens:
+        headers = {"Authorization": f"Bearer {t}"}
+        assert httpx.get(f"{server.url}/api/v1/projects", headers=headers).status_code == 200
+    assert as_carol("users", "token", "erin").returncode == 4
+    assert run("users", "token", "nobody").returncode == 3
+
+    # the password: asked twice without echo (no terminal here: read from stdin)
+    env = cli_env(tmp_path / "cfg", NAKAMA_URL=server.url, NAKAMA_TOKEN=ADMIN_TOKEN)
+
+    def ask(*lines: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [NAKAMA, "users", "password", "carol"],
+            env=env,
+            input="".join(f"{line}\n" for line in lines),
+            capture_output=True,
+            text=True,
+            start_new_session=True,
+        )
+
+    differ = ask("first password 1", "second password 2")
+    assert differ.returncode == 2 and "differ" in differ.stderr
+    assert verify_password(password, stored_password_hash(server, "carol"))
+    changed = ask("a new password", "a new password")
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.strip() == "carol: password set"
+    assert "a new password" not in changed.stdout + changed.stderr
+    assert verify_password("a new password", stored_password_hash(server, "carol"))
+
+    mine = as_carol("users", "password", "carol", "--password-stdin", input="carols own pw\n")
+    assert mine.returncode == 0, mine.stderr
+    assert verify_password("carols own pw", stored_password_hash(server, "carol"))
+    theirs = as_carol("users", "password", "erin", "--password-stdin", input="not carols pw\n")
+    assert theirs.returncode == 4
+    assert stored_password_hash(server, "erin") is None
+    gone = run("users", "password", "nobody", "--password-stdin", input="whatever123\n")
+    assert gone.returncode == 3
+    for secret in (password, "a new password", "carols own pw", token):
+        assert secret not in server.log()

@@ -15,22 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
+from tests.e2e.browser import chromium
 from tests.e2e.nakama_server import NakamaProcess, clone, git, git_push, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-CHROMIUM = os.environ.get("NAKAMA_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 KIT_TITLE = "Hello from Nakama"
 COLD_BUILD_S = 300  # the first build installs Streamlit, numpy and pandas from the index
 RENDER_TIMEOUT_MS = 30_000
@@ -38,11 +29,8 @@ RENDER_TIMEOUT_MS = 30_000
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: apt-get install chromium"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(params=["restart", "live"])

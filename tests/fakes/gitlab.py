@@ -58,6 +58,7 @@ from tests.fakes.gitlab_api import (
     install_routes,
     now_iso,
 )
+from tests.fakes.gitlab_oauth import OAuthProvider
 from tests.support import free_port, serve
 
 TOKEN = "glpat-fake-admin-token-0123456789"
@@ -160,6 +161,8 @@ class GitLabFake:
         self._worker: threading.Thread | None = None
         self.app = FastAPI()
         install_routes(self.app, self)
+        self.oauth = OAuthProvider(self)
+        self.oauth.install(self.app)
         self.app.add_route(
             "/{namespace:path}/{project}.git/{rest:path}", _GitRoute(self), methods=["GET", "POST"]
         )
@@ -386,7 +389,19 @@ class GitLabFake:
         auth = headers.get("authorization", "")
         if not token and auth[:7].lower() == "bearer ":
             token = auth[7:].strip()
-        return self.tokens.get(token or "")
+        return self.tokens.get(token or "") or self.oauth.user_for_token(token or "")
+
+    def api_refusal(self, headers: Any, method: str, path: str) -> Response | None:
+        """GitLab's 403 for an authenticated API request it refuses: the user is blocked or
+        deactivated, or the request is beyond an OAuth token's scopes."""
+        user = self.user_for(headers)
+        if user is not None and user.state != "active":
+            reason = {
+                "deactivated": "Your account has been deactivated by your administrator. "
+                "Please log back in to reactivate your account.",
+            }.get(user.state, "Your account has been blocked.")
+            return JSONResponse({"message": f"403 Forbidden - {reason}"}, status_code=403)
+        return self.oauth.refusal(headers, method, path)
 
     # --- pushes and hooks --------------------------------------------------------------------
     def after_push(
@@ -572,6 +587,8 @@ class _Gate:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if injected is None and not self._TRIGGER.match(path) and not self.fake.user_for(headers):
             injected = JSONResponse({"message": "401 Unauthorized"}, status_code=401)
+        if injected is None and not self._TRIGGER.match(path):
+            injected = self.fake.api_refusal(headers, scope["method"], path)
         if injected is not None:
             await injected(scope, receive, send)
             return

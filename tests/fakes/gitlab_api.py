@@ -49,13 +49,15 @@ class FakeUser:
     username: str
     name: str
     email: str
+    # "active", "blocked" or "deactivated": only an active user may use the API or sign in.
+    state: str = "active"
 
     def entity(self, base: str) -> dict[str, Any]:
         return {
             "id": self.id,
             "username": self.username,
             "name": self.name,
-            "state": "active",
+            "state": self.state,
             "locked": False,
             "avatar_url": None,
             "web_url": f"{base}/{self.username}",
@@ -569,6 +571,20 @@ def list_users(fake: GitLabFake, req: Req) -> Any:
     return _paged(req, users)
 
 
+def current_user(fake: GitLabFake, req: Req) -> Any:
+    """``GET /user``: the token's own user, with the fields only they see."""
+    user = req.user
+    return {
+        **user.entity(fake.url),
+        "email": user.email,
+        "public_email": "",
+        "commit_email": user.email,
+        "bot": False,
+        "external": False,
+        "two_factor_enabled": False,
+    }
+
+
 def get_user(fake: GitLabFake, req: Req) -> Any:
     user = fake.users.get(_int(req.path["user_id"], "User"))
     if user is None:
@@ -1006,6 +1022,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/projects", create_project),
     ("GET", "/projects/{id}", get_project),
     ("DELETE", "/projects/{id}", delete_project),
+    ("GET", "/user", current_user),
     ("GET", "/users", list_users),
     ("GET", "/users/{user_id}", get_user),
     ("GET", "/projects/{id}/members", list_members),

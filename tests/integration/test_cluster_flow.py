@@ -15,6 +15,7 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -32,7 +33,12 @@ from code_reloader.restart import COMMIT_ANNOTATION
 from flux.validate import validate_documents
 from image_builder.build import build_main
 from image_builder.dockerfile import REVISION_LABEL
+from nakama.clients.gitlab import GitLabClient
 from nakama.clients.oci import OciClient
+from nakama.cluster.gitlab_forge import GitLabForge
+from nakama.cluster.pipelines import GitLabPipelines
+from nakama.cluster.reconcile import Reconciler
+from nakama.cluster.registry import newest_first
 from nakama.cluster.runtime import KubernetesRuntime
 from nakama.db.tables import Pipeline, Project, PushPlan, WebhookEvent
 from nakama.errors import NotFound
@@ -424,3 +430,150 @@ def test_gitlab_unreachable_on_create_is_a_503_and_the_project_is_failed(
         for text in (detail, project["status_message"]):
             assert TOKEN not in text and TRIGGER_TOKEN not in text
         assert project["app_state"] == "stopped"
+
+
+@pytest.mark.slow
+def test_rollback_retags_the_old_image_and_the_next_push_deploys(
+    gitlab_fake: GitLabFake,
+    kube_fake: KubeFake,
+    kubeconfig: Path,
+    buildah: dict[str, str],
+    registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rollback is a GitLab build pipeline of the old commit: ``nakama build`` re-tags the old
+    image so that it is the newest tag (Flux's pick), the app moves to the old commit, the
+    reconciler does not take the replaced head for a missed push, and the next push deploys
+    with the dependencies it needs (planned from the rolled-back commit, not the old head)."""
+    for key, value in buildah.items():
+        monkeypatch.setenv(key, value)
+    gitlab_fake.create_project(GITOPS, files={"README.md": b"the cluster\n"})
+    port = free_port()
+    settings = cluster_settings(
+        tmp_path,
+        port=port,
+        gitlab_url=gitlab_fake.url,
+        registry_url=registry.url,
+        username=USERNAME,
+        password=SecretStr(PASSWORD),
+    )
+    repository = f"nakama-apps/{NAME}"
+
+    def newest_tag() -> tuple[str, str]:
+        with OciClient(registry.url, username=USERNAME, password=PASSWORD) as oci:
+            [tag, *_] = newest_first(oci.list_tags(repository))
+            return tag, oci.image_labels(repository, tag)[DEPENDENCY_HASH_LABEL]
+
+    def restarted_on() -> str | None:
+        template = kube_fake.deployment(NAME)["spec"]["template"]["metadata"]
+        return (template.get("annotations") or {}).get(COMMIT_ANNOTATION)
+
+    def finish(pipeline: FakePipeline) -> str:
+        trace = run_ci_job(pipeline, tmp_path, gitlab_fake.token)
+        gitlab_fake.set_pipeline_status(pipeline.id, "success", trace=trace)
+        return trace
+
+    gitlab = GitLabClient(settings.gitlab)
+    with respx.mock(assert_all_called=False) as router:
+        RegistryHarbor(registry).install(router)
+        platform = build_platform(settings)
+        platform.bootstrap_admin()
+        assert isinstance(platform.forge, GitLabForge)
+        assert isinstance(platform.pipelines, GitLabPipelines)
+        reconciler = Reconciler(
+            db=platform.db,
+            gitlab=gitlab,
+            forge=platform.forge,
+            registry=platform.registry,
+            pipelines=platform.pipelines,
+            planning=settings.planning,
+            pipelines_project=settings.gitlab.pipelines_project,
+            interval_s=10,
+            catch_up_after=timedelta(0),  # a head not handled is caught up at once
+        )
+        with (
+            serve(create_app(platform), port=port),
+            httpx.Client(
+                base_url=f"http://127.0.0.1:{port}/api/v1",
+                headers={"Authorization": f"Bearer {ADMIN}"},
+            ) as api,
+        ):
+            assert api.post("/projects", json={"name": NAME}).status_code == 201
+            app_repo = gitlab_fake.project(NAME)
+            starter = gitlab_git.branch_head(app_repo.repo, "main")
+            assert starter is not None
+            starter_hash = dependency_hash(
+                {"requirements.txt": files_at(app_repo, starter)["requirements.txt"]}
+            )
+            [first] = gitlab_fake.triggered("nakama/pipelines")
+            finish(first)
+            kube_fake.add_deployment(NAME)
+            work = tmp_path / "work"
+            git("clone", "-q", gitlab_fake.git_url(NAME), str(work))
+            requirements = (work / "requirements.txt").read_text() + "plotly==5.24.1\n"
+            head = push(work, {"requirements.txt": requirements}, "plotly")
+            deps_hash = dependency_hash({"requirements.txt": requirements.encode()})
+            second = wait_for(
+                lambda: gitlab_fake.triggered("nakama/pipelines")[1:],
+                timeout=30,
+                what="the build of the dependency change",
+            )[0]
+            finish(second)
+            assert api.get(f"/projects/{NAME}").json()["deployed_commit"] == head
+            assert newest_tag()[1] == deps_hash
+            assert restarted_on() == head
+
+            # The rollback: a build pipeline in GitLab on the starter commit.
+            [target] = api.get(f"/projects/{NAME}/rollback-targets").json()
+            assert target["commit"] == starter
+            answer = api.post(f"/projects/{NAME}/rollback", json={"pipeline_id": target["id"]})
+            assert answer.status_code == 202, answer.text
+            rollback = answer.json()
+            assert (rollback["kind"], rollback["commit"]) == ("build", starter)
+            reason = f"rollback to pipeline #{target['id']} (commit {starter[:7]})"
+            assert rollback["reason"] == reason
+            [third] = gitlab_fake.triggered("nakama/pipelines")[2:]
+            assert third.variables == {
+                **first.variables,
+                "NAKAMA_COMMIT": starter,
+                "NAKAMA_DEP_HASH": starter_hash,
+            }
+            trace = finish(third)
+            assert "retag: " in trace and not re.search("^build: ", trace, re.M)  # no build
+            tag, labels_hash = newest_tag()
+            assert tag.startswith(f"main-{starter[:8]}-") and labels_hash == starter_hash
+            project = api.get(f"/projects/{NAME}").json()
+            assert project["deployed_commit"] == starter
+            assert project["last_push"] == {"action": "rollback", "reason": reason}
+            assert restarted_on() == starter
+
+            # The replaced head is no missed push.
+            reconciler.step()
+            reconciler.step()
+            assert len(gitlab_fake.triggered("nakama/pipelines")) == 3
+            assert api.get(f"/projects/{NAME}").json()["deployed_commit"] == starter
+            assert restarted_on() == starter
+
+            # The next push, code only on top of the old head, needs the head's dependencies:
+            # a BUILD (the image is re-tagged), not a reload onto the starter's image.
+            code_commit = push(work, {"app.py": "import streamlit as st\nst.write('v3')\n"}, "v3")
+            fourth = wait_for(
+                lambda: gitlab_fake.triggered("nakama/pipelines")[3:],
+                timeout=30,
+                what="the build of the push after the rollback",
+            )[0]
+            assert fourth.variables["NAKAMA_COMMIT"] == code_commit
+            assert fourth.variables["NAKAMA_DEP_HASH"] == deps_hash
+            newest = api.get(f"/projects/{NAME}/pipelines").json()[0]
+            assert newest["kind"] == "build"
+            assert newest["reason"] == (
+                f"dependency files changed: requirements.txt (since the rollback to {starter[:7]})"
+            )
+            assert "retag: " in finish(fourth)
+            assert newest_tag()[1] == deps_hash
+            assert api.get(f"/projects/{NAME}").json()["deployed_commit"] == code_commit
+            assert restarted_on() == code_commit
+            reconciler.step()
+            assert len(gitlab_fake.triggered("nakama/pipelines")) == 4
+    gitlab.close()

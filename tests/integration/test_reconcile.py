@@ -14,13 +14,15 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select, update
 
+from code_reloader.restart import COMMIT_ANNOTATION
 from nakama.clients.gitlab import GitLabClient
 from nakama.cluster.gitlab_forge import GitLabForge
 from nakama.cluster.pipelines import GitLabPipelines
 from nakama.cluster.reconcile import Reconciler
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project
-from nakama.ports import BuildRef
+from nakama.ports import BuildRef, PipelineRequest
+from nakama.rollback import rollback_reason
 from nakama.settings import GitLabSettings, HarborSettings, Settings
 from nakama.tagging import dependency_hash
 from tests.fakes.gitlab import TOKEN, TRIGGER_TOKEN, GitLabFake
@@ -277,3 +279,46 @@ def test_one_projects_gitlab_errors_do_not_stop_anothers_catch_up(env: Env) -> N
         ("beta", beta_head),
         ("alpha", alpha_head),
     ]
+
+
+def test_the_head_a_rollback_replaced_is_no_missed_push(env: Env) -> None:
+    start = env.create("demo")
+    head = env.push("demo", {"requirements.txt": b"streamlit==1.41.0\n"})
+    reconciler = env.reconciler()
+    reconciler.step()  # the missed push: a build of the head
+    [caught_up] = env.gitlab.triggered("nakama/pipelines")
+    env.gitlab.set_pipeline_status(caught_up.id, "success")
+    reconciler.step()
+    assert env.project("demo").deployed_commit == head
+
+    # A rollback to the first commit, as ProjectService.rollback submits it.
+    env.pipelines.submit(
+        PipelineRequest(
+            project="demo",
+            kind="build",
+            commit=start,
+            branch="main",
+            reason=rollback_reason(1, start),
+        )
+    )
+    [_, rollback] = env.gitlab.triggered("nakama/pipelines")
+    assert rollback.variables["NAKAMA_COMMIT"] == start
+    env.gitlab.set_pipeline_status(rollback.id, "success")
+    reconciler.step()
+    reconciler.step()
+    assert env.project("demo").deployed_commit == start
+    assert len(env.rows()) == 2  # the head stays rolled back
+    assert (
+        env.kube.deployment("demo")["spec"]["template"]["metadata"]["annotations"][
+            COMMIT_ANNOTATION
+        ]
+        == start
+    )
+
+    # A later missed push is caught up, planned from what runs: the rolled-back commit, whose
+    # dependencies differ from the push's, so a code-only change on top of the head is a BUILD.
+    later = env.push("demo", {"app.py": b"print('later')\n"})
+    reconciler.step()
+    newest = env.rows()[-1]
+    assert (newest.kind, newest.commit_sha) == ("build", later)
+    assert newest.reason == "reconcile: missed push; dependency files changed: requirements.txt"

@@ -143,3 +143,58 @@ def test_users_see_only_their_own_projects(nakama: NakamaProcess, tmp_path: Path
     assert bob_hash is None
     assert orphans == 0
     assert owners == {"alices-app": "alice", "admins-app": "admin"}
+
+
+def password_hash(nakama: NakamaProcess, username: str) -> str | None:
+    with sqlite3.connect(nakama.data_dir / "nakama.db") as db:
+        (stored,) = db.execute(
+            "SELECT password_hash FROM users WHERE username=?", (username,)
+        ).fetchone()
+    return None if stored is None else str(stored)
+
+
+def test_a_password_is_set_by_an_admin_or_the_user_and_never_echoed(
+    nakama: NakamaProcess,
+) -> None:
+    alice_token = make_user(nakama, "alice")
+    bob_token = make_user(nakama, "bob", password="bobs first password")
+    assert password_hash(nakama, "alice") is None
+
+    # the admin sets anyone's
+    r = nakama.api.put("/api/v1/users/alice/password", json={"password": "alices password"})
+    assert r.status_code == 204, r.text
+    assert r.content == b""
+    assert verify_password("alices password", password_hash(nakama, "alice"))
+    with client(nakama, alice_token) as alice, client(nakama, bob_token) as bob:
+        # a user sets their own; their tokens stay valid
+        r = alice.put("/api/v1/users/alice/password", json={"password": "alices second pw"})
+        assert r.status_code == 204, r.text
+        assert verify_password("alices second pw", password_hash(nakama, "alice"))
+        assert alice.get("/api/v1/projects").status_code == 200
+        # ... but nobody else's, known or not (403 before any lookup)
+        for name in ("bob", "admin", "nobody"):
+            r = alice.put(f"/api/v1/users/{name}/password", json={"password": "taken over!"})
+            assert r.status_code == 403, (name, r.text)
+        assert verify_password("bobs first password", password_hash(nakama, "bob"))
+        assert bob.get("/api/v1/projects").status_code == 200
+
+    assert (
+        nakama.api.put(
+            "/api/v1/users/nobody/password", json={"password": "long enough"}
+        ).status_code
+        == 404
+    )
+    # refusals say what is wrong, never the password itself
+    for body, words in [
+        ({"password": "short7!"}, "a password must be 8 to 1024 characters long"),
+        ({"password": "x" * 1025}, "a password must be 8 to 1024 characters long"),
+        ({"password": "long enough", "extra": 1}, "extra"),
+        ({}, "password"),
+    ]:
+        r = nakama.api.put("/api/v1/users/alice/password", json=body)
+        assert r.status_code == 422, body
+        assert words in r.text
+        assert str(body.get("password")) not in r.text
+    assert verify_password("alices second pw", password_hash(nakama, "alice"))
+    for secret in ("alices password", "alices second pw", "short7!", alice_token):
+        assert secret not in nakama.log()

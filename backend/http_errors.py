@@ -1,0 +1,32 @@
+"""The one table from Nakama's errors to HTTP statuses, for the API and the web pages."""
+
+from __future__ import annotations
+
+from nakama.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NakamaError,
+    NotFound,
+    PermanentError,
+    TemporaryError,
+    Unauthorized,
+)
+
+STATUS: dict[type[NakamaError], int] = {
+    InvalidInput: 422,
+    Forbidden: 403,  # before Unauthorized, its base class: the first match wins
+    Unauthorized: 401,
+    NotFound: 404,
+    Conflict: 409,
+    TemporaryError: 503,
+    PermanentError: 502,
+}
+
+
+def status_of(exc: NakamaError) -> int:
+    """The HTTP status for ``exc``; 500 for an error of no known kind."""
+    for kind, status in STATUS.items():
+        if isinstance(exc, kind):
+            return status
+    return 500

@@ -1,0 +1,124 @@
+"""Puts the web UI on the FastAPI app: sessions, CSRF, static files and the pages' routers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from backend.projects import ProjectService
+from backend.variables import VariableService
+from backend.web.pages import make_pages_router
+from backend.web.security import (
+    SESSION_COOKIE,
+    CsrfRejected,
+    SignInRequired,
+    check_csrf,
+    origin_of,
+    session_secret,
+    signed_in,
+)
+from backend.web.signin import make_signin_router
+from backend.web.streams import make_stream_router
+from backend.web.views import STATIC_DIR, Renderer, make_templates
+from nakama.auth import Principal, TokenStore
+from nakama.db.session import Database
+from nakama.logs import get_logger
+from nakama.sessions import SessionStore
+from nakama.settings import Settings
+
+log = get_logger(__name__)
+
+
+class WebAuth:
+    """The two request checks every page uses: who is signed in, and the CSRF token."""
+
+    def __init__(self, *, sessions: SessionStore, settings: Settings) -> None:
+        self.sessions = sessions
+        self._origins = {origin_of(settings.base_url)}
+
+    def user(self, request: Request) -> Principal:
+        principal = signed_in(request, self.sessions)
+        if principal is None:
+            raise SignInRequired()
+        return principal
+
+    async def csrf(self, request: Request) -> None:
+        # This site as the browser reached it, besides the configured public URL.
+        here = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        await check_csrf(request, allowed_origins=self._origins | {here})
+
+
+def install_web(
+    app: FastAPI,
+    *,
+    projects: ProjectService,
+    variables: VariableService,
+    tokens: TokenStore,
+    db: Database,
+    settings: Settings,
+    maintainer_of: Callable[[Principal], str | None] = lambda _user: None,
+    gitlab_sign_in: bool = False,
+    extra_routers: Iterable[Callable[[WebAuth, Renderer], APIRouter]] = (),
+) -> None:
+    """Add the web UI to ``app``. ``extra_routers`` are made with the same auth and renderer
+    (the GitLab sign-in in cluster mode)."""
+    # How often open pages look for news. In cluster mode each look at a running pipeline asks
+    # GitLab, so pages look less often there.
+    local = settings.mode == "local"
+    render = Renderer(make_templates(), mode=settings.mode, poll_s=2 if local else 5)
+    sessions = SessionStore(db, tokens, max_age_s=settings.web.session_max_age_s)
+    auth = WebAuth(sessions=sessions, settings=settings)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=session_secret(settings),
+        session_cookie=SESSION_COOKIE,
+        max_age=settings.web.session_max_age_s,
+        same_site="lax",
+        https_only=settings.base_url.startswith("https://"),
+    )
+
+    @app.exception_handler(SignInRequired)
+    async def sign_in_first(request: Request, _exc: SignInRequired) -> Response:
+        target = "/login?next=" + quote(request.url.path, safe="/")
+        if request.headers.get("HX-Request"):
+            # htmx follows this header with a full page load.
+            return Response(status_code=401, headers={"HX-Redirect": target})
+        if request.url.path.endswith("/events"):
+            return Response("sign in first", status_code=401)
+        return RedirectResponse(target, status_code=303)
+
+    @app.exception_handler(CsrfRejected)
+    async def csrf_rejected(request: Request, exc: CsrfRejected) -> Response:
+        log.warning("request refused", reason=str(exc), path=request.url.path)
+        return render(request, "csrf.html", status_code=403)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(
+        make_signin_router(
+            tokens=tokens,
+            sessions=sessions,
+            render=render,
+            csrf=auth.csrf,
+            gitlab_sign_in=gitlab_sign_in,
+        )
+    )
+    app.include_router(
+        make_pages_router(
+            projects=projects,
+            variables=variables,
+            render=render,
+            user=auth.user,
+            csrf=auth.csrf,
+            maintainer_of=maintainer_of,
+        )
+    )
+    app.include_router(
+        make_stream_router(projects=projects, user=auth.user, interval_s=0.5 if local else 2.0)
+    )
+    for make in extra_routers:
+        app.include_router(make(auth, render))

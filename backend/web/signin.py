@@ -1,0 +1,91 @@
+"""Sign-in and sign-out with a local account: a password, or one of the user's API tokens (the
+admin, made without a password, signs in with the admin token ``nakama up`` printed)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from backend.web.security import end_session, start_session
+from backend.web.throttle import Throttle
+from backend.web.views import Renderer
+from nakama.auth import TokenStore
+from nakama.logs import get_logger
+from nakama.sessions import SessionStore
+
+log = get_logger(__name__)
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: a path on this site only (no open redirect)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/projects"
+    return target
+
+
+def make_signin_router(
+    *,
+    tokens: TokenStore,
+    sessions: SessionStore,
+    render: Renderer,
+    csrf: Callable[[Request], Awaitable[None]],
+    gitlab_sign_in: bool,
+) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    # Five wrong passwords for one user, or thirty from one address, in five minutes.
+    by_user = Throttle(max_failures=5, window_s=300.0)
+    by_client = Throttle(max_failures=30, window_s=300.0)
+
+    @router.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request, next: str | None = None) -> Response:
+        return render(request, "login.html", next=safe_next(next), gitlab=gitlab_sign_in)
+
+    @router.post("/login", dependencies=[Depends(csrf)])
+    def login(
+        request: Request,
+        username: Annotated[str, Form(max_length=40)],
+        password: Annotated[str, Form(max_length=1024)],
+        next: Annotated[str | None, Form()] = None,
+    ) -> Response:
+        target = safe_next(next)
+        client = request.client.host if request.client else "?"
+        user_key = username.strip().lower()
+        if by_user.blocked(user_key) or by_client.blocked(client):
+            log.warning("sign-in throttled", username=username[:40])
+            return render(
+                request,
+                "login.html",
+                status_code=429,
+                next=target,
+                gitlab=gitlab_sign_in,
+                username=username,
+                error="Too many failed attempts. Wait a few minutes, then try again.",
+            )
+        principal = tokens.sign_in(user_key, password)
+        if principal is None:
+            by_user.failed(user_key)
+            by_client.failed(client)
+            log.info("sign-in refused", username=username[:40])
+            return render(
+                request,
+                "login.html",
+                status_code=401,
+                next=target,
+                gitlab=gitlab_sign_in,
+                username=username,
+                error="Wrong username or password.",
+            )
+        by_user.succeeded(user_key)
+        start_session(request, principal, sessions)
+        log.info("signed in", username=principal.username)
+        return RedirectResponse(target, status_code=303)
+
+    @router.post("/logout", dependencies=[Depends(csrf)])
+    def logout(request: Request) -> Response:
+        end_session(request, sessions)
+        return RedirectResponse("/login", status_code=303)
+
+    return router

@@ -1,0 +1,112 @@
+"""Rendering: the Jinja2 environment, its filters, and what every page needs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from backend.web.security import CSRF_FIELD, CSRF_HEADER, SECURITY_HEADERS, csrf_token
+from nakama.auth import Principal
+
+HERE = Path(__file__).resolve().parent
+STATIC_DIR = HERE / "static"
+HTMX = "htmx-2.0.11.min.js"
+
+# Pipeline statuses after which nothing changes any more.
+FINISHED = frozenset({"success", "failed", "canceled", "superseded"})
+
+
+def short_sha(value: str | None) -> str:
+    return value[:8] if value else "—"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    if moment is None:
+        return "—"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    seconds = max(0, int(((now or datetime.now(UTC)) - moment).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def elapsed(started: datetime | None, finished: datetime | None) -> float | None:
+    """Seconds a pipeline ran, or has been running so far."""
+    if started is None:
+        return None
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    end = finished or datetime.now(UTC)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    return max(0.0, (end - started).total_seconds())
+
+
+def make_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=HERE / "templates")
+    env = templates.env
+    env.filters["short_sha"] = short_sha
+    env.filters["duration"] = duration
+    env.filters["ago"] = ago
+    env.globals["elapsed"] = elapsed
+    env.globals["FINISHED"] = FINISHED
+    env.globals["HTMX"] = HTMX
+    env.globals["CSRF_FIELD"] = CSRF_FIELD
+    env.globals["CSRF_HEADER"] = CSRF_HEADER
+    return templates
+
+
+class Renderer:
+    """Renders a template with the signed-in user, the CSRF token and any one-time notice."""
+
+    def __init__(self, templates: Jinja2Templates, *, mode: str, poll_s: float) -> None:
+        self._templates = templates
+        self._mode = mode
+        self._poll_s = poll_s
+
+    def __call__(
+        self,
+        request: Request,
+        template: str,
+        *,
+        user: Principal | None = None,
+        status_code: int = 200,
+        **context: Any,
+    ) -> HTMLResponse:
+        flash = request.session.pop("flash", None) if not template.startswith("_") else None
+        response = self._templates.TemplateResponse(
+            request,
+            template,
+            {
+                "user": user,
+                "csrf": csrf_token(request),
+                "flash": flash,
+                "mode": self._mode,
+                "poll_s": self._poll_s,
+                **context,
+            },
+            status_code=status_code,
+        )
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+
+def flash(request: Request, text: str, *, kind: str = "ok") -> None:
+    """A notice shown once, on the next page."""
+    request.session["flash"] = {"text": text, "kind": kind}

@@ -1,0 +1,149 @@
+"""Cluster mode's app variables: KubernetesRuntime.set_environment against the Kubernetes API fake
+(driven by the real kubernetes client) writes the Secret ``<app>-env`` the rendered Deployment
+reads, restarts the Deployment with the restartedAt patch, and remove deletes the Secret."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from pydantic import SecretStr
+from ruamel.yaml import YAML
+
+from code_reloader.restart import COMMIT_ANNOTATION, RESTARTED_AT
+from flux.manifests import GitOpsLayout
+from nakama.clients.gitlab import GitLabClient
+from nakama.cluster.gitlab_forge import GitLabForge
+from nakama.cluster.gitops import GitOpsRepository
+from nakama.cluster.runtime import KubernetesRuntime
+from nakama.errors import PermanentError
+from nakama.settings import FluxSettings, GitLabSettings, HarborSettings, Settings
+from tests.fakes.gitlab import TOKEN, TRIGGER_TOKEN, GitLabFake
+from tests.fakes.kubernetes import KubeFake, kube_fake
+
+__all__ = ["kube_fake"]
+
+NAME = "demo"
+GITOPS = "nakama/gitops"
+COMMIT = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+SECRET_VALUE = "sk-live-0123456789abcdef"
+
+
+@pytest.fixture
+def runtime(
+    tmp_path: Path, gitlab_fake: GitLabFake, kube_fake: KubeFake
+) -> Iterator[KubernetesRuntime]:
+    gitlab_settings = GitLabSettings(
+        url=gitlab_fake.url, token=SecretStr(TOKEN), trigger_token=SecretStr(TRIGGER_TOKEN)
+    )
+    gitlab = GitLabClient(gitlab_settings, sleep=lambda _s: None)
+    settings = Settings(
+        mode="cluster",
+        data_dir=tmp_path / "data",
+        gitlab=gitlab_settings,
+        harbor=HarborSettings(url="https://harbor.test"),
+        flux=FluxSettings(app_domain="apps.test"),
+    )
+    layout = GitOpsLayout()
+    gitops = GitOpsRepository(
+        gitlab,
+        project_path=GITOPS,
+        branch="main",
+        author_name=layout.author_name,
+        author_email=layout.author_email,
+    )
+    yield KubernetesRuntime(
+        gitops=gitops,
+        kube=kube_fake.api_client(),
+        forge=GitLabForge(gitlab, hook_base_url="http://127.0.0.1:9"),
+        gitlab=gitlab,
+        settings=settings,
+    )
+    gitlab.close()
+
+
+def template_annotations(kube: KubeFake) -> dict[str, str]:
+    annotations: dict[str, str] = kube.deployment(NAME)["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    return annotations
+
+
+def test_set_environment_writes_the_secret_the_deployment_reads_and_restarts_it(
+    runtime: KubernetesRuntime, kube_fake: KubeFake
+) -> None:
+    # The rendered Deployment reads the whole Secret <app>-env, which may not exist yet.
+    deployment = YAML(typ="safe").load(
+        runtime.manifests(NAME, commit=COMMIT)[f"apps/{NAME}/deployment.yaml"]
+    )
+    (app,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert app["envFrom"] == [{"secretRef": {"name": f"{NAME}-env", "optional": True}}]
+    assert "envFrom" not in deployment["spec"]["template"]["spec"]["initContainers"][0]
+
+    kube_fake.add_deployment(NAME, annotations={COMMIT_ANNOTATION: COMMIT})
+    pods_before = {p["metadata"]["name"] for p in kube_fake.pods(NAME)}
+    with structlog.testing.capture_logs() as logs:
+        runtime.set_environment(NAME, {"API_URL": "https://api.example", "TOKEN": SECRET_VALUE})
+    assert kube_fake.secret(f"{NAME}-env") == {
+        "API_URL": "https://api.example",
+        "TOKEN": SECRET_VALUE,
+    }
+    [created] = kube_fake.calls("POST", "/secrets")
+    assert created.body["type"] == "Opaque"
+    assert created.body["metadata"]["name"] == f"{NAME}-env"
+    assert created.body["metadata"]["labels"]["app.kubernetes.io/name"] == NAME
+    # Restarted the way a reload is: the restartedAt patch, the commit kept.
+    [patch] = kube_fake.calls("PATCH", f"/deployments/{NAME}")
+    assert patch.content_type == "application/strategic-merge-patch+json"
+    first = template_annotations(kube_fake)
+    assert first[COMMIT_ANNOTATION] == COMMIT and RESTARTED_AT in first
+    assert {p["metadata"]["name"] for p in kube_fake.pods(NAME)}.isdisjoint(pods_before)
+    assert any(e["event"] == "app restarted with new variables" for e in logs)
+    assert SECRET_VALUE not in repr(logs)
+
+    # A change replaces the whole Secret (a removed variable is gone) and restarts again.
+    runtime.set_environment(NAME, {"TOKEN": SECRET_VALUE})
+    assert kube_fake.secret(f"{NAME}-env") == {"TOKEN": SECRET_VALUE}
+    assert len(kube_fake.calls("POST", "/secrets")) == 1
+    second = template_annotations(kube_fake)
+    assert second[RESTARTED_AT] != first[RESTARTED_AT]
+    assert second[COMMIT_ANNOTATION] == COMMIT
+
+    runtime.set_environment(NAME, {})
+    assert kube_fake.secret(f"{NAME}-env") == {}
+
+
+def test_variables_before_flux_applied_the_app_are_stored_without_a_restart(
+    runtime: KubernetesRuntime, kube_fake: KubeFake
+) -> None:
+    runtime.set_environment(NAME, {"API_URL": "https://api.example"})
+    assert kube_fake.secret(f"{NAME}-env") == {"API_URL": "https://api.example"}
+    assert kube_fake.calls("PATCH") == []
+
+
+def test_remove_deletes_the_variables_secret_and_is_idempotent(
+    runtime: KubernetesRuntime, kube_fake: KubeFake, gitlab_fake: GitLabFake
+) -> None:
+    gitlab_fake.create_project(GITOPS, files={"README.md": b"the cluster\n"})
+    runtime.set_environment(NAME, {"TOKEN": SECRET_VALUE})
+    kube_fake.add_secret(f"{NAME}-git", {"username": "u", "token": "t"})
+    runtime.remove(NAME)
+    assert kube_fake.secret(f"{NAME}-env") is None
+    assert kube_fake.secret(f"{NAME}-git") is None
+    runtime.remove(NAME)  # already gone: fine
+    assert kube_fake.secret(f"{NAME}-env") is None
+
+
+def test_a_refused_secret_is_an_error_without_the_values(
+    runtime: KubernetesRuntime, kube_fake: KubeFake
+) -> None:
+    kube_fake.add_deployment(NAME)
+    kube_fake.fail_next(422, method="PUT", path_contains=f"/secrets/{NAME}-env")
+    with pytest.raises(PermanentError) as caught:
+        runtime.set_environment(NAME, {"TOKEN": SECRET_VALUE})
+    assert f"secret {kube_fake.namespace}/{NAME}-env" in str(caught.value)
+    assert SECRET_VALUE not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert kube_fake.calls("PATCH") == []
