@@ -92,7 +92,10 @@ def make_api_router(
             id=user.id, username=user.username, is_admin=user.is_admin, created_at=user.created_at
         )
 
-    router = APIRouter(prefix="/api/v1", dependencies=[Depends(principal)])
+    # Every route answers a malformed body without repeating it: bodies carry passwords too.
+    router = APIRouter(
+        prefix="/api/v1", dependencies=[Depends(principal)], route_class=_NoEchoValidation
+    )
 
     # --- users (admin) ---------------------------------------------------------------------
     @router.post("/users", status_code=201, response_model=UserToken, tags=["users"])

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 
 from nakama.db.session import Database
-from nakama.db.tables import Pipeline, Project, ProjectVariable, PushPlan, WebhookEvent
+from nakama.db.tables import Pipeline, Project, ProjectVariable, PushPlan, User, WebhookEvent
 from nakama.errors import Conflict, NakamaError, NotFound
 from nakama.logs import get_logger
 from nakama.models import LastPush, PipelinePublic, ProjectCreate, ProjectPublic
@@ -82,10 +82,11 @@ class ProjectService:
         self._refresh = refresh_pipelines
 
     # --- reads -----------------------------------------------------------------------------
-    def _public(self, row: Project) -> ProjectPublic:
+    def _public(self, row: Project, *, owner: str | None) -> ProjectPublic:
         app_url = None if row.status == "deleting" else self._runtime.app_url(row.name)
         return ProjectPublic(
             name=row.name,
+            owner=owner,
             status=row.status,
             status_message=row.status_message,
             clone_url=self._forge.clone_url(row.name),
@@ -109,7 +110,10 @@ class ProjectService:
 
     def get(self, name: str) -> ProjectPublic:
         self._refresh_pipelines(name)
-        return self._public(self._row(name))
+        row = self._row(name)
+        with self._db.session() as s:
+            owner = s.scalar(select(User.username).where(User.id == row.owner_id))
+        return self._public(row, owner=owner)
 
     def _refresh_pipelines(self, name: str) -> None:
         if self._refresh is None:
@@ -123,14 +127,18 @@ class ProjectService:
         self, *, owner_id: int | None = None, everyone: bool = True
     ) -> list[ProjectPublic]:
         """Every project, or (``everyone=False``) only those of ``owner_id``."""
-        query = select(Project).order_by(Project.name)
+        query = (
+            select(Project, User.username)
+            .outerjoin(User, User.id == Project.owner_id)
+            .order_by(Project.name)
+        )
         if not everyone:
             if owner_id is None:
                 return []
             query = query.where(Project.owner_id == owner_id)
         with self._db.session() as s:
-            rows = s.scalars(query).all()
-        return [self._public(r) for r in rows]
+            rows = s.execute(query).all()
+        return [self._public(row, owner=owner) for row, owner in rows]
 
     def owner(self, name: str) -> int | None:
         """The id of the user who owns the project (None: nobody); NotFound if there is none."""

@@ -78,6 +78,7 @@ class LastPush(BaseModel):
 
 class ProjectPublic(BaseModel):
     name: str
+    owner: str | None = Field(default=None, description="username of the owner (None: admins')")
     status: str
     status_message: str | None = None
     clone_url: str

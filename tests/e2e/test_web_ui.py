@@ -166,6 +166,10 @@ def test_a_project_from_sign_in_to_delete(
     )
     wait_for(lambda: fetch_text(app_url) == "v1", timeout=60, what="the app to serve v1 again")
     expect(page.locator("#last-push")).to_contain_text("rollback")
+    rollback = page.locator(pipeline_row(page, 3))
+    expect(rollback).to_have_attribute("data-status", "success")
+    expect(rollback).to_contain_text("rollback to pipeline #1")
+    expect(page.locator("#deployed-commit")).to_have_text(commit_v1[:8])
     snap(page, shots, "07-rolled-back")
 
     # Delete: the button waits for the name typed back.

@@ -198,3 +198,13 @@ def test_a_password_is_set_by_an_admin_or_the_user_and_never_echoed(
     assert verify_password("alices second pw", password_hash(nakama, "alice"))
     for secret in ("alices password", "alices second pw", "short7!", alice_token):
         assert secret not in nakama.log()
+
+
+def test_a_refused_body_is_never_repeated_back(nakama: NakamaProcess) -> None:
+    r = nakama.api.post("/api/v1/users", json={"username": "dave", "password": "short7!"})
+    assert r.status_code == 422
+    assert "short7!" not in r.text
+    assert "password" in r.json()["detail"]
+    r = nakama.api.post("/api/v1/projects", json={"name": "Bad_Name"})
+    assert r.status_code == 422
+    assert "DNS-1123" in r.json()["detail"]

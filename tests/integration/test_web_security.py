@@ -312,7 +312,9 @@ def test_the_owner_and_an_admin_see_the_project(
     admin = Browser(nakama)
     try:
         assert admin.sign_in("admin", ADMIN_TOKEN).status_code == 303
-        assert alices_project in admin.http.get("/projects").text
+        listing = admin.http.get("/projects").text
+        row = re.search(rf'<tr data-project="{alices_project}">\s*<td>(\w+)</td>', listing)
+        assert row is not None and row.group(1) == "alice"  # the admin sees whose it is
         assert admin.http.get(f"/projects/{alices_project}").status_code == 200
     finally:
         admin.close()
