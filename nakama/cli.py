@@ -58,6 +58,7 @@ def up(
     platform = build_platform(settings)
     token = platform.bootstrap_admin()
     typer.echo(f"Nakama {settings.base_url}  (API docs: {settings.base_url}/docs)")
+    typer.echo(f"web UI: {settings.base_url}/  (sign in as admin with the admin token)")
     typer.echo(f"data dir: {settings.data_dir}")
     if token is not None:
         typer.echo(f"admin token: {token}   (also saved to {platform.admin_token_file})")

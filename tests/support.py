@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -38,3 +39,16 @@ def serve(app: Any, *, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def sse_events(response: httpx.Response) -> Iterator[tuple[dict[str, str], float]]:
+    """A response's server-sent events as they arrive, each with the time it arrived."""
+    event: dict[str, str] = {}
+    for line in response.iter_lines():
+        if line == "":
+            if event:
+                yield event, time.monotonic()
+            event = {}
+            continue
+        name, _, value = line.partition(":")
+        event[name] = event.get(name, "") + value.removeprefix(" ")

@@ -12,6 +12,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from backend.projects import ProjectService
 from backend.variables import VariableService
+from backend.web.account import make_account_router
 from backend.web.pages import make_pages_router
 from backend.web.security import (
     SESSION_COOKIE,
@@ -116,6 +117,9 @@ def install_web(
             csrf=auth.csrf,
             maintainer_of=maintainer_of,
         )
+    )
+    app.include_router(
+        make_account_router(tokens=tokens, render=render, user=auth.user, csrf=auth.csrf)
     )
     app.include_router(
         make_stream_router(projects=projects, user=auth.user, interval_s=0.5 if local else 2.0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.nakama_server import TINY_APP
+from tests.e2e.nakama_server import write_tiny_kit
 
 
 @pytest.fixture(scope="session")
@@ -16,9 +16,5 @@ def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def tiny_kit(tmp_path: Path) -> Path:
-    kit = tmp_path / "kit"
-    kit.mkdir()
-    (kit / "app.py").write_text(TINY_APP)
-    (kit / "nakama.toml").write_text('run = "python app.py"\n')
-    (kit / "requirements.txt").write_text("# no dependencies yet\n")
+    kit = write_tiny_kit(tmp_path / "kit")
     return kit

@@ -51,6 +51,15 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forev
 ADMIN_TOKEN = "nkm_test_admin_token_0123456789"
 
 
+def write_tiny_kit(kit: Path) -> Path:
+    """A starter kit of TINY_APP, with no dependencies, in the new folder ``kit``."""
+    kit.mkdir(parents=True)
+    (kit / "app.py").write_text(TINY_APP)
+    (kit / "nakama.toml").write_text('run = "python app.py"\n')
+    (kit / "requirements.txt").write_text("# no dependencies yet\n")
+    return kit
+
+
 def wait_for(
     check: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = "condition"
 ) -> Any:

@@ -22,13 +22,13 @@ import pytest
 from nakama.auth import verify_password
 from tests.e2e.nakama_server import (
     ADMIN_TOKEN,
-    TINY_APP,
     NakamaProcess,
     clone,
     fetch_text,
     git,
     git_push,
     wait_for,
+    write_tiny_kit,
 )
 from tests.support import free_port
 
@@ -38,11 +38,7 @@ NAKAMA = shutil.which("nakama") or "nakama"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, uv_cache: Path) -> Iterator[NakamaProcess]:
     root = tmp_path_factory.mktemp("cli")
-    kit = root / "kit"
-    kit.mkdir()
-    (kit / "app.py").write_text(TINY_APP)
-    (kit / "nakama.toml").write_text('run = "python app.py"\n')
-    (kit / "requirements.txt").write_text("# no dependencies yet\n")
+    kit = write_tiny_kit(root / "kit")
     nakama = NakamaProcess(data_dir=root / "data", starter_kit=kit, uv_cache=uv_cache)
     nakama.start()
     yield nakama

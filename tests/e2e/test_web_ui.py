@@ -62,7 +62,6 @@ def test_a_project_from_sign_in_to_delete(
 ) -> None:
     r = nakama.api.post("/api/v1/users", json={"username": "alice", "password": PASSWORD})
     assert r.status_code == 201, r.text
-    alice_token = r.json()["token"]
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = context.new_page()
@@ -124,7 +123,12 @@ def test_a_project_from_sign_in_to_delete(
     snap(page, shots, "05-pipeline-log")
     page.go_back()
 
-    # Push a change: a new pipeline appears and the app serves it.
+    # A token for git, made on the account page, then a push: a new pipeline, the app serves it.
+    page.get_by_test_id("signed-in-as").click()
+    page.click("#new-token-button")
+    alice_token = page.locator("#new-token").inner_text()
+    assert alice_token.startswith("nkm_")
+    page.goto(f"{nakama.url}/projects/hello-web")
     url = nakama.project("hello-web")["clone_url"].replace(
         "http://", f"http://alice:{alice_token}@"
     )

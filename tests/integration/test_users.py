@@ -13,16 +13,12 @@ import httpx
 import pytest
 
 from nakama.auth import verify_password
-from tests.e2e.nakama_server import TINY_APP, NakamaProcess
+from tests.e2e.nakama_server import NakamaProcess, write_tiny_kit
 
 
 @pytest.fixture
 def nakama(tmp_path: Path) -> Iterator[NakamaProcess]:
-    kit = tmp_path / "kit"
-    kit.mkdir()
-    (kit / "app.py").write_text(TINY_APP)
-    (kit / "nakama.toml").write_text('run = "python app.py"\n')
-    (kit / "requirements.txt").write_text("# no dependencies yet\n")
+    kit = write_tiny_kit(tmp_path / "kit")
     server = NakamaProcess(
         data_dir=tmp_path / "data", starter_kit=kit, uv_cache=tmp_path / "uv-cache"
     )

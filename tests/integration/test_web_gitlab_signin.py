@@ -42,7 +42,7 @@ from nakama.settings import (
 from tests.fakes.gitlab import TOKEN, TRIGGER_TOKEN, GitLabFake
 from tests.fakes.gitlab_oauth import OAuthApplication
 from tests.fakes.kubernetes import KubeFake, kube_fake
-from tests.support import free_port, serve
+from tests.support import free_port, serve, sse_events
 
 __all__ = ["kube_fake"]  # the fixture
 
@@ -269,7 +269,7 @@ def test_sign_in_creates_a_linked_user_and_signing_in_again_reuses_it(
         assert page.status_code == 200, page.text
         assert [r.status_code for r in page.history] == [302, 302, 303]
         assert page.url.path == "/projects" and page.url.query == b"from=gitlab"
-        assert '<span class="who" data-testid="signed-in-as">jsmith</span>' in page.text
+        assert 'data-testid="signed-in-as">jsmith</a>' in page.text
         session = session_of(client)
         assert set(session) == {"sid", "csrf"}  # nothing of GitLab's token
         signed_in = nakama.sessions.principal(session["sid"])
@@ -463,3 +463,42 @@ def test_gitlab_going_down_during_sign_in_is_a_503(
     assert any(
         e["event"] == "GitLab sign-in failed" and e["reason"] == "ConnectError" for e in logs.events
     )
+
+
+# --- the pages in cluster mode ------------------------------------------------------------------
+def test_a_projects_page_shows_its_gitlab_pipelines_and_streams_their_log(
+    setup: Setup, gitlab_fake: GitLabFake
+) -> None:
+    gitlab_fake.create_project(GITOPS, files={"README.md": b"the cluster\n"})
+    with browser(setup.nakama.url) as client:
+        assert client.get("/login/gitlab").url.path == "/projects"
+        token = _CSRF.search(client.get("/projects").text)
+        assert token is not None
+        created = client.post("/projects", data={"name": "shop", "csrf_token": token.group(1)})
+        assert created.url.path == "/projects/shop"
+        [triggered] = gitlab_fake.triggered()
+        gitlab_fake.set_pipeline_status(triggered.id, "running", trace="building the image\n")
+
+        page = client.get("/projects/shop")
+        assert page.status_code == 200
+        assert f"{gitlab_fake.url}/" in page.text and "shop.git" in page.text  # GitLab's clone URL
+        assert "Image tag" in page.text  # cluster mode: an image, not a local environment
+        assert 'data-pipeline="1" data-status="running"' in page.text
+        assert "https://shop.apps.test" in page.text
+
+        with client.stream("GET", "/projects/shop/pipelines/1/log/events") as stream:
+            events = (event for event, _ in sse_events(stream))
+            first = next(events)
+            assert first["event"] == "log"
+            assert json.loads(first["data"])["text"] == "building the image\n"
+            # GitLab's job goes on, then fails: the stream sends what was added, then the end.
+            gitlab_fake.set_pipeline_status(
+                triggered.id, "failed", trace="building the image\nno space left\n"
+            )
+            rest = list(events)
+        assert [e["event"] for e in rest] == ["log", "end"]
+        assert json.loads(rest[0]["data"])["text"] == "no space left\n"
+        assert json.loads(rest[1]["data"])["status"] == "failed"
+        failed = client.get("/projects/shop/pipelines/1")
+        assert failed.status_code == 200
+        assert "GitLab pipeline" in failed.text  # why it failed, with GitLab's pipeline

@@ -10,46 +10,29 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.e2e.nakama_server import TINY_APP, NakamaProcess, clone, git, git_push, wait_for
+from tests.e2e.nakama_server import NakamaProcess, clone, git, git_push, wait_for, write_tiny_kit
 from tests.integration.test_web_security import Browser
+from tests.support import sse_events
 
 SLOW_START_S = 3
 
 
 @pytest.fixture
 def nakama(tmp_path: Path) -> Iterator[NakamaProcess]:
-    kit = tmp_path / "kit"
-    kit.mkdir()
-    (kit / "app.py").write_text(TINY_APP)
-    (kit / "nakama.toml").write_text('run = "python app.py"\n')
-    (kit / "requirements.txt").write_text("# no dependencies yet\n")
+    kit = write_tiny_kit(tmp_path / "kit")
     server = NakamaProcess(data_dir=tmp_path / "data", starter_kit=kit, uv_cache=tmp_path / "uv")
     server.start()
     yield server
     server.close()
 
 
-def read_events(response: httpx.Response) -> Iterator[tuple[dict[str, str], float]]:
-    """Server-sent events as they arrive, each with the time it arrived."""
-    event: dict[str, str] = {}
-    for line in response.iter_lines():
-        if line == "":
-            if event:
-                yield event, time.monotonic()
-            event = {}
-            continue
-        field, _, value = line.partition(":")
-        event[field] = event.get(field, "") + value.removeprefix(" ")
-
-
 def stream(browser: Browser, path: str, **headers: str) -> list[tuple[dict[str, str], float]]:
     with browser.http.stream("GET", path, headers=headers, timeout=60) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        return list(read_events(response))
+        return list(sse_events(response))
 
 
 def text_of(events: list[tuple[dict[str, str], float]]) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.nakama_server import ADMIN_TOKEN, TINY_APP, NakamaProcess, wait_for
+from tests.e2e.nakama_server import ADMIN_TOKEN, NakamaProcess, wait_for, write_tiny_kit
 
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22"}
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -21,11 +21,7 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 @pytest.fixture(scope="module")
 def nakama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NakamaProcess]:
     root = tmp_path_factory.mktemp("web-security")
-    kit = root / "kit"
-    kit.mkdir()
-    (kit / "app.py").write_text(TINY_APP)
-    (kit / "nakama.toml").write_text('run = "python app.py"\n')
-    (kit / "requirements.txt").write_text("# no dependencies yet\n")
+    kit = write_tiny_kit(root / "kit")
     server = NakamaProcess(data_dir=root / "data", starter_kit=kit, uv_cache=root / "uv-cache")
     server.start()
     for username, password in PASSWORDS.items():
@@ -360,3 +356,20 @@ def test_create_form_explains_an_invalid_name(alice: Browser) -> None:
     r = alice.post("/projects", {"name": "9lives"})
     assert r.status_code == 422
     assert "start with a letter" in r.text
+
+
+def test_a_user_makes_their_own_api_token_once(nakama: NakamaProcess, alice: Browser) -> None:
+    assert alice.http.post("/account/tokens", data={}).status_code == 403  # no CSRF token
+    r = alice.post("/account/tokens", {})
+    assert r.status_code == 200
+    assert r.headers["cache-control"] == "no-store"
+    found = re.search(r'<pre id="new-token">(nkm_[\w-]+)</pre>', r.text)
+    assert found is not None
+    token = found.group(1)
+    assert token not in alice.http.get("/account").text  # shown only that once
+    with httpx.Client(base_url=nakama.url, headers={"Authorization": f"Bearer {token}"}) as api:
+        mine = api.get("/api/v1/projects")
+        assert mine.status_code == 200
+        assert {p["owner"] for p in mine.json()} <= {"alice"}
+        assert api.get("/api/v1/users").status_code == 403  # alice's, not an admin's
+    assert token not in nakama.log()
