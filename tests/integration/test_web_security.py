@@ -373,3 +373,15 @@ def test_a_user_makes_their_own_api_token_once(nakama: NakamaProcess, alice: Bro
         assert {p["owner"] for p in mine.json()} <= {"alice"}
         assert api.get("/api/v1/users").status_code == 403  # alice's, not an admin's
     assert token not in nakama.log()
+
+
+def test_what_users_typed_is_shown_as_text_never_as_markup(
+    alice: Browser, alices_project: str
+) -> None:
+    markup = '<script>alert("x")</script>'
+    r = alice.post(f"/projects/{alices_project}/variables", {"key": "HTML", "value": markup})
+    assert r.status_code == 303
+    page = alice.http.get(f"/projects/{alices_project}").text
+    assert markup not in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+    assert alice.post(f"/projects/{alices_project}/variables/HTML/delete", {}).status_code == 303
