@@ -78,10 +78,7 @@ def make_api_router(
         request.state.principal = found
         return found
 
-    def visible(name: str, caller: Principal) -> None:
-        """NotFound unless ``caller`` may see project ``name`` (another's is as if missing)."""
-        if not caller.may_see(projects.owner(name)):
-            raise NotFound(f"project {name!r} not found")
+    visible = projects.check_visible
 
     def admin_only(caller: Principal) -> None:
         if not caller.is_admin:

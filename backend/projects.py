@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, select
 
+from nakama.auth import Principal
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project, ProjectVariable, PushPlan, User, WebhookEvent
 from nakama.errors import Conflict, NakamaError, NotFound
@@ -144,6 +145,11 @@ class ProjectService:
         """The id of the user who owns the project (None: nobody); NotFound if there is none."""
         return self._row(name).owner_id
 
+    def check_visible(self, name: str, caller: Principal) -> None:
+        """NotFound unless ``caller`` may see project ``name``: another's is as if missing."""
+        if not caller.may_see(self.owner(name)):
+            raise NotFound(f"project {name!r} not found")
+
     def pipelines(self, name: str, *, limit: int = 50) -> list[PipelinePublic]:
         self._row(name)
         self._refresh_pipelines(name)
@@ -158,14 +164,18 @@ class ProjectService:
 
     def pipeline(self, name: str, pipeline_id: int) -> PipelinePublic:
         self._refresh_pipelines(name)
+        return pipeline_public(self._pipeline_row(name, pipeline_id))
+
+    def _pipeline_row(self, name: str, pipeline_id: int) -> Pipeline:
         with self._db.session() as s:
             row = s.get(Pipeline, pipeline_id)
         if row is None or row.project != name:
             raise NotFound(f"pipeline {pipeline_id} of project {name!r} not found")
-        return pipeline_public(row)
+        return row
 
     def pipeline_log(self, name: str, pipeline_id: int) -> str:
-        self.pipeline(name, pipeline_id)
+        """The log so far; statuses are not refreshed for it (a log stream asks for both)."""
+        self._pipeline_row(name, pipeline_id)
         return self._pipelines.log(name, pipeline_id)
 
     def app_logs(self, name: str, *, tail: int) -> str:

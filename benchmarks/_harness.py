@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import sqlite3
@@ -30,11 +29,11 @@ if str(REPO_ROOT) not in sys.path:
 
 from nakama.local.supervisor import port_is_free  # noqa: E402
 from tests.e2e.nakama_server import (  # noqa: E402  (needs REPO_ROOT on sys.path)
-    TINY_APP,
     NakamaProcess,
     fetch_text,
     git,
     wait_for,
+    write_tiny_kit,
 )
 from tests.support import free_port  # noqa: E402
 
@@ -47,19 +46,6 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "Bench",
     "GIT_COMMITTER_EMAIL": "bench@example.com",
 }
-
-
-def write_kit(kit: Path, requirements: str = "# no dependencies\n") -> Path:
-    kit.mkdir(parents=True)
-    (kit / "app.py").write_text(TINY_APP)
-    (kit / "nakama.toml").write_text('run = "python app.py"\n')
-    (kit / "requirements.txt").write_text(requirements)
-    return kit
-
-
-def set_version(work: Path, version: str) -> None:
-    app = work / "app.py"
-    app.write_text(re.sub(r'VERSION = "[^"]*"', f'VERSION = "{version}"', app.read_text()))
 
 
 def _pids_under(root: Path) -> list[int]:
@@ -118,7 +104,7 @@ def running_nakama(
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     os.environ.update(GIT_ENV)
     tmp = Path(tempfile.mkdtemp(prefix=f"nakama-bench-{name}-"))
-    kit = None if real_kit else write_kit(tmp / "kit", requirements)
+    kit = None if real_kit else write_tiny_kit(tmp / "kit", requirements=requirements)
     first = _free_port_range()
     extra_env = {
         "NAKAMA_RUNTIME__PORT_RANGE_START": str(first),

@@ -13,7 +13,6 @@ own browser download is not used), plus a host-resolver rule so it can reach 127
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -23,18 +22,11 @@ from pathlib import Path
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-CHROMIUM = os.environ.get("NAKAMA_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [  # the flags of tests/e2e/test_streamlit_kit.py ...
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    # ... and no name resolves: the browser can reach 127.0.0.1 and nothing else.
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-]
+from tests.e2e.browser import CHROMIUM
+from tests.e2e.browser import CHROMIUM_ARGS as TEST_CHROMIUM_ARGS
+
+# The browser tests' Chromium, and no name resolves: it can reach 127.0.0.1 and nothing else.
+CHROMIUM_ARGS = [*TEST_CHROMIUM_ARGS, "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
 
 # Records {h1 text: first time seen, epoch ms} in window.__h1Seen, from the first DOM change on.
 H1_OBSERVER = """

@@ -35,10 +35,9 @@ from benchmarks._harness import (
     percentile,
     print_breakdown,
     running_nakama,
-    set_version,
     timed_push,
 )
-from tests.e2e.nakama_server import clone
+from tests.e2e.nakama_server import clone, set_version
 
 PROJECT = "bench-deps"
 TARGET_S = 5.0

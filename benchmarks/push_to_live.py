@@ -64,10 +64,9 @@ from benchmarks._harness import (
     print_breakdown,
     push_commit,
     running_nakama,
-    set_version,
     timed_push,
 )
-from tests.e2e.nakama_server import clone
+from tests.e2e.nakama_server import clone, set_version
 
 PROJECT = "bench-push"
 TARGET_S = 1.5

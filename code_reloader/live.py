@@ -28,14 +28,15 @@ script alone, because Streamlit reloads other modules only while a browser sessi
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import stat
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+
+from code_reloader.sync import exclusive_lock
 
 LIVE_DIR = "live"
 LIVE_COMMIT_FILE = "live-commit"
@@ -163,7 +164,8 @@ def publish_live(
     """
     root = Path(os.path.abspath(root))
     dest = live_dir(root)
-    with _lock(root):
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(root / _LOCK_FILE):  # one publish per root at a time
         dest.mkdir(parents=True, exist_ok=True)
         wanted = _scan(Path(worktree))
         to_write = [rel for rel, entry in wanted.items() if not _same(entry, dest / rel)]
@@ -281,15 +283,3 @@ def _remove_extra(dest: Path, *, keep: set[str]) -> list[str]:
         if base != dest and not any(base.iterdir()):
             base.rmdir()
     return removed
-
-
-@contextmanager
-def _lock(root: Path) -> Iterator[None]:
-    """One publish per root at a time, across processes."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

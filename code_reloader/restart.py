@@ -18,7 +18,6 @@ applier (Flux) keeps them as long as the manifests themselves never set them.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any, Literal
 
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
 
+from nakama.clients.git import FULL_SHA
 from nakama.clients.kubernetes import DEFAULT_RETRY, RetryPolicy, kube_call, to_json
 from nakama.errors import InvalidInput, NotFound, PermanentError, TemporaryError
 
@@ -35,7 +35,6 @@ COMMIT_ANNOTATION = "nakama.dev/commit"
 FIELD_MANAGER = "nakama-reloader"
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 NAME_LABEL = "app.kubernetes.io/name"
-_COMMIT = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 
 Method = Literal["patch", "delete-pods"]
 # What was done: the restart patch; the commit-only patch (delete-pods, new commit); a pod delete.
@@ -87,7 +86,7 @@ def commit_patch(commit: str) -> dict[str, Any]:
 
 def check_commit(commit: str) -> str:
     """A full lower-case hash: the init container fetches by hash, never by a short prefix."""
-    if not _COMMIT.match(commit):
+    if not FULL_SHA.match(commit):
         raise InvalidInput(f"commit must be a full lower-case hash, got {commit[:80]!r}")
     return commit
 

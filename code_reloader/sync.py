@@ -24,13 +24,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from nakama.clients.git import GitError, mask_credentials, run_git
+from nakama.clients.git import FULL_SHA, GitError, mask_credentials, run_git
 from nakama.errors import InvalidInput, PermanentError
 
 WORKTREES_DIR = ".worktrees"
 _HISTORY_FILE = "nakama-sync-history"
 _LOCK_FILE = "nakama-sync.flock"
-_SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 _LINK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # The helper answers git from the environment, so the password is on no command line and in no
 # file git writes; git hands it only to the transport that asked.
@@ -75,7 +74,7 @@ def sync_commit(
         return worktree
     git_dir = root / ".git"
     git_dir.mkdir(parents=True, exist_ok=True)
-    with _sync_lock(git_dir):
+    with exclusive_lock(git_dir / _LOCK_FILE):  # one sync per root at a time
         if _points_at(root / link, target, worktree):  # a concurrent sync did it
             return worktree
         _prepare_repo(root, git_dir)
@@ -89,7 +88,7 @@ def sync_commit(
             )
         _publish(root, link, target)
         history = [h for h in history if h not in (sha, previous)]
-        if previous is not None and _SHA.match(previous):
+        if previous is not None and FULL_SHA.match(previous):
             history.append(previous)
         history = [*history[-keep:], sha] if keep else [sha]
         _write_history(git_dir, history)
@@ -99,7 +98,7 @@ def sync_commit(
 
 def _check_inputs(*, repo_url: str, commit: str, link: str, depth: int, keep: int) -> str:
     sha = commit.strip().lower()
-    if not _SHA.match(sha):
+    if not FULL_SHA.match(sha):
         raise InvalidInput(f"commit must be a full hash, got {commit!r}")
     if not repo_url or repo_url.startswith("-"):
         raise InvalidInput(f"not a repository URL: {mask_credentials(repo_url)!r}")
@@ -118,9 +117,9 @@ def _points_at(link: Path, target: str, worktree: Path) -> bool:
 
 
 @contextmanager
-def _sync_lock(git_dir: Path) -> Iterator[None]:
-    """One sync per root at a time, across processes."""
-    fd = os.open(git_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if absent), across processes."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -252,7 +251,7 @@ def _read_history(git_dir: Path) -> list[str]:
         lines = (git_dir / _HISTORY_FILE).read_text(encoding="utf-8").split()
     except FileNotFoundError:
         return []
-    return [line for line in lines if _SHA.match(line)]
+    return [line for line in lines if FULL_SHA.match(line)]
 
 
 def _write_history(git_dir: Path, history: list[str]) -> None:

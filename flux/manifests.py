@@ -37,6 +37,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.scalarstring import LiteralScalarString
 
+from nakama.clients.git import FULL_SHA
 from nakama.errors import InvalidInput
 from nakama.names import validate_project_name
 from nakama.settings import FluxSettings, HarborSettings
@@ -62,7 +63,6 @@ _SYNC_SCRIPT = (
     f' --username "$NAKAMA_GIT_USERNAME" --password-file {TOKEN_FILE}'
 )
 _UID = 10001  # the image builder's APP_USER; fsGroup gives it the code volume
-_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DOCKER_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _BRANCH_GROUP = "(?P<branch>[A-Za-z0-9_.-]+)"
@@ -365,7 +365,7 @@ def _problem(p: AppProject, namespace: str) -> str | None:
         return f"namespace {namespace[:70]!r}: not a DNS-1123 label"
     if p.tag is not None and not _DOCKER_TAG.match(p.tag):
         return f"image tag {p.tag[:140]!r}: not a valid tag"
-    if p.initial_commit is not None and not _SHA.match(p.initial_commit):
+    if p.initial_commit is not None and not FULL_SHA.match(p.initial_commit):
         return f"commit {p.initial_commit[:80]!r}: expected a full lower-case hash"
     if not p.branch or p.branch[0] == "-" or any(c.isspace() or c in "~^:?*[\\" for c in p.branch):
         return f"branch {p.branch[:100]!r}: not a valid branch name"

@@ -25,7 +25,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from image_builder.dockerfile import (
     tag_time,
 )
 from image_builder.process import run_step
-from nakama.clients.git import mask_credentials, run_git
+from nakama.clients.git import FULL_SHA, mask_credentials, run_git
 from nakama.clients.oci import OciClient, check_repository
 from nakama.errors import InvalidInput, NotFound, PermanentError
 from nakama.local.appconfig import CONFIG_FILE, load_app_config
@@ -422,12 +421,11 @@ def _run(args: Sequence[str], *, deadline: float, timeout_s: float, out: TextIO)
 
 
 # --- arguments ---------------------------------------------------------------------------
-_SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 
 
 def _options(args: argparse.Namespace, settings: Settings) -> Options:
     commit = args.commit.strip().lower()
-    if not _SHA.match(commit):
+    if not FULL_SHA.match(commit):
         raise InvalidInput(f"--commit must be a full hash, got {args.commit!r}")
     if not args.repo or args.repo.startswith("-"):
         raise InvalidInput(f"not a repository URL: {mask_credentials(args.repo)!r}")
@@ -435,26 +433,14 @@ def _options(args: argparse.Namespace, settings: Settings) -> Options:
     if (args.registry_password_file is None) != (args.registry_username is None):
         raise InvalidInput("--registry-username and --registry-password-file go together")
     username, registry_url = args.registry_username, args.registry_url
-    password = (
-        _read_secret(args.registry_password_file, "registry password")
-        if args.registry_password_file is not None
-        else None
-    )
+    password = _read_secret(args.registry_password_file, "registry password")
     harbor = settings.harbor
     if urlsplit(harbor.url).netloc == host:  # Nakama's own settings name this registry
         registry_url = registry_url or harbor.url
         if username is None and harbor.password is not None:
             username, password = harbor.username, harbor.password.get_secret_value()
-    token = (
-        _read_secret(args.flux_receiver_token_file, "Flux receiver token")
-        if args.flux_receiver_token_file is not None
-        else None
-    )
-    git_password = (
-        _read_secret(args.git_password_file, "git password")
-        if args.git_password_file is not None
-        else None
-    )
+    token = _read_secret(args.flux_receiver_token_file, "Flux receiver token")
+    git_password = _read_secret(args.git_password_file, "git password")
     for url in (args.registry_url, args.flux_receiver_url):
         if url is not None and urlsplit(url).scheme not in ("http", "https"):
             raise InvalidInput(f"not an http(s) URL: {mask_credentials(url)!r}")
@@ -495,8 +481,11 @@ def _split_image(image: str) -> tuple[str, str]:
     return host, check_repository(repository)
 
 
-def _read_secret(path: Path, what: str) -> str:
-    """One line from a mounted secret file; re-read every run so rotation needs no restart."""
+def _read_secret(path: Path | None, what: str) -> str | None:
+    """One line from a mounted secret file (None if none is given); re-read every run so
+    rotation needs no restart."""
+    if path is None:
+        return None
     try:
         value = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:

@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from nakama.clients.git import FULL_SHA
 from nakama.errors import InvalidInput
 from nakama.local.appconfig import expand_port
 from nakama.tagging import DEPENDENCY_HASH_LABEL as DEPENDENCY_HASH_LABEL  # its home; re-exported
@@ -29,7 +30,6 @@ DEFAULT_PORT = 8501  # Streamlit's own default, so an app's docs and ours agree
 # passwd entry, so any base image works. Above 10000 to stay clear of the base's system users.
 APP_USER = "10001:10001"
 
-_SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 _IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 _REQUIREMENTS = re.compile(r"^requirements[A-Za-z0-9._-]*\.txt$")
 _PYTHON_VERSION = re.compile(r"^(?:python-?)?(\d+\.\d+)(?:\.\d+)?$")
@@ -65,7 +65,7 @@ def plan_build(
     dependency_patterns: Iterable[str],
 ) -> BuildPlan:
     """The plan for building ``sha`` of ``branch``; ``files`` may hold more than dependencies."""
-    if not _SHA.match(sha):
+    if not FULL_SHA.match(sha):
         raise InvalidInput(f"commit must be a full lower-case hash, got {sha!r}")
     patterns = tuple(dependency_patterns)
     deps = {path: content for path, content in files.items() if is_dependency_file(path, patterns)}

@@ -12,9 +12,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,6 +23,8 @@ from rich.text import Text
 
 from nakama.api_client import NakamaClient, resolve, save_login
 from nakama.errors import Conflict, InvalidInput, NakamaError, NotFound, Unauthorized
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_AUTH = 0, 1, 2, 3, 4
 EXIT_CONFLICT, EXIT_INVALID, EXIT_FAILED, EXIT_INTERRUPTED = 5, 6, 7, 130
@@ -148,26 +150,52 @@ class _Progress:
         self.last = text
 
 
-def _wait_running(client: NakamaClient, name: str, timeout: float) -> dict[str, Any]:
-    started = time.monotonic()
+def _follow(
+    look: Callable[[], tuple[str | None, T | WaitFailed | None]],
+    *,
+    timeout: float,
+    late: Callable[[str], str],
+) -> T:
+    """Look every half second until ``look`` returns a result, showing the text it returns as
+    progress (None: nothing to show). ``look`` returns a WaitFailed when what it follows failed,
+    raised here once shown; after ``timeout`` seconds WaitFailed(``late(last text)``)."""
+    started, text = time.monotonic(), ""
     with _Progress() as progress:
         while True:
-            project = client.get_project(name)
-            pipes = client.pipelines(name)
-            first = min(pipes, key=lambda p: p["id"]) if pipes else None
-            text = f"{name}: {project['status']}"
-            if first is not None:
-                text += f", pipeline #{first['id']} ({first['kind']}) {first['status']}"
-            progress.update(text, time.monotonic() - started)
-            if project["status"] == "running" and project.get("deployed_commit"):
-                return project
-            failed = first is not None and first["status"] in ("failed", "canceled")
-            if project["status"] == "failed" or (failed and not project.get("deployed_commit")):
-                why = project.get("status_message") or (first or {}).get("error") or "failed"
-                raise WaitFailed(f"{name}: {why}")
+            shown, result = look()
+            if shown is not None:
+                text = shown
+                progress.update(text, time.monotonic() - started)
+            if isinstance(result, WaitFailed):
+                raise result
+            if result is not None:
+                return result
             if time.monotonic() - started > timeout:
-                raise WaitFailed(f"{name}: not running after {timeout:.0f}s ({text})")
+                raise WaitFailed(late(text))
             time.sleep(0.5)
+
+
+def _wait_running(client: NakamaClient, name: str, timeout: float) -> dict[str, Any]:
+    def look() -> tuple[str, dict[str, Any] | WaitFailed | None]:
+        project = client.get_project(name)
+        pipes = client.pipelines(name)
+        first = min(pipes, key=lambda p: p["id"]) if pipes else None
+        text = f"{name}: {project['status']}"
+        if first is not None:
+            text += f", pipeline #{first['id']} ({first['kind']}) {first['status']}"
+        if project["status"] == "running" and project.get("deployed_commit"):
+            return text, project
+        failed = first is not None and first["status"] in ("failed", "canceled")
+        if project["status"] == "failed" or (failed and not project.get("deployed_commit")):
+            why = project.get("status_message") or (first or {}).get("error") or "failed"
+            return text, WaitFailed(f"{name}: {why}")
+        return text, None
+
+    return _follow(
+        look,
+        timeout=timeout,
+        late=lambda text: f"{name}: not running after {timeout:.0f}s ({text})",
+    )
 
 
 @projects_app.command("create")
@@ -266,18 +294,17 @@ def projects_delete(
                 raise typer.Exit(EXIT_USAGE)
         answer = client.delete_project(name)
         if wait:
-            started = time.monotonic()
-            with _Progress() as progress:
-                while True:
-                    try:
-                        client.get_project(name)
-                    except NotFound:
-                        answer = {"status": "deleted", "name": name}
-                        break
-                    progress.update(f"{name}: deleting", time.monotonic() - started)
-                    if time.monotonic() - started > timeout:
-                        raise WaitFailed(f"{name}: still there after {timeout:.0f}s")
-                    time.sleep(0.5)
+
+            def gone() -> tuple[str | None, dict[str, Any] | None]:
+                try:
+                    client.get_project(name)
+                except NotFound:
+                    return None, {"status": "deleted", "name": name}
+                return f"{name}: deleting", None
+
+            answer = _follow(
+                gone, timeout=timeout, late=lambda _: f"{name}: still there after {timeout:.0f}s"
+            )
     if json_out:
         _print_json(answer)
     else:
@@ -288,20 +315,21 @@ def _wait_pipeline(
     client: NakamaClient, name: str, pipeline: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
     """Follow one pipeline until it succeeds (WaitFailed if it ends otherwise or takes too long)."""
-    started, pipeline_id = time.monotonic(), pipeline["id"]
-    with _Progress() as progress:
-        while True:
-            pipeline = client.pipeline(name, pipeline_id)
-            text = f"{name}: pipeline #{pipeline_id} ({pipeline['kind']}) {pipeline['status']}"
-            progress.update(text, time.monotonic() - started)
-            if pipeline["status"] == "success":
-                return pipeline
-            if pipeline["status"] in ("failed", "canceled", "superseded"):
-                why = f": {pipeline['error']}" if pipeline.get("error") else ""
-                raise WaitFailed(f"{text}{why}")
-            if time.monotonic() - started > timeout:
-                raise WaitFailed(f"{name}: pipeline #{pipeline_id} not done after {timeout:.0f}s")
-            time.sleep(0.5)
+    pipeline_id = pipeline["id"]
+
+    def look() -> tuple[str, dict[str, Any] | WaitFailed | None]:
+        current = client.pipeline(name, pipeline_id)
+        text = f"{name}: pipeline #{pipeline_id} ({current['kind']}) {current['status']}"
+        if current["status"] in ("failed", "canceled", "superseded"):
+            why = f": {current['error']}" if current.get("error") else ""
+            return text, WaitFailed(f"{text}{why}")
+        return text, current if current["status"] == "success" else None
+
+    return _follow(
+        look,
+        timeout=timeout,
+        late=lambda _: f"{name}: pipeline #{pipeline_id} not done after {timeout:.0f}s",
+    )
 
 
 @projects_app.command("rollback")

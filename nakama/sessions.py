@@ -10,16 +10,11 @@ from sqlalchemy import delete, select
 
 from nakama.auth import Principal, TokenStore, hash_token
 from nakama.db.session import Database
-from nakama.db.tables import WebSession
+from nakama.db.tables import WebSession, as_utc
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were stored in UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class SessionStore:
@@ -50,7 +45,7 @@ class SessionStore:
             row = s.scalar(select(WebSession).where(WebSession.id_hash == hash_token(session_id)))
             if row is None:
                 return None
-            if _aware(row.expires_at) <= _now():
+            if as_utc(row.expires_at) <= _now():
                 s.delete(row)
                 return None
             user_id = row.user_id

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from nakama.db.session import Database
-from nakama.db.tables import Pipeline, Project, PushPlan, WebhookEvent
+from nakama.db.tables import Pipeline, Project, PushPlan, WebhookEvent, utcnow
 from nakama.errors import NakamaError, TemporaryError
 from nakama.logs import get_logger
 from nakama.models import PushEvent
@@ -141,7 +140,7 @@ class EventProcessor:
         groups: dict[tuple[str, str], list[int]] = {}
         for event_id, outcome in outcomes:
             groups.setdefault((outcome.status, outcome.result), []).append(event_id)
-        now = datetime.now(UTC)
+        now = utcnow()
         with self._db.session() as s:
             for (status, result), ids in groups.items():
                 s.execute(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +58,7 @@ def _insert_ignoring_duplicates(db: Database) -> Insert:
 class EventStore:
     """Stores events; ``await store(event)`` returns the new id, or None for a duplicate."""
 
-    def __init__(self, db: Database, *, on_stored: Any = None) -> None:
+    def __init__(self, db: Database, *, on_stored: Callable[[], None] | None = None) -> None:
         self._db = db
         self._on_stored = on_stored
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()

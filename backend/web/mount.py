@@ -46,6 +46,7 @@ class WebAuth:
         principal = signed_in(request, self.sessions)
         if principal is None:
             raise SignInRequired()
+        request.state.user = principal  # for pages made outside the route (not found)
         return principal
 
     async def csrf(self, request: Request) -> None:

@@ -5,11 +5,12 @@ Every page goes through the same services as the REST API; a user sees only thei
 (another's is answered as missing), an admin sees all."""
 
 # No `from __future__ import annotations`: FastAPI must see the local Annotated dependencies.
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 
 from backend.http_errors import status_of
 from backend.projects import ProjectService
@@ -38,18 +39,37 @@ def make_pages_router(
     csrf: Callable[[Request], Awaitable[None]],
     maintainer_of: Callable[[Principal], str | None],
 ) -> APIRouter:
-    """``user`` is the dependency that yields the signed-in user; ``maintainer_of`` names the
-    forge user who becomes a new repository's maintainer (cluster mode: the GitLab user)."""
-    router = APIRouter(include_in_schema=False)
+    """``user`` is the dependency that yields the signed-in user (and keeps it in
+    ``request.state.user``); ``maintainer_of`` names the forge user who becomes a new
+    repository's maintainer (cluster mode: the GitLab user)."""
+
+    class PageRoute(APIRoute):
+        """Answers a missing project or pipeline, and another user's, with the not-found page."""
+
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def route(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except NotFound as exc:
+                    caller = getattr(request.state, "user", None)
+                    return render(
+                        request, "not_found.html", user=caller, status_code=404, message=str(exc)
+                    )
+
+            return route
+
+    router = APIRouter(include_in_schema=False, route_class=PageRoute)
     User = Annotated[Principal, Depends(user)]
     Csrf = Depends(csrf)
 
-    def visible(name: str, caller: Principal) -> None:
-        if not caller.may_see(projects.owner(name)):
-            raise NotFound(f"project {name!r} not found")
+    def owned(name: str, caller: User) -> str:
+        """The project ``name``, once ``caller`` may see it (NotFound otherwise)."""
+        projects.check_visible(name, caller)
+        return name
 
-    def not_found(request: Request, caller: Principal, text: str) -> Response:
-        return render(request, "not_found.html", user=caller, status_code=404, message=text)
+    Owned = Annotated[str, Depends(owned)]
 
     def project_context(name: str) -> dict[str, Any]:
         project = projects.get(name)
@@ -121,53 +141,34 @@ def make_pages_router(
 
     # --- one project -----------------------------------------------------------------------
     @router.get("/projects/{name}", response_class=HTMLResponse)
-    def project_page(request: Request, name: str, caller: User) -> Response:
-        try:
-            visible(name, caller)
-            context = project_context(name)
-            variable_list = variables.list(name)
-        except NotFound as exc:
-            return not_found(request, caller, str(exc))
-        return render(request, "project.html", user=caller, variables=variable_list, **context)
+    def project_page(request: Request, name: Owned, caller: User) -> Response:
+        context = project_context(name)
+        return render(
+            request, "project.html", user=caller, variables=variables.list(name), **context
+        )
 
     @router.get("/projects/{name}/live", response_class=HTMLResponse)
-    def project_live(request: Request, name: str, caller: User) -> Response:
+    def project_live(request: Request, name: Owned, caller: User) -> Response:
         """The parts of a project's page that change on their own: status and pipelines."""
-        try:
-            visible(name, caller)
-            context = project_context(name)
-        except NotFound as exc:
-            return not_found(request, caller, str(exc))
-        return render(request, "_project_live.html", user=caller, **context)
+        return render(request, "_project_live.html", user=caller, **project_context(name))
 
     @router.get("/projects/{name}/app-log", response_class=HTMLResponse)
-    def app_log(request: Request, name: str, caller: User) -> Response:
-        try:
-            visible(name, caller)
-            text = projects.app_logs(name, tail=APP_LOG_LINES)
-        except NotFound as exc:
-            return not_found(request, caller, str(exc))
+    def app_log(request: Request, name: Owned, caller: User) -> Response:
+        text = projects.app_logs(name, tail=APP_LOG_LINES)
         return render(request, "_app_log.html", user=caller, text=text)
 
     @router.get("/projects/{name}/pipelines/{pipeline_id}", response_class=HTMLResponse)
-    def pipeline_page(request: Request, name: str, pipeline_id: int, caller: User) -> Response:
-        try:
-            visible(name, caller)
-            project = projects.get(name)
-            pipeline = projects.pipeline(name, pipeline_id)
-        except NotFound as exc:
-            return not_found(request, caller, str(exc))
+    def pipeline_page(request: Request, name: Owned, pipeline_id: int, caller: User) -> Response:
+        project = projects.get(name)
+        pipeline = projects.pipeline(name, pipeline_id)
         return render(request, "pipeline.html", user=caller, project=project, pipeline=pipeline)
 
     @router.post("/projects/{name}/rollback", dependencies=[Csrf])
-    def rollback(
-        request: Request, name: str, caller: User, pipeline_id: Annotated[int, Form()]
-    ) -> Response:
+    def rollback(request: Request, name: Owned, pipeline_id: Annotated[int, Form()]) -> Response:
         try:
-            visible(name, caller)
             started = projects.rollback(name, pipeline_id)
-        except NotFound as exc:
-            return not_found(request, caller, str(exc))
+        except NotFound:
+            raise
         except NakamaError as exc:
             flash(request, f"Rollback refused: {exc}", kind="error")
         else:
@@ -181,18 +182,16 @@ def make_pages_router(
     @router.post("/projects/{name}/variables", dependencies=[Csrf])
     def set_variable(
         request: Request,
-        name: str,
-        caller: User,
+        name: Owned,
         key: Annotated[str, Form()],
         value: Annotated[str, Form()] = "",
         secret: Annotated[bool, Form()] = False,
     ) -> Response:
         key = key.strip()
         try:
-            visible(name, caller)
             variables.set(name, key, value, secret=secret)
-        except NotFound as exc:
-            return not_found(request, caller, str(exc))
+        except NotFound:
+            raise
         except InvalidInput as exc:
             flash(request, str(exc), kind="error")
         except NakamaError as exc:
@@ -205,12 +204,11 @@ def make_pages_router(
         return RedirectResponse(f"/projects/{name}#variables", status_code=303)
 
     @router.post("/projects/{name}/variables/{key}/delete", dependencies=[Csrf])
-    def delete_variable(request: Request, name: str, key: str, caller: User) -> Response:
+    def delete_variable(request: Request, name: Owned, key: str) -> Response:
         try:
-            visible(name, caller)
             variables.delete(name, key)
-        except NotFound as exc:
-            return not_found(request, caller, str(exc))
+        except NotFound:
+            raise
         except NakamaError as exc:
             flash(
                 request,
@@ -223,23 +221,14 @@ def make_pages_router(
 
     # --- delete ----------------------------------------------------------------------------
     @router.get("/projects/{name}/delete", response_class=HTMLResponse)
-    def delete_page(request: Request, name: str, caller: User) -> Response:
-        try:
-            visible(name, caller)
-            project = projects.get(name)
-        except NotFound as exc:
-            return not_found(request, caller, str(exc))
-        return render(request, "delete.html", user=caller, project=project)
+    def delete_page(request: Request, name: Owned, caller: User) -> Response:
+        return render(request, "delete.html", user=caller, project=projects.get(name))
 
     @router.post("/projects/{name}/delete", dependencies=[Csrf])
     def delete(
-        request: Request, name: str, caller: User, confirm: Annotated[str, Form()] = ""
+        request: Request, name: Owned, caller: User, confirm: Annotated[str, Form()] = ""
     ) -> Response:
-        try:
-            visible(name, caller)
-            project = projects.get(name)
-        except NotFound as exc:
-            return not_found(request, caller, str(exc))
+        project = projects.get(name)
         if confirm.strip() != name:
             return render(
                 request,

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.projects import ProjectService
 from backend.web.views import FINISHED, duration, elapsed
 from nakama.auth import Principal
-from nakama.errors import NakamaError, NotFound
+from nakama.errors import NakamaError
 from nakama.models import PipelinePublic
 
 # A stream ends after this many seconds even if the pipeline still runs; the browser reconnects
@@ -64,8 +64,7 @@ def make_stream_router(
         name: str, pipeline_id: int, caller: Annotated[Principal, Depends(user)]
     ) -> None:
         """Checked before the stream starts: once it has, the status cannot change any more."""
-        if not caller.may_see(await run_in_threadpool(projects.owner, name)):
-            raise NotFound(f"project {name!r} not found")
+        await run_in_threadpool(projects.check_visible, name, caller)
         await run_in_threadpool(projects.pipeline, name, pipeline_id)
 
     @router.get(

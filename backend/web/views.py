@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 
 from backend.web.security import CSRF_FIELD, CSRF_HEADER, SECURITY_HEADERS, csrf_token
 from nakama.auth import Principal
+from nakama.db.tables import as_utc
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -37,9 +38,7 @@ def duration(seconds: float | None) -> str:
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
     if moment is None:
         return "—"
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    seconds = max(0, int(((now or datetime.now(UTC)) - moment).total_seconds()))
+    seconds = max(0, int(((now or datetime.now(UTC)) - as_utc(moment)).total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{seconds // size} {unit} ago"
@@ -50,12 +49,8 @@ def elapsed(started: datetime | None, finished: datetime | None) -> float | None
     """Seconds a pipeline ran, or has been running so far."""
     if started is None:
         return None
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=UTC)
-    end = finished or datetime.now(UTC)
-    if end.tzinfo is None:
-        end = end.replace(tzinfo=UTC)
-    return max(0.0, (end - started).total_seconds())
+    end = as_utc(finished) if finished else datetime.now(UTC)
+    return max(0.0, (end - as_utc(started)).total_seconds())
 
 
 def make_templates() -> Jinja2Templates:

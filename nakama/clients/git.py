@@ -13,6 +13,9 @@ from pathlib import Path
 
 from nakama.errors import PermanentError
 
+# A full commit id: SHA-1 (40 hex digits) or SHA-256 (64).
+FULL_SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+
 _URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 _MAX_MESSAGE = 2000
 

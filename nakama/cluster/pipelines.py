@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client import ApiClient
 from sqlalchemy import select
 
-from code_reloader.restart import restart_app
+from code_reloader.restart import RestartResult, restart_app
 from flux.manifests import image_repository
 from nakama.clients.gitlab import GitLabClient
-from nakama.db.outcomes import apply_pipeline_end
+from nakama.db.outcomes import apply_pipeline_end, record_pending
 from nakama.db.session import Database
-from nakama.db.tables import Pipeline, Project
+from nakama.db.tables import Pipeline, Project, utcnow
 from nakama.errors import (
     InvalidInput,
     NakamaError,
@@ -60,10 +59,6 @@ GITLAB_STATUS = {
     "canceled": "canceled",
     "skipped": "canceled",
 }
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def build_variables(
@@ -119,19 +114,7 @@ class GitLabPipelines:
             patterns = self._settings.planning.dependency_files
             files = self._forge.read_files(request.project, request.commit, patterns)
             dep_hash = dependency_hash(files)
-        with self._db.session() as s:
-            row = Pipeline(
-                project=request.project,
-                kind=request.kind,
-                status="pending",
-                commit_sha=request.commit,
-                branch=request.branch,
-                reason=request.reason,
-                dep_hash=dep_hash,
-            )
-            s.add(row)
-            s.flush()
-            pipeline_id = row.id
+        pipeline_id = record_pending(self._db, request, dep_hash=dep_hash)
         try:
             if request.kind == "build":
                 assert dep_hash is not None
@@ -160,10 +143,14 @@ class GitLabPipelines:
         """Cancel the project's unfinished pipelines, here and in GitLab."""
         for row in self._rows(project, active=True):
             if row.external_id is not None:
-                handle = self._pipelines_project().pipelines.get(int(row.external_id), lazy=True)
                 with contextlib.suppress(NotFound):  # deleted in GitLab meanwhile
-                    self._gitlab.call(handle.cancel, what=f"cancel pipeline {row.external_id}")
+                    self.cancel_in_gitlab(row.external_id)
             self._finish(row.id, "canceled", error="the project is being deleted")
+
+    def cancel_in_gitlab(self, external_id: str) -> None:
+        """Cancel one pipeline in GitLab (its row is the caller's to record)."""
+        handle = self._pipelines_project().pipelines.get(int(external_id), lazy=True)
+        self._gitlab.call(handle.cancel, what=f"cancel pipeline {external_id}")
 
     def purge_project(self, project: str) -> None:
         """Delete the project's pipelines (and so their job logs) in GitLab, as far as allowed:
@@ -217,7 +204,7 @@ class GitLabPipelines:
                     found = s.get(Pipeline, row.id)
                     if found is not None:
                         found.status = status
-                        found.started_at = found.started_at or _now()
+                        found.started_at = found.started_at or utcnow()
                 continue
             error = None
             if status != "success":
@@ -248,16 +235,8 @@ class GitLabPipelines:
         annotation names; without this they would run the new dependencies with the code of the
         previous push. Returns an error message, or None.
         """
-        kube = self._settings.kubernetes
         try:
-            restart_app(
-                self._kube,
-                namespace=kube.namespace,
-                name=row.project,
-                commit=row.commit_sha,
-                method=kube.restart_method,
-                now=_now(),
-            )
+            self._restart_app(row.project, row.commit_sha)
         except NotFound:
             # Flux has not created the Deployment yet; it will, with the commit the manifests
             # name, and later pushes move it through the annotation.
@@ -302,7 +281,7 @@ class GitLabPipelines:
                 row.external_id = str(created.id)
                 row.status = status
                 if status == "running":
-                    row.started_at = _now()
+                    row.started_at = utcnow()
         log.info(
             "pipeline triggered",
             project=variables["NAKAMA_PROJECT"],
@@ -311,21 +290,25 @@ class GitLabPipelines:
         )
 
     def _restart(self, pipeline_id: int, request: PipelineRequest) -> None:
-        kube = self._settings.kubernetes
         with self._db.session() as s:
             row = s.get(Pipeline, pipeline_id)
             if row is not None:
-                row.status, row.started_at = "running", _now()
-        result = restart_app(
-            self._kube,
-            namespace=kube.namespace,
-            name=request.project,
-            commit=request.commit,
-            method=kube.restart_method,
-            now=_now(),
-        )
+                row.status, row.started_at = "running", utcnow()
+        result = self._restart_app(request.project, request.commit)
         log.info("app restarted", project=request.project, action=result.action)
         self._finish(pipeline_id, "success")
+
+    def _restart_app(self, project: str, commit: str) -> RestartResult:
+        """Restart the app's Deployment on ``commit``, the way the settings say."""
+        kube = self._settings.kubernetes
+        return restart_app(
+            self._kube,
+            namespace=kube.namespace,
+            name=project,
+            commit=commit,
+            method=kube.restart_method,
+            now=utcnow(),
+        )
 
     def _own_log(self, row: Pipeline) -> str:
         """The log of a pipeline Nakama ran itself (a reload through the Kubernetes API)."""
@@ -354,6 +337,6 @@ class GitLabPipelines:
             row = s.get(Pipeline, pipeline_id)
             if row is None:
                 return
-            row.status, row.error, row.finished_at = status, error, _now()
+            row.status, row.error, row.finished_at = status, error, utcnow()
             project = s.scalar(select(Project).where(Project.name == row.project))
             apply_pipeline_end(project, row, status=status, error=error, tag=None)

@@ -26,12 +26,11 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 
-from nakama.clients.gitlab import GitLabClient
 from nakama.cluster.gitlab_forge import HOOK_PATHS, GitLabForge
 from nakama.cluster.pipelines import ACTIVE, GitLabPipelines
 from nakama.db.outcomes import apply_pipeline_end
 from nakama.db.session import Database
-from nakama.db.tables import Pipeline, Project, WebhookEvent
+from nakama.db.tables import Pipeline, Project, WebhookEvent, as_utc, utcnow
 from nakama.errors import NakamaError
 from nakama.logs import get_logger
 from nakama.planning import Action, RefUpdate, plan_push
@@ -56,17 +55,6 @@ MISSED_PUSH = "reconcile: missed push; "
 HOOK_MESSAGE = "GitLab disabled the push hook"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite gives back naive datetimes; every stored time is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def _describe(hours: float) -> str:
     if hours >= 1 and float(hours).is_integer():
         return f"{int(hours)} h"
@@ -82,26 +70,22 @@ class Reconciler:
         self,
         *,
         db: Database,
-        gitlab: GitLabClient,
         forge: GitLabForge,
         registry: Registry,
         pipelines: GitLabPipelines,
         planning: PlanningSettings,
-        pipelines_project: str,
         interval_s: float,
         finish_delete: Callable[[str], None] | None = None,
         stuck_after: timedelta = STUCK_AFTER,
         catch_up_after: timedelta = CATCH_UP_AFTER,
         delete_grace: timedelta = DELETE_GRACE,
-        now: Callable[[], datetime] = _now,
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self._db = db
-        self._gitlab = gitlab
         self._forge = forge
         self._registry = registry
         self._pipelines = pipelines
         self._planning = planning
-        self._pipelines_project = pipelines_project.strip("/")
         self._interval_s = interval_s
         self._finish_delete = finish_delete
         self._stuck_after = stuck_after
@@ -153,8 +137,7 @@ class Reconciler:
                 select(Project.name, Project.updated_at).where(Project.status == "deleting")
             ).all()
         for name, updated_at in rows:
-            changed = _aware(updated_at)
-            if changed is None or changed <= cutoff:
+            if updated_at is None or as_utc(updated_at) <= cutoff:
                 self._finish_delete(name)
 
     # --- 1. stuck pipelines ----------------------------------------------------------------
@@ -166,7 +149,7 @@ class Reconciler:
                 select(Pipeline).where(Pipeline.project == project, Pipeline.status.in_(ACTIVE))
             ).all()
         for row in rows:
-            times = [t for t in (_aware(row.created_at), _aware(row.started_at)) if t is not None]
+            times = [as_utc(t) for t in (row.created_at, row.started_at) if t is not None]
             if not times or now - max(times) < self._stuck_after:
                 continue
             hours = self._stuck_after.total_seconds() / 3600
@@ -197,10 +180,8 @@ class Reconciler:
 
     def _cancel(self, external_id: str) -> None:
         """Cancel a pipeline in GitLab, best effort."""
-        handle = self._gitlab.api.projects.get(self._pipelines_project, lazy=True)
-        pipeline = handle.pipelines.get(int(external_id), lazy=True)
         try:
-            self._gitlab.call(pipeline.cancel, what=f"cancel pipeline {external_id}")
+            self._pipelines.cancel_in_gitlab(external_id)
         except NakamaError as exc:
             log.warning("stuck pipeline not canceled in GitLab", error=str(exc)[:500])
 

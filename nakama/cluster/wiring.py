@@ -52,12 +52,10 @@ class ClusterAdapters:
         ``interval_s`` seconds."""
         return Reconciler(
             db=db,
-            gitlab=self._gitlab,
             forge=self.forge,
             registry=self.registry,
             pipelines=self.pipelines,
             planning=settings.planning,
-            pipelines_project=settings.gitlab.pipelines_project,
             interval_s=interval_s,
             finish_delete=finish_delete,
         )

@@ -1,9 +1,28 @@
-"""What the end of a pipeline means for its project: the one rule both modes (and the
-reconciler) apply when a build or reload finishes."""
+"""A pipeline's row from start to end, the same in both modes: recorded as pending when it is
+submitted, and the one rule both modes (and the reconciler) apply to its project when it ends."""
 
 from __future__ import annotations
 
+from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project
+from nakama.ports import PipelineRequest
+
+
+def record_pending(db: Database, request: PipelineRequest, *, dep_hash: str | None) -> int:
+    """Store ``request`` as a pending pipeline; return its id."""
+    with db.session() as s:
+        row = Pipeline(
+            project=request.project,
+            kind=request.kind,
+            status="pending",
+            commit_sha=request.commit,
+            branch=request.branch,
+            reason=request.reason,
+            dep_hash=dep_hash,
+        )
+        s.add(row)
+        s.flush()
+        return row.id
 
 
 def apply_pipeline_end(

@@ -33,21 +33,22 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"future": True}
-        if url.startswith("sqlite"):
+        if sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
         else:
             kwargs["pool_pre_ping"] = True
             kwargs["pool_size"] = 10
         self.engine: Engine = create_engine(url, **kwargs)
-        if url.startswith("sqlite"):
+        if sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time and, when busy, its waiting is sleep-and-retry (up to
         # tens of milliseconds a try). Taking turns on a lock in this process instead keeps
         # webhook answers fast; PostgreSQL needs no such thing.
         self._turn: contextlib.AbstractContextManager[Any] = (
-            threading.RLock() if url.startswith("sqlite") else contextlib.nullcontext()
+            threading.RLock() if sqlite else contextlib.nullcontext()
         )
 
     def migrate(self) -> None:

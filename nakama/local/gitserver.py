@@ -14,23 +14,19 @@ import base64
 import binascii
 import os
 import subprocess
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from nakama.clients.git import git_text, mask_credentials
 from nakama.logs import get_logger
 from nakama.names import name_problem
 
 log = get_logger(__name__)
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 ROUTE_PATH = "/git/{project}.git/{rest:path}"
 SERVICES = ("git-upload-pack", "git-receive-pack")

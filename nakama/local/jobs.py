@@ -14,7 +14,6 @@ import tarfile
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -23,9 +22,9 @@ from sqlalchemy import select, update
 
 from image_builder.environments import Environment, build_environment, find_environment
 from nakama.clients.git import run_git
-from nakama.db.outcomes import apply_pipeline_end
+from nakama.db.outcomes import apply_pipeline_end, record_pending
 from nakama.db.session import Database
-from nakama.db.tables import Pipeline, Project
+from nakama.db.tables import Pipeline, Project, utcnow
 from nakama.errors import NakamaError
 from nakama.local.forge import LocalForge
 from nakama.local.runtime import LocalRuntime
@@ -35,10 +34,6 @@ from nakama.settings import Settings
 from nakama.tagging import dependency_hash, image_tag
 
 log = get_logger(__name__)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class LocalPipelines:
@@ -64,19 +59,7 @@ class LocalPipelines:
 
     # --- the port --------------------------------------------------------------------------
     def submit(self, request: PipelineRequest) -> int:
-        with self._db.session() as s:
-            row = Pipeline(
-                project=request.project,
-                kind=request.kind,
-                status="pending",
-                commit_sha=request.commit,
-                branch=request.branch,
-                reason=request.reason,
-                dep_hash=request.dep_hash,
-            )
-            s.add(row)
-            s.flush()
-            pipeline_id = row.id
+        pipeline_id = record_pending(self._db, request, dep_hash=request.dep_hash)
         with self._wake:
             self._wake.notify_all()
         return pipeline_id
@@ -86,7 +69,7 @@ class LocalPipelines:
             s.execute(
                 update(Pipeline)
                 .where(Pipeline.project == project, Pipeline.status == "pending")
-                .values(status="canceled", finished_at=_now())
+                .values(status="canceled", finished_at=utcnow())
             )
 
     def purge_project(self, project: str) -> None:
@@ -189,11 +172,11 @@ class LocalPipelines:
                     continue
                 if newest[p.project] != p.id:
                     p.status = "superseded"
-                    p.finished_at = _now()
+                    p.finished_at = utcnow()
                     p.error = f"a newer pipeline ({newest[p.project]}) replaced it"
                     continue
                 p.status = "running"
-                p.started_at = _now()
+                p.started_at = utcnow()
                 return p
         return None
 
@@ -229,7 +212,7 @@ class LocalPipelines:
         if env is not None:
             out.write(f"environment {env.tag} for dependencies {dep_hash} exists; no build\n")
         else:
-            tag = image_tag(branch=job.branch, sha=job.commit_sha, now=_now())
+            tag = image_tag(branch=job.branch, sha=job.commit_sha, now=utcnow())
             out.write(f"building environment {tag} for dependencies {dep_hash}\n")
             with tempfile.TemporaryDirectory(prefix="nakama-src-") as src:
                 self._export(job.project, job.commit_sha, Path(src))
@@ -291,6 +274,6 @@ class LocalPipelines:
             project = s.scalar(select(Project).where(Project.name == job.project))
             if row is None:
                 return
-            row.status, row.tag, row.error, row.finished_at = status, tag, error, _now()
+            row.status, row.tag, row.error, row.finished_at = status, tag, error, utcnow()
             row.dep_hash = job.dep_hash
             apply_pipeline_end(project, row, status=status, error=error, tag=tag)

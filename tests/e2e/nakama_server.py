@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +53,21 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forev
 ADMIN_TOKEN = "nkm_test_admin_token_0123456789"
 
 
-def write_tiny_kit(kit: Path) -> Path:
-    """A starter kit of TINY_APP, with no dependencies, in the new folder ``kit``."""
+def write_tiny_kit(
+    kit: Path, *, app: str = TINY_APP, requirements: str = "# no dependencies yet\n"
+) -> Path:
+    """A starter kit of ``app`` (TINY_APP), run by ``python app.py``, in the new folder ``kit``."""
     kit.mkdir(parents=True)
-    (kit / "app.py").write_text(TINY_APP)
+    (kit / "app.py").write_text(app)
     (kit / "nakama.toml").write_text('run = "python app.py"\n')
-    (kit / "requirements.txt").write_text("# no dependencies yet\n")
+    (kit / "requirements.txt").write_text(requirements)
     return kit
+
+
+def set_version(work: Path, version: str) -> None:
+    """Change the ``VERSION = "..."`` line of the app in the work tree ``work``."""
+    app = work / "app.py"
+    app.write_text(re.sub(r'VERSION = "[^"]*"', f'VERSION = "{version}"', app.read_text()))
 
 
 def wait_for(
@@ -185,6 +195,26 @@ class NakamaProcess:
             return p if p["deployed_commit"] == commit and p["status"] == "running" else None
 
         return dict(wait_for(check, timeout=timeout, interval=0.1, what=f"{name}@{commit[:8]}"))
+
+
+@contextmanager
+def running(
+    data_dir: Path,
+    *,
+    starter_kit: Path | None = None,
+    uv_cache: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[NakamaProcess]:
+    """A started ``nakama up``; on exit it is stopped and any app process it left is killed."""
+    server = NakamaProcess(
+        data_dir=data_dir, starter_kit=starter_kit, uv_cache=uv_cache, extra_env=extra_env
+    )
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+        server.kill_apps()
 
 
 def git(*args: str, cwd: Path) -> str:

@@ -3,7 +3,6 @@ real app processes: create, push code, push dependencies (and a failing build), 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,8 @@ from tests.e2e.nakama_server import (
     fetch_text,
     git,
     git_push,
+    running,
+    set_version,
     wait_for,
 )
 
@@ -26,20 +27,13 @@ from tests.e2e.nakama_server import (
 def nakama(
     tmp_path: Path, tiny_kit: Path, uv_cache: Path, database_url: str
 ) -> Iterator[NakamaProcess]:
-    server = NakamaProcess(
-        data_dir=tmp_path / "data",
+    with running(
+        tmp_path / "data",
         starter_kit=tiny_kit,
         uv_cache=uv_cache,
         extra_env={"NAKAMA_DATABASE_URL": database_url},
-    )
-    server.start()
-    yield server
-    server.close()
-
-
-def set_version(work: Path, version: str) -> None:
-    app = work / "app.py"
-    app.write_text(re.sub(r'VERSION = "[^"]*"', f'VERSION = "{version}"', app.read_text()))
+    ) as server:
+        yield server
 
 
 def test_create_push_code_push_dependencies_delete(nakama: NakamaProcess, tmp_path: Path) -> None:

@@ -3,14 +3,22 @@ build), overlapping pushes, and a push whose app does not start."""
 
 from __future__ import annotations
 
-import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.nakama_server import NakamaProcess, clone, fetch_text, git, git_push, wait_for
+from tests.e2e.nakama_server import (
+    NakamaProcess,
+    clone,
+    fetch_text,
+    git,
+    git_push,
+    running,
+    set_version,
+    wait_for,
+)
 
 SLOW_SETUP = """\
 import time
@@ -23,11 +31,8 @@ setup(name="slowpkg", version="1.0", py_modules=["slowpkg"])
 
 @pytest.fixture
 def nakama(tmp_path: Path, tiny_kit: Path, uv_cache: Path) -> Iterator[NakamaProcess]:
-    server = NakamaProcess(data_dir=tmp_path / "data", starter_kit=tiny_kit, uv_cache=uv_cache)
-    server.start()
-    yield server
-    server.close()
-    server.kill_apps()
+    with running(tmp_path / "data", starter_kit=tiny_kit, uv_cache=uv_cache) as server:
+        yield server
 
 
 def create(nakama: NakamaProcess, name: str) -> str:
@@ -36,9 +41,8 @@ def create(nakama: NakamaProcess, name: str) -> str:
     return str(nakama.wait_deployed(name, first)["app_url"])
 
 
-def set_version(work: Path, version: str) -> str:
-    app = work / "app.py"
-    app.write_text(re.sub(r'VERSION = "[^"]*"', f'VERSION = "{version}"', app.read_text()))
+def commit_version(work: Path, version: str) -> str:
+    set_version(work, version)
     git("commit", "-qam", version, cwd=work)
     return git("rev-parse", "HEAD", cwd=work)
 
@@ -63,7 +67,7 @@ def test_killed_in_the_middle_of_a_build_still_deploys_the_push(
     (work / "slowpkg" / "slowpkg.py").write_text("VALUE = 1\n")
     (work / "requirements.txt").write_text("./slowpkg\n")
     git("add", "slowpkg", cwd=work)
-    sha = set_version(work, "v2")
+    sha = commit_version(work, "v2")
     git_push(work)
     wait_for(
         lambda: any(
@@ -85,10 +89,10 @@ def test_overlapping_pushes_end_on_the_newest_commit(nakama: NakamaProcess, tmp_
     url = create(nakama, "busy")
     work = clone(nakama, "busy", tmp_path / "work")
     (work / "requirements.txt").write_text("six==1.16.0\n")
-    set_version(work, "v2")
+    commit_version(work, "v2")
     git_push(work)  # a build ...
     for i in range(3, 7):  # ... and code pushes right behind it
-        newest = set_version(work, f"v{i}")
+        newest = commit_version(work, f"v{i}")
         git_push(work)
     nakama.wait_deployed("busy", newest, timeout=120)
     assert fetch_text(url) == "v6 six=1.16.0"

@@ -4,7 +4,6 @@ the next push deploys as usual."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,22 +11,27 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.nakama_server import NakamaProcess, clone, fetch_text, git, git_push
+from tests.e2e.nakama_server import (
+    NakamaProcess,
+    clone,
+    fetch_text,
+    git,
+    git_push,
+    running,
+    set_version,
+)
 
 NAME = "sales-dashboard"
 
 
 @pytest.fixture
 def nakama(tmp_path: Path, tiny_kit: Path, uv_cache: Path) -> Iterator[NakamaProcess]:
-    server = NakamaProcess(data_dir=tmp_path / "data", starter_kit=tiny_kit, uv_cache=uv_cache)
-    server.start()
-    yield server
-    server.close()
+    with running(tmp_path / "data", starter_kit=tiny_kit, uv_cache=uv_cache) as server:
+        yield server
 
 
 def commit_version(work: Path, version: str, *, requirements: str | None = None) -> str:
-    app = work / "app.py"
-    app.write_text(re.sub(r'VERSION = "[^"]*"', f'VERSION = "{version}"', app.read_text()))
+    set_version(work, version)
     if requirements is not None:
         (work / "requirements.txt").write_text(requirements)
     git("commit", "-qam", version, cwd=work)

@@ -5,7 +5,6 @@ secret; another user's project answers 404; bad names and values answer 422 with
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.nakama_server import NakamaProcess, fetch_text, git, git_push, wait_for
+from tests.e2e.nakama_server import (
+    NakamaProcess,
+    fetch_text,
+    git,
+    git_push,
+    running,
+    set_version,
+    wait_for,
+    write_tiny_kit,
+)
 
 # Answers GET /env/<NAME> with the variable's value ("<unset>" if it has none) and GET / with
 # VERSION. With FAIL_AT_START set it prints its variables and exits, as a broken app would.
@@ -54,16 +62,9 @@ CRASH_SECRET = "crash-secret-value-1234"
 
 @pytest.fixture
 def nakama(tmp_path: Path, uv_cache: Path) -> Iterator[NakamaProcess]:
-    kit = tmp_path / "kit"
-    kit.mkdir()
-    (kit / "app.py").write_text(ENV_APP)
-    (kit / "nakama.toml").write_text('run = "python app.py"\n')
-    (kit / "requirements.txt").write_text("# no dependencies yet\n")
-    server = NakamaProcess(data_dir=tmp_path / "data", starter_kit=kit, uv_cache=uv_cache)
-    server.start()
-    yield server
-    server.close()
-    server.kill_apps()
+    kit = write_tiny_kit(tmp_path / "kit", app=ENV_APP)
+    with running(tmp_path / "data", starter_kit=kit, uv_cache=uv_cache) as server:
+        yield server
 
 
 def user(nakama: NakamaProcess, username: str) -> tuple[str, httpx.Client]:
@@ -164,8 +165,7 @@ def test_variables_reach_the_app_and_secrets_stay_hidden(
         clone_url = nakama.project(NAME)["clone_url"]
         git("clone", "-q", clone_url.replace("http://", f"http://alice:{alice_token}@"),
             str(work), cwd=tmp_path)  # fmt: skip
-        app = work / "app.py"
-        app.write_text(re.sub(r'VERSION = "v1"', 'VERSION = "v2"', app.read_text()))
+        set_version(work, "v2")
         git("commit", "-qam", "v2", cwd=work)
         git_push(work)
         nakama.wait_deployed(NAME, git("rev-parse", "HEAD", cwd=work))

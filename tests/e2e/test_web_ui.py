@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.browser import chromium
-from tests.e2e.nakama_server import NakamaProcess, fetch_text, git, git_push, wait_for
+from tests.e2e.nakama_server import NakamaProcess, fetch_text, git, git_push, running, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -35,10 +35,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def nakama(tmp_path: Path, tiny_kit: Path, uv_cache: Path) -> Iterator[NakamaProcess]:
-    server = NakamaProcess(data_dir=tmp_path / "data", starter_kit=tiny_kit, uv_cache=uv_cache)
-    server.start()
-    yield server
-    server.close()
+    with running(tmp_path / "data", starter_kit=tiny_kit, uv_cache=uv_cache) as server:
+        yield server
 
 
 @pytest.fixture

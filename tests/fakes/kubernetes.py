@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -532,3 +533,21 @@ def kube_fake() -> Iterator[KubeFake]:
         fake.url = url
         yield fake
         fake.close()
+
+
+@pytest.fixture
+def kubeconfig(kube_fake: KubeFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A kubeconfig for the Kubernetes fake, found as kubectl finds one: $KUBECONFIG."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": kube_fake.url}}],
+        "users": [{"name": "nakama", "user": {"token": kube_fake.token}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "nakama"}}],
+        "current-context": "fake",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return path

@@ -129,6 +129,18 @@ def make_pipelines(
     )
 
 
+@pytest.fixture
+def pipelines(
+    tmp_path: Path,
+    db: Database,
+    gitlab_fake: GitLabFake,
+    gitlab_client: GitLabClient,
+    kube_fake: KubeFake,
+) -> GitLabPipelines:
+    """Cluster mode's pipelines with the default settings: reloads through Kubernetes."""
+    return make_pipelines(tmp_path, db, gitlab_fake, gitlab_client, kube_fake)
+
+
 def rows(db: Database) -> list[Pipeline]:
     with db.session() as s:
         return list(s.scalars(select(Pipeline).order_by(Pipeline.id)).all())
@@ -187,16 +199,14 @@ def test_harbor_registry_deletes_the_repository_once_and_again_without_error() -
 
 # --- GitLabPipelines --------------------------------------------------------------------------
 def test_a_build_triggers_the_pipelines_project_with_exactly_the_string_variables(
-    tmp_path: Path,
     db: Database,
     gitlab_fake: GitLabFake,
-    gitlab_client: GitLabClient,
     kube_fake: KubeFake,
     app_project: tuple[FakeProject, str],
+    pipelines: GitLabPipelines,
 ) -> None:
     _, head = app_project
     kube_fake.add_deployment(NAME)
-    pipelines = make_pipelines(tmp_path, db, gitlab_fake, gitlab_client, kube_fake)
     pipeline_id = pipelines.submit(
         PipelineRequest(project=NAME, kind="build", commit=head, branch="main", reason="first")
     )
@@ -241,15 +251,12 @@ def test_a_build_triggers_the_pipelines_project_with_exactly_the_string_variable
 
 
 def test_a_failed_gitlab_pipeline_fails_the_row(
-    tmp_path: Path,
     db: Database,
     gitlab_fake: GitLabFake,
-    gitlab_client: GitLabClient,
-    kube_fake: KubeFake,
     app_project: tuple[FakeProject, str],
+    pipelines: GitLabPipelines,
 ) -> None:
     _, head = app_project
-    pipelines = make_pipelines(tmp_path, db, gitlab_fake, gitlab_client, kube_fake)
     request = PipelineRequest(NAME, "build", head, "main", "deps", dep_hash="0123456789abcdef")
     pipelines.submit(request)
     [triggered] = gitlab_fake.triggered("nakama/pipelines")
@@ -285,16 +292,14 @@ def test_a_reload_through_a_gitlab_pipeline(
 
 
 def test_a_reload_through_kubernetes_restarts_the_deployment_on_the_commit(
-    tmp_path: Path,
     db: Database,
     gitlab_fake: GitLabFake,
-    gitlab_client: GitLabClient,
     kube_fake: KubeFake,
     app_project: tuple[FakeProject, str],
+    pipelines: GitLabPipelines,
 ) -> None:
     _, head = app_project
     kube_fake.add_deployment(NAME)
-    pipelines = make_pipelines(tmp_path, db, gitlab_fake, gitlab_client, kube_fake)
     pipeline_id = pipelines.submit(
         PipelineRequest(NAME, "reload", head, "main", "only code changed", dep_hash="abcd")
     )
@@ -313,15 +318,11 @@ def test_a_reload_through_kubernetes_restarts_the_deployment_on_the_commit(
 
 
 def test_a_reload_of_an_app_without_deployment_is_recorded_as_failed(
-    tmp_path: Path,
     db: Database,
-    gitlab_fake: GitLabFake,
-    gitlab_client: GitLabClient,
-    kube_fake: KubeFake,
     app_project: tuple[FakeProject, str],
+    pipelines: GitLabPipelines,
 ) -> None:
     _, head = app_project
-    pipelines = make_pipelines(tmp_path, db, gitlab_fake, gitlab_client, kube_fake)
     with pytest.raises(NotFound):
         pipelines.submit(PipelineRequest(NAME, "reload", head, "main", "code", dep_hash="abcd"))
     [row] = rows(db)
@@ -330,15 +331,12 @@ def test_a_reload_of_an_app_without_deployment_is_recorded_as_failed(
 
 
 def test_gitlab_unreachable_on_trigger_leaves_no_row_and_is_temporary(
-    tmp_path: Path,
     db: Database,
     gitlab_fake: GitLabFake,
-    gitlab_client: GitLabClient,
-    kube_fake: KubeFake,
     app_project: tuple[FakeProject, str],
+    pipelines: GitLabPipelines,
 ) -> None:
     _, head = app_project
-    pipelines = make_pipelines(tmp_path, db, gitlab_fake, gitlab_client, kube_fake)
     gitlab_fake.fail_next(503, count=5, path="/trigger/pipeline")
     request = PipelineRequest(NAME, "build", head, "main", "deps", dep_hash="abcd")
     with pytest.raises(TemporaryError) as caught:
@@ -349,15 +347,12 @@ def test_gitlab_unreachable_on_trigger_leaves_no_row_and_is_temporary(
 
 
 def test_cancel_and_purge_reach_gitlab(
-    tmp_path: Path,
     db: Database,
     gitlab_fake: GitLabFake,
-    gitlab_client: GitLabClient,
-    kube_fake: KubeFake,
     app_project: tuple[FakeProject, str],
+    pipelines: GitLabPipelines,
 ) -> None:
     _, head = app_project
-    pipelines = make_pipelines(tmp_path, db, gitlab_fake, gitlab_client, kube_fake)
     pipelines.submit(PipelineRequest(NAME, "build", head, "main", "deps", dep_hash="abcd"))
     [triggered] = gitlab_fake.triggered("nakama/pipelines")
     pipelines.cancel_project(NAME)
@@ -405,16 +400,20 @@ def make_runtime(
     )
 
 
+@pytest.fixture
+def runtime(
+    tmp_path: Path, gitlab_fake: GitLabFake, gitlab_client: GitLabClient, kube_fake: KubeFake
+) -> KubernetesRuntime:
+    return make_runtime(tmp_path, gitlab_fake, gitlab_client, kube_fake.api_client())
+
+
 def test_prepare_commits_every_app_file_once_and_remove_deletes_them_once(
-    tmp_path: Path,
     gitlab_fake: GitLabFake,
-    gitlab_client: GitLabClient,
-    kube_fake: KubeFake,
     app_project: tuple[FakeProject, str],
+    runtime: KubernetesRuntime,
 ) -> None:
     _, head = app_project
     gitops = gitlab_fake.create_project(GITOPS, files={"README.md": b"the cluster\n"})
-    runtime = make_runtime(tmp_path, gitlab_fake, gitlab_client, kube_fake.api_client())
     before = commits(gitops)
     expected = runtime.manifests(NAME, commit=head)
     assert f"apps/{NAME}/deployment.yaml" in expected
@@ -473,10 +472,10 @@ def test_prepare_stores_a_read_only_deploy_token_in_the_git_secret_and_remove_de
     gitlab_client: GitLabClient,
     kube_fake: KubeFake,
     app_project: tuple[FakeProject, str],
+    runtime: KubernetesRuntime,
 ) -> None:
     project, head = app_project
     gitops = gitlab_fake.create_project(GITOPS, files={"README.md": b"the cluster\n"})
-    runtime = make_runtime(tmp_path, gitlab_fake, gitlab_client, kube_fake.api_client())
     with structlog.testing.capture_logs() as logs:
         runtime.prepare(NAME, commit=head)
     secret = kube_fake.secret(f"{NAME}-git")
@@ -533,30 +532,23 @@ def test_prepare_stores_a_read_only_deploy_token_in_the_git_secret_and_remove_de
 
 
 def test_prepare_completes_an_incomplete_git_secret(
-    tmp_path: Path,
     gitlab_fake: GitLabFake,
-    gitlab_client: GitLabClient,
     kube_fake: KubeFake,
     app_project: tuple[FakeProject, str],
+    runtime: KubernetesRuntime,
 ) -> None:
     project, head = app_project
     gitlab_fake.create_project(GITOPS, files={"README.md": b"the cluster\n"})
     kube_fake.add_secret(f"{NAME}-git", {"token": "made-by-hand"})  # the old manual step
-    runtime = make_runtime(tmp_path, gitlab_fake, gitlab_client, kube_fake.api_client())
     runtime.prepare(NAME, commit=head)
     [token] = project.deploy_tokens
     assert kube_fake.secret(f"{NAME}-git") == {"username": token.username, "token": token.token}
 
 
 def test_prepare_into_a_missing_gitops_project_says_so(
-    tmp_path: Path,
-    gitlab_fake: GitLabFake,
-    gitlab_client: GitLabClient,
-    kube_fake: KubeFake,
-    app_project: tuple[FakeProject, str],
+    app_project: tuple[FakeProject, str], runtime: KubernetesRuntime
 ) -> None:
     _, head = app_project
-    runtime = make_runtime(tmp_path, gitlab_fake, gitlab_client, kube_fake.api_client())
     with pytest.raises(NotFound, match="GitOps project 'nakama/gitops'"):
         runtime.prepare(NAME, commit=head)
     with pytest.raises(NotFound, match="GitOps project"):
@@ -568,8 +560,8 @@ def test_status_reads_the_deployment_and_never_raises(
     gitlab_fake: GitLabFake,
     gitlab_client: GitLabClient,
     kube_fake: KubeFake,
+    runtime: KubernetesRuntime,
 ) -> None:
-    runtime = make_runtime(tmp_path, gitlab_fake, gitlab_client, kube_fake.api_client())
     assert runtime.status(NAME).state == "stopped"  # Flux has not applied it yet
     assert runtime.logs(NAME, tail=10) == ""  # no pod
     kube_fake.add_deployment(NAME)

@@ -11,7 +11,6 @@ act on the real registry; every other HTTP request passes through to the real se
 from __future__ import annotations
 
 import io
-import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -33,7 +32,6 @@ from code_reloader.restart import COMMIT_ANNOTATION
 from flux.validate import validate_documents
 from image_builder.build import build_main
 from image_builder.dockerfile import REVISION_LABEL
-from nakama.clients.gitlab import GitLabClient
 from nakama.clients.oci import OciClient
 from nakama.cluster.gitlab_forge import GitLabForge
 from nakama.cluster.pipelines import GitLabPipelines
@@ -53,12 +51,13 @@ from nakama.tagging import DEPENDENCY_HASH_LABEL, TAG_PATTERN, dependency_hash
 from tests.e2e.nakama_server import wait_for
 from tests.fakes import gitlab_git
 from tests.fakes.gitlab import TOKEN, TRIGGER_TOKEN, FakePipeline, FakeProject, GitLabFake
-from tests.fakes.kubernetes import KubeFake, kube_fake
+from tests.fakes.kubernetes import KubeFake, kube_fake, kubeconfig
 from tests.registry import PASSWORD, USERNAME, Registry, buildah_env, make_base_image
 from tests.registry import registry_server as start_registry
 from tests.support import free_port, serve
 
-__all__ = ["kube_fake"]  # the fixture, until tests/conftest.py lists tests.fakes.kubernetes
+# The fixtures, until tests/conftest.py lists tests.fakes.kubernetes.
+__all__ = ["kube_fake", "kubeconfig"]
 
 NAME = "demo"
 ADMIN = "nkm_cluster-flow-admin-token-0123456789"
@@ -122,24 +121,6 @@ def buildah(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def registry(tmp_path: Path) -> Iterator[Registry]:
     with start_registry(tmp_path / "registry", with_auth=True) as reg:
         yield reg
-
-
-@pytest.fixture
-def kubeconfig(kube_fake: KubeFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A kubeconfig for the Kubernetes fake, found as kubectl finds one: $KUBECONFIG."""
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": kube_fake.url}}],
-        "users": [{"name": "nakama", "user": {"token": kube_fake.token}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "nakama"}}],
-        "current-context": "fake",
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    return path
 
 
 def cluster_settings(
@@ -214,6 +195,12 @@ def push(work: Path, files: dict[str, str], message: str) -> str:
     git("commit", "-qam", message, cwd=work)
     git("push", "-q", "origin", "HEAD:main", cwd=work)
     return git("rev-parse", "HEAD", cwd=work)
+
+
+def restarted_on(kube: KubeFake) -> str | None:
+    """The commit the app's pod template names (the one its pods sync)."""
+    template = kube.deployment(NAME)["spec"]["template"]["metadata"]
+    return (template.get("annotations") or {}).get(COMMIT_ANNOTATION)
 
 
 def db_rows(platform: Platform, name: str) -> list[Any]:
@@ -360,12 +347,7 @@ def test_create_push_build_reload_delete(
 
             # 3. A code-only change: RELOAD through the Kubernetes API, no pipeline in GitLab.
             code_commit = push(work, {"app.py": "import streamlit as st\nst.write('v2')\n"}, "v2")
-
-            def restarted_on() -> str | None:
-                template = kube_fake.deployment(NAME)["spec"]["template"]["metadata"]
-                return (template.get("annotations") or {}).get(COMMIT_ANNOTATION)
-
-            wait_for(lambda: restarted_on() == code_commit, timeout=30, what="the reload")
+            wait_for(lambda: restarted_on(kube_fake) == code_commit, timeout=30, what="the reload")
             assert len(gitlab_fake.triggered("nakama/pipelines")) == 2
             reload = api.get(f"/projects/{NAME}/pipelines").json()[0]
             assert (reload["kind"], reload["status"], reload["commit"]) == (
@@ -465,16 +447,11 @@ def test_rollback_retags_the_old_image_and_the_next_push_deploys(
             [tag, *_] = newest_first(oci.list_tags(repository))
             return tag, oci.image_labels(repository, tag)[DEPENDENCY_HASH_LABEL]
 
-    def restarted_on() -> str | None:
-        template = kube_fake.deployment(NAME)["spec"]["template"]["metadata"]
-        return (template.get("annotations") or {}).get(COMMIT_ANNOTATION)
-
     def finish(pipeline: FakePipeline) -> str:
         trace = run_ci_job(pipeline, tmp_path, gitlab_fake.token)
         gitlab_fake.set_pipeline_status(pipeline.id, "success", trace=trace)
         return trace
 
-    gitlab = GitLabClient(settings.gitlab)
     with respx.mock(assert_all_called=False) as router:
         RegistryHarbor(registry).install(router)
         platform = build_platform(settings)
@@ -483,12 +460,10 @@ def test_rollback_retags_the_old_image_and_the_next_push_deploys(
         assert isinstance(platform.pipelines, GitLabPipelines)
         reconciler = Reconciler(
             db=platform.db,
-            gitlab=gitlab,
             forge=platform.forge,
             registry=platform.registry,
             pipelines=platform.pipelines,
             planning=settings.planning,
-            pipelines_project=settings.gitlab.pipelines_project,
             interval_s=10,
             catch_up_after=timedelta(0),  # a head not handled is caught up at once
         )
@@ -522,7 +497,7 @@ def test_rollback_retags_the_old_image_and_the_next_push_deploys(
             finish(second)
             assert api.get(f"/projects/{NAME}").json()["deployed_commit"] == head
             assert newest_tag()[1] == deps_hash
-            assert restarted_on() == head
+            assert restarted_on(kube_fake) == head
 
             # The rollback: a build pipeline in GitLab on the starter commit.
             [target] = api.get(f"/projects/{NAME}/rollback-targets").json()
@@ -546,14 +521,14 @@ def test_rollback_retags_the_old_image_and_the_next_push_deploys(
             project = api.get(f"/projects/{NAME}").json()
             assert project["deployed_commit"] == starter
             assert project["last_push"] == {"action": "rollback", "reason": reason}
-            assert restarted_on() == starter
+            assert restarted_on(kube_fake) == starter
 
             # The replaced head is no missed push.
             reconciler.step()
             reconciler.step()
             assert len(gitlab_fake.triggered("nakama/pipelines")) == 3
             assert api.get(f"/projects/{NAME}").json()["deployed_commit"] == starter
-            assert restarted_on() == starter
+            assert restarted_on(kube_fake) == starter
 
             # The next push, code only on top of the old head, needs the head's dependencies:
             # a BUILD (the image is re-tagged), not a reload onto the starter's image.
@@ -573,7 +548,6 @@ def test_rollback_retags_the_old_image_and_the_next_push_deploys(
             assert "retag: " in finish(fourth)
             assert newest_tag()[1] == deps_hash
             assert api.get(f"/projects/{NAME}").json()["deployed_commit"] == code_commit
-            assert restarted_on() == code_commit
+            assert restarted_on(kube_fake) == code_commit
             reconciler.step()
             assert len(gitlab_fake.triggered("nakama/pipelines")) == 4
-    gitlab.close()

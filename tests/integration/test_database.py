@@ -29,26 +29,19 @@ def test_migration_creates_every_table_and_is_repeatable(db: Database) -> None:
 
 
 def test_dedup_key_is_unique(db: Database) -> None:
+    def event() -> WebhookEvent:
+        return WebhookEvent(
+            endpoint="build-image",
+            dedup_key="build-image:k",
+            event_kind="Push Hook",
+            project="p",
+            body="{}",
+        )
+
     with db.session() as s:
-        s.add(
-            WebhookEvent(
-                endpoint="build-image",
-                dedup_key="build-image:k",
-                event_kind="Push Hook",
-                project="p",
-                body="{}",
-            )
-        )
+        s.add(event())
     with pytest.raises(IntegrityError), db.session() as s:
-        s.add(
-            WebhookEvent(
-                endpoint="build-image",
-                dedup_key="build-image:k",
-                event_kind="Push Hook",
-                project="p",
-                body="{}",
-            )
-        )
+        s.add(event())
     with db.session() as s:
         assert len(s.scalars(select(WebhookEvent)).all()) == 1
 

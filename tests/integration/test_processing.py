@@ -91,6 +91,14 @@ class World:
         for endpoint in ("build-image", "code-reload"):
             self.store(endpoint, before=before, after=after, ref=ref)
 
+    def push_change(self, files: dict[str, str]) -> tuple[str, str]:
+        """Commit ``files``, push, and store both hooks' events; (before, after)."""
+        before = git(self.work, "rev-parse", "HEAD")
+        after = self.commit(files)
+        self.push()
+        self.push_both(before, after)
+        return before, after
+
     def pipelines_rows(self) -> list[Pipeline]:
         with self.db.session() as s:
             return list(s.scalars(select(Pipeline).order_by(Pipeline.id)).all())
@@ -156,10 +164,7 @@ def world(tmp_path: Path, database_url: str) -> Iterator[World]:
 
 
 def test_code_only_push_reloads_once(world: World) -> None:
-    before = git(world.work, "rev-parse", "HEAD")
-    after = world.commit({"app.py": "print(2)\n"})
-    world.push()
-    world.push_both(before, after)
+    _, after = world.push_change({"app.py": "print(2)\n"})
     world.processor().process_pending()
     [pipeline] = world.pipelines_rows()
     assert (pipeline.kind, pipeline.commit_sha) == ("reload", after)
@@ -224,10 +229,7 @@ def test_ignored_pushes(
 
 
 def test_events_stored_before_a_restart_are_processed_after_it(world: World) -> None:
-    before = git(world.work, "rev-parse", "HEAD")
-    after = world.commit({"app.py": "print(3)\n"})
-    world.push()
-    world.push_both(before, after)
+    world.push_change({"app.py": "print(3)\n"})
     assert {e.status for e in world.events()} == {"pending"}
     processor = world.processor()  # a new process: nothing in memory
     processor.start()
@@ -253,10 +255,7 @@ def test_events_of_a_project_being_deleted_are_ignored(world: World) -> None:
 
 
 def test_a_late_hook_for_a_commit_already_under_way_starts_nothing(world: World) -> None:
-    before = git(world.work, "rev-parse", "HEAD")
-    after = world.commit({"app.py": "print(4)\n"})
-    world.push()
-    world.push_both(before, after)
+    before, after = world.push_change({"app.py": "print(4)\n"})
     world.processor().process_pending()
     assert [p.commit_sha for p in world.pipelines_rows()] == [after]
     # The same push again, under new delivery ids (e.g. after a catch-up by the reconciler).

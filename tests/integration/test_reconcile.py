@@ -68,12 +68,10 @@ class Env:
         options: dict[str, object] = {"catch_up_after": timedelta(0), **kwargs}
         return Reconciler(
             db=self.db,
-            gitlab=self.client,
             forge=self.forge,
             registry=self.builds,
             pipelines=self.pipelines,
             planning=Settings().planning,
-            pipelines_project="nakama/pipelines",
             interval_s=INTERVAL_S,
             **options,  # type: ignore[arg-type]
         )

@@ -41,10 +41,10 @@ from nakama.settings import (
 )
 from tests.fakes.gitlab import TOKEN, TRIGGER_TOKEN, GitLabFake
 from tests.fakes.gitlab_oauth import OAuthApplication
-from tests.fakes.kubernetes import KubeFake, kube_fake
+from tests.fakes.kubernetes import kube_fake, kubeconfig
 from tests.support import free_port, serve, sse_events
 
-__all__ = ["kube_fake"]  # the fixture
+__all__ = ["kube_fake", "kubeconfig"]  # the fixtures
 
 ADMIN = "nkm_gitlab-signin-admin-token-0123456789"
 GITOPS = "nakama/gitops"
@@ -52,24 +52,6 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 # --- fixtures -----------------------------------------------------------------------------------
-@pytest.fixture
-def kubeconfig(kube_fake: KubeFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A kubeconfig for the Kubernetes fake, found as kubectl finds one: $KUBECONFIG."""
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": kube_fake.url}}],
-        "users": [{"name": "nakama", "user": {"token": kube_fake.token}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "nakama"}}],
-        "current-context": "fake",
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps(config))
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    return path
-
-
 @dataclass
 class Logs:
     """What the server logged: structlog events and stdlib records from its threads."""
