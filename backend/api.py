@@ -1,7 +1,9 @@
-"""REST API v1: users, projects, their pipelines, logs and rollbacks, behind bearer-token auth.
+"""REST API v1: users, projects, their members, pipelines, logs and rollbacks, behind
+bearer-token auth.
 
-A user sees and changes only their own projects (another's answer 404, as missing ones);
-an admin sees all, and alone manages users."""
+A user sees the projects they are a member of and does what their role there allows (a project
+they are not a member of answers 404, as a missing one; a role too low for the action, 403);
+an admin is owner of every project, and alone manages users."""
 
 from __future__ import annotations
 
@@ -16,13 +18,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backend.projects import ProjectService
 from backend.variables import VariableService
+from nakama.access import Action
 from nakama.auth import Principal, TokenStore, UserInfo
 from nakama.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from nakama.models import (
+    MemberPublic,
+    MemberSet,
     PasswordSet,
     PipelinePublic,
     ProjectCreate,
     ProjectPublic,
+    ProjectUpdate,
     RollbackRequest,
     UserCreate,
     UserPublic,
@@ -78,7 +84,11 @@ def make_api_router(
         request.state.principal = found
         return found
 
-    visible = projects.check_visible
+    check = projects.check
+    sharing = projects.sharing
+
+    def develop(name: str, caller: Principal) -> None:
+        check(name, caller, Action.develop)
 
     def admin_only(caller: Principal) -> None:
         if not caller.is_admin:
@@ -133,17 +143,51 @@ def make_api_router(
 
     @router.get("/projects", response_model=list[ProjectPublic], tags=["projects"])
     def list_projects(caller: Caller) -> list[ProjectPublic]:
-        return projects.list_all(owner_id=caller.user_id, everyone=caller.is_admin)
+        """The projects the caller is a member of (every one for an admin), with their role."""
+        return projects.list_for(caller)
 
     @router.get("/projects/{name}", response_model=ProjectPublic, tags=["projects"])
     def get_project(name: str, caller: Caller) -> ProjectPublic:
-        visible(name, caller)
-        return projects.get(name)
+        check(name, caller)
+        return projects.get(name, caller)
+
+    @router.patch("/projects/{name}", response_model=ProjectPublic, tags=["projects"])
+    def update_project(name: str, body: ProjectUpdate, caller: Caller) -> ProjectPublic:
+        """Change who may open the app (``visibility``) or when it sleeps (``idle_timeout_s``,
+        0 for never); owners only."""
+        check(name, caller, Action.own)
+        if body.visibility is not None:
+            sharing.set_visibility(name, body.visibility)
+        if "idle_timeout_s" in body.model_fields_set:
+            projects.set_idle_timeout(name, body.idle_timeout_s or None)
+        return projects.get(name, caller)
+
+    @router.get("/projects/{name}/members", response_model=list[MemberPublic], tags=["sharing"])
+    def list_members(name: str, caller: Caller) -> list[MemberPublic]:
+        check(name, caller)
+        return [MemberPublic(username=m.username, role=m.role.name) for m in sharing.members(name)]
+
+    @router.put(
+        "/projects/{name}/members/{username}", response_model=MemberPublic, tags=["sharing"]
+    )
+    def set_member(name: str, username: str, body: MemberSet, caller: Caller) -> MemberPublic:
+        """Add a user to the project with a role, or change their role; owners only (409 for
+        demoting the last owner)."""
+        check(name, caller, Action.own)
+        member = sharing.set_member(name, username, body.role)
+        return MemberPublic(username=member.username, role=member.role.name)
+
+    @router.delete("/projects/{name}/members/{username}", status_code=204, tags=["sharing"])
+    def remove_member(name: str, username: str, caller: Caller) -> Response:
+        """Take a user out of the project; owners only (409 for the last owner)."""
+        check(name, caller, Action.own)
+        sharing.remove_member(name, username)
+        return Response(status_code=204)
 
     @router.delete("/projects/{name}", status_code=202, tags=["projects"])
     def delete_project(name: str, caller: Caller) -> dict[str, str]:
         try:
-            visible(name, caller)
+            check(name, caller, Action.own)
         except NotFound:
             if caller.is_admin:
                 # Delete is idempotent: deleting a project that is already gone succeeds.
@@ -158,7 +202,7 @@ def make_api_router(
     def list_pipelines(
         name: str, caller: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 50
     ) -> list[PipelinePublic]:
-        visible(name, caller)
+        develop(name, caller)
         return projects.pipelines(name, limit=limit)
 
     @router.get(
@@ -167,7 +211,7 @@ def make_api_router(
         tags=["pipelines"],
     )
     def get_pipeline(name: str, pipeline_id: int, caller: Caller) -> PipelinePublic:
-        visible(name, caller)
+        develop(name, caller)
         return projects.pipeline(name, pipeline_id)
 
     @router.get(
@@ -176,14 +220,14 @@ def make_api_router(
         tags=["pipelines"],
     )
     def pipeline_log(name: str, pipeline_id: int, caller: Caller) -> str:
-        visible(name, caller)
+        develop(name, caller)
         return projects.pipeline_log(name, pipeline_id)
 
     @router.get("/projects/{name}/logs", response_class=PlainTextResponse, tags=["projects"])
     def app_logs(
         name: str, caller: Caller, tail: Annotated[int, Query(ge=1, le=10000)] = 200
     ) -> str:
-        visible(name, caller)
+        develop(name, caller)
         return projects.app_logs(name, tail=tail)
 
     # --- rollback --------------------------------------------------------------------------
@@ -196,7 +240,7 @@ def make_api_router(
     def rollback_project(name: str, body: RollbackRequest, caller: Caller) -> PipelinePublic:
         """Deploy an earlier successful pipeline's commit again; answers with the new
         pipeline (409 if that pipeline did not succeed or its commit is deployed now)."""
-        visible(name, caller)
+        develop(name, caller)
         return projects.rollback(name, body.pipeline_id)
 
     @router.get(
@@ -208,7 +252,7 @@ def make_api_router(
         name: str, caller: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 50
     ) -> list[PipelinePublic]:
         """Successful pipelines, newest first, one per commit, without the deployed commit."""
-        visible(name, caller)
+        develop(name, caller)
         return projects.rollback_targets(name, limit=limit)
 
     # --- variables -------------------------------------------------------------------------
@@ -217,21 +261,21 @@ def make_api_router(
     @variable_routes.get("/projects/{name}/variables", response_model=list[VariablePublic])
     def list_variables(name: str, caller: Caller) -> list[VariablePublic]:
         """The app's environment variables by key; a secret shows at most its last 2 characters."""
-        visible(name, caller)
+        develop(name, caller)
         return variables.list(name)
 
     @variable_routes.put("/projects/{name}/variables/{key}", response_model=VariablePublic)
     def set_variable(name: str, key: str, body: VariableSet, caller: Caller) -> VariablePublic:
         """Create or replace a variable, then restart the app with it (422 for a name such as
         ``PORT`` or ``NAKAMA_*``, which Nakama sets itself)."""
-        visible(name, caller)
+        develop(name, caller)
         variables.set(name, key, body.value, secret=body.secret)
         return variables.get(name, key)
 
     @variable_routes.delete("/projects/{name}/variables/{key}", status_code=204)
     def delete_variable(name: str, key: str, caller: Caller) -> Response:
         """Remove a variable, then restart the app without it."""
-        visible(name, caller)
+        develop(name, caller)
         variables.delete(name, key)
         return Response(status_code=204)
 

@@ -19,14 +19,16 @@ from fastapi.responses import JSONResponse
 from backend.api import make_api_router
 from backend.http_errors import status_of
 from backend.projects import ProjectService, read_starter_kit
+from backend.sharing import Sharing
 from backend.variables import VariableService, stored_environment
 from backend.web.mount import WebAuth, install_web
 from backend.web.views import Renderer
 from image_builder.environments import clean_partial_builds
 from nakama import __version__
+from nakama.access import Action
 from nakama.auth import Principal, TokenStore, new_token
 from nakama.db.session import Database
-from nakama.errors import NakamaError
+from nakama.errors import NakamaError, NotFound
 from nakama.local.forge import LocalForge
 from nakama.local.gitserver import make_git_router
 from nakama.local.jobs import LocalPipelines
@@ -53,7 +55,7 @@ class ModeParts(Protocol):
 
     def stop(self) -> None: ...
 
-    def routers(self, tokens: TokenStore) -> list[APIRouter]: ...
+    def routers(self, tokens: TokenStore, sharing: Sharing) -> list[APIRouter]: ...
 
 
 @dataclass
@@ -78,14 +80,22 @@ class LocalParts:
         self.pipelines.stop()
         self.runtime.stop_all()
 
-    def routers(self, tokens: TokenStore) -> list[APIRouter]:
+    def routers(self, tokens: TokenStore, sharing: Sharing) -> list[APIRouter]:
+        def may_develop(_user: str, password: str, project: str) -> bool:
+            """Clone and push need the developer role (viewers only open the app)."""
+            caller = tokens.authenticate(password)
+            if caller is None:
+                return False
+            try:
+                return sharing.access(project, caller).allows(Action.develop)
+            except NotFound:
+                return False
+
         return [
             make_git_router(
                 repos_dir=self.forge.repos_dir,
                 authenticate=lambda _user, password: tokens.authenticate(password) is not None,
-                may_access=lambda _user, password, project: tokens.may_access_project(
-                    password, project
-                ),
+                may_access=may_develop,
             )
         ]
 
@@ -217,7 +227,7 @@ class ClusterParts:
             self._thread.join(timeout=30)
         self.close()
 
-    def routers(self, tokens: TokenStore) -> list[APIRouter]:
+    def routers(self, tokens: TokenStore, sharing: Sharing) -> list[APIRouter]:
         return []
 
 
@@ -229,6 +239,7 @@ def cluster_adapters(settings: Settings, db: Database) -> Adapters:
     cluster = connect(settings, db)
     # Deletes left half-done are finished by the reconciler too (the starter kit is not needed).
     deletes = ProjectService(
+        sharing=Sharing(db),
         db=db,
         forge=cluster.forge,
         registry=cluster.registry,
@@ -268,6 +279,7 @@ def build_platform(settings: Settings) -> Platform:
         settings=settings.planning,
     )
     projects = ProjectService(
+        sharing=Sharing(db),
         db=db,
         forge=adapters.forge,
         registry=adapters.registry,
@@ -337,7 +349,7 @@ def create_app(platform: Platform) -> ReceiverApp:
             projects=platform.projects, tokens=platform.tokens, variables=platform.variables
         )
     )
-    for router in platform.parts.routers(platform.tokens):
+    for router in platform.parts.routers(platform.tokens, platform.projects.sharing):
         app.include_router(router)
     install_web(
         app,

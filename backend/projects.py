@@ -13,9 +13,19 @@ from pathlib import Path
 
 from sqlalchemy import delete, select
 
+from backend.sharing import Sharing
+from nakama.access import Action, Role
 from nakama.auth import Principal
 from nakama.db.session import Database
-from nakama.db.tables import Pipeline, Project, ProjectVariable, PushPlan, User, WebhookEvent
+from nakama.db.tables import (
+    Pipeline,
+    Project,
+    ProjectMember,
+    ProjectVariable,
+    PushPlan,
+    User,
+    WebhookEvent,
+)
 from nakama.errors import Conflict, NakamaError, NotFound
 from nakama.logs import get_logger
 from nakama.models import LastPush, PipelinePublic, ProjectCreate, ProjectPublic
@@ -69,6 +79,7 @@ class ProjectService:
         runtime: Runtime,
         starter_kit: Mapping[str, bytes],
         deploy_branch: str,
+        sharing: Sharing,
         refresh_pipelines: Callable[[str], None] | None = None,
     ) -> None:
         """``refresh_pipelines(project)``, if given, brings the project's pipeline rows up to
@@ -81,13 +92,17 @@ class ProjectService:
         self._starter_kit = starter_kit
         self._branch = deploy_branch
         self._refresh = refresh_pipelines
+        self.sharing = sharing
 
     # --- reads -----------------------------------------------------------------------------
-    def _public(self, row: Project, *, owner: str | None) -> ProjectPublic:
+    def _public(self, row: Project, *, owner: str | None, role: Role | None) -> ProjectPublic:
         app_url = None if row.status == "deleting" else self._runtime.app_url(row.name)
         return ProjectPublic(
             name=row.name,
             owner=owner,
+            visibility=row.visibility,
+            role=role.name if role is not None else None,
+            idle_timeout_s=row.idle_timeout_s,
             status=row.status,
             status_message=row.status_message,
             clone_url=self._forge.clone_url(row.name),
@@ -109,12 +124,14 @@ class ProjectService:
             raise NotFound(f"project {name!r} not found")
         return row
 
-    def get(self, name: str) -> ProjectPublic:
+    def get(self, name: str, caller: Principal | None = None) -> ProjectPublic:
+        """The project as ``caller`` sees it (their role in it; None: no caller's view)."""
         self._refresh_pipelines(name)
         row = self._row(name)
         with self._db.session() as s:
             owner = s.scalar(select(User.username).where(User.id == row.owner_id))
-        return self._public(row, owner=owner)
+        role = self.sharing.access(name, caller).role if caller is not None else None
+        return self._public(row, owner=owner, role=role)
 
     def _refresh_pipelines(self, name: str) -> None:
         if self._refresh is None:
@@ -124,31 +141,42 @@ class ProjectService:
         except NakamaError as exc:  # a read shows what is stored rather than failing
             log.warning("pipeline status not refreshed", project=name, error=str(exc))
 
-    def list_all(
-        self, *, owner_id: int | None = None, everyone: bool = True
-    ) -> list[ProjectPublic]:
-        """Every project, or (``everyone=False``) only those of ``owner_id``."""
+    def list_for(self, caller: Principal) -> list[ProjectPublic]:
+        """The projects ``caller`` is a member of (every project for an admin), with their role."""
         query = (
             select(Project, User.username)
             .outerjoin(User, User.id == Project.owner_id)
             .order_by(Project.name)
         )
-        if not everyone:
-            if owner_id is None:
+        roles = self.sharing.roles_of(caller.user_id)
+        if not caller.is_admin:
+            if not roles:
                 return []
-            query = query.where(Project.owner_id == owner_id)
+            query = query.where(Project.name.in_(roles))
         with self._db.session() as s:
             rows = s.execute(query).all()
-        return [self._public(row, owner=owner) for row, owner in rows]
+        return [
+            self._public(row, owner=owner, role=Role.owner if caller.is_admin else roles[row.name])
+            for row, owner in rows
+        ]
 
-    def owner(self, name: str) -> int | None:
-        """The id of the user who owns the project (None: nobody); NotFound if there is none."""
-        return self._row(name).owner_id
+    def exists(self, name: str) -> bool:
+        with self._db.session() as s:
+            return s.scalar(select(Project.id).where(Project.name == name)) is not None
 
-    def check_visible(self, name: str, caller: Principal) -> None:
-        """NotFound unless ``caller`` may see project ``name``: another's is as if missing."""
-        if not caller.may_see(self.owner(name)):
-            raise NotFound(f"project {name!r} not found")
+    def check(self, name: str, caller: Principal, action: Action = Action.see) -> None:
+        """NotFound unless ``caller`` is a member of project ``name`` (another's is as if
+        missing); Forbidden if their role does not allow ``action``."""
+        self.sharing.check(name, caller, action)
+
+    def set_idle_timeout(self, name: str, seconds: int | None) -> None:
+        """Stop the app after ``seconds`` without a request (None: never)."""
+        with self._db.session() as s:
+            row = s.scalar(select(Project).where(Project.name == name))
+            if row is None:
+                raise NotFound(f"project {name!r} not found")
+            row.idle_timeout_s = seconds
+        log.info("idle timeout set", project=name, seconds=seconds)
 
     def pipelines(self, name: str, *, limit: int = 50) -> list[PipelinePublic]:
         self._row(name)
@@ -199,8 +227,11 @@ class ProjectService:
                     owner_id=owner_id,
                 )
             )
+        if owner_id is not None:
+            self.sharing.add_owner(name, owner_id)
         try:
-            return self._provision(name, maintainer=request.maintainer)
+            made = self._provision(name, maintainer=request.maintainer)
+            return made.model_copy(update={"role": "owner"}) if owner_id is not None else made
         except NakamaError as exc:
             self._set_status(name, "failed", f"creation failed: {exc}")
             # Same class (so the same HTTP status), with the project named: "GitLab: ... cannot
@@ -339,7 +370,7 @@ class ProjectService:
         )
         self._pipelines.purge_project(name)
         with self._db.session() as s:
-            for table in (Pipeline, PushPlan, ProjectVariable):
+            for table in (Pipeline, PushPlan, ProjectVariable, ProjectMember):
                 s.execute(delete(table).where(table.project == name))
             s.execute(delete(WebhookEvent).where(WebhookEvent.project == name))
             s.execute(delete(Project).where(Project.name == name))

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nakama.db.session import Database
-from nakama.db.tables import ApiToken, Project, User
+from nakama.db.tables import ApiToken, User
 from nakama.errors import Conflict, InvalidInput, NotFound
 from nakama.models import PASSWORD_MAX, PASSWORD_MIN
 
@@ -34,10 +34,6 @@ class Principal:
     # The user the token acts for; None for a token from before users existed.
     user_id: int | None = None
     username: str | None = None
-
-    def may_see(self, owner_id: int | None) -> bool:
-        """Admins see every project; a user only the projects they own."""
-        return self.is_admin or (self.user_id is not None and owner_id == self.user_id)
 
 
 @dataclass(frozen=True)
@@ -145,15 +141,6 @@ class TokenStore:
                 user_id=user.id if user else None,
                 username=user.username if user else None,
             )
-
-    def may_access_project(self, token: str, project: str) -> bool:
-        """Whether ``token`` may see ``project`` (git over HTTP: clone and push)."""
-        principal = self.authenticate(token)
-        if principal is None:
-            return False
-        with self._db.session() as s:
-            row = s.scalar(select(Project).where(Project.name == project))
-        return row is not None and principal.may_see(row.owner_id)
 
     # --- web sign-in -------------------------------------------------------------------------
     def principal_of_user(self, user_id: int) -> Principal | None:

@@ -79,6 +79,17 @@ class LastPush(BaseModel):
 class ProjectPublic(BaseModel):
     name: str
     owner: str | None = Field(default=None, description="username of the owner (None: admins')")
+    visibility: str = Field(
+        default="private",
+        description="who may open the app: private (members), internal (signed-in users), "
+        "public (anyone)",
+    )
+    role: str | None = Field(
+        default=None, description="the caller's role: owner, developer or viewer (admins: owner)"
+    )
+    idle_timeout_s: int | None = Field(
+        default=None, description="seconds without a request before the app sleeps (None: never)"
+    )
     status: str
     status_message: str | None = None
     clone_url: str
@@ -89,6 +100,34 @@ class ProjectPublic(BaseModel):
     last_push: LastPush | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class ProjectUpdate(BaseModel):
+    """A change to a project's settings; fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    visibility: Literal["private", "internal", "public"] | None = None
+    idle_timeout_s: int | None = Field(
+        default=None,
+        ge=0,
+        le=30 * 24 * 3600,
+        description="seconds without a request before the app sleeps; 0 turns sleeping off",
+    )
+
+
+class MemberSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["owner", "developer", "viewer"] = Field(
+        description="owner: everything, sharing and delete included; developer: push, deploy, "
+        "pipelines, logs, variables, rollback; viewer: open the app only"
+    )
+
+
+class MemberPublic(BaseModel):
+    username: str
+    role: str
 
 
 class PipelinePublic(BaseModel):

@@ -1,8 +1,10 @@
 """The project pages: the list with live status, create, a project's page (app, clone commands,
 deployment, pipelines, variables, rollback, app log) and delete with a typed confirmation.
 
-Every page goes through the same services as the REST API; a user sees only their own projects
-(another's is answered as missing), an admin sees all."""
+Every page goes through the same services as the REST API and the same role check: a user sees
+the projects they are a member of (another's is answered as missing) and what their role there
+allows: a viewer the app's address only, a developer also pipelines, logs, variables and
+rollback, an owner also sharing, sleep and delete. An admin is owner of every project."""
 
 # No `from __future__ import annotations`: FastAPI must see the local Annotated dependencies.
 from collections.abc import Awaitable, Callable, Coroutine
@@ -16,8 +18,9 @@ from backend.http_errors import status_of
 from backend.projects import ProjectService
 from backend.variables import VariableService
 from backend.web.views import Renderer, flash
+from nakama.access import ROLES, VISIBILITIES, Action, Role
 from nakama.auth import Principal
-from nakama.errors import InvalidInput, NakamaError, NotFound
+from nakama.errors import Forbidden, InvalidInput, NakamaError, NotFound
 from nakama.logs import get_logger
 from nakama.models import ProjectCreate
 from nakama.names import name_problem
@@ -52,10 +55,16 @@ def make_pages_router(
             async def route(request: Request) -> Response:
                 try:
                     return await handler(request)
-                except NotFound as exc:
+                except (NotFound, Forbidden) as exc:
                     caller = getattr(request.state, "user", None)
+                    status = 404 if isinstance(exc, NotFound) else 403
                     return render(
-                        request, "not_found.html", user=caller, status_code=404, message=str(exc)
+                        request,
+                        "not_found.html",
+                        user=caller,
+                        status_code=status,
+                        message=str(exc),
+                        title="Not found" if status == 404 else "Not allowed",
                     )
 
             return route
@@ -64,15 +73,21 @@ def make_pages_router(
     User = Annotated[Principal, Depends(user)]
     Csrf = Depends(csrf)
 
-    def owned(name: str, caller: User) -> str:
-        """The project ``name``, once ``caller`` may see it (NotFound otherwise)."""
-        projects.check_visible(name, caller)
-        return name
+    def needs(action: Action) -> Callable[[str, Principal], str]:
+        def check(name: str, caller: User) -> str:
+            """The project ``name``, once ``caller``'s role allows ``action`` (NotFound for a
+            non-member, Forbidden for a role too low)."""
+            projects.check(name, caller, action)
+            return name
 
-    Owned = Annotated[str, Depends(owned)]
+        return check
 
-    def project_context(name: str) -> dict[str, Any]:
-        project = projects.get(name)
+    Seen = Annotated[str, Depends(needs(Action.see))]
+    Owned = Annotated[str, Depends(needs(Action.develop))]
+    OwnerOf = Annotated[str, Depends(needs(Action.own))]
+
+    def project_context(name: str, caller: Principal) -> dict[str, Any]:
+        project = projects.get(name, caller)
         pipelines = projects.pipelines(name, limit=PIPELINES_SHOWN)
         targets = {p.id for p in projects.rollback_targets(name)}
         return {"project": project, "pipelines": pipelines, "rollback_ids": targets}
@@ -83,7 +98,7 @@ def make_pages_router(
         return RedirectResponse("/projects", status_code=303)
 
     def listing(caller: Principal) -> list[Any]:
-        return list(projects.list_all(owner_id=caller.user_id, everyone=caller.is_admin))
+        return list(projects.list_for(caller))
 
     @router.get("/projects", response_class=HTMLResponse)
     def project_list(request: Request, caller: User) -> Response:
@@ -98,11 +113,7 @@ def make_pages_router(
         problem = name_problem(name) if name else None
         taken = False
         if problem is None and name:
-            try:
-                projects.owner(name)
-                taken = True
-            except NotFound:
-                pass
+            taken = projects.exists(name)
         return render(
             request, "_name_check.html", user=caller, name=name, problem=problem, taken=taken
         )
@@ -141,16 +152,31 @@ def make_pages_router(
 
     # --- one project -----------------------------------------------------------------------
     @router.get("/projects/{name}", response_class=HTMLResponse)
-    def project_page(request: Request, name: Owned, caller: User) -> Response:
-        context = project_context(name)
+    def project_page(request: Request, name: Seen, caller: User) -> Response:
+        project = projects.get(name, caller)
+        if project.role == Role.viewer.name:
+            return render(request, "project_viewer.html", user=caller, project=project)
+        context = project_context(name, caller)
+        sharing: dict[str, Any] = {}
+        if project.role == Role.owner.name:
+            sharing = {
+                "members": projects.sharing.members(name),
+                "roles": ROLES,
+                "visibilities": VISIBILITIES,
+            }
         return render(
-            request, "project.html", user=caller, variables=variables.list(name), **context
+            request,
+            "project.html",
+            user=caller,
+            variables=variables.list(name),
+            **context,
+            **sharing,
         )
 
     @router.get("/projects/{name}/live", response_class=HTMLResponse)
     def project_live(request: Request, name: Owned, caller: User) -> Response:
         """The parts of a project's page that change on their own: status and pipelines."""
-        return render(request, "_project_live.html", user=caller, **project_context(name))
+        return render(request, "_project_live.html", user=caller, **project_context(name, caller))
 
     @router.get("/projects/{name}/app-log", response_class=HTMLResponse)
     def app_log(request: Request, name: Owned, caller: User) -> Response:
@@ -159,7 +185,7 @@ def make_pages_router(
 
     @router.get("/projects/{name}/pipelines/{pipeline_id}", response_class=HTMLResponse)
     def pipeline_page(request: Request, name: Owned, pipeline_id: int, caller: User) -> Response:
-        project = projects.get(name)
+        project = projects.get(name, caller)
         pipeline = projects.pipeline(name, pipeline_id)
         return render(request, "pipeline.html", user=caller, project=project, pipeline=pipeline)
 
@@ -219,16 +245,76 @@ def make_pages_router(
             flash(request, f"Variable {key} removed; the app restarts without it.")
         return RedirectResponse(f"/projects/{name}#variables", status_code=303)
 
+    # --- sharing (owners) ------------------------------------------------------------------
+    def shared(request: Request, name: str, action: Callable[[], str]) -> Response:
+        """Run a sharing change and come back to the panel with what happened."""
+        try:
+            flash(request, action())
+        except NotFound as exc:
+            if not projects.exists(name):
+                raise
+            flash(request, str(exc), kind="error")  # a user or member that is not there
+        except NakamaError as exc:
+            flash(request, str(exc), kind="error")
+        return RedirectResponse(f"/projects/{name}#sharing", status_code=303)
+
+    @router.post("/projects/{name}/sharing/visibility", dependencies=[Csrf])
+    def set_visibility(
+        request: Request, name: OwnerOf, visibility: Annotated[str, Form()]
+    ) -> Response:
+        def change() -> str:
+            projects.sharing.set_visibility(name, visibility)
+            return f"{name} is now {visibility}."
+
+        return shared(request, name, change)
+
+    @router.post("/projects/{name}/sharing/members", dependencies=[Csrf])
+    def set_member(
+        request: Request,
+        name: OwnerOf,
+        username: Annotated[str, Form(max_length=40)],
+        role: Annotated[str, Form()],
+    ) -> Response:
+        def change() -> str:
+            member = projects.sharing.set_member(name, username.strip().lower(), role)
+            return f"{member.username} is now {member.role.name} of {name}."
+
+        return shared(request, name, change)
+
+    @router.post("/projects/{name}/sharing/members/{username}/delete", dependencies=[Csrf])
+    def remove_member(request: Request, name: OwnerOf, username: str) -> Response:
+        def change() -> str:
+            projects.sharing.remove_member(name, username)
+            return f"{username} no longer has access to {name}."
+
+        return shared(request, name, change)
+
+    @router.post("/projects/{name}/sharing/sleep", dependencies=[Csrf])
+    def set_sleep(
+        request: Request, name: OwnerOf, idle_minutes: Annotated[str, Form()] = ""
+    ) -> Response:
+        def change() -> str:
+            text = idle_minutes.strip()
+            if text in ("", "0"):
+                projects.set_idle_timeout(name, None)
+                return f"{name} never sleeps."
+            if not text.isdigit() or not 1 <= int(text) <= 30 * 24 * 60:
+                raise InvalidInput("idle time: a whole number of minutes from 1 to 43200")
+            projects.set_idle_timeout(name, int(text) * 60)
+            return f"{name} sleeps after {text} minutes without a request."
+
+        return shared(request, name, change)
+
     # --- delete ----------------------------------------------------------------------------
     @router.get("/projects/{name}/delete", response_class=HTMLResponse)
-    def delete_page(request: Request, name: Owned, caller: User) -> Response:
-        return render(request, "delete.html", user=caller, project=projects.get(name))
+    def delete_page(request: Request, name: OwnerOf, caller: User) -> Response:
+        return render(request, "delete.html", user=caller, project=projects.get(name, caller))
 
     @router.post("/projects/{name}/delete", dependencies=[Csrf])
     def delete(
-        request: Request, name: Owned, caller: User, confirm: Annotated[str, Form()] = ""
+        request: Request, name: OwnerOf, caller: User, confirm: Annotated[str, Form()] = ""
     ) -> Response:
-        project = projects.get(name)
+        project = projects.get(name, caller)
         if confirm.strip() != name:
             return render(
                 request,

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.projects import ProjectService
 from backend.web.views import FINISHED, duration, elapsed
+from nakama.access import Action
 from nakama.auth import Principal
 from nakama.errors import NakamaError
 from nakama.models import PipelinePublic
@@ -64,7 +65,7 @@ def make_stream_router(
         name: str, pipeline_id: int, caller: Annotated[Principal, Depends(user)]
     ) -> None:
         """Checked before the stream starts: once it has, the status cannot change any more."""
-        await run_in_threadpool(projects.check_visible, name, caller)
+        await run_in_threadpool(projects.check, name, caller, Action.develop)
         await run_in_threadpool(projects.pipeline, name, pipeline_id)
 
     @router.get(

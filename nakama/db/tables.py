@@ -69,10 +69,43 @@ class Project(Base):
     owner_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", name="fk_projects_owner_id_users"), nullable=True
     )
+    # Who may open the app: "private" (members), "internal" (signed-in users), "public" (anyone).
+    visibility: Mapped[str] = mapped_column(String(20), default="private", server_default="private")
+    # Seconds without a request after which the app is stopped until the next one (None: never).
+    idle_timeout_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class ProjectMember(Base):
+    """A user's role in a project ("owner", "developer" or "viewer"); admins need none."""
+
+    __tablename__ = "project_members"
+    __table_args__ = (UniqueConstraint("project", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(40), index=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", name="fk_project_members_user_id_users", ondelete="CASCADE"),
+        index=True,
+    )
+    role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AppSignInCode(Base):
+    """A one-time code that carries a signed-in user from Nakama's host to an app's host, where
+    the gateway exchanges it (once, before it expires) for that app's own session cookie."""
+
+    __tablename__ = "app_sign_in_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project: Mapped[str] = mapped_column(String(40))
+    # The web session it was made from: the app session ends with it.
+    session_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class WebhookEvent(Base):
@@ -153,6 +186,10 @@ class WebSession(Base):
     __tablename__ = "web_sessions"
 
     id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # An app's own session (the project's name), made from the web session ``parent_hash``;
+    # None for a session of Nakama's own pages.
+    app: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    parent_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     user_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", name="fk_web_sessions_user_id_users", ondelete="CASCADE"),
         index=True,
