@@ -10,14 +10,24 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from backend.api import make_api_router
+from backend.gateway.front import Gateway
+from backend.gateway.metrics import GatewayMetrics
+from backend.gateway.proxy import Upstream
+from backend.gateway.signin import make_gateway_router
+from backend.gateway.viewer import Viewers
 from backend.http_errors import status_of
+from backend.metrics import install_metrics
 from backend.projects import ProjectService, read_starter_kit
 from backend.sharing import Sharing
 from backend.variables import VariableService, stored_environment
@@ -28,15 +38,19 @@ from nakama import __version__
 from nakama.access import Action
 from nakama.auth import Principal, TokenStore, new_token
 from nakama.db.session import Database
+from nakama.db.tables import AppViewer, Project
 from nakama.errors import NakamaError, NotFound
+from nakama.hosts import app_address
 from nakama.local.forge import LocalForge
 from nakama.local.gitserver import make_git_router
 from nakama.local.jobs import LocalPipelines
 from nakama.local.registry import LocalRegistry
+from nakama.local.routes import Routes
 from nakama.local.runtime import LocalRuntime
 from nakama.local.supervisor import Supervisor
 from nakama.logs import get_logger
 from nakama.ports import Forge, Pipelines, Registry, Runtime
+from nakama.sessions import SessionStore
 from nakama.settings import Settings
 from webhook_receiver.intake import Intake, ReceiverApp, make_receiver_router
 from webhook_receiver.processing import EventProcessor
@@ -60,25 +74,55 @@ class ModeParts(Protocol):
 
 @dataclass
 class LocalParts:
-    """Local mode: the job runner, the app processes and the git server."""
+    """Local mode: the job runner, the app processes, the git server, and the idle check that
+    puts apps to sleep."""
 
     settings: Settings
+    db: Database
     forge: LocalForge
     runtime: LocalRuntime
     pipelines: LocalPipelines
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._idle: threading.Thread | None = None
 
     def start(self) -> None:
         removed = clean_partial_builds(self.pipelines.envs_dir)
         if removed:
             log.info("removed interrupted builds", count=removed)
         self.pipelines.start(self.settings.job_workers)
+        self._idle = threading.Thread(target=self._idle_loop, name="idle-check", daemon=True)
+        self._idle.start()
 
     def resume(self) -> None:
         self.pipelines.restore_deployed()
 
     def stop(self) -> None:
+        self._stop.set()
         self.pipelines.stop()
         self.runtime.stop_all()
+
+    def _idle_loop(self) -> None:
+        while not self._stop.wait(self.settings.gateway.idle_check_interval_s):
+            try:
+                self.sleep_idle_apps()
+            except Exception:
+                log.exception("idle check failed")
+
+    def sleep_idle_apps(self) -> list[str]:
+        """Put to sleep every app idle for longer than its project's idle timeout."""
+        with self.db.session() as s:
+            timeouts = s.execute(
+                select(Project.name, Project.idle_timeout_s).where(
+                    Project.idle_timeout_s.is_not(None), Project.status != "deleting"
+                )
+            ).all()
+        slept = []
+        for name, timeout in timeouts:
+            if timeout and self.runtime.routes.idle_s(name) > timeout and self.runtime.sleep(name):
+                slept.append(name)
+        return slept
 
     def routers(self, tokens: TokenStore, sharing: Sharing) -> list[APIRouter]:
         def may_develop(_user: str, password: str, project: str) -> bool:
@@ -174,16 +218,24 @@ def local_adapters(settings: Settings, db: Database) -> Adapters:
         (data / sub).mkdir(parents=True, exist_ok=True)
     forge = LocalForge(repos_dir=data / "git", base_url=settings.base_url)
     registry = LocalRegistry(envs_dir=data / "envs")
+    routes = Routes()
     runtime = LocalRuntime(
         apps_dir=data / "apps",
         forge=forge,
-        supervisor=Supervisor(settings=settings.runtime),
+        supervisor=Supervisor(
+            settings=settings.runtime,
+            drain=lambda name, port, timeout_s: routes.drain(name, port, timeout_s=timeout_s),
+        ),
         settings=settings.runtime,
+        routes=routes,
+        address=lambda project: app_address(
+            project, apps_domain=settings.apps_domain, base_url=settings.base_url
+        ),
         # Read at every start of an app, so a restart of Nakama brings the variables back too.
         variables=lambda project: stored_environment(db, project),
     )
     pipelines = LocalPipelines(db=db, forge=forge, runtime=runtime, settings=settings)
-    parts = LocalParts(settings=settings, forge=forge, runtime=runtime, pipelines=pipelines)
+    parts = LocalParts(settings=settings, db=db, forge=forge, runtime=runtime, pipelines=pipelines)
     return Adapters(
         forge=forge, registry=registry, runtime=runtime, pipelines=pipelines, parts=parts
     )
@@ -304,7 +356,17 @@ def build_platform(settings: Settings) -> Platform:
     )
 
 
-def create_app(platform: Platform) -> ReceiverApp:
+def create_app(platform: Platform) -> Gateway:
+    """The ASGI app on Nakama's one port: the app gateway in front, then the webhook
+    receiver's hot path, then the API, the web UI and (local mode) git."""
+    settings = platform.settings
+    sessions = SessionStore(platform.db, platform.tokens, max_age_s=settings.web.session_max_age_s)
+    viewers = Viewers(tokens=platform.tokens, sessions=sessions, sharing=platform.projects.sharing)
+    registry = CollectorRegistry(auto_describe=True)
+    metrics = GatewayMetrics(registry, record_viewer=lambda *key: record_viewer(platform.db, *key))
+    local = isinstance(platform.parts, LocalParts)
+    upstream = Upstream(settings.gateway) if local else None
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         platform.start()
@@ -317,6 +379,8 @@ def create_app(platform: Platform) -> ReceiverApp:
         finally:
             intake.close()
             platform.stop()
+            if upstream is not None:
+                await upstream.close()
 
     app = FastAPI(
         title="Nakama",
@@ -351,16 +415,52 @@ def create_app(platform: Platform) -> ReceiverApp:
     )
     for router in platform.parts.routers(platform.tokens, platform.projects.sharing):
         app.include_router(router)
+    install_metrics(
+        app, registry=registry, tokens=platform.tokens, settings=settings, db=platform.db
+    )
+    web_options = gitlab_sign_in_options(settings, platform.tokens)
+
+    def gateway_routes(auth: WebAuth, render: Renderer) -> APIRouter:
+        return make_gateway_router(
+            settings=settings,
+            viewers=viewers,
+            sessions=sessions,
+            may_open=platform.projects.sharing.may_open,
+            user=auth.user,
+            render=render,
+        )
+
+    web_options["extra_routers"] = [*web_options.get("extra_routers", []), gateway_routes]
     install_web(
         app,
         projects=platform.projects,
         variables=platform.variables,
         tokens=platform.tokens,
         db=platform.db,
-        settings=platform.settings,
-        **gitlab_sign_in_options(platform.settings, platform.tokens),
+        settings=settings,
+        sessions=sessions,
+        **web_options,
     )
-    return ReceiverApp(intake, fallback=app)
+    runtime = platform.parts.runtime if isinstance(platform.parts, LocalParts) else None
+    return Gateway(
+        settings=settings,
+        viewers=viewers,
+        sessions=sessions,
+        fallback=ReceiverApp(intake, fallback=app),
+        metrics=metrics,
+        upstream=upstream,
+        routes=runtime.routes if runtime is not None else None,
+        processes=runtime,
+    )
+
+
+def record_viewer(db: Database, app: str, user_id: int, day: date) -> None:
+    """Store that ``user_id`` opened ``app`` on ``day`` (once: a repeat is ignored)."""
+    try:
+        with db.session() as s:
+            s.add(AppViewer(project=app, user_id=user_id, day=day))
+    except IntegrityError:
+        pass  # seen already (by another replica or before a restart)
 
 
 def gitlab_sign_in_options(settings: Settings, tokens: TokenStore) -> dict[str, Any]:

@@ -61,6 +61,9 @@ class Sharing:
     def __init__(self, db: Database, *, on_member_change: MemberChanged | None = None) -> None:
         self._db = db
         self._changed = on_member_change
+        # Moves on every change of members or visibility: cached access decisions made
+        # before it are stale.
+        self.generation = 0
 
     # --- reads -----------------------------------------------------------------------------
     def access(self, project: str, caller: Principal | None) -> Access:
@@ -181,6 +184,7 @@ class Sharing:
             if row is None:
                 raise _not_found(project)
             row.visibility = visibility
+        self.generation += 1
         log.info("visibility set", project=project, visibility=visibility)
 
     def forget(self, project: str) -> None:
@@ -188,6 +192,7 @@ class Sharing:
         with self._db.session() as s:
             for row in s.scalars(select(ProjectMember).where(ProjectMember.project == project)):
                 s.delete(row)
+        self.generation += 1
 
     @staticmethod
     def _user_id(s: Session, username: str) -> int:
@@ -207,5 +212,6 @@ class Sharing:
             raise Conflict(f"project {project!r} needs an owner: make someone else owner first")
 
     def _notify(self, project: str, username: str, role: Role | None) -> None:
+        self.generation += 1
         if self._changed is not None:
             self._changed(project, username, role)

@@ -48,7 +48,8 @@ class PlanningSettings(BaseModel):
 class RuntimeSettings(BaseModel):
     """Local-mode app processes."""
 
-    # First port handed to an app; each project keeps its port for life.
+    # Loopback ports handed to app processes: each start of an app takes a free one, so a new
+    # version starts beside the old one and the gateway switches over without a gap.
     port_range_start: int = 8600
     port_range_end: int = 8999
     # Seconds an app may take from start to answering HTTP before it counts as unhealthy.
@@ -61,6 +62,9 @@ class RuntimeSettings(BaseModel):
     restart_backoff_max_s: float = 60.0
     # Seconds to wait after SIGTERM before SIGKILL.
     stop_timeout_s: float = 10.0
+    # Seconds a replaced app process may finish the requests it has before it is stopped; long
+    # enough for a slow page, short enough that a deploy does not keep two copies for long.
+    drain_timeout_s: float = 30.0
     # How a code-only push reaches a running app. "live" (the default; Streamlit apps only) runs
     # the app in a stable copy of the code and, when a push changed the main script alone,
     # updates the copy in place so Streamlit reruns it without a restart: measured, an open tab
@@ -136,6 +140,37 @@ class FluxSettings(BaseModel):
     base_image: str = "python:3.11-slim"
     # Seconds between Flux scans of the registry (the fallback when no Receiver ping arrives).
     image_scan_interval_s: int = 60
+    # Which controller serves app Ingresses, for how private and internal apps are guarded by
+    # Nakama's verify endpoint (flux/gateway.py): ingress-nginx's auth-url annotations,
+    # Traefik's ForwardAuth Middleware, or "none" (nothing guards them). nginx: the usual one.
+    ingress_controller: Literal["nginx", "traefik", "none"] = "nginx"
+    # URL (scheme, host, port) at which the Ingress controller reaches Nakama inside the cluster:
+    # verify requests go to <this>/gateway/verify, and the Service nakama-gateway is an
+    # ExternalName for its host. The default is the Service of deploy/kustomize (nakama/nakama:80).
+    nakama_internal_url: str = "http://nakama.nakama.svc.cluster.local"
+    # URL at which browsers reach Nakama (NAKAMA_PUBLIC_URL; set both alike): the sign-in of
+    # guarded apps is <this>/gateway/sign-in. A field here as manifests see FluxSettings only.
+    nakama_public_url: str = "https://nakama.example.com"
+    # cert-manager ClusterIssuer for per-app certificates (Secret <app>-tls); None: no
+    # cert-manager, apps use GitOpsLayout.tls_secret or plain HTTP, as not every cluster has it.
+    cert_issuer: str | None = None
+
+
+class GatewaySettings(BaseModel):
+    """The app gateway: every app at ``<name>.<apps_domain>`` on Nakama's own port."""
+
+    # Seconds a request that is not a page waits for a sleeping app to wake (a page gets a
+    # "waking up" page at once, which reloads itself). Streamlit starts in 2-5 s.
+    wake_wait_s: float = 30.0
+    # Seconds between two looks for apps idle past their project's idle_timeout_s.
+    idle_check_interval_s: float = 5.0
+    # Seconds an app may take to send a response's headers; the body may stream for as long
+    # as it likes (server-sent events, downloads).
+    response_timeout_s: float = 300.0
+    # Seconds a one-time sign-in code is good for: it is used at once by the browser's redirect.
+    sign_in_code_ttl_s: float = 60.0
+    # Connections kept open to one app: bounds what one busy app holds of Nakama's sockets.
+    max_connections_per_app: int = 100
 
 
 class WebSettings(BaseModel):
@@ -164,6 +199,10 @@ class Settings(BaseSettings):
     port: int = 8000
     # URL at which apps, hooks and users reach this server; defaults to http://host:port.
     public_url: str | None = None
+    # Apps are served at <name>.<apps_domain> on Nakama's port (local mode). Browsers and curl
+    # resolve *.localhost to the loopback themselves, so the default needs no DNS; a team server
+    # uses a wildcard DNS name pointing at it.
+    apps_domain: str = "localhost"
     # SQLAlchemy URL; defaults to SQLite in the data dir.
     database_url: str | None = None
     admin_token: SecretStr | None = None
@@ -173,6 +212,9 @@ class Settings(BaseSettings):
     # Worker threads running build and reload jobs; projects are serialised, so this is how many
     # projects may build at once.
     job_workers: int = 2
+
+    # /metrics without the admin token, for a Prometheus inside a trusted network.
+    metrics_public: bool = False
 
     # "local": everything on this machine; "cluster": GitLab, Harbor, Kubernetes and Flux.
     mode: Literal["local", "cluster"] = "local"
@@ -186,10 +228,16 @@ class Settings(BaseSettings):
     kubernetes: KubernetesSettings = KubernetesSettings()
     flux: FluxSettings = FluxSettings()
     web: WebSettings = WebSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def app_domain(self) -> str:
+        """The domain under which apps have their addresses, in this mode."""
+        return self.flux.app_domain if self.mode == "cluster" else self.apps_domain
 
     @property
     def db_url(self) -> str:

@@ -63,6 +63,7 @@ def install_web(
     tokens: TokenStore,
     db: Database,
     settings: Settings,
+    sessions: SessionStore,
     maintainer_of: Callable[[Principal], str | None] = lambda _user: None,
     gitlab_sign_in: bool = False,
     extra_routers: Iterable[Callable[[WebAuth, Renderer], APIRouter]] = (),
@@ -73,7 +74,6 @@ def install_web(
     # GitLab, so pages look less often there.
     local = settings.mode == "local"
     render = Renderer(make_templates(), mode=settings.mode, poll_s=2 if local else 5)
-    sessions = SessionStore(db, tokens, max_age_s=settings.web.session_max_age_s)
     auth = WebAuth(sessions=sessions, settings=settings)
     app.add_middleware(
         SessionMiddleware,
@@ -86,7 +86,8 @@ def install_web(
 
     @app.exception_handler(SignInRequired)
     async def sign_in_first(request: Request, _exc: SignInRequired) -> Response:
-        target = "/login?next=" + quote(request.url.path, safe="/")
+        asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        target = "/login?next=" + quote(asked, safe="/")
         if request.headers.get("HX-Request"):
             # htmx follows this header with a full page load.
             return Response(status_code=401, headers={"HX-Redirect": target})

@@ -3,9 +3,9 @@ project variable."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -106,6 +106,18 @@ class AppSignInCode(Base):
     # The web session it was made from: the app session ends with it.
     session_hash: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class AppViewer(Base):
+    """A signed-in user who opened an app on a day (UTC): the project page's viewer count."""
+
+    __tablename__ = "app_viewers"
+    __table_args__ = (UniqueConstraint("project", "user_id", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(40), index=True)
+    user_id: Mapped[int] = mapped_column(Integer)
+    day: Mapped[date] = mapped_column(Date)
 
 
 class WebhookEvent(Base):

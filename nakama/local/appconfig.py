@@ -48,14 +48,15 @@ class AppConfig:
     run: tuple[str, ...] | None = None
     health_path: str = DEFAULT_HEALTH_PATH
 
-    def command(self, *, python: str, port: int) -> list[str]:
-        """The argument vector that starts the app with ``python`` listening on ``port``."""
+    def command(self, *, python: str, port: int | str) -> list[str]:
+        """The argument vector that starts the app with ``python`` listening on ``port``
+        (``"$PORT"`` keeps the port to fill in later with :func:`expand_port`)."""
         if self.run is None:
             return [arg.format(python=python, port=port) for arg in DEFAULT_COMMAND]
         return expand_port(self.run, port=port)
 
 
-def expand_port(args: tuple[str, ...] | list[str], *, port: int) -> list[str]:
+def expand_port(args: tuple[str, ...] | list[str], *, port: int | str) -> list[str]:
     """Replace ``$PORT`` and ``${PORT}`` in each argument, as a shell would for that one name."""
     return [_PORT_VARIABLE.sub(str(port), arg) for arg in args]
 

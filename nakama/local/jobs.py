@@ -130,8 +130,8 @@ class LocalPipelines:
                         )
                     )
                 else:
-                    self._runtime.deploy(name, commit=commit, env=env)
-                    log.info("app restored", project=name, commit=commit[:12])
+                    how = self._runtime.restore(name, commit=commit, env=env)
+                    log.info("app restored", project=name, commit=commit[:12], how=how)
             except NakamaError as exc:
                 log.error("app could not be restored", project=name, error=str(exc))
             finally:

@@ -1,5 +1,11 @@
-"""Local runtime: each app is a supervised process on its own port, running the commit that
-code_reloader put into ``apps/<name>/code/current`` with the environment of its dependencies.
+"""Local runtime: each app is a supervised process on a loopback port, running the commit that
+code_reloader put into ``apps/<name>/code/current`` with the environment of its dependencies,
+reached by users through the gateway at ``<name>.<apps_domain>``.
+
+A restart starts the new version on a fresh port beside the old one; the gateway's route
+(:class:`nakama.local.routes.Routes`) switches once it is healthy, and the old one drains and
+stops. An app idle past its project's timeout is put to sleep (stopped, marked ``sleeping`` on
+disk, so it stays asleep across a restart of Nakama) and woken by its next request.
 
 The app's own environment variables come from ``variables(project)`` whenever the process starts
 (a deploy, a restore after ``nakama up`` restarts), so a change stored while the app is down is
@@ -9,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -29,8 +34,9 @@ from code_reloader.live import (
 from code_reloader.sync import sync_commit
 from image_builder.environments import Environment
 from nakama.errors import NakamaError, PermanentError
-from nakama.local.appconfig import load_app_config
+from nakama.local.appconfig import expand_port, load_app_config
 from nakama.local.forge import LocalForge
+from nakama.local.routes import Routes
 from nakama.local.supervisor import (
     AppSpec,
     Supervisor,
@@ -55,13 +61,19 @@ class LocalRuntime:
         forge: LocalForge,
         supervisor: Supervisor,
         settings: RuntimeSettings,
+        routes: Routes,
+        address: Callable[[str], str],
         variables: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
-        """``variables(project)``: the app's environment variables, read at every start."""
+        """``variables(project)``: the app's environment variables, read at every start;
+        ``address(project)``: the URL users open it at (the gateway's)."""
         self.apps_dir = apps_dir
+        self.routes = routes
+        self._address = address
         self._forge = forge
         self._supervisor = supervisor
         self._settings = settings
+        self._claimed: set[int] = set()  # ports handed to versions that are still starting
         self._variables = variables or (lambda _project: {})
         self._ports_lock = threading.Lock()
         self._running: dict[str, AppSpec] = {}
@@ -76,35 +88,31 @@ class LocalRuntime:
     def _app_dir(self, project: str) -> Path:
         return self.apps_dir / project
 
-    def _port_file(self, project: str) -> Path:
-        return self._app_dir(project) / "port.json"
-
     def port(self, project: str) -> int | None:
-        try:
-            return int(json.loads(self._port_file(project).read_text())["port"])
-        except (FileNotFoundError, ValueError, KeyError):
-            return None
+        """The loopback port of the app's serving process (None: none serves)."""
+        return self.routes.port(project)
 
     def prepare(self, project: str, *, commit: str) -> None:
-        """Give the project a port for life (``commit`` is deployed by the first job)."""
-        self._reserve_port(project)
+        """Make the app's directory (``commit`` is deployed by the first job)."""
+        self._app_dir(project).mkdir(parents=True, exist_ok=True)
 
     def app_url(self, project: str) -> str | None:
-        port = self.port(project)
-        return None if port is None else f"http://127.0.0.1:{port}/"
+        return self._address(project)
 
-    def _reserve_port(self, project: str) -> int:
+    def _new_port(self) -> int:
+        """A free loopback port that no app holds or is starting on."""
         with self._ports_lock:
-            port = self.port(project)
-            if port is None:
-                used = {p for d in self.apps_dir.glob("*") if (p := self.port(d.name)) is not None}
+            used = self.routes.ports() | self._claimed
+            port = allocate_port(used, self._settings)
+            while not port_is_free(port):  # taken by a program that is not ours
+                used.add(port)
                 port = allocate_port(used, self._settings)
-                while not port_is_free(port):  # taken by a program that is not ours
-                    used.add(port)
-                    port = allocate_port(used, self._settings)
-                self._app_dir(project).mkdir(parents=True, exist_ok=True)
-                self._port_file(project).write_text(json.dumps({"port": port}))
-        return port
+            self._claimed.add(port)
+            return port
+
+    def _release(self, port: int) -> None:
+        with self._ports_lock:
+            self._claimed.discard(port)
 
     def deploy(
         self,
@@ -122,9 +130,12 @@ class LocalRuntime:
         broken push leaves the previous version serving.
         """
         with self._lock(project):
+            self._sleeping_file(project).unlink(missing_ok=True)  # a deploy wakes it
             try:
                 return self._start(project, commit=commit, env=env)
             except NakamaError:
+                if self.routes.port(project) is not None:
+                    raise  # the previous version never stopped serving
                 if fallback is not None and fallback[0] != commit:
                     try:
                         self._start(project, commit=fallback[0], env=fallback[1])
@@ -146,18 +157,22 @@ class LocalRuntime:
             spec = dataclasses.replace(spec, env=dict(variables))
             # Kept even if it does not come up, so that the next change restarts it again.
             self._running[project] = spec
+            if self._sleeping_file(project).exists():
+                return  # it gets them when it wakes
             self._run(spec)
         log.info("app restarted with new variables", project=project, count=len(variables))
 
-    def _start(self, project: str, *, commit: str, env: Environment) -> str:
-        port = self._reserve_port(project)
+    def _start(self, project: str, *, commit: str, env: Environment, start: bool = True) -> str:
+        """Sync ``commit`` and (re)start the app on it; with ``start`` false only make it ready
+        (its spec is kept for when it wakes)."""
         code_root = self._app_dir(project) / "code"
         worktree = sync_commit(
             repo_url=str(self._forge.repo_path(project)), commit=commit, root=code_root
         )
         config_file = worktree / APP_CONFIG_FILE
         config = load_app_config(config_file.read_text() if config_file.is_file() else None)
-        command = config.command(python=str(env.python), port=port)
+        # The port is filled in when the process starts: each start takes a fresh one.
+        command = config.command(python=str(env.python), port="$PORT")
         cwd = code_root / "current"
         live = live_command(command) if self._settings.reload_strategy == "live" else None
         if live is not None:  # Streamlit runs in a stable copy and reruns what changes in it
@@ -166,20 +181,29 @@ class LocalRuntime:
             name=project,
             cwd=cwd,
             command=command,
-            port=port,
+            port=0,
             env=dict(self._variables(project)),
             log_path=self._app_dir(project) / "app.log",
             health_path=config.health_path,
             bin_dir=env.python.parent,
         )
+        if not start:
+            if live is not None:
+                publish_live(
+                    code_root, worktree, commit=commit, main_script=main_script(command) or "app.py"
+                )
+            self._running[project] = spec
+            return "asleep: it starts on its next request"
         if live is not None:
             script = main_script(command) or "app.py"
             if self._can_go_live(project, spec, code_root, commit):
                 publish_live(code_root, worktree, commit=commit, main_script=script)
-                if not probe_http(port, spec.health_path):
+                port = self.routes.port(project)
+                if port is None or not probe_http(port, spec.health_path):
                     raise PermanentError(f"app {project!r} stopped answering after a live update")
                 return "updated in place (live): Streamlit reruns the changed script"
             self._supervisor.stop(project)  # never let the old process rerun a half-new tree
+            self.routes.clear(project)
             publish_live(code_root, worktree, commit=commit, main_script=script)
         self._kill_orphan(project)
         self._running.pop(project, None)
@@ -187,19 +211,27 @@ class LocalRuntime:
         return "restarted"
 
     def _run(self, spec: AppSpec) -> None:
-        """(Re)start the app on ``spec``; it is the running spec once it answers."""
+        """(Re)start the app on ``spec`` with a fresh port; it is the running spec, and the
+        gateway's route goes to it, once it answers (the old process serves until then)."""
+        port = self._new_port()
+        started = dataclasses.replace(spec, port=port, command=expand_port(spec.command, port=port))
         try:
-            self._supervisor.run(spec)
+            self._supervisor.run(started, on_healthy=self._switch)
         finally:
+            self._release(port)
             pid = self._supervisor.state(spec.name).pid
             if pid is not None:
                 self._pid_file(spec.name).write_text(str(pid))
         self._running[spec.name] = spec
 
+    def _switch(self, spec: AppSpec) -> None:
+        """The new process answers: the gateway sends the app's requests to it from now on."""
+        self.routes.switch(spec.name, spec.port)
+
     def _can_go_live(self, project: str, spec: AppSpec, code_root: Path, commit: str) -> bool:
         """True if the running process can take ``commit`` without a restart."""
         if self._running.get(project) != spec:
-            return False  # another command, port or environment: restart
+            return False  # another command or environment: restart
         if self._supervisor.state(project).status != "running":
             return False
         previous = live_commit(code_root)
@@ -231,9 +263,48 @@ class LocalRuntime:
                 time.sleep(0.02)
 
     def status(self, project: str) -> AppStatus:
+        if self._sleeping_file(project).exists():
+            return AppStatus(state="sleeping", detail="starts on its next request")
         state = self._supervisor.state(project)
         detail = f"restarts={state.restarts}" if state.restarts else ""
         return AppStatus(state=state.status, detail=detail)
+
+    # --- sleep -----------------------------------------------------------------------------
+    def _sleeping_file(self, project: str) -> Path:
+        return self._app_dir(project) / "sleeping"
+
+    def is_sleeping(self, project: str) -> bool:
+        return self._sleeping_file(project).exists()
+
+    def restore(self, project: str, *, commit: str, env: Environment) -> str:
+        """Bring the app back after Nakama restarted: running, or asleep if it was."""
+        with self._lock(project):
+            asleep = self._sleeping_file(project).exists()
+            return self._start(project, commit=commit, env=env, start=not asleep)
+
+    def sleep(self, project: str) -> bool:
+        """Stop the app until its next request; False if it was not running."""
+        with self._lock(project):
+            if project not in self._running or self._sleeping_file(project).exists():
+                return False
+            if self._supervisor.state(project).status != "running":
+                return False
+            self._sleeping_file(project).write_text("")
+            self.routes.clear(project)
+            self._supervisor.stop(project)
+        log.info("app asleep", project=project)
+        return True
+
+    def wake(self, project: str) -> None:
+        """Start a sleeping app again (a no-op for one that is awake or has no deploy yet)."""
+        with self._lock(project):
+            spec = self._running.get(project)
+            if spec is None or not self._sleeping_file(project).exists():
+                return
+            self._sleeping_file(project).unlink(missing_ok=True)
+            started = time.monotonic()
+            self._run(spec)
+        log.info("app woken", project=project, seconds=round(time.monotonic() - started, 3))
 
     def logs(self, project: str, *, tail: int) -> str:
         path = self._app_dir(project) / "app.log"
@@ -245,6 +316,7 @@ class LocalRuntime:
     def remove(self, project: str) -> None:
         with self._lock(project):
             self._running.pop(project, None)
+            self.routes.forget(project)
             self._supervisor.stop(project)
             self._kill_orphan(project)
             shutil.rmtree(self._app_dir(project), ignore_errors=True)

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -75,6 +75,10 @@ class _App:
     backoff_s: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # A new version starting beside the running one; old versions finishing their requests.
+    pending: _Proc | None = None
+    retiring: set[_Proc] = field(default_factory=set)
+    ports: dict[_Proc, int] = field(default_factory=dict)
 
     def set_status(self, status: Status) -> None:
         self.status, self.since = status, datetime.now(UTC)
@@ -83,45 +87,107 @@ class _App:
 class Supervisor:
     """Starts, replaces, restarts and stops app processes; thread-safe, one lock per app."""
 
-    def __init__(self, *, settings: RuntimeSettings, backoff_reset_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        settings: RuntimeSettings,
+        backoff_reset_s: float = 60.0,
+        drain: Callable[[str, int, float], object] | None = None,
+    ) -> None:
+        """``drain(name, port, timeout_s)`` waits (at most ``timeout_s``) until no request to
+        app ``name`` on ``port`` is in flight: the gateway's :meth:`Routes.drain`."""
         self._settings = settings
         self._backoff_reset_s = backoff_reset_s
+        self._drain = drain or (lambda _name, _port, _timeout_s: None)
         self._apps: dict[str, _App] = {}
         self._apps_lock = threading.Lock()
 
-    def run(self, spec: AppSpec) -> None:
-        """Start ``spec`` (replacing a running process of that name) and return once healthy."""
+    def run(self, spec: AppSpec, *, on_healthy: Callable[[AppSpec], None] | None = None) -> None:
+        """Start ``spec`` and return once it answers HTTP.
+
+        A process of that name that is running keeps serving meanwhile (when ``spec`` has
+        another port): once the new one is healthy, ``on_healthy(spec)`` is called (the
+        gateway's route switches to it) and the old one is retired: its requests drain
+        (``drain(name, port, timeout_s)`` given to the constructor), then it is stopped, in the
+        background. A new process that never becomes healthy is stopped and the old one goes on
+        as before.
+        """
         app = self._app(spec.name)
         with app.lock:
-            self._stop_locked(app)
-            app.spec, app.restarts, app.cancel = spec, 0, threading.Event()
-            app.backoff_s = self._settings.restart_backoff_initial_s
+            old = app.proc if app.proc is not None and not app.proc.exited.is_set() else None
+            if old is not None and app.spec is not None and app.spec.port == spec.port:
+                old = None  # same port: the old process must go first
+            self._stop_pending_locked(app)
+            if old is None:
+                self._stop_locked(app)
+            else:
+                app.cancel.set()  # a pending crash restart of the old process is off
+                app.supervised = False  # until the new one is up, a crash is not restarted
+            app.cancel = threading.Event()
             deadline = time.monotonic() + 1.0  # killed leftovers of the old app may still hold it
             while not port_is_free(spec.port):
                 if time.monotonic() > deadline:
-                    app.set_status("crashed")
+                    if old is None:
+                        app.set_status("crashed")
                     raise PermanentError(f"app {spec.name!r}: port {spec.port} is taken by others")
                 time.sleep(0.01)
             try:
-                proc = self._spawn_locked(app, spec)
+                proc = self._spawn_locked(app, spec, current=old is None)
             except OSError as exc:
-                app.set_status("crashed")
+                if old is None:
+                    app.set_status("crashed")
                 raise PermanentError(f"app {spec.name!r} cannot start: {exc}") from exc
         problem = self._wait_healthy(proc, spec)
         with app.lock:
             if problem is None and proc.exited.is_set():
                 problem = f"exited with code {proc.popen.returncode} right after answering"
-            if app.proc is not proc:
+            if app.proc is not proc and app.pending is not proc:
                 raise PermanentError(f"app {spec.name!r} was stopped or replaced while starting")
             if problem is None:
+                previous = app.proc if app.pending is proc else None
+                app.pending, app.proc, app.spec = None, proc, spec
+                app.restarts = 0
+                app.backoff_s = self._settings.restart_backoff_initial_s
                 proc.healthy_at, app.supervised = time.monotonic(), True
                 app.set_status("running")
+                if on_healthy is not None:
+                    on_healthy(spec)
+                if previous is not None and previous is not proc:
+                    self._retire_locked(app, previous)
                 return
             _terminate(proc, timeout_s=0.0)
-            app.last_exit_code = proc.popen.returncode
-            app.set_status("crashed")
+            if app.pending is proc:
+                app.pending = None
+                if app.proc is not None and not app.proc.exited.is_set():
+                    app.supervised = True  # the old version goes on serving, supervised again
+            else:
+                app.last_exit_code = proc.popen.returncode
+                app.set_status("crashed")
         tail = read_log_tail(spec.log_path, lines=_TAIL_LINES_IN_ERRORS)
         raise PermanentError(f"app {spec.name!r} {problem}; last log lines:\n{tail}")
+
+    def _retire_locked(self, app: _App, proc: _Proc) -> None:
+        """Stop ``proc`` once its requests have drained (or the drain timed out), in the
+        background; :meth:`stop` ends it at once."""
+        app.retiring.add(proc)
+        port = app.ports.get(proc)
+
+        def retire() -> None:
+            if port is not None:
+                self._drain(app_name, port, self._settings.drain_timeout_s)
+            _terminate(proc, timeout_s=self._settings.stop_timeout_s)
+            with app.lock:
+                app.retiring.discard(proc)
+                app.ports.pop(proc, None)
+
+        app_name = app.spec.name if app.spec is not None else "?"
+        threading.Thread(target=retire, name=f"nakama-retire-{app_name}", daemon=True).start()
+
+    def _stop_pending_locked(self, app: _App) -> None:
+        if app.pending is not None:
+            _terminate(app.pending, timeout_s=0.0)
+            app.ports.pop(app.pending, None)
+            app.pending = None
 
     def stop(self, name: str) -> None:
         """SIGTERM the app's process group, SIGKILL after ``stop_timeout_s``; idempotent."""
@@ -155,6 +221,10 @@ class Supervisor:
     def _stop_locked(self, app: _App) -> None:
         app.cancel.set()
         app.supervised = False
+        self._stop_pending_locked(app)
+        for old in list(app.retiring):
+            _terminate(old, timeout_s=0.0)
+        app.retiring.clear()
         proc, app.proc = app.proc, None
         if proc is not None:
             _terminate(proc, timeout_s=self._settings.stop_timeout_s)
@@ -162,7 +232,9 @@ class Supervisor:
         if app.status != "stopped":
             app.set_status("stopped")
 
-    def _spawn_locked(self, app: _App, spec: AppSpec) -> _Proc:
+    def _spawn_locked(self, app: _App, spec: AppSpec, *, current: bool = True) -> _Proc:
+        """Start ``spec``: as the app's process (``current``), or as the pending new version
+        beside it."""
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = app_environment(spec.env, port=spec.port, bin_dir=spec.bin_dir)
         with open(spec.log_path, "ab", buffering=0) as log:
@@ -174,8 +246,12 @@ class Supervisor:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             log.write(f"--- started pid {popen.pid} at {stamp} ---\n".encode())
         proc = _Proc(popen)
-        app.proc = proc
-        app.set_status("starting")
+        app.ports[proc] = spec.port
+        if current:
+            app.proc = proc
+            app.set_status("starting")
+        else:
+            app.pending = proc
         threading.Thread(
             target=self._watch, args=(app, proc), name=f"nakama-app-{spec.name}", daemon=True
         ).start()
@@ -201,7 +277,7 @@ class Supervisor:
         proc.exited.set()
         with app.lock:
             if app.proc is not proc:
-                return  # stopped or replaced on purpose
+                return  # stopped, replaced on purpose, or a pending one run() waits for
             _kill_group(proc.popen.pid)  # leftovers of a crashed app would hold its port
             app.last_exit_code = proc.popen.returncode
             if not app.supervised:

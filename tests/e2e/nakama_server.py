@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -240,9 +241,29 @@ def clone(nakama: NakamaProcess, name: str, dest: Path) -> Path:
     return dest
 
 
-def fetch_text(url: str) -> str | None:
+def app_request(
+    url: str, *, token: str | None = ADMIN_TOKEN, method: str = "GET", **kwargs: Any
+) -> httpx.Response:
+    """``url`` (an app's address, ``http://<name>.localhost:<port>/…``) through the gateway:
+    Python does not resolve ``*.localhost`` as browsers do, so the request goes to 127.0.0.1 with
+    the app's Host header. Sent with ``token`` (a member's API token; None: signed out)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    target = url
+    headers = dict(kwargs.pop("headers", {}) or {})
+    if host.endswith(".localhost"):
+        target = urlunsplit(parts._replace(netloc=f"127.0.0.1:{parts.port or 80}"))
+        headers["Host"] = parts.netloc
+    if token is not None:
+        headers.setdefault("Authorization", f"Bearer {token}")
+    kwargs.setdefault("timeout", 2)
+    return httpx.request(method, target, headers=headers, **kwargs)
+
+
+def fetch_text(url: str, *, token: str | None = ADMIN_TOKEN) -> str | None:
+    """The app's answer at ``url`` through the gateway, or None unless it is a 200."""
     try:
-        r = httpx.get(url, timeout=2)
+        r = app_request(url, token=token)
     except httpx.HTTPError:
         return None
     return r.text if r.status_code == 200 else None

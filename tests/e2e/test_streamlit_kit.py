@@ -18,7 +18,14 @@ import pytest
 from playwright.sync_api import Browser
 
 from tests.e2e.browser import chromium
-from tests.e2e.nakama_server import NakamaProcess, clone, git, git_push, wait_for
+from tests.e2e.nakama_server import (
+    NakamaProcess,
+    app_request,
+    clone,
+    git,
+    git_push,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -56,6 +63,8 @@ def rendered_title(browser: Browser, url: str, expected: str) -> str:
     context = browser.new_context()
     try:
         page = context.new_page()
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
         page.goto(url, wait_until="domcontentloaded", timeout=RENDER_TIMEOUT_MS)
         heading = page.locator("h1", has_text=expected)
         try:
@@ -66,6 +75,9 @@ def rendered_title(browser: Browser, url: str, expected: str) -> str:
                 f"{url} never showed {expected!r}; it shows:\n{body[:1500]}"
             ) from exc
         assert "Traceback" not in page.locator("body").inner_text()
+        # Streamlit renders over its WebSocket, opened on the app's own address (the gateway).
+        host = url.split("//", 1)[1].split("/", 1)[0]
+        assert any(s.startswith(f"ws://{host}/_stcore/stream") for s in sockets), sockets
         return heading.first.inner_text()
     finally:
         context.close()
@@ -73,7 +85,7 @@ def rendered_title(browser: Browser, url: str, expected: str) -> str:
 
 def healthy(app_url: str) -> bool:
     try:
-        r = httpx.get(f"{app_url}_stcore/health", timeout=2)
+        r = app_request(f"{app_url}_stcore/health")
     except httpx.HTTPError:
         return False
     return r.status_code == 200 and r.text == "ok"
@@ -93,10 +105,14 @@ def test_starter_kit_deploys_renders_and_reloads_a_code_push(
     assert [p["kind"] for p in first] == ["build"]
     project = nakama.wait_deployed("kit-demo", first[0]["commit"], timeout=COLD_BUILD_S)
     app_url = project["app_url"]
+    # Opened by a browser through the gateway at the app's own address, with no sign-in.
+    assert app_url.startswith("http://kit-demo.localhost:"), app_url
+    r = nakama.api.patch("/api/v1/projects/kit-demo", json={"visibility": "public"})
+    assert r.status_code == 200 and r.json()["visibility"] == "public", r.text
     image_tag = project["image_tag"]
 
     # The app URL serves Streamlit's page, and Streamlit's own health endpoint answers.
-    page = httpx.get(app_url, timeout=10)
+    page = app_request(app_url, token=None, timeout=10)
     assert page.status_code == 200
     assert "<title>Streamlit</title>" in page.text
     assert healthy(app_url)

@@ -1,4 +1,4 @@
-"""projects.visibility and idle_timeout_s; project_members; app sessions and sign-in codes
+"""projects.visibility and idle_timeout_s; project_members; app sessions, sign-in codes, viewers
 
 Revision ID: 0006
 Revises: 0005
@@ -55,6 +55,17 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_app_sign_in_codes_expires_at"), ["expires_at"], unique=False
         )
+    op.create_table(
+        "app_viewers",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("project", sa.String(length=40), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("project", "user_id", "day"),
+    )
+    with op.batch_alter_table("app_viewers", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_app_viewers_project"), ["project"], unique=False)
     with op.batch_alter_table("web_sessions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("app", sa.String(length=40), nullable=True))
         batch_op.add_column(sa.Column("parent_hash", sa.String(length=64), nullable=True))
@@ -68,6 +79,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_web_sessions_parent_hash"))
         batch_op.drop_column("parent_hash")
         batch_op.drop_column("app")
+    op.drop_table("app_viewers")
     op.drop_table("app_sign_in_codes")
     op.drop_table("project_members")
     with op.batch_alter_table("projects", schema=None) as batch_op:

@@ -1,0 +1,118 @@
+"""Who is asking for an app, and may they open it: the one decision behind the local gateway and
+the cluster's forward-auth verify endpoint.
+
+The viewer is known from an API token (``Authorization: Bearer nkm_…``) or from the app's own
+session cookie, which the gateway set on the app's host after a sign-in; nothing else counts.
+The headers and cookies that carried them are Nakama's and are removed before a request reaches
+an app, and so are any ``X-Forwarded-User``/``-Email`` a client sent: the gateway sets those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import cookie_parser
+
+from backend.sharing import Sharing
+from nakama.access import may_open
+from nakama.auth import Principal, TokenStore
+from nakama.errors import NotFound
+from nakama.sessions import SessionStore
+
+APP_COOKIE = "nakama_app"
+# Cookies an app never gets, nor may set: Nakama's own (the UI's session, the app session).
+NAKAMA_COOKIE_PREFIXES = ("nakama_", "__host-nakama_", "__secure-nakama_")
+IDENTITY_HEADERS = frozenset({b"x-forwarded-user", b"x-forwarded-email"})
+
+Outcome = Literal["allow", "sign-in", "deny", "bad-token", "missing"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    viewer: Principal | None = None
+
+
+def app_cookie_name(*, secure: bool) -> str:
+    """The app session cookie: ``__Host-`` prefixed under HTTPS, so that it is host-only."""
+    return f"__Host-{APP_COOKIE}" if secure else APP_COOKIE
+
+
+def is_nakama_cookie(name: str) -> bool:
+    return name.strip().lower().startswith(NAKAMA_COOKIE_PREFIXES)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer nkm_…`` header (a Nakama API token), else None:
+    an app may have its own ``Authorization`` scheme, which passes through."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token.startswith("nkm_") else None
+
+
+# Seconds a verdict is reused for the same app and credentials. Changes made through this
+# process (sharing, visibility, sign-out) apply at once: they move a generation counter that
+# every cached verdict is checked against. The bound is for changes made by another process
+# (a second replica) and for expiry of sessions.
+VERDICT_TTL_S = 2.0
+_CACHE_MAX = 10_000
+
+
+class Viewers:
+    def __init__(self, *, tokens: TokenStore, sessions: SessionStore, sharing: Sharing) -> None:
+        self._tokens = tokens
+        self._sessions = sessions
+        self._sharing = sharing
+        self._cache: dict[tuple[str, str | None, str | None], tuple[Verdict, float, int]] = {}
+
+    def _generation(self) -> int:
+        return self._sharing.generation + self._sessions.generation
+
+    def judge(self, app: str, *, authorization: str | None, cookie: str | None) -> Verdict:
+        """May the sender of these headers open ``app``? (Blocking: call off the event loop.)"""
+        viewer: Principal | None = None
+        token = bearer_token(authorization)
+        if token is not None:
+            viewer = self._tokens.authenticate(token)
+            if viewer is None:
+                return Verdict("bad-token")
+        elif cookie:
+            cookies = cookie_parser(cookie)
+            session_id = cookies.get(APP_COOKIE) or cookies.get(f"__Host-{APP_COOKIE}")
+            if session_id:
+                viewer = self._sessions.principal(session_id, app=app)
+        try:
+            access = self._sharing.access(app, viewer)
+        except NotFound:
+            return Verdict("missing")
+        if may_open(visibility=access.visibility, role=access.role, signed_in=viewer is not None):
+            return Verdict("allow", viewer)
+        return Verdict("sign-in" if viewer is None else "deny", viewer)
+
+    async def ajudge(self, app: str, *, authorization: str | None, cookie: str | None) -> Verdict:
+        return await run_in_threadpool(self.judge, app, authorization=authorization, cookie=cookie)
+
+
+def strip_nakama_cookies(cookie: str) -> str | None:
+    """The Cookie header without Nakama's cookies (None when nothing is left)."""
+    kept = [
+        part.strip()
+        for part in cookie.split(";")
+        if part.strip() and not is_nakama_cookie(part.split("=", 1)[0])
+    ]
+    return "; ".join(kept) or None
+
+
+def filter_set_cookie(value: str) -> str | None:
+    """An app's Set-Cookie, host-only (its Domain attribute dropped, so it cannot reach
+    Nakama's host or another app's); None for one that names a Nakama cookie."""
+    name = value.split("=", 1)[0]
+    if is_nakama_cookie(name):
+        return None
+    parts = [p for p in value.split(";")]
+    kept = [parts[0]] + [p for p in parts[1:] if not p.strip().lower().startswith("domain=")]
+    return ";".join(kept)
