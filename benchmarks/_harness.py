@@ -31,6 +31,7 @@ from nakama.local.supervisor import port_is_free  # noqa: E402
 from tests.e2e.nakama_server import (  # noqa: E402  (needs REPO_ROOT on sys.path)
     NakamaProcess,
     fetch_text,
+    gateway_target,
     git,
     wait_for,
     write_tiny_kit,
@@ -223,9 +224,10 @@ def poll_until(
     client: httpx.Client, url: str, expected: str, *, deadline: float, interval: float = 0.010
 ) -> float | None:
     """Wall-clock time at which ``url`` first answered exactly ``expected``; None on timeout."""
+    target, headers = gateway_target(url)
     while time.monotonic() < deadline:
         try:
-            r = client.get(url)
+            r = client.get(target, headers=headers)
             if r.status_code == 200 and r.text == expected:
                 return time.time()
         except httpx.HTTPError:

@@ -234,6 +234,8 @@ def streamlit_push_to_live(strategy: str, runs: int, warmup: int) -> int:
             flush=True,
         )
         app_url = project["app_url"]
+        # The browser opens the app at its own address through the gateway, without sign-in.
+        server.api.patch(f"/api/v1/projects/{PROJECT}", json={"visibility": "public"})
         work = clone(server, PROJECT, server.tmp / "work")
         app_py = work / "app.py"
         title = current_title(app_py)

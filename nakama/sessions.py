@@ -62,11 +62,11 @@ class SessionStore:
     def close(self, session_id: str) -> None:
         """End the session and the app sessions made from it."""
         hashed = hash_token(session_id)
-        self.generation += 1
         with self._db.session() as s:
             s.execute(delete(WebSession).where(WebSession.parent_hash == hashed))
             s.execute(delete(AppSignInCode).where(AppSignInCode.session_hash == hashed))
             s.execute(delete(WebSession).where(WebSession.id_hash == hashed))
+        self.generation += 1  # after the commit: a check made before it is stale now
 
     # --- app sessions ----------------------------------------------------------------------
     def issue_app_code(self, session_id: str, *, app: str, ttl_s: float) -> str:
@@ -122,7 +122,8 @@ class SessionStore:
 
     def close_all(self, user_id: int) -> int:
         """End every session of ``user_id`` (a password change); returns how many."""
-        self.generation += 1
         with self._db.session() as s:
             result = s.execute(delete(WebSession).where(WebSession.user_id == user_id))
-            return int(getattr(result, "rowcount", 0) or 0)
+            ended = int(getattr(result, "rowcount", 0) or 0)
+        self.generation += 1
+        return ended

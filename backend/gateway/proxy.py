@@ -48,7 +48,9 @@ HOP_BY_HOP = frozenset(
 _WS_HANDSHAKE = frozenset(
     {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"}
 )
-_CHUNK = 64 * 1024
+# A response body up to this size (by its Content-Length) is read whole and sent in one piece;
+# a larger one, or one of unknown length, streams.
+_SMALL_BODY = 256 * 1024
 
 
 class AppUnreachable(TemporaryError):
@@ -117,7 +119,7 @@ class Upstream:
         method = scope["method"]
         has_body = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in headers)
         body_done = asyncio.Event()
-        disconnected = asyncio.Event()
+        disconnected = asyncio.Event()  # while the request body was being sent
 
         async def body() -> AsyncIterator[bytes]:
             while True:
@@ -156,15 +158,6 @@ class Upstream:
                 return
             raise AppUnreachable(f"the app did not answer: {type(exc).__name__}") from None
 
-        async def watch_disconnect() -> None:
-            await body_done.wait()
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    disconnected.set()
-                    return
-
-        watcher = asyncio.create_task(watch_disconnect())
         try:
             raw = [(k.lower(), v) for k, v in response.raw_headers]
             await send(
@@ -174,35 +167,41 @@ class Upstream:
                     "headers": response_headers(without_hop_by_hop(raw)),
                 }
             )
+            length = response.content_length
             if method == "HEAD":
                 await send({"type": "http.response.body", "body": b""})
-                return
-            await self._stream(response, send, disconnected)
+            elif length is not None and length <= _SMALL_BODY:
+                # Read whole (it is small), sent in one piece: the common case, kept cheap.
+                await send({"type": "http.response.body", "body": await response.read()})
+            else:
+                await self._stream(response, receive, send, body_done)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.info("app response cut short", error=type(exc).__name__)
         finally:
-            watcher.cancel()
             response.release()
 
     @staticmethod
     async def _stream(
-        response: aiohttp.ClientResponse, send: Send, disconnected: asyncio.Event
+        response: aiohttp.ClientResponse, receive: Receive, send: Send, body_done: asyncio.Event
     ) -> None:
-        reader = response.content
-        while not disconnected.is_set():
-            read = asyncio.ensure_future(reader.readany())
-            gone = asyncio.ensure_future(disconnected.wait())
-            done, _ = await asyncio.wait({read, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if read not in done:
-                read.cancel()
-                response.close()  # the client left: so does the request to the app
-                return
-            gone.cancel()
-            chunk = read.result()
-            if not chunk:
-                break
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        """Pass the body on chunk by chunk as it arrives; a client that goes away closes the
+        request to the app (a stream that never ends, such as server-sent events, ends then)."""
+
+        async def watch_disconnect() -> None:
+            await body_done.wait()
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            response.close()
+
+        watcher = asyncio.create_task(watch_disconnect())
+        try:
+            reader = response.content
+            while chunk := await reader.readany():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if not watcher.done():
+                await send({"type": "http.response.body", "body": b""})
+        finally:
+            watcher.cancel()
 
     # --- WebSocket -------------------------------------------------------------------------
     async def websocket(

@@ -9,6 +9,8 @@ an app, and so are any ``X-Forwarded-User``/``-Email`` a client sent: the gatewa
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -60,6 +62,7 @@ def bearer_token(authorization: str | None) -> str | None:
 # (a second replica) and for expiry of sessions.
 VERDICT_TTL_S = 2.0
 _CACHE_MAX = 10_000
+_Key = tuple[str, str | None, str | None]
 
 
 class Viewers:
@@ -67,7 +70,8 @@ class Viewers:
         self._tokens = tokens
         self._sessions = sessions
         self._sharing = sharing
-        self._cache: dict[tuple[str, str | None, str | None], tuple[Verdict, float, int]] = {}
+        self._cache: dict[_Key, tuple[Verdict, float, int]] = {}
+        self._pending: dict[_Key, asyncio.Future[Verdict]] = {}
 
     def _generation(self) -> int:
         return self._sharing.generation + self._sessions.generation
@@ -94,7 +98,30 @@ class Viewers:
         return Verdict("sign-in" if viewer is None else "deny", viewer)
 
     async def ajudge(self, app: str, *, authorization: str | None, cookie: str | None) -> Verdict:
-        return await run_in_threadpool(self.judge, app, authorization=authorization, cookie=cookie)
+        """:meth:`judge`, from the cache when the same credentials were judged just now."""
+        token = bearer_token(authorization)
+        session_id = None
+        if token is None and cookie:
+            cookies = cookie_parser(cookie)
+            session_id = cookies.get(APP_COOKIE) or cookies.get(f"__Host-{APP_COOKIE}")
+        key = (app, token, session_id)
+        now = time.monotonic()
+        generation = self._generation()
+        hit = self._cache.get(key)
+        if hit is not None and hit[1] > now and hit[2] == generation:
+            return hit[0]
+        pending = self._pending.get(key)
+        if pending is None:  # one look-up for all the requests that ask the same at once
+            pending = asyncio.ensure_future(
+                run_in_threadpool(self.judge, app, authorization=authorization, cookie=cookie)
+            )
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _done: self._pending.pop(key, None))
+        verdict = await asyncio.shield(pending)
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = (verdict, now + VERDICT_TTL_S, generation)
+        return verdict
 
 
 def strip_nakama_cookies(cookie: str) -> str | None:

@@ -247,17 +247,24 @@ def app_request(
     """``url`` (an app's address, ``http://<name>.localhost:<port>/…``) through the gateway:
     Python does not resolve ``*.localhost`` as browsers do, so the request goes to 127.0.0.1 with
     the app's Host header. Sent with ``token`` (a member's API token; None: signed out)."""
+    target, headers = gateway_target(url, token=token)
+    headers.update(kwargs.pop("headers", {}) or {})
+    kwargs.setdefault("timeout", 2)
+    return httpx.request(method, target, headers=headers, **kwargs)
+
+
+def gateway_target(url: str, *, token: str | None = ADMIN_TOKEN) -> tuple[str, dict[str, str]]:
+    """Where to send a request for the app address ``url`` from Python, and the headers that
+    make it one: 127.0.0.1 with the app's Host header, and ``token`` as a bearer token."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
+    headers = {}
     target = url
-    headers = dict(kwargs.pop("headers", {}) or {})
-    if host.endswith(".localhost"):
+    if (parts.hostname or "").endswith(".localhost"):
         target = urlunsplit(parts._replace(netloc=f"127.0.0.1:{parts.port or 80}"))
         headers["Host"] = parts.netloc
     if token is not None:
-        headers.setdefault("Authorization", f"Bearer {token}")
-    kwargs.setdefault("timeout", 2)
-    return httpx.request(method, target, headers=headers, **kwargs)
+        headers["Authorization"] = f"Bearer {token}"
+    return target, headers
 
 
 def fetch_text(url: str, *, token: str | None = ADMIN_TOKEN) -> str | None:
