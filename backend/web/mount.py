@@ -18,6 +18,7 @@ from backend.web.security import (
     SESSION_COOKIE,
     CsrfRejected,
     SignInRequired,
+    apps_source,
     check_csrf,
     origin_of,
     session_secret,
@@ -73,7 +74,12 @@ def install_web(
     # How often open pages look for news. In cluster mode each look at a running pipeline asks
     # GitLab, so pages look less often there.
     local = settings.mode == "local"
-    render = Renderer(make_templates(), mode=settings.mode, poll_s=2 if local else 5)
+    render = Renderer(
+        make_templates(),
+        mode=settings.mode,
+        poll_s=2 if local else 5,
+        apps=apps_source(settings.base_url, settings.app_domain),
+    )
     auth = WebAuth(sessions=sessions, settings=settings)
     app.add_middleware(
         SessionMiddleware,

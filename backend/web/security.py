@@ -100,13 +100,26 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-SECURITY_HEADERS = {
-    # Scripts and styles only from this server: no inline code, so injected markup cannot run.
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "X-Frame-Options": "DENY",
-}
+def security_headers(*, apps: str | None = None) -> dict[str, str]:
+    """The headers every page gets. ``apps`` is the source expression of the apps' hosts
+    (``http://*.localhost:8000``): the sign-in form's redirects end on an app's host, and a
+    form's redirects are held to ``form-action`` too."""
+    form_action = "'self'" + (f" {apps}" if apps else "")
+    return {
+        # Scripts and styles only from this server: no inline code, so injected markup cannot run.
+        "Content-Security-Policy": (
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+            f"form-action {form_action}"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "X-Frame-Options": "DENY",
+    }
+
+
+def apps_source(base_url: str, apps_domain: str) -> str:
+    """The CSP source expression that matches every app's address."""
+    parts = urlsplit(base_url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://*.{apps_domain.strip('.')}{port}"

@@ -10,7 +10,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from backend.web.security import CSRF_FIELD, CSRF_HEADER, SECURITY_HEADERS, csrf_token
+from backend.web.security import CSRF_FIELD, CSRF_HEADER, csrf_token, security_headers
 from nakama.auth import Principal
 from nakama.db.tables import as_utc
 
@@ -70,7 +70,11 @@ def make_templates() -> Jinja2Templates:
 class Renderer:
     """Renders a template with the signed-in user, the CSRF token and any one-time notice."""
 
-    def __init__(self, templates: Jinja2Templates, *, mode: str, poll_s: float) -> None:
+    def __init__(
+        self, templates: Jinja2Templates, *, mode: str, poll_s: float, apps: str | None = None
+    ) -> None:
+        """``apps``: the CSP source of the apps' hosts (see :func:`security_headers`)."""
+        self._headers = security_headers(apps=apps)
         self._templates = templates
         self._mode = mode
         self._poll_s = poll_s
@@ -98,7 +102,7 @@ class Renderer:
             },
             status_code=status_code,
         )
-        response.headers.update(SECURITY_HEADERS)
+        response.headers.update(self._headers)
         return response
 
 

@@ -19,6 +19,7 @@ from nakama.db.tables import Pipeline, Project, WebhookEvent
 from nakama.local.forge import LocalForge
 from nakama.local.jobs import LocalPipelines
 from nakama.local.registry import LocalRegistry
+from nakama.local.routes import Routes
 from nakama.local.runtime import LocalRuntime
 from nakama.local.supervisor import Supervisor
 from nakama.planning import ZERO_SHA
@@ -153,6 +154,8 @@ def world(tmp_path: Path, database_url: str) -> Iterator[World]:
         forge=forge,
         supervisor=Supervisor(settings=settings.runtime),
         settings=settings.runtime,
+        routes=Routes(),
+        address=lambda project: f"http://{project}.localhost:8000/",
     )
     pipelines = LocalPipelines(db=db, forge=forge, runtime=runtime, settings=settings)
     w = World(
