@@ -1,5 +1,6 @@
 """``nakama flux render`` and ``nakama flux validate``: the manifest renderer and the schema check
-from a shell, for operators bootstrapping a GitOps repository and for CI on deploy/ manifests.
+from a shell, for operators bootstrapping a GitOps repository (``render --gateway`` writes the
+Service every app's ``/_nakama/`` Ingress needs) and for CI on deploy/ manifests.
 
 Exit codes: 0 done, 2 bad input (a name that cannot be an app, a missing path, bad arguments),
 1 anything else (the files could not be written, or ``validate`` found problems).
@@ -15,8 +16,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from flux.manifests import AppProject, render_files
+from flux.gateway import GATEWAY_SERVICE, gateway_file, render_gateway_service
+from flux.manifests import AppProject, GitOpsLayout, render_files, to_yaml
 from flux.validate import KUBERNETES_VERSION, validate_file
+from nakama.access import DEFAULT_VISIBILITY, VISIBILITIES
 from nakama.errors import InvalidInput
 from nakama.settings import Settings
 
@@ -29,11 +32,18 @@ class _Usage(Exception):
 
 
 def render_main(argv: list[str] | None = None) -> int:
-    """Render one app's files into ``--out`` (as paths of the GitOps repository)."""
+    """Render one app's files, or the apps' shared nakama-gateway Service, or both, into
+    ``--out`` (as paths of the GitOps repository)."""
     prog = "nakama flux render"
     parser = argparse.ArgumentParser(prog=prog, description=render_main.__doc__)
-    parser.add_argument("--project", required=True, help="the app's name")
+    parser.add_argument("--project", help="the app's name")
+    parser.add_argument(
+        "--gateway",
+        action="store_true",
+        help=f"the Service {GATEWAY_SERVICE} every app's /_nakama/ Ingress routes to (once)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="folder to write the files to")
+    parser.add_argument("--visibility", choices=VISIBILITIES, default=DEFAULT_VISIBILITY)
     parser.add_argument("--branch", help="deploy branch (default: the planning deploy branch)")
     parser.add_argument("--tag", help="first image tag (default: a placeholder Flux replaces)")
     parser.add_argument("--commit", help="full commit hash to run until the first reload")
@@ -43,17 +53,29 @@ def render_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-dir", type=Path, help="folder holding flux/crds/")
     try:
         args = _parse(parser, argv)
+        if not args.project and not args.gateway:
+            parser.print_usage(sys.stderr)
+            return _fail(prog, "give --project, --gateway or both", 2)
         settings = Settings()
-        gitlab = settings.gitlab
-        project = AppProject(
-            name=args.project,
-            repo_url=args.repo_url or f"{gitlab.url.rstrip('/')}/{gitlab.group}/{args.project}.git",
-            branch=args.branch or settings.planning.deploy_branch,
-            tag=args.tag,
-            initial_commit=args.commit,
-        )
         namespace = args.namespace or settings.kubernetes.namespace
-        files = render_files(project, settings.flux, harbor=settings.harbor, namespace=namespace)
+        files: dict[str, str] = {}
+        if args.project:
+            gitlab = settings.gitlab
+            group_url = f"{gitlab.url.rstrip('/')}/{gitlab.group}"
+            project = AppProject(
+                name=args.project,
+                repo_url=args.repo_url or f"{group_url}/{args.project}.git",
+                branch=args.branch or settings.planning.deploy_branch,
+                tag=args.tag,
+                initial_commit=args.commit,
+                visibility=args.visibility,
+            )
+            files = render_files(
+                project, settings.flux, harbor=settings.harbor, namespace=namespace
+            )
+        if args.gateway:
+            service = render_gateway_service(settings.flux, namespace=namespace)
+            files[gateway_file(GitOpsLayout().kustomizations_path)] = to_yaml([service])
     except _Usage as exc:
         return exc.code
     except (InvalidInput, ValidationError) as exc:

@@ -21,6 +21,10 @@ needs a restart, never a build; the copy of the code inside the image goes unuse
 The app author's environment variables are the Secret ``<name>-env`` (:func:`env_secret_name`),
 which nakama.cluster.runtime writes from the database; the app container reads all of it
 (``envFrom``, optional so that an app starts before it exists). A change restarts the app.
+
+Who may open the app follows its visibility: :mod:`flux.gateway` renders its Ingresses (and, for
+Traefik, a Middleware). Those files, and the folder's kustomization.yaml that lists them, are
+:func:`gateway_paths`: the ones to rewrite when the visibility changes.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.scalarstring import LiteralScalarString
 
+from flux.gateway import GATEWAY_SERVICE, app_ingresses, gateway_problem
+from nakama.access import DEFAULT_VISIBILITY
 from nakama.clients.git import FULL_SHA
 from nakama.errors import InvalidInput
 from nakama.names import validate_project_name
@@ -123,6 +129,7 @@ class AppProject:
     command: tuple[str, ...] | None = None
     resources: Resources = field(default_factory=Resources)
     storage: str = "1Gi"  # code only (a few worktrees); data belongs in a database
+    visibility: str = DEFAULT_VISIBILITY  # private, internal or public (nakama.access)
 
 
 def image_repository(name: str, harbor: HarborSettings) -> str:
@@ -154,6 +161,15 @@ def env_secret_name(name: str) -> str:
     return f"{name}-env"
 
 
+def gateway_paths(name: str, settings: FluxSettings) -> tuple[str, ...]:
+    """The app's GitOps files that follow its visibility (present or not, as the Middleware is
+    only there for a guarded app on Traefik), kustomization.yaml included as it lists them.
+    Nothing else in them changes with the visibility, nor do they hold the image tag."""
+    folder = app_dir(name, settings)
+    names = ("ingress.yaml", f"ingress-{GATEWAY_SERVICE}.yaml", "middleware.yaml")
+    return (*(f"{folder}/{n}" for n in names), f"{folder}/kustomization.yaml")
+
+
 def render_manifests(
     project: AppProject,
     settings: FluxSettings,
@@ -164,7 +180,7 @@ def render_manifests(
 ) -> list[dict[str, Any]]:
     """Every API object of one app, in apply order. Raises InvalidInput for a bad project."""
     lay = layout or GitOpsLayout()
-    problem = _problem(project, namespace)
+    problem = _problem(project, namespace) or gateway_problem(project.visibility, settings)
     if problem:
         raise InvalidInput(f"invalid {problem}")
     name, folder = project.name, f"./{app_dir(project.name, settings)}"
@@ -182,13 +198,6 @@ def render_manifests(
     pvc["resources"] = {"requests": {"storage": project.storage}}
     if lay.storage_class:
         pvc["storageClassName"] = lay.storage_class
-    backend = {"service": {"name": name, "port": {"name": "http"}}}
-    paths = [{"path": "/", "pathType": "Prefix", "backend": backend}]
-    ingress: dict[str, Any] = {"rules": [{"host": host, "http": {"paths": paths}}]}
-    if settings.ingress_class:
-        ingress = {"ingressClassName": settings.ingress_class, **ingress}
-    if lay.tls_secret:
-        ingress["tls"] = [{"hosts": [host], "secretName": lay.tls_secret}]
     port = {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
     service = {"type": "ClusterIP", "selector": {"app.kubernetes.io/name": name}, "ports": [port]}
     scan: dict[str, Any] = {"image": repository}
@@ -231,11 +240,20 @@ def render_manifests(
         "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
         "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
     }
+    routes = app_ingresses(
+        name,
+        host=host,
+        namespace=namespace,
+        visibility=project.visibility,
+        settings=settings,
+        tls_secret=lay.tls_secret,
+        meta={"name": name, "namespace": namespace, "labels": dict(labels)},
+    )
     return [
         obj("v1", "PersistentVolumeClaim", pvc, f"{name}-code"),
         obj("apps/v1", "Deployment", deployment),
         obj("v1", "Service", service),
-        obj("networking.k8s.io/v1", "Ingress", ingress),
+        *routes,
         obj(IMAGE_API, "ImageRepository", scan),
         obj(IMAGE_API, "ImagePolicy", policy),
         obj(IMAGE_API, "ImageUpdateAutomation", automation),
@@ -260,11 +278,21 @@ def render_files(
         if doc["apiVersion"] == KUSTOMIZE_API:
             files[f"{lay.kustomizations_path.strip('/')}/{project.name}.yaml"] = to_yaml([doc])
         else:
-            listed.append(f"{doc['kind'].lower()}.yaml")
+            listed.append(_file_name(doc, project.name, taken=listed))
             files[f"{folder}/{listed[-1]}"] = to_yaml([doc])
     config = {"apiVersion": KUSTOMIZE_CONFIG_API, "kind": "Kustomization", "resources": listed}
     files[f"{folder}/kustomization.yaml"] = to_yaml([config])
     return dict(sorted(files.items()))
+
+
+def _file_name(doc: dict[str, Any], name: str, *, taken: Sequence[str]) -> str:
+    """``<kind>.yaml``; a second object of a kind adds what its name has beyond the app's
+    (``ingress-nakama-gateway.yaml`` for ``<name>.nakama-gateway``)."""
+    kind = str(doc["kind"]).lower()
+    if f"{kind}.yaml" not in taken:
+        return f"{kind}.yaml"
+    suffix = str(doc["metadata"]["name"]).removeprefix(name).lstrip(".-")
+    return f"{kind}-{suffix}.yaml"
 
 
 def to_yaml(docs: Sequence[dict[str, Any]]) -> str:
@@ -361,6 +389,8 @@ def _problem(p: AppProject, namespace: str) -> str | None:
     validate_project_name(p.name)
     if p.name[0].isdigit():
         return f"name {p.name!r}: a Kubernetes Service name (DNS-1035) must start with a letter"
+    if p.name == GATEWAY_SERVICE:
+        return f"name {p.name!r}: the apps' namespace has a Service of that name (flux.gateway)"
     if not _DNS_LABEL.match(namespace):
         return f"namespace {namespace[:70]!r}: not a DNS-1123 label"
     if p.tag is not None and not _DOCKER_TAG.match(p.tag):

@@ -13,6 +13,9 @@ into JSON Schema: objects without ``additionalProperties`` and without
 ObjectMeta schema with name checks, and ``x-kubernetes-validations`` rules are evaluated by a
 small CEL subset (``has()``, ``!``, ``&&``, ``||``, ``==``, ``!=``, ``self.a.b``, literals). A rule
 outside that subset is skipped, not failed.
+
+Traefik's Middleware (rendered for apps behind Traefik) has no CRD in the reference folder; it is
+checked against the part of Traefik's CRD that :mod:`flux.traefik_schema` holds, the same way.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ from kubernetes_validate import utils as kv_utils
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from flux.traefik_schema import MIDDLEWARE_OPENAPI
+
 KUBERNETES_VERSION = "1.33"  # oldest release Flux 2.9 supports; kubernetes-validate ships it
 REFERENCE_ENV = "NAKAMA_REFERENCE_DIR"
 KUSTOMIZE_CONFIG_API = "kustomize.config.k8s.io/v1beta1"
+TRAEFIK_MIDDLEWARE = ("traefik.io/v1alpha1", "Middleware")
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -102,6 +108,8 @@ def validate_documents(
         key = (str(doc["apiVersion"]), str(doc["kind"]))
         if key == (KUSTOMIZE_CONFIG_API, "Kustomization"):
             problems += _schema_problems(label, _KUSTOMIZE_CONFIG, doc)
+        elif key == TRAEFIK_MIDDLEWARE:
+            problems += _schema_problems(label, _traefik_middleware(), doc)
         elif key in crds:
             problems += _schema_problems(label, crds[key], doc)
         elif key[0].split("/")[0].endswith(".fluxcd.io"):
@@ -147,6 +155,11 @@ def load_crd_schemas(crd_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
                     openapi = version["schema"]["openAPIV3Schema"]
                     schemas[(api, spec["names"]["kind"])] = crd_schema_to_jsonschema(openapi)
     return schemas
+
+
+@functools.cache
+def _traefik_middleware() -> dict[str, Any]:
+    return crd_schema_to_jsonschema(MIDDLEWARE_OPENAPI)
 
 
 def crd_schema_to_jsonschema(schema: dict[str, Any], *, top: bool = True) -> dict[str, Any]:

@@ -53,6 +53,15 @@ class Forge(Protocol):
 
     def add_maintainer(self, project: str, username: str) -> None: ...
 
+    def set_member_access(
+        self, project: str, gitlab_username: str, access_level: int | None
+    ) -> None:
+        """Give ``gitlab_username`` exactly ``access_level`` on the project's repository (a
+        GitLab access level, from :data:`nakama.access.GITLAB_ACCESS_LEVEL`), or no membership
+        for None. Idempotent. A forge with users of its own raises :class:`InvalidInput` for one
+        it does not know; one without (local mode) has nothing to do."""
+        ...
+
     def clone_url(self, project: str) -> str: ...
 
     def head(self, project: str, branch: str) -> str | None: ...

@@ -25,6 +25,9 @@ from nakama.planning import ZERO_SHA
 from nakama.tagging import is_dependency_file
 
 MAINTAINER = 40  # gitlab.const.AccessLevel.MAINTAINER
+# Levels a project member can have (Gitlab::Access): Guest, Planner (17.7+), Reporter, Security
+# Manager (newest), Developer, Maintainer, Owner. 0 and 5 (Minimal) are no project roles.
+PROJECT_ACCESS_LEVELS = (10, 15, 20, 25, 30, 40, 50)
 HOOK_PATHS = ("/build-image", "/code-reload")
 # GitLab's compare API silently cuts its diff list at the instance's diff_max_files (default
 # 1000); a list this long may be incomplete, so the change set counts as unknown.
@@ -210,6 +213,47 @@ class GitLabForge:
             if int(member.access_level) < MAINTAINER:
                 member.access_level = MAINTAINER
                 self._client.call(member.save, what=f"make {username} maintainer of {path}")
+
+    def set_member_access(
+        self, project: str, gitlab_username: str, access_level: int | None
+    ) -> None:
+        """Make ``gitlab_username`` a direct member of the project with exactly
+        ``access_level`` (raised or lowered), or no direct member for None; idempotent. A user
+        GitLab does not know is :class:`InvalidInput`; a missing project :class:`NotFound`.
+        Membership inherited from the group is GitLab's and stays as it is."""
+        if access_level is not None and access_level not in PROJECT_ACCESS_LEVELS:
+            shown = ", ".join(map(str, PROJECT_ACCESS_LEVELS))
+            raise InvalidInput(f"access level {access_level} is not a project role ({shown})")
+        path = self.project_path(project)
+        user_id = self._user_id(gitlab_username)
+        handle = self._project(project)
+        what = f"{gitlab_username} of {path}"
+        try:
+            member = self._client.call(
+                lambda: handle.members.get(user_id), what=f"get member {what}"
+            )
+        except NotFound:
+            self._require_project(project)  # a missing project is NotFound, not "no member"
+            member = None
+        if access_level is None:
+            if member is not None:
+                with contextlib.suppress(NotFound):  # removed meanwhile
+                    self._client.call(
+                        lambda: handle.members.delete(user_id), what=f"remove member {what}"
+                    )
+            return
+        if member is None:
+            spec = {"user_id": user_id, "access_level": access_level}
+            try:
+                self._client.call(lambda: handle.members.create(spec), what=f"add member {what}")
+                return
+            except Conflict:  # added meanwhile: set its level below
+                member = self._client.call(
+                    lambda: handle.members.get(user_id), what=f"get member {what}"
+                )
+        if int(member.access_level) != access_level:
+            member.access_level = access_level
+            self._client.call(member.save, what=f"set access level {access_level} for {what}")
 
     def delete_repository(self, project: str) -> None:
         """Delete the project; a missing one (or one already marked for deletion) is fine."""

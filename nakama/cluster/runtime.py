@@ -16,10 +16,17 @@ the app container reads whole (``envFrom``). :meth:`KubernetesRuntime.set_enviro
 it and restarts the Deployment with the restartedAt patch of :mod:`code_reloader.restart`, so the
 new pods read the new values; delete removes it. Its values are never logged nor put in an error.
 
+Who may open an app follows its visibility (:mod:`flux.gateway`): the Ingress of a private or
+internal app asks Nakama's verify endpoint about every request. :meth:`KubernetesRuntime.prepare`
+renders the default visibility, private; :meth:`KubernetesRuntime.set_visibility` rewrites the
+app's Ingress files (:func:`flux.manifests.gateway_paths`) for another, in one commit.
+
 Operators provide, once per app namespace:
 
 * the pull Secret named by :class:`flux.manifests.GitOpsLayout` (``harbor-pull``) for the images,
-  and the GitRepository ``flux-system/gitops`` with write access for Flux's image automation.
+  and the GitRepository ``flux-system/gitops`` with write access for Flux's image automation;
+* the ExternalName Service ``nakama-gateway`` (``nakama flux render --gateway``) that every app's
+  ``/_nakama/`` Ingress routes to. It is shared by all apps, so no app's manifests carry it.
 
 Reads (:meth:`status`, :meth:`logs`) ask the Kubernetes API once with a short timeout: a project
 page must not hang on an unreachable cluster, and :meth:`status` then says ``unknown``.
@@ -27,6 +34,7 @@ page must not hang on an unreachable cluster, and :meth:`status` then says ``unk
 
 from __future__ import annotations
 
+import base64
 import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -42,13 +50,15 @@ from flux.manifests import (
     GitOpsLayout,
     app_dir,
     env_secret_name,
+    gateway_paths,
     git_secret_name,
     render_files,
 )
+from nakama.access import DEFAULT_VISIBILITY, VISIBILITIES
 from nakama.clients.gitlab import GitLabClient
 from nakama.clients.kubernetes import RetryPolicy, kube_call, to_json
 from nakama.cluster.gitops import GitOpsRepository
-from nakama.errors import Conflict, NakamaError, NotFound, PermanentError
+from nakama.errors import Conflict, InvalidInput, NakamaError, NotFound, PermanentError
 from nakama.logs import get_logger
 from nakama.names import validate_project_name
 from nakama.ports import AppStatus, Forge
@@ -63,6 +73,8 @@ _READ_TIMEOUT_S = 5.0
 APP_CONTAINER = "app"  # flux.manifests names the app's container so
 DEPLOY_TOKEN_NAME = "nakama-sync"  # noqa: S105 - the name GitLab shows for the token
 DEPLOY_TOKEN_SCOPES = ("read_repository",)
+# A visibility commit is re-planned this often when the folder changed meanwhile.
+_VISIBILITY_ATTEMPTS = 3
 
 
 def app_status(deployment: dict[str, Any]) -> AppStatus:
@@ -104,13 +116,17 @@ class KubernetesRuntime:
         self._kube.close()  # type: ignore[no-untyped-call]
 
     # --- the GitOps side -------------------------------------------------------------------
-    def manifests(self, project: str, *, commit: str) -> dict[str, str]:
-        """The app's GitOps files, path -> YAML text."""
+    def manifests(
+        self, project: str, *, commit: str | None, visibility: str = DEFAULT_VISIBILITY
+    ) -> dict[str, str]:
+        """The app's GitOps files, path -> YAML text. ``commit`` is the one the app runs until
+        its first reload (None: none, as for files that do not mention it)."""
         app = AppProject(
             name=project,
             repo_url=self._forge.clone_url(project),
             branch=self._settings.planning.deploy_branch,
             initial_commit=commit,
+            visibility=visibility,
         )
         return render_files(
             app,
@@ -150,6 +166,89 @@ class KubernetesRuntime:
 
     def app_url(self, project: str) -> str | None:
         return f"https://{project}.{self._settings.flux.app_domain}/"
+
+    # --- who may open the app --------------------------------------------------------------
+    def set_visibility(self, project: str, visibility: str) -> None:
+        """Make the app's Ingress files say ``visibility`` (private, internal or public), in
+        one commit; none when they say it already. Files of the app that do not follow the
+        visibility (the Deployment, whose image tag Flux's automation owns) are left alone. An
+        app without manifests (not prepared, or removed) is left alone too: prepare renders
+        private, the default, so a caller making a new app public calls this after prepare."""
+        if visibility not in VISIBILITIES:
+            raise InvalidInput(
+                f"unknown visibility {visibility[:40]!r}: use one of {', '.join(VISIBILITIES)}"
+            )
+        flux = self._settings.flux
+        folder = app_dir(validate_project_name(project), flux)
+        wanted = self.manifests(project, commit=None, visibility=visibility)
+        owned = gateway_paths(project, flux)
+        listed = {p for p in wanted if p.startswith(f"{folder}/") and p not in owned}
+        for attempt in range(_VISIBILITY_ATTEMPTS):
+            present = self._gitops.files_under(folder)
+            if not present:
+                log.info("no app manifests to set the visibility of", project=project)
+                return
+            missing = sorted(listed - present)
+            if missing:  # kustomization.yaml would list files that are not there
+                raise PermanentError(
+                    f"the GitOps folder {folder} lacks {', '.join(missing)}; prepare the app again"
+                )
+            actions = self._visibility_actions(owned, wanted, present)
+            if not actions:
+                return
+            try:
+                sha = self._gitops.commit(
+                    actions, message=f"nakama: make app {project} {visibility}"
+                )
+            except (Conflict, PermanentError) as exc:  # a file created or deleted meanwhile
+                if attempt + 1 == _VISIBILITY_ATTEMPTS:
+                    raise
+                log.info("visibility commit re-planned", project=project, reason=str(exc)[:200])
+                continue
+            log.info(
+                "app visibility committed",
+                project=project,
+                visibility=visibility,
+                gitops_commit=sha,
+                files=len(actions),
+            )
+            return
+
+    def _visibility_actions(
+        self, owned: tuple[str, ...], wanted: Mapping[str, str], present: set[str]
+    ) -> list[dict[str, str]]:
+        """GitLab commit actions that make the ``owned`` paths what ``wanted`` says (absent
+        from it: deleted), reading only the files that exist."""
+        actions: list[dict[str, str]] = []
+        for path in owned:
+            text = wanted.get(path)
+            if text is None:
+                if path in present:
+                    actions.append({"action": "delete", "file_path": path})
+                continue
+            if path in present and self._gitops_text(path) == text:
+                continue
+            actions.append(
+                {
+                    "action": "update" if path in present else "create",
+                    "file_path": path,
+                    "content": base64.b64encode(text.encode()).decode(),
+                    "encoding": "base64",
+                }
+            )
+        return actions
+
+    def _gitops_text(self, path: str) -> str:
+        """A file of the GitOps branch as text (GitOpsRepository writes, but cannot read)."""
+        gitops = self._gitops
+        handle = self._gitlab.api.projects.get(gitops.project_path, lazy=True)
+        content = self._gitlab.call(
+            functools.partial(handle.files.raw, file_path=path, ref=gitops.branch),
+            what=f"read {path} in {gitops.project_path}",
+        )
+        if not isinstance(content, bytes):
+            raise PermanentError(f"GitLab returned no content for {path!r}")
+        return content.decode()
 
     # --- the app's git read credentials ----------------------------------------------------
     def _ensure_git_secret(self, project: str) -> None:

@@ -200,6 +200,12 @@ class LocalForge:
     def add_maintainer(self, project: str, username: str) -> None:
         self.check_maintainer(username)
 
+    def set_member_access(
+        self, project: str, gitlab_username: str, access_level: int | None
+    ) -> None:
+        """Nothing to do: local repositories have no per-user access list. Who may fetch or push
+        over HTTP is Nakama's own role check (nakama.access), made on every git request."""
+
     def delete_repository(self, project: str) -> None:
         """Remove the repository; a missing one is fine. It is renamed away first, so it is never
         served half-deleted."""

@@ -34,7 +34,10 @@ if TYPE_CHECKING:
     from tests.fakes.gitlab import GitLabFake
 
 ACTIVE = ("created", "waiting_for_resource", "preparing", "pending", "running")
-ACCESS_LEVELS = (0, 5, 10, 15, 20, 25, 30, 40, 50)
+# What a project member's access_level may be (../shared/reference/gitlab/REST_API.md, section 5):
+# Gitlab::Access without 0 (No access, not a membership) and 5 (Minimal access, top-level groups
+# only); GitLab answers anything else 400 "access_level is not included in the list".
+ACCESS_LEVELS = (10, 15, 20, 25, 30, 40, 50)
 _BRANCH, _TAG = "refs/heads/", "refs/tags/"
 _PATH_RULE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 

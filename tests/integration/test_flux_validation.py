@@ -49,21 +49,49 @@ def test_there_are_golden_cases() -> None:
     assert len(CASES) >= 2
 
 
+APP_KINDS = {
+    "PersistentVolumeClaim",
+    "Deployment",
+    "Service",
+    "Ingress",
+    "ImageRepository",
+    "ImagePolicy",
+    "ImageUpdateAutomation",
+    "Kustomization",
+}
+GATEWAY_CASE = "nakama-gateway"  # the apps' shared ExternalName Service, not an app
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_every_rendered_object_is_valid(case: str) -> None:
     rendered = docs(case)
-    kinds = {
-        "PersistentVolumeClaim",
-        "Deployment",
-        "Service",
-        "Ingress",
-        "ImageRepository",
-        "ImagePolicy",
-        "ImageUpdateAutomation",
-        "Kustomization",
-    }
-    assert {d["kind"] for d in rendered} == kinds
+    kinds = {d["kind"] for d in rendered}
+    if case == GATEWAY_CASE:
+        assert kinds == {"Service"}
+    else:  # a Traefik app guarded by forward-auth has its Middleware too
+        assert APP_KINDS <= kinds <= APP_KINDS | {"Middleware"}
+    assert sorted(d["kind"] for d in rendered).count("Ingress") in (0, 2)
     assert validate_documents(rendered) == []
+
+
+def test_the_golden_cases_cover_each_controller_and_visibility() -> None:
+    ingresses = [d for case in CASES for d in docs(case) if d["kind"] == "Ingress"]
+    keys = {k for d in ingresses for k in d["metadata"].get("annotations", {})}
+    assert "nginx.ingress.kubernetes.io/auth-url" in keys
+    assert "traefik.ingress.kubernetes.io/router.middlewares" in keys
+    assert "cert-manager.io/cluster-issuer" in keys
+    guards = (
+        "nginx.ingress.kubernetes.io/auth-url",
+        "traefik.ingress.kubernetes.io/router.middlewares",
+    )
+    unguarded = {
+        d["metadata"]["name"]
+        for d in ingresses
+        if not set(guards) & set(d["metadata"].get("annotations", {}))
+    }
+    assert "open-data" in unguarded  # the public app
+    assert {"demo", "sales-dashboard", "team-wiki"}.isdisjoint(unguarded)
+    assert any(d["kind"] == "Middleware" for case in CASES for d in docs(case))
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -127,6 +155,30 @@ def test_crd_validation_reports_missing_required_fields() -> None:
     doc = one("ImageRepository")
     del doc["spec"]["image"]
     assert any("'image' is a required property" in p for p in validate_documents([doc]))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("spec.forwardAuth.trustForwardHeader", "no", "is not of type 'boolean'"),
+        ("spec.forwardAuth.authResponseHeaders", "X-Forwarded-User", "is not of type 'array'"),
+        ("spec.forwardAuth.adress", "http://x", "'adress' was unexpected"),
+        ("spec.basicAuth", {"secret": "s"}, "'basicAuth' was unexpected"),  # not in the subset
+        ("metadata.name", "Team_Wiki", "does not match"),
+        ("spec.forwardAuth.tls", {"insecureSkipVerify": "yes"}, "is not of type 'boolean'"),
+    ],
+)
+def test_middleware_validation_reports_wrong_fields_and_types(
+    path: str, value: Any, expected: str
+) -> None:
+    problems = validate_documents([_mutate(one("Middleware", "team-wiki"), path, value)])
+    assert any(expected in p for p in problems), problems
+
+
+def test_middleware_validation_needs_the_address() -> None:
+    doc = one("Middleware", "team-wiki")
+    del doc["spec"]["forwardAuth"]["address"]
+    assert any("'address' is a required" in p for p in validate_documents([doc]))
 
 
 def test_a_flux_version_the_crds_do_not_serve_is_reported() -> None:
@@ -240,6 +292,57 @@ def test_render_writes_the_files_and_they_validate(
 
 
 @pytest.mark.usefixtures("clean_env")
+def test_render_writes_the_gateway_service_and_it_validates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert render_main(["--gateway", "--out", str(tmp_path), "--validate"]) == 0
+    (written,) = capsys.readouterr().out.split()
+    golden = GOLDEN / GATEWAY_CASE
+    assert written == "clusters/nakama/apps/nakama-gateway.yaml"
+    assert (tmp_path / written).read_text() == (golden / written).read_text()
+    both = tmp_path / "both"
+    assert render_main(["--project", "demo", "--gateway", "--out", str(both)]) == 0
+    assert (both / written).is_file() and (both / "apps" / "demo" / "ingress.yaml").is_file()
+
+
+@pytest.mark.usefixtures("clean_env")
+@pytest.mark.parametrize(
+    ("visibility", "controller", "guarded"),
+    [("public", "nginx", False), ("internal", "nginx", True), ("private", "traefik", True)],
+)
+def test_render_takes_the_visibility_and_the_controller(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    visibility: str,
+    controller: str,
+    guarded: bool,
+) -> None:
+    monkeypatch.setenv("NAKAMA_FLUX__INGRESS_CONTROLLER", controller)
+    args = ["--project", "demo", "--visibility", visibility, "--out", str(tmp_path), "--validate"]
+    assert render_main(args) == 0
+    ingress = YAML(typ="safe", pure=True).load(
+        (tmp_path / "apps" / "demo" / "ingress.yaml").read_text()
+    )
+    assert bool(ingress["metadata"].get("annotations")) is guarded
+    middleware = tmp_path / "apps" / "demo" / "middleware.yaml"
+    assert middleware.exists() is (guarded and controller == "traefik")
+
+
+def test_the_default_internal_url_is_the_service_deploy_makes() -> None:
+    """FluxSettings' default reaches the Service of deploy/kustomize/base."""
+    deploy = Path(__file__).resolve().parent.parent.parent / "deploy" / "kustomize" / "base"
+    service = YAML(typ="safe", pure=True).load((deploy / "service.yaml").read_text())
+    gateway = one("Service", GATEWAY_CASE)
+    meta = service["metadata"]
+    assert (
+        gateway["spec"]["externalName"] == f"{meta['name']}.{meta['namespace']}.svc.cluster.local"
+    )
+    assert [p["port"] for p in gateway["spec"]["ports"]] == [
+        p["port"] for p in service["spec"]["ports"]
+    ]
+
+
+@pytest.mark.usefixtures("clean_env")
 def test_render_takes_branch_tag_and_namespace(tmp_path: Path) -> None:
     args = [
         "--project",
@@ -282,6 +385,8 @@ def test_render_refuses_bad_input_with_exit_2(
 def test_render_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert render_main(["--out", "x"]) == 2
     assert "--project" in capsys.readouterr().err
+    assert render_main(["--project", "demo", "--out", "x", "--visibility", "secret"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("clean_env")

@@ -20,6 +20,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from pydantic import SecretStr
 
+from nakama.access import GITLAB_ACCESS_LEVEL, Role
 from nakama.clients.gitlab import GitLabClient
 from nakama.cluster.gitlab_forge import GitLabForge
 from nakama.errors import (
@@ -230,6 +231,100 @@ def test_add_maintainer_is_idempotent_and_never_lowers(
     with pytest.raises(InvalidInput):
         forge.check_maintainer("nobody")
     forge.check_maintainer("alice")
+
+
+def member_writes(fake: GitLabFake) -> int:
+    return sum(len(fake.requests_to(m, "/members")) for m in ("POST", "PUT", "DELETE"))
+
+
+@pytest.mark.parametrize("before", [None, 10, 30, 40, 50])
+@pytest.mark.parametrize("role", list(Role))
+def test_member_access_follows_the_nakama_role_and_is_idempotent(
+    gitlab_fake: GitLabFake, forge: GitLabForge, demo: str, before: int | None, role: Role
+) -> None:
+    carol = gitlab_fake.add_user("carol")
+    if before is not None:
+        gitlab_fake.project("demo").members[carol.id] = before
+    level = GITLAB_ACCESS_LEVEL[role]
+    forge.set_member_access("demo", "carol", level)
+    expected = {} if level is None else {"carol": level}
+    assert gitlab_fake.members("demo") == expected
+    writes = member_writes(gitlab_fake)
+    assert writes == (0 if before == level else 1)  # one add, edit or delete; none if it is so
+    forge.set_member_access("demo", "Carol", level)  # again (usernames ignore case): no write
+    assert member_writes(gitlab_fake) == writes
+    assert gitlab_fake.members("demo") == expected
+
+
+def test_member_access_refuses_unknown_users_levels_and_projects(
+    gitlab_fake: GitLabFake, forge: GitLabForge, demo: str
+) -> None:
+    gitlab_fake.add_user("dave")
+    for level in (40, None):
+        with pytest.raises(InvalidInput, match="no GitLab user named 'nobody'"):
+            forge.set_member_access("demo", "nobody", level)
+    for level in (0, 5, 60):
+        with pytest.raises(InvalidInput, match=f"access level {level} is not a project role"):
+            forge.set_member_access("demo", "dave", level)
+    with pytest.raises(NotFound):
+        forge.set_member_access("missing", "dave", 30)
+    with pytest.raises(NotFound):
+        forge.set_member_access("missing", "dave", None)
+    assert member_writes(gitlab_fake) == 0
+    assert gitlab_fake.members("demo") == {}
+
+
+def test_member_access_sets_the_level_of_a_member_added_meanwhile(
+    gitlab_fake: GitLabFake, forge: GitLabForge, demo: str
+) -> None:
+    erin = gitlab_fake.add_user("erin")
+    gitlab_fake.project("demo").members[erin.id] = 20
+    # Our look finds no member (as if another writer added erin just after it): the add is
+    # refused with 409 Member already exists, and the level is set on the member found then.
+    gitlab_fake.fail_next(404, method="GET", path="/members/")
+    forge.set_member_access("demo", "erin", 30)
+    assert gitlab_fake.members("demo") == {"erin": 30}
+    assert len(gitlab_fake.requests_to("POST", "/members")) == 1
+    assert len(gitlab_fake.requests_to("PUT", "/members/")) == 1
+
+
+def test_the_fake_answers_project_members_as_gitlab_does(
+    gitlab_fake: GitLabFake, client: GitLabClient, demo: str
+) -> None:
+    """The calls python-gitlab makes for members, against what GitLab answers them."""
+    frank = gitlab_fake.add_user("frank")
+    members = client.api.projects.get("nakama-apps/demo", lazy=True).members
+    with pytest.raises(gitlab.GitlabGetError) as absent:
+        members.get(frank.id)
+    assert absent.value.response_code == 404
+    with pytest.raises(gitlab.GitlabCreateError) as unknown:
+        members.create({"user_id": 9999, "access_level": 30})
+    assert unknown.value.response_code == 404
+    for level in (0, 5, 35, 60):
+        with pytest.raises(gitlab.GitlabCreateError) as refused:
+            members.create({"user_id": frank.id, "access_level": level})
+        assert refused.value.response_code == 400
+    created = members.create({"user_id": frank.id, "access_level": 30})
+    assert (created.username, created.access_level) == ("frank", 30)
+    with pytest.raises(gitlab.GitlabCreateError) as twice:
+        members.create({"user_id": frank.id, "access_level": 30})
+    assert twice.value.response_code == 409
+    member = members.get(frank.id)
+    member.access_level = 60
+    with pytest.raises(gitlab.GitlabUpdateError) as too_high:
+        member.save()
+    assert too_high.value.response_code == 400
+    member.access_level = 40
+    member.save()
+    assert members.get(frank.id).access_level == 40
+    members.delete(frank.id)
+    assert gitlab_fake.members("demo") == {}
+    with pytest.raises(gitlab.GitlabDeleteError) as gone:
+        members.delete(frank.id)
+    assert gone.value.response_code == 404
+    with pytest.raises(gitlab.GitlabUpdateError) as not_member:
+        members.update(frank.id, {"access_level": 30})
+    assert not_member.value.response_code == 404
 
 
 # --- push hooks ------------------------------------------------------------------------------

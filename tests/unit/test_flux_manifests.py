@@ -18,14 +18,17 @@ from typing import Any
 
 import pytest
 
+from flux.gateway import gateway_file, render_gateway_service
 from flux.manifests import (
     COMMIT_ANNOTATION,
     AppProject,
     GitOpsLayout,
     Resources,
+    gateway_paths,
     render_files,
     render_manifests,
     tag_filter_pattern,
+    to_yaml,
 )
 from nakama.errors import InvalidInput
 from nakama.settings import FluxSettings, HarborSettings
@@ -59,6 +62,7 @@ CASES: dict[str, tuple[AppProject, FluxSettings, HarborSettings, GitOpsLayout]] 
             command=("python", "-m", "uvicorn", "main:app", "--port", "$(PORT)"),
             resources=Resources(cpu_limit=None, memory_limit="2Gi"),
             storage="2Gi",
+            visibility="internal",
         ),
         FluxSettings(
             apps_path="tenants/apps",
@@ -75,7 +79,37 @@ CASES: dict[str, tuple[AppProject, FluxSettings, HarborSettings, GitOpsLayout]] 
             kustomizations_path="clusters/prod/apps",
         ),
     ),
+    # Traefik, a per-app certificate from cert-manager, Nakama behind its own port.
+    "team-wiki": (
+        AppProject(
+            name="team-wiki",
+            repo_url="https://gitlab.example.com/nakama-apps/team-wiki.git",
+            initial_commit=SHA,
+        ),
+        FluxSettings(
+            ingress_class="traefik",
+            ingress_controller="traefik",
+            nakama_internal_url="http://nakama.platform.svc.cluster.local:8000",
+            nakama_public_url="https://nakama.corp.example/",
+            cert_issuer="letsencrypt",
+        ),
+        HarborSettings(),
+        GitOpsLayout(),
+    ),
+    # Public: no forward-auth, whatever the controller.
+    "open-data": (
+        AppProject(
+            name="open-data",
+            repo_url="https://gitlab.example.com/nakama-apps/open-data.git",
+            initial_commit=SHA,
+            visibility="public",
+        ),
+        FluxSettings(cert_issuer="letsencrypt"),
+        HarborSettings(),
+        GitOpsLayout(),
+    ),
 }
+GATEWAY_CASE = "nakama-gateway"  # the apps' shared Service, rendered once
 
 
 def render(case: str = "demo", **changes: Any) -> list[dict[str, Any]]:
@@ -86,12 +120,20 @@ def render(case: str = "demo", **changes: Any) -> list[dict[str, Any]]:
 
 
 def files(case: str) -> dict[str, str]:
+    if case == GATEWAY_CASE:
+        service = render_gateway_service(FluxSettings(), namespace=NAMESPACE)
+        return {gateway_file(GitOpsLayout().kustomizations_path): to_yaml([service])}
     project, settings, harbor, layout = CASES[case]
     return render_files(project, settings, harbor=harbor, namespace=NAMESPACE, layout=layout)
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    (doc,) = [d for d in docs if d["kind"] == kind]
+    (doc,) = [d for d in docs if d["kind"] == kind and "." not in d["metadata"]["name"]]
+    return doc
+
+
+def gateway_ingress(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (doc,) = [d for d in docs if d["kind"] == "Ingress" and "." in d["metadata"]["name"]]
     return doc
 
 
@@ -114,7 +156,7 @@ def flux_latest(tags: list[str], pattern: str, extract: str) -> str | None:
     return max(candidates)[1] if candidates else None
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", [*sorted(CASES), GATEWAY_CASE])
 def test_matches_golden_files(case: str) -> None:
     rendered = files(case)
     folder = GOLDEN / case
@@ -228,6 +270,11 @@ def test_names_are_dns_safe(case: str) -> None:
     label = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     for doc in render(case):
         name = doc["metadata"]["name"]
+        # The /_nakama/ Ingress has a dot, which no app name has: it is never another app's.
+        if doc["kind"] == "Ingress" and "." in name:
+            app, _, rest = name.partition(".")
+            assert (app, rest) == (CASES[case][0].name, "nakama-gateway")
+            continue
         assert label.match(name) and len(name) <= 63, name
         assert doc["metadata"]["namespace"] == NAMESPACE
         assert doc["metadata"]["labels"] == {
@@ -257,6 +304,8 @@ def test_longest_name_still_fits() -> None:
         ({"health_path": "healthz"}, "health path"),
         ({"port": 0}, "port"),
         ({"command": ()}, "command"),
+        ({"visibility": "secret"}, "visibility 'secret'"),
+        ({"name": "nakama-gateway"}, "has a Service of that name"),
     ],
 )
 def test_bad_input_is_refused(changes: dict[str, Any], message: str) -> None:
@@ -371,6 +420,13 @@ def test_service_and_ingress_route_to_the_app() -> None:
     assert service["selector"] == by_kind(docs, "Deployment")["spec"]["selector"]["matchLabels"]
     ingress = by_kind(docs, "Ingress")["spec"]
     assert ingress["rules"][0]["host"] == "demo.apps.example.com"
+    assert ingress["rules"][0]["http"]["paths"] == [
+        {
+            "path": "/",
+            "pathType": "Prefix",
+            "backend": {"service": {"name": "demo", "port": {"name": "http"}}},
+        }
+    ]
     assert "ingressClassName" not in ingress and "tls" not in ingress
     custom = by_kind(render("sales-dashboard"), "Ingress")["spec"]
     assert custom["ingressClassName"] == "nginx"
@@ -423,3 +479,211 @@ def test_a_dot_in_the_branch_is_literal() -> None:
     pattern = tag_filter_pattern("v1.2")
     assert re.search(pattern, "v1.2-da156088-20261122040506")
     assert not re.search(pattern, "v1x2-da156088-20261122040506")
+
+
+# --- who may open the app: forward-auth, the /_nakama/ Ingress, TLS ---------------------------
+NGINX_AUTH = {
+    "nginx.ingress.kubernetes.io/auth-url": "http://nakama.nakama.svc.cluster.local/gateway/verify",
+    "nginx.ingress.kubernetes.io/auth-signin": (
+        "https://nakama.example.com/gateway/sign-in?rd=$scheme://$host$escaped_request_uri"
+    ),
+    "nginx.ingress.kubernetes.io/auth-response-headers": "X-Forwarded-User,X-Forwarded-Email",
+}
+TRAEFIK_AUTH = {
+    "traefik.ingress.kubernetes.io/router.middlewares": "nakama-apps-demo-auth@kubernetescrd"
+}
+
+
+def render_with(visibility: str = "private", **settings: Any) -> list[dict[str, Any]]:
+    project = AppProject(name="demo", repo_url="https://g.example/demo.git", visibility=visibility)
+    return render_manifests(
+        project, FluxSettings(**settings), harbor=HarborSettings(), namespace=NAMESPACE
+    )
+
+
+def annotations(doc: dict[str, Any]) -> dict[str, str]:
+    found: dict[str, str] = doc["metadata"].get("annotations", {})
+    return found
+
+
+@pytest.mark.parametrize(
+    ("controller", "visibility", "expected", "middleware"),
+    [
+        ("nginx", "private", NGINX_AUTH, False),
+        ("nginx", "internal", NGINX_AUTH, False),
+        ("nginx", "public", {}, False),
+        ("traefik", "private", TRAEFIK_AUTH, True),
+        ("traefik", "internal", TRAEFIK_AUTH, True),
+        ("traefik", "public", {}, False),
+        ("none", "private", {}, False),
+        ("none", "public", {}, False),
+    ],
+)
+def test_forward_auth_guards_private_and_internal_apps_only(
+    controller: str, visibility: str, expected: dict[str, str], middleware: bool
+) -> None:
+    docs = render_with(visibility, ingress_controller=controller)
+    assert annotations(by_kind(docs, "Ingress")) == expected
+    assert any(d["kind"] == "Middleware" for d in docs) is middleware
+    assert annotations(gateway_ingress(docs)) == {}  # the callback is never guarded
+
+
+def test_the_traefik_middleware_forwards_to_verify_and_copies_who_it_is() -> None:
+    docs = render_with("private", ingress_controller="traefik")
+    middleware = by_kind(docs, "Middleware")
+    assert middleware["apiVersion"] == "traefik.io/v1alpha1"
+    assert middleware["metadata"]["name"] == "demo-auth"
+    assert middleware["metadata"]["namespace"] == NAMESPACE
+    assert middleware["spec"] == {
+        "forwardAuth": {
+            "address": "http://nakama.nakama.svc.cluster.local/gateway/verify",
+            "authResponseHeaders": ["X-Forwarded-User", "X-Forwarded-Email"],
+            "trustForwardHeader": False,
+        }
+    }
+    ref = annotations(by_kind(docs, "Ingress"))["traefik.ingress.kubernetes.io/router.middlewares"]
+    assert ref == f"{NAMESPACE}-{middleware['metadata']['name']}@kubernetescrd"
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (
+            {"nakama_internal_url": "http://nakama.platform.svc:8000/"},
+            (
+                "http://nakama.platform.svc:8000/gateway/verify",
+                "https://nakama.example.com/gateway/sign-in?",
+            ),
+        ),
+        (
+            {"nakama_public_url": "https://login.corp.example/nakama/"},
+            (
+                "http://nakama.nakama.svc.cluster.local/gateway/verify",
+                "https://login.corp.example/nakama/gateway/sign-in?",
+            ),
+        ),
+    ],
+)
+def test_auth_urls_come_from_the_settings(
+    settings: dict[str, str], expected: tuple[str, str]
+) -> None:
+    found = annotations(by_kind(render_with(**settings), "Ingress"))
+    assert found["nginx.ingress.kubernetes.io/auth-url"] == expected[0]
+    assert found["nginx.ingress.kubernetes.io/auth-signin"].startswith(expected[1])
+    assert found["nginx.ingress.kubernetes.io/auth-signin"].endswith(
+        "?rd=$scheme://$host$escaped_request_uri"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cert_issuer", "wildcard", "secret"),
+    [
+        (None, None, None),  # plain HTTP
+        (None, "apps-wildcard-tls", "apps-wildcard-tls"),
+        ("letsencrypt", None, "demo-tls"),
+        ("letsencrypt", "apps-wildcard-tls", "demo-tls"),  # cert-manager wins
+    ],
+)
+@pytest.mark.parametrize("visibility", ["private", "public"])
+def test_tls_and_the_certificate_annotation_only_with_a_secret_or_an_issuer(
+    cert_issuer: str | None, wildcard: str | None, secret: str | None, visibility: str
+) -> None:
+    project = AppProject(name="demo", repo_url="https://g.example/demo.git", visibility=visibility)
+    docs = render_manifests(
+        project,
+        FluxSettings(cert_issuer=cert_issuer),
+        harbor=HarborSettings(),
+        namespace=NAMESPACE,
+        layout=GitOpsLayout(tls_secret=wildcard),
+    )
+    tls = [{"hosts": ["demo.apps.example.com"], "secretName": secret}] if secret else None
+    app, callback = by_kind(docs, "Ingress"), gateway_ingress(docs)
+    assert app["spec"].get("tls") == tls
+    assert callback["spec"].get("tls") == tls  # the same certificate for the whole host
+    issuer = annotations(app).get("cert-manager.io/cluster-issuer")
+    assert issuer == cert_issuer
+    assert "cert-manager.io/cluster-issuer" not in annotations(callback)  # one Certificate
+
+
+@pytest.mark.parametrize(
+    ("internal_url", "host", "port"),
+    [
+        ("http://nakama.nakama.svc.cluster.local", "nakama.nakama.svc.cluster.local", 80),
+        (
+            "http://nakama.platform.svc.cluster.local:8000",
+            "nakama.platform.svc.cluster.local",
+            8000,
+        ),
+        ("https://nakama.platform.svc/", "nakama.platform.svc", 443),
+    ],
+)
+def test_the_nakama_prefix_goes_to_the_externalname_service(
+    internal_url: str, host: str, port: int
+) -> None:
+    for controller in ("nginx", "traefik", "none"):
+        docs = render_with(
+            "private", ingress_controller=controller, nakama_internal_url=internal_url
+        )
+        callback = gateway_ingress(docs)
+        assert callback["metadata"]["name"] == "demo.nakama-gateway"
+        assert callback["metadata"]["labels"]["app.kubernetes.io/name"] == "demo"  # pruned with it
+        (rule,) = callback["spec"]["rules"]
+        assert rule["host"] == "demo.apps.example.com"
+        assert rule["http"]["paths"] == [
+            {
+                "path": "/_nakama/",
+                "pathType": "Prefix",
+                "backend": {"service": {"name": "nakama-gateway", "port": {"number": port}}},
+            }
+        ]
+    service = render_gateway_service(
+        FluxSettings(nakama_internal_url=internal_url), namespace=NAMESPACE
+    )
+    assert service["metadata"]["name"] == "nakama-gateway"
+    assert service["metadata"]["namespace"] == NAMESPACE  # an Ingress reaches its own namespace
+    assert service["spec"] == {
+        "type": "ExternalName",
+        "externalName": host,
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+    }
+    assert gateway_file("clusters/nakama/apps") == "clusters/nakama/apps/nakama-gateway.yaml"
+
+
+@pytest.mark.parametrize("controller", ["nginx", "traefik", "none"])
+def test_a_visibility_change_touches_only_the_gateway_paths(controller: str) -> None:
+    settings = FluxSettings(ingress_controller=controller)
+    rendered = {
+        visibility: render_files(
+            AppProject(name="demo", repo_url="https://g.example/d.git", visibility=visibility),
+            settings,
+            harbor=HarborSettings(),
+            namespace=NAMESPACE,
+        )
+        for visibility in ("private", "internal", "public")
+    }
+    owned = set(gateway_paths("demo", settings))
+    every = set().union(*rendered.values())
+    changed = {p for p in every if len({files.get(p) for files in rendered.values()}) > 1}
+    assert changed <= owned
+    assert "apps/demo/deployment.yaml" not in owned
+    assert all(p in every for p in owned if not p.endswith("/middleware.yaml"))
+    if controller == "traefik":
+        assert changed == {"apps/demo/ingress.yaml", "apps/demo/middleware.yaml"} | {
+            "apps/demo/kustomization.yaml"
+        }
+        assert "apps/demo/middleware.yaml" not in rendered["public"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"nakama_internal_url": "nakama.nakama.svc:80"}, "nakama_internal_url: must be an http"),
+        ({"nakama_internal_url": "http://10.0.0.7:8000"}, "must be a DNS name"),
+        ({"nakama_public_url": "/gateway"}, "nakama_public_url: must be an http"),
+    ],
+)
+def test_bad_gateway_settings_are_refused(settings: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        render_with(**settings)
+    with pytest.raises(InvalidInput, match=message.split(":")[0]):
+        render_gateway_service(FluxSettings(**settings), namespace=NAMESPACE)
