@@ -29,13 +29,13 @@ from backend.gateway.viewer import Viewers
 from backend.http_errors import status_of
 from backend.metrics import install_metrics
 from backend.projects import ProjectService, read_starter_kit
-from backend.sharing import Sharing
+from backend.sharing import MemberChanged, Sharing
 from backend.variables import VariableService, stored_environment
 from backend.web.mount import WebAuth, install_web
 from backend.web.views import Renderer
 from image_builder.environments import clean_partial_builds
 from nakama import __version__
-from nakama.access import Action
+from nakama.access import GITLAB_ACCESS_LEVEL, Action, Role
 from nakama.auth import Principal, TokenStore, new_token
 from nakama.db.session import Database
 from nakama.db.tables import AppViewer, Project
@@ -126,14 +126,16 @@ class LocalParts:
 
     def routers(self, tokens: TokenStore, sharing: Sharing) -> list[APIRouter]:
         def may_develop(_user: str, password: str, project: str) -> bool:
-            """Clone and push need the developer role (viewers only open the app)."""
+            """Clone and push need the developer role (viewers only open the app): False for
+            a non-member (as if there were no repository), Forbidden for a viewer."""
             caller = tokens.authenticate(password)
             if caller is None:
                 return False
             try:
-                return sharing.access(project, caller).allows(Action.develop)
+                sharing.check(project, caller, Action.develop)
             except NotFound:
                 return False
+            return True
 
         return [
             make_git_router(
@@ -330,8 +332,14 @@ def build_platform(settings: Settings) -> Platform:
         pipelines=adapters.pipelines,
         settings=settings.planning,
     )
+    tokens = TokenStore(db)
+    sharing = Sharing(
+        db,
+        on_member_change=member_sync(adapters.forge, tokens),
+        on_visibility_change=adapters.runtime.set_visibility,
+    )
     projects = ProjectService(
-        sharing=Sharing(db),
+        sharing=sharing,
         db=db,
         forge=adapters.forge,
         registry=adapters.registry,
@@ -344,7 +352,7 @@ def build_platform(settings: Settings) -> Platform:
     return Platform(
         settings=settings,
         db=db,
-        tokens=TokenStore(db),
+        tokens=tokens,
         forge=adapters.forge,
         registry=adapters.registry,
         runtime=adapters.runtime,
@@ -354,6 +362,21 @@ def build_platform(settings: Settings) -> Platform:
         variables=VariableService(db, adapters.runtime),
         parts=adapters.parts,
     )
+
+
+def member_sync(forge: Forge, tokens: TokenStore) -> MemberChanged:
+    """Keeps the forge's members in step with a project's roles (cluster mode: GitLab access
+    levels, for users who sign in with GitLab; owner Maintainer, developer Developer, viewer
+    none). Runs before Nakama stores the change, so a refusal stores nothing."""
+
+    def sync(project: str, username: str, role: Role | None) -> None:
+        gitlab_user = tokens.gitlab_username_for(username)
+        if gitlab_user is None:
+            return  # not linked to a forge account: nothing there to change
+        level = GITLAB_ACCESS_LEVEL[role] if role is not None else None
+        forge.set_member_access(project, gitlab_user, level)
+
+    return sync
 
 
 def create_app(platform: Platform) -> Gateway:

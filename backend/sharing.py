@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,7 +31,7 @@ from nakama.logs import get_logger
 
 log = get_logger(__name__)
 
-# Called with (project, username, new role or None when removed) after a change is stored:
+# Called with (project, username, new role or None when removed) before a change is stored:
 # cluster mode keeps the repository's GitLab members in step.
 MemberChanged = Callable[[str, str, Role | None], None]
 
@@ -58,9 +58,18 @@ def _not_found(project: str) -> NotFound:
 
 
 class Sharing:
-    def __init__(self, db: Database, *, on_member_change: MemberChanged | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        on_member_change: MemberChanged | None = None,
+        on_visibility_change: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """``on_member_change`` runs before a membership change is stored (a failure stores
+        nothing); ``on_visibility_change(project, visibility)`` after a visibility is stored."""
         self._db = db
         self._changed = on_member_change
+        self._visibility_changed = on_visibility_change
         # Moves on every change of members or visibility: cached access decisions made
         # before it are stale.
         self.generation = 0
@@ -137,9 +146,15 @@ class Sharing:
             role = role_named(role_name)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
+        with self._db.session() as s:
+            user_id = self._user_id(s, username)
+            previous = self._role_of(s, project, user_id)
+            if previous == Role.owner and role != Role.owner:
+                self._keep_an_owner(s, project)  # early, before the forge is changed
+        self._before_change(project, username, role)
         try:
             with self._db.session() as s:
-                user_id = self._user_id(s, username)
+                self._lock_project(s, project)
                 row = s.scalar(
                     select(ProjectMember).where(
                         ProjectMember.project == project, ProjectMember.user_id == user_id
@@ -148,31 +163,65 @@ class Sharing:
                 if row is None:
                     s.add(ProjectMember(project=project, user_id=user_id, role=role.name))
                 else:
-                    if row.role == Role.owner.name and role != Role.owner:
-                        self._keep_an_owner(s, project)
                     row.role = role.name
+                s.flush()
+                self._still_owned(s, project, leaving=user_id if role != Role.owner else None)
         except IntegrityError as exc:  # a concurrent add of the same member
+            self._before_change(project, username, previous)
             raise Conflict(f"{username!r} was added to {project!r} at the same time") from exc
+        except Conflict:
+            self._before_change(project, username, previous)  # the forge as it was
+            raise
+        self.generation += 1
         log.info("member set", project=project, member=username, role=role.name)
-        self._notify(project, username, role)
         return Member(username=username, role=role)
 
     def remove_member(self, project: str, username: str) -> None:
         """Take ``username`` out of ``project`` (NotFound if not a member)."""
         with self._db.session() as s:
             user_id = self._user_id(s, username)
-            row = s.scalar(
-                select(ProjectMember).where(
-                    ProjectMember.project == project, ProjectMember.user_id == user_id
-                )
-            )
-            if row is None:
+            previous = self._role_of(s, project, user_id)
+            if previous is None:
                 raise NotFound(f"{username!r} is not a member of project {project!r}")
-            if row.role == Role.owner.name:
+            if previous == Role.owner:
                 self._keep_an_owner(s, project)
-            s.delete(row)
+        self._before_change(project, username, None)
+        try:
+            with self._db.session() as s:
+                self._lock_project(s, project)
+                s.execute(
+                    delete(ProjectMember).where(
+                        ProjectMember.project == project, ProjectMember.user_id == user_id
+                    )
+                )
+                self._still_owned(s, project, leaving=user_id)
+        except Conflict:
+            self._before_change(project, username, previous)
+            raise
+        self.generation += 1
         log.info("member removed", project=project, member=username)
-        self._notify(project, username, None)
+
+    @staticmethod
+    def _lock_project(s: Session, project: str) -> None:
+        """Serialise membership changes of one project (PostgreSQL: a row lock; SQLite holds
+        one writer at a time anyway), so that two owners stepping down at once cannot both."""
+        if s.scalar(select(Project.id).where(Project.name == project).with_for_update()) is None:
+            raise _not_found(project)
+
+    @classmethod
+    def _still_owned(cls, s: Session, project: str, *, leaving: int | None) -> None:
+        """After a change, in its transaction: Conflict (so it is rolled back) if the project
+        has no owner left; if ``leaving`` was the owner shown for the project, another owner
+        is shown from now on."""
+        cls._keep_an_owner(s, project, at_least=1)
+        row = s.scalar(select(Project).where(Project.name == project))
+        if row is not None and leaving is not None and row.owner_id == leaving:
+            row.owner_id = s.scalar(
+                select(ProjectMember.user_id)
+                .where(ProjectMember.project == project, ProjectMember.role == Role.owner.name)
+                .order_by(ProjectMember.id)
+                .limit(1)
+            )
 
     def set_visibility(self, project: str, visibility: str) -> None:
         if visibility not in VISIBILITIES:
@@ -186,6 +235,8 @@ class Sharing:
             row.visibility = visibility
         self.generation += 1
         log.info("visibility set", project=project, visibility=visibility)
+        if self._visibility_changed is not None:
+            self._visibility_changed(project, visibility)
 
     def forget(self, project: str) -> None:
         """Drop the project's memberships (the project is being deleted)."""
@@ -202,16 +253,25 @@ class Sharing:
         return int(user_id)
 
     @staticmethod
-    def _keep_an_owner(s: Session, project: str) -> None:
+    def _keep_an_owner(s: Session, project: str, *, at_least: int = 2) -> None:
+        """Conflict unless the project has ``at_least`` owners (2: before one steps down)."""
         owners = s.scalar(
             select(func.count())
             .select_from(ProjectMember)
             .where(ProjectMember.project == project, ProjectMember.role == Role.owner.name)
         )
-        if (owners or 0) <= 1:
+        if (owners or 0) < at_least:
             raise Conflict(f"project {project!r} needs an owner: make someone else owner first")
 
-    def _notify(self, project: str, username: str, role: Role | None) -> None:
-        self.generation += 1
+    def _before_change(self, project: str, username: str, role: Role | None) -> None:
         if self._changed is not None:
             self._changed(project, username, role)
+
+    @staticmethod
+    def _role_of(s: Session, project: str, user_id: int) -> Role | None:
+        role = s.scalar(
+            select(ProjectMember.role).where(
+                ProjectMember.project == project, ProjectMember.user_id == user_id
+            )
+        )
+        return Role[role] if role else None

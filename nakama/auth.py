@@ -273,6 +273,11 @@ class TokenStore:
         with self._db.session() as s:
             return s.scalar(select(User.gitlab_username).where(User.id == user_id))
 
+    def gitlab_username_for(self, username: str) -> str | None:
+        """The GitLab account of the local user ``username`` (None: none linked)."""
+        with self._db.session() as s:
+            return s.scalar(select(User.gitlab_username).where(User.username == username))
+
     def _linked_user(self, gitlab_username: str) -> int | None:
         # GitLab usernames are unique regardless of case.
         wanted = func.lower(User.gitlab_username) == gitlab_username.lower()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, QueryParams
@@ -35,7 +35,7 @@ from backend.gateway.viewer import (
     filter_set_cookie,
     strip_nakama_cookies,
 )
-from nakama.hosts import BadHost, app_of_host, split_host
+from nakama.hosts import BadHost, app_of_host
 from nakama.local.routes import Routes
 from nakama.logs import get_logger
 from nakama.ports import AppStatus
@@ -99,10 +99,6 @@ class Gateway:
         self._routes = routes
         self._processes = processes
         self._domain = settings.app_domain
-        ports = {settings.port}
-        public = urlsplit(settings.base_url)
-        ports.add(public.port or (443 if public.scheme == "https" else 80))
-        self._ports = ports
         self._secure = settings.base_url.startswith("https://")
         self._waking: dict[str, asyncio.Future[None]] = {}
 
@@ -118,11 +114,8 @@ class Gateway:
             if len(hosts) > 1:
                 raise BadHost("more than one Host header")
             host = hosts[0].decode("latin-1")
+            # The port may be a proxy's in front (nginx, an ingress): any well-formed one goes.
             app = app_of_host(host, apps_domain=self._domain)
-            if app is not None:
-                port = split_host(host)[1]
-                if port is not None and port not in self._ports:
-                    raise BadHost("the Host header names another port")
         except BadHost as exc:
             await self._refuse(scope, receive, send, 400, "Bad request", f"{exc}.")
             return

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from backend.gateway.front import CALLBACK_PATH, safe_next
+from backend.gateway.pages import wants_html
 from backend.gateway.viewer import Viewers
 from backend.web.views import Renderer
 from nakama.auth import Principal
@@ -101,27 +102,40 @@ def make_gateway_router(
     async def verify(request: Request) -> Response:
         """For an ingress controller's forward-auth: 200 (with ``X-Forwarded-User``) if the
         original request may reach the app, 401 to send the viewer to sign in, 403 if they may
-        not open it, 404 for an address that is no app. The original URL comes from
-        ``X-Original-URL`` (ingress-nginx) or ``X-Forwarded-Host`` (Traefik)."""
-        original = request.headers.get("x-original-url")
-        host = urlsplit(original).netloc if original else request.headers.get("x-forwarded-host")
+        not open it or the address is no app (ingress-nginx takes only 2xx, 401 and 403 from
+        an auth URL). The original URL comes from ``X-Original-URL`` (ingress-nginx, nginx's
+        ``auth_request``) or ``X-Forwarded-Proto/-Host/-Uri`` (Traefik, which has no sign-in
+        redirect of its own: a browser gets a redirect to the sign-in from here)."""
+        headers = request.headers
+        original = headers.get("x-original-url")
+        if original is None and headers.get("x-forwarded-host"):
+            original = (
+                f"{headers.get('x-forwarded-proto', 'https')}://{headers['x-forwarded-host']}"
+                f"{headers.get('x-forwarded-uri', '/')}"
+            )
         try:
-            app = app_of_host(host or "", apps_domain=domain)
+            app = app_of_host(urlsplit(original or "").netloc, apps_domain=domain)
         except BadHost:
             app = None
+        no_store = {"Cache-Control": "no-store"}
         if app is None:
-            return Response("not an app address\n", status_code=404)
+            return Response("not an app address\n", status_code=403, headers=no_store)
         verdict = await viewers.ajudge(
-            app,
-            authorization=request.headers.get("authorization"),
-            cookie=request.headers.get("cookie"),
+            app, authorization=headers.get("authorization"), cookie=headers.get("cookie")
         )
         if verdict.outcome == "allow":
-            headers = {"Cache-Control": "no-store"}
             if verdict.viewer is not None and verdict.viewer.username:
-                headers["X-Forwarded-User"] = verdict.viewer.username
-            return Response(status_code=200, headers=headers)
-        status = {"missing": 404, "deny": 403}.get(verdict.outcome, 401)
-        return Response(status_code=status, headers={"Cache-Control": "no-store"})
+                no_store["X-Forwarded-User"] = verdict.viewer.username
+            return Response(status_code=200, headers=no_store)
+        if verdict.outcome == "sign-in":
+            if "x-original-url" not in headers and wants_html(
+                headers.get("x-forwarded-method", "GET"), headers.get("accept")
+            ):
+                target = f"{settings.base_url}/gateway/sign-in?rd={quote(original or '', safe='')}"
+                return RedirectResponse(target, status_code=302, headers=no_store)
+            return Response(status_code=401, headers=no_store)
+        return Response(
+            status_code=403 if verdict.outcome != "bad-token" else 401, headers=no_store
+        )
 
     return router

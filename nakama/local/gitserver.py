@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from nakama.clients.git import git_text, mask_credentials
+from nakama.errors import Forbidden
 from nakama.logs import get_logger
 from nakama.names import name_problem
 
@@ -121,11 +122,17 @@ class GitHttpBackend:
                 send, 401, "authentication required\n", ((b"www-authenticate", _REALM.encode()),)
             )
             return
-        # A repository the credentials may not reach is answered as if it did not exist.
-        if not (self.repos_dir / f"{project}.git" / "HEAD").is_file() or (
-            self.may_access is not None
-            and not await run_in_threadpool(self.may_access, *credentials, project)
-        ):
+        # A repository the credentials may not reach is answered as if it did not exist; one
+        # they may see but not change (``may_access`` raises Forbidden) says why.
+        try:
+            allowed = (self.repos_dir / f"{project}.git" / "HEAD").is_file() and (
+                self.may_access is None
+                or await run_in_threadpool(self.may_access, *credentials, project)
+            )
+        except Forbidden as exc:
+            await _plain(send, 403, f"{exc}\n")
+            return
+        if not allowed:
             await _plain(send, 404, f"repository {project!r} not found\n")
             return
         env = self._cgi_env(

@@ -269,6 +269,9 @@ class LocalRuntime:
         detail = f"restarts={state.restarts}" if state.restarts else ""
         return AppStatus(state=state.status, detail=detail)
 
+    def set_visibility(self, project: str, visibility: str) -> None:
+        """Nothing to do: the gateway reads the project's visibility at every request."""
+
     # --- sleep -----------------------------------------------------------------------------
     def _sleeping_file(self, project: str) -> Path:
         return self._app_dir(project) / "sleeping"

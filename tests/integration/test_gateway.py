@@ -262,7 +262,8 @@ def test_an_app_cannot_set_nakama_cookies_or_cookies_for_other_hosts(
         "gw-public.localhost:{port}:{port}",
         "gw-public.localhost:nope",
         "user@gw-public.localhost:{port}",
-        "gw-public.localhost:1",  # another port than Nakama's
+        "gw-public.localhost:0",
+        "gw-public.localhost:99999",
         "gw public.localhost:{port}",
     ],
 )

@@ -333,6 +333,35 @@ def test_a_project_made_from_the_web_has_the_gitlab_user_as_maintainer(
     assert owner == user.id
 
 
+def test_sharing_keeps_gitlab_access_levels_in_step_with_roles(
+    setup: Setup, gitlab_fake: GitLabFake
+) -> None:
+    gitlab_fake.create_project(GITOPS, files={"README.md": b"the cluster\n"})
+    gitlab_fake.add_user("rdoe", name="Rita Doe")
+    with browser(setup.nakama.url) as client:  # jsmith signs in and makes the project
+        assert client.get("/login/gitlab").url.path == "/projects"
+        token = _CSRF.search(client.get("/projects").text)
+        assert token is not None
+        r = client.post("/projects", data={"name": "demo", "csrf_token": token.group(1)})
+        assert r.status_code == 200, r.text
+    gitlab_fake.oauth.sign_in("rdoe")
+    with browser(setup.nakama.url) as client:  # rdoe signs in once: a linked local user
+        assert client.get("/login/gitlab").url.path == "/projects"
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    api = httpx.Client(base_url=setup.nakama.url, headers=admin, timeout=30)
+    members = "/api/v1/projects/demo/members/rdoe"
+    assert api.put(members, json={"role": "developer"}).status_code == 200
+    assert gitlab_fake.members("demo")["rdoe"] == 30  # Developer
+    assert api.put(members, json={"role": "owner"}).status_code == 200
+    assert gitlab_fake.members("demo")["rdoe"] == 40  # Maintainer, never Owner
+    assert api.put(members, json={"role": "viewer"}).status_code == 200
+    assert "rdoe" not in gitlab_fake.members("demo")  # viewers only open the app
+    assert api.delete(members).status_code == 204
+    assert "rdoe" not in gitlab_fake.members("demo")
+    assert gitlab_fake.members("demo")["jsmith"] == 40
+    api.close()
+
+
 # --- failures -----------------------------------------------------------------------------------
 def test_denied_consent_shows_why_and_signs_nobody_in(
     setup: Setup, gitlab_fake: GitLabFake, logs: Logs
