@@ -9,15 +9,17 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from backend.sharing import Sharing
 from nakama.access import Action, Role
 from nakama.auth import Principal
 from nakama.db.session import Database
 from nakama.db.tables import (
+    AppViewer,
     Pipeline,
     Project,
     ProjectMember,
@@ -131,7 +133,15 @@ class ProjectService:
         with self._db.session() as s:
             owner = s.scalar(select(User.username).where(User.id == row.owner_id))
         role = self.sharing.access(name, caller).role if caller is not None else None
-        return self._public(row, owner=owner, role=role)
+        week_ago = datetime.now(UTC).date() - timedelta(days=6)
+        with self._db.session() as s:
+            viewers = s.scalar(
+                select(func.count(func.distinct(AppViewer.user_id))).where(
+                    AppViewer.project == name, AppViewer.day >= week_ago
+                )
+            )
+        public = self._public(row, owner=owner, role=role)
+        return public.model_copy(update={"viewers_7d": int(viewers or 0)})
 
     def _refresh_pipelines(self, name: str) -> None:
         if self._refresh is None:
@@ -370,7 +380,7 @@ class ProjectService:
         )
         self._pipelines.purge_project(name)
         with self._db.session() as s:
-            for table in (Pipeline, PushPlan, ProjectVariable, ProjectMember):
+            for table in (Pipeline, PushPlan, ProjectVariable, ProjectMember, AppViewer):
                 s.execute(delete(table).where(table.project == name))
             s.execute(delete(WebhookEvent).where(WebhookEvent.project == name))
             s.execute(delete(Project).where(Project.name == name))

@@ -15,6 +15,7 @@ import httpx
 
 from nakama.errors import (
     Conflict,
+    Forbidden,
     InvalidInput,
     NakamaError,
     NotFound,
@@ -92,8 +93,11 @@ def raise_for(response: httpx.Response) -> None:
     if status < 400:
         return
     message = _detail(response)
-    if status in (401, 403):
+    if status == 401:
         raise Unauthorized(f"not authenticated ({status}): {message} (run `nakama login`)")
+    if status == 403:
+        # Signed in, but not allowed: the server says what is needed (a role, an admin).
+        raise Forbidden(message)
     if status == 404:
         raise NotFound(message)
     if status == 409:
@@ -175,6 +179,29 @@ class NakamaClient:
 
     def rollback_targets(self, name: str) -> list[dict[str, Any]]:
         return list(self._json("GET", f"/projects/{name}/rollback-targets"))
+
+    def update_project(
+        self, name: str, *, visibility: str | None = None, idle_timeout_s: int | None = None
+    ) -> dict[str, Any]:
+        """Change the fields given (``idle_timeout_s=0``: never sleep); the project after."""
+        body: dict[str, Any] = {}
+        if visibility is not None:
+            body["visibility"] = visibility
+        if idle_timeout_s is not None:
+            body["idle_timeout_s"] = idle_timeout_s
+        return dict(self._json("PATCH", f"/projects/{name}", json=body))
+
+    # --- sharing -------------------------------------------------------------------------------
+    def members(self, name: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/projects/{name}/members"))
+
+    def set_member(self, name: str, username: str, role: str) -> dict[str, Any]:
+        """Add ``username`` to the project with ``role``, or change their role."""
+        path = f"/projects/{name}/members/{quote(username, safe='')}"
+        return dict(self._json("PUT", path, json={"role": role}))
+
+    def remove_member(self, name: str, username: str) -> None:
+        self.request("DELETE", f"/projects/{name}/members/{quote(username, safe='')}")
 
     # --- pipelines and logs --------------------------------------------------------------------
     def pipelines(self, name: str, limit: int = 50) -> list[dict[str, Any]]:

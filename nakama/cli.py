@@ -9,14 +9,15 @@ from typing import Annotated
 
 import typer
 
-from nakama.cli_commands import EXIT_CODES_HELP, register
+from nakama.cli_commands import EXIT_CODES_HELP, projects_app, register
+from nakama.cli_sharing import register_sharing
 from nakama.cli_users import users_app
 
 app = typer.Typer(
     help=(
         "Nakama: push-to-deploy for Streamlit and other Python web apps. `nakama up` runs it; "
-        "login, projects (create, list, show, rollback, delete), pipelines, logs and users are "
-        "its client, on the REST API."
+        "login, projects (create, list, show, rollback, delete, share, unshare, members, "
+        "visibility, sleep), pipelines, logs and users are its client, on the REST API."
     ),
     epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
@@ -129,6 +130,7 @@ def cluster_setup(ctx: typer.Context) -> None:
 
 
 register(app)  # login, projects, pipelines, logs: the client of a running Nakama
+register_sharing(projects_app)  # projects share, unshare, members, visibility, sleep
 app.add_typer(users_app, name="users")
 
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nakama.api_client import NakamaClient, resolve, save_login
-from nakama.errors import Conflict, InvalidInput, NakamaError, NotFound, Unauthorized
+from nakama.errors import Conflict, Forbidden, InvalidInput, NakamaError, NotFound, Unauthorized
 
 T = TypeVar("T")
 
@@ -31,8 +31,9 @@ EXIT_CONFLICT, EXIT_INVALID, EXIT_FAILED, EXIT_INTERRUPTED = 5, 6, 7, 130
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 unexpected or server error (5xx, unreachable); 2 usage error; "
-    "3 not found; 4 not authenticated or forbidden; "
-    "5 conflict (name taken, nothing to roll back to); "
+    "3 not found (also another's project); "
+    "4 not authenticated, or not allowed (your role in the project is too low); "
+    "5 conflict (name taken, nothing to roll back to, the project's last owner); "
     "6 invalid input (the server's message is printed); 7 a waited-for operation failed; "
     "130 interrupted. Server and token come from --url/--token of `nakama login`, "
     "NAKAMA_URL / NAKAMA_TOKEN, or the saved login (NAKAMA_CONFIG_DIR or ~/.config/nakama)."
@@ -66,6 +67,7 @@ def _print_json(data: Any) -> None:
 _EXITS: tuple[tuple[type[NakamaError], str, int], ...] = (
     (WaitFailed, "", EXIT_FAILED),
     (NotFound, "not found: ", EXIT_NOT_FOUND),
+    (Forbidden, "not allowed: ", EXIT_AUTH),
     (Unauthorized, "", EXIT_AUTH),
     (Conflict, "conflict: ", EXIT_CONFLICT),
     (InvalidInput, "invalid: ", EXIT_INVALID),
@@ -120,7 +122,9 @@ def login(
 
 # --- projects --------------------------------------------------------------------------------
 projects_app = typer.Typer(
-    help="Create, list, show, roll back and delete projects.", no_args_is_help=True
+    help="Create, list, show, roll back and delete projects; share them, set who may open "
+    "their app and when it sleeps.",
+    no_args_is_help=True,
 )
 
 
@@ -262,6 +266,12 @@ def projects_show(name: str, json_out: JsonOpt = False) -> None:
         ("deployed commit", p.get("deployed_commit") or "-"),
         ("image tag", p.get("image_tag") or "-"),
         ("last push", f"{push['action']}: {push['reason']}" if push else "-"),
+        ("your role", p.get("role") or "-"),
+        ("visibility", p.get("visibility") or "-"),
+        (
+            "sleeps after",
+            f"{p['idle_timeout_s'] // 60} min" if p.get("idle_timeout_s") else "never",
+        ),
         ("created", p["created_at"]),
         ("updated", p["updated_at"]),
     ]

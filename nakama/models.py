@@ -90,6 +90,9 @@ class ProjectPublic(BaseModel):
     idle_timeout_s: int | None = Field(
         default=None, description="seconds without a request before the app sleeps (None: never)"
     )
+    viewers_7d: int = Field(
+        default=0, description="distinct signed-in users who opened the app in the last 7 days"
+    )
     status: str
     status_message: str | None = None
     clone_url: str

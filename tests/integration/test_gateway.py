@@ -351,3 +351,24 @@ def test_an_app_with_no_process_gets_a_page_not_an_error(nakama: NakamaProcess) 
     )
     body = json.loads(app_get(nakama, "gw-fresh", headers=bearer(ADMIN_TOKEN)).text)
     assert body["headers"]["x-forwarded-user"] == "admin"
+
+
+def test_distinct_signed_in_viewers_of_the_week_are_counted(nakama: NakamaProcess) -> None:
+    before = nakama.project("gw-internal")["viewers_7d"]
+    for user in ("alice", "bob", "alice"):
+        for _ in range(3):
+            r = app_get(nakama, "gw-internal", headers=bearer(token(nakama, user)))
+            assert r.status_code == 200
+    app_get(nakama, "gw-internal")  # signed out: not a viewer (and not let in)
+    wait_for(
+        lambda: nakama.project("gw-internal")["viewers_7d"] == max(before, 2),
+        timeout=10,
+        what="two viewers counted",
+    )
+    browser = Browser(nakama)
+    try:
+        assert browser.sign_in("admin", ADMIN_TOKEN).status_code == 303
+        page = browser.http.get("/projects/gw-internal")
+        assert re.search(r'id="viewers">2 viewers this week', page.text), page.text[:3000]
+    finally:
+        browser.close()
