@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import sqlite3
@@ -36,7 +37,6 @@ from tests.e2e.nakama_server import (  # noqa: E402  (needs REPO_ROOT on sys.pat
     wait_for,
     write_tiny_kit,
 )
-from tests.support import free_port  # noqa: E402
 
 # The benchmarks' own git commands must not depend on the user's git config.
 GIT_ENV = {
@@ -76,9 +76,11 @@ def _kill_leftovers(root: Path) -> int:
 def _free_port_range(width: int = 10) -> int:
     """A start port P such that P..P+width-1 are free now (apps get ports from this range, so
     the benchmark does not collide with other Nakamas using the default 8600-8999)."""
+    # Below the kernel's ephemeral range (32768-60999): after a load test it is full of
+    # TIME_WAIT sockets of the client's connections.
     for _ in range(50):
-        start = free_port()
-        if start + width < 65535 and all(port_is_free(p) for p in range(start, start + width)):
+        start = random.randrange(20000, 32000 - width)
+        if all(port_is_free(p) for p in range(start, start + width)):
             return start
     raise RuntimeError("no free port range for apps")
 

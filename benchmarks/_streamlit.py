@@ -26,7 +26,12 @@ from tests.e2e.browser import CHROMIUM
 from tests.e2e.browser import CHROMIUM_ARGS as TEST_CHROMIUM_ARGS
 
 # The browser tests' Chromium, and no name resolves: it can reach 127.0.0.1 and nothing else.
-CHROMIUM_ARGS = [*TEST_CHROMIUM_ARGS, "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
+CHROMIUM_ARGS = [
+    *TEST_CHROMIUM_ARGS,
+    # Nothing but this machine: apps are at *.localhost (the gateway), Nakama at 127.0.0.1.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost , "
+    "EXCLUDE *.localhost",
+]
 
 # Records {h1 text: first time seen, epoch ms} in window.__h1Seen, from the first DOM change on.
 H1_OBSERVER = """
