@@ -266,7 +266,7 @@ def _ms(values: list[float]) -> str:
 
 
 def streamlit_wake() -> None:
-    from _streamlit import chromium, page_load
+    from _streamlit import chromium, current_title, page_load
 
     env = {"NAKAMA_GATEWAY__IDLE_CHECK_INTERVAL_S": "0.2"}
     with (
@@ -275,7 +275,7 @@ def streamlit_wake() -> None:
     ):
         project = create_project(server, "kit", timeout=600)
         server.api.patch("/api/v1/projects/kit", json={"visibility": "public"})
-        title = "Sales at a glance"
+        title = current_title(Path(__file__).resolve().parent.parent / "app_starter_kit/app.py")
         warm = page_load(browser, project["app_url"], title)
         server.api.patch("/api/v1/projects/kit", json={"idle_timeout_s": 1})
         wakes = []
@@ -295,9 +295,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--ws-rounds", type=int, default=2000)
     parser.add_argument("--pushes", type=int, default=10)
-    parser.add_argument("--streamlit", action="store_true")
+    parser.add_argument("--streamlit", action="store_true", help="also the Streamlit kit's wake")
+    parser.add_argument("--streamlit-only", action="store_true")
     args = parser.parse_args()
     print(machine_note())
+    if args.streamlit_only:
+        streamlit_wake()
+        return
     throughput(
         args.seconds,
         label="tiny app, keep-alive (stdlib HTTP/1.1, backlog 1024)",

@@ -38,7 +38,9 @@ class Routes:
         with self._lock:
             old = self._ports.get(app)
             self._ports[app] = port
-            self._last_request.setdefault(app, time.monotonic())
+            # A version that just came up gets a whole idle period: one woken by a request
+            # that gave up waiting must not go back to sleep before the browser reloads.
+            self._last_request[app] = time.monotonic()
             return old if old != port else None
 
     def clear(self, app: str) -> int | None:
@@ -86,8 +88,8 @@ class Routes:
             return True
 
     def idle_s(self, app: str) -> float:
-        """Seconds since ``app``'s last request (or since its route was first set); 0 while a
-        request is in flight."""
+        """Seconds since ``app``'s last request or since it last came up, whichever is later;
+        0 while a request is in flight."""
         with self._lock:
             if any(a == app for a, _port in self._in_flight):
                 return 0.0
