@@ -120,7 +120,9 @@ class LocalParts:
             ).all()
         slept = []
         for name, timeout in timeouts:
-            if timeout and self.runtime.routes.idle_s(name) > timeout and self.runtime.sleep(name):
+            if not timeout or self.runtime.routes.idle_s(name) <= timeout:
+                continue
+            if self.runtime.sleep(name, idle_s=float(timeout)):  # checked again, under its lock
                 slept.append(name)
         return slept
 

@@ -194,27 +194,36 @@ class Gateway:
         )
 
     async def _without_process(self, app: str, *, html: bool) -> Response | None:
-        """A page when no process serves ``app`` (None: it is awake now, go on)."""
+        """A page when no process serves ``app`` (None: it is awake now, go on).
+
+        The first page request that finds the app asleep gets the "Waking up" page at once
+        (it reloads itself); its reload, and every request that is no page, waits for the
+        wake-up under way (at most ``wake_wait_s``), so a browser sees one waiting page and
+        then the app."""
         assert self._processes is not None and self._routes is not None
-        if await run_in_threadpool(self._processes.is_sleeping, app):
+        waking = self._waking.get(app)
+        asleep = await run_in_threadpool(self._processes.is_sleeping, app)
+        if asleep and (waking is None or waking.done()):
             waking = self._wake(app)
             if html:
                 return gateway_page(
                     503,
                     "Waking up",
                     f"{app} was asleep and is starting. This page reloads itself.",
-                    refresh_s=2,
+                    refresh_s=1,
                     html=True,
                 )
+        if waking is not None and not waking.done():
+            self._routes.touch(app)
             try:
                 await asyncio.wait_for(asyncio.shield(waking), self._settings.gateway.wake_wait_s)
-            except (TimeoutError, Exception):
+            except Exception:  # timed out or failed (logged where it failed)
                 return gateway_page(
                     503,
                     "Waking up",
-                    f"{app} is waking up; try again in a few seconds.",
-                    refresh_s=5,
-                    html=False,
+                    f"{app} is still waking up; try again in a few seconds.",
+                    refresh_s=3,
+                    html=html,
                 )
             if self._routes.port(app) is not None:
                 return None

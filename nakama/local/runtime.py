@@ -285,10 +285,14 @@ class LocalRuntime:
             asleep = self._sleeping_file(project).exists()
             return self._start(project, commit=commit, env=env, start=not asleep)
 
-    def sleep(self, project: str) -> bool:
-        """Stop the app until its next request; False if it was not running."""
+    def sleep(self, project: str, *, idle_s: float = 0.0) -> bool:
+        """Stop the app until its next request, if it has been idle for more than ``idle_s``
+        (checked under the app's lock: a wake-up or a deploy just before counts); False if it
+        was not put to sleep."""
         with self._lock(project):
             if project not in self._running or self._sleeping_file(project).exists():
+                return False
+            if self.routes.idle_s(project) <= idle_s:
                 return False
             if self._supervisor.state(project).status != "running":
                 return False
