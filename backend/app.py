@@ -398,6 +398,10 @@ def create_app(platform: Platform) -> Gateway:
         # Objects made at start-up live for good: keep them out of the garbage collector's
         # full passes, which otherwise stall request handling for 50-100 ms now and then.
         gc.freeze()
+        # A proxied request makes a few hundred short-lived objects: with the default threshold
+        # (700) the young generation is collected every couple of requests. Measured with
+        # benchmarks/gateway.py: the p99 the gateway adds went from 13-17 ms to 9-10 ms.
+        gc.set_threshold(20_000, 50, 100)
         log.info("nakama is up", url=platform.settings.base_url)
         try:
             yield

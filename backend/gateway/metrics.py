@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -40,12 +41,21 @@ class GatewayMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self._record = record_viewer
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._histograms: dict[str, Any] = {}
         self._seen: set[tuple[str, int, date]] = set()
         self._lock = threading.Lock()
 
     def request(self, app: str, status: int, seconds: float) -> None:
-        self.requests.labels(app=app, code=f"{status // 100}xx").inc()
-        self.latency.labels(app=app).observe(seconds)
+        counter = self._counters.get((app, status // 100))
+        if counter is None:  # labels() looks its child up anew each time: keep them
+            counter = self.requests.labels(app=app, code=f"{status // 100}xx")
+            self._counters[(app, status // 100)] = counter
+        histogram = self._histograms.get(app)
+        if histogram is None:
+            histogram = self._histograms[app] = self.latency.labels(app=app)
+        counter.inc()
+        histogram.observe(seconds)
 
     def viewer(self, app: str, viewer: Principal | None) -> None:
         """Count ``viewer`` (a signed-in user) as one of today's viewers of ``app``."""

@@ -142,17 +142,15 @@ class Upstream:
         if not has_body:
             body_done.set()
         try:
-            response = await asyncio.wait_for(
-                self._client().request(
+            async with asyncio.timeout(self._settings.response_timeout_s):
+                response = await self._client().request(
                     method,
                     self._url(scope, port),
                     headers=forwarded,
                     data=body() if has_body else None,
                     allow_redirects=False,
                     compress=None,
-                ),
-                timeout=self._settings.response_timeout_s,
-            )
+                )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             if disconnected.is_set():
                 return
