@@ -51,3 +51,11 @@ def app_address(name: str, *, apps_domain: str, base_url: str) -> str:
     parts = urlsplit(base_url)
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{name}.{apps_domain.strip('.')}{port}/"
+
+
+def same_host_path(target: str | None, *, default: str) -> str:
+    """``target`` if it is a path on the same host (no open redirect: not ``//host``, not a
+    URL, no backslash), else ``default``."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    return target

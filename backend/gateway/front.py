@@ -35,7 +35,7 @@ from backend.gateway.viewer import (
     filter_set_cookie,
     strip_nakama_cookies,
 )
-from nakama.hosts import BadHost, app_of_host
+from nakama.hosts import BadHost, app_of_host, same_host_path
 from nakama.local.routes import Routes
 from nakama.logs import get_logger
 from nakama.ports import AppStatus
@@ -70,10 +70,8 @@ class AppProcesses(Protocol):
 
 
 def safe_next(target: str | None) -> str:
-    """A path on the same host only (no open redirect)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/"
-    return target
+    """A path on the app's host only (no open redirect)."""
+    return same_host_path(target, default="/")
 
 
 class Gateway:

@@ -13,6 +13,7 @@ from backend.web.security import end_session, start_session
 from backend.web.throttle import Throttle
 from backend.web.views import Renderer
 from nakama.auth import TokenStore
+from nakama.hosts import same_host_path
 from nakama.logs import get_logger
 from nakama.sessions import SessionStore
 
@@ -21,9 +22,7 @@ log = get_logger(__name__)
 
 def safe_next(target: str | None) -> str:
     """Where to go after signing in: a path on this site only (no open redirect)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/projects"
-    return target
+    return same_host_path(target, default="/projects")
 
 
 def make_signin_router(

@@ -38,12 +38,15 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from nakama.clients.gitlab import GitLabClient
 from nakama.local.gitserver import GitHttpBackend, parse_basic_auth
 from nakama.local.post_receive import branch_commits, tag_target
 from nakama.local.push_payload import ProjectInfo, Pusher, build_push_payload
+from nakama.settings import GitLabSettings
 from tests.fakes import gitlab_git as git
 from tests.fakes.gitlab_api import (
     ACTIVE,
@@ -694,6 +697,20 @@ def gitlab_fake(tmp_path: Path) -> Iterator[GitLabFake]:
         yield fake
 
 
+@pytest.fixture
+def gitlab_client(gitlab_fake: GitLabFake) -> Iterator[GitLabClient]:
+    """The real GitLab client of Nakama, on the fake (two attempts, no waiting between)."""
+    settings = GitLabSettings(
+        url=gitlab_fake.url,
+        token=SecretStr(TOKEN),
+        trigger_token=SecretStr(TRIGGER_TOKEN),
+        max_attempts=2,
+    )
+    client = GitLabClient(settings, sleep=lambda _s: None)
+    yield client
+    client.close()
+
+
 __all__ = [
     "ApiError",
     "Delivery",
@@ -705,5 +722,6 @@ __all__ = [
     "FakeProject",
     "FakeUser",
     "GitLabFake",
+    "gitlab_client",
     "gitlab_fake",
 ]

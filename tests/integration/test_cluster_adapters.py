@@ -93,19 +93,6 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 
 @pytest.fixture
-def gitlab_client(gitlab_fake: GitLabFake) -> Iterator[GitLabClient]:
-    settings = GitLabSettings(
-        url=gitlab_fake.url,
-        token=SecretStr(TOKEN),
-        trigger_token=SecretStr(TRIGGER_TOKEN),
-        max_attempts=2,
-    )
-    client = GitLabClient(settings, sleep=lambda _s: None)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def app_project(gitlab_fake: GitLabFake) -> tuple[FakeProject, str]:
     """The app's repository in the fake, made directly (no hooks); its head commit."""
     project = gitlab_fake.create_project(f"nakama-apps/{NAME}", files=APP_FILES)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,9 @@ from nakama.cluster.gitlab_forge import GitLabForge
 from nakama.cluster.gitops import GitOpsRepository
 from nakama.cluster.runtime import KubernetesRuntime
 from nakama.errors import InvalidInput
-from nakama.settings import FluxSettings, GitLabSettings, HarborSettings, Settings
+from nakama.settings import FluxSettings, HarborSettings, Settings
 from tests.fakes import gitlab_git
-from tests.fakes.gitlab import TOKEN, TRIGGER_TOKEN, FakeProject, GitLabFake
+from tests.fakes.gitlab import FakeProject, GitLabFake
 from tests.fakes.kubernetes import KubeFake, kube_fake
 
 __all__ = ["kube_fake"]  # the fixture, until tests/conftest.py lists tests.fakes.kubernetes
@@ -38,19 +37,6 @@ CONFIG = f"{FOLDER}/kustomization.yaml"
 DEPLOYMENT = f"{FOLDER}/deployment.yaml"
 AUTH_URL = "nginx.ingress.kubernetes.io/auth-url"
 MIDDLEWARES = "traefik.ingress.kubernetes.io/router.middlewares"
-
-
-@pytest.fixture
-def gitlab_client(gitlab_fake: GitLabFake) -> Iterator[GitLabClient]:
-    settings = GitLabSettings(
-        url=gitlab_fake.url,
-        token=SecretStr(TOKEN),
-        trigger_token=SecretStr(TRIGGER_TOKEN),
-        max_attempts=2,
-    )
-    client = GitLabClient(settings, sleep=lambda _s: None)
-    yield client
-    client.close()
 
 
 @pytest.fixture
