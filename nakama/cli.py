@@ -74,6 +74,11 @@ def up(
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=15,
+        # Seconds an idle keep-alive connection stays open. uvicorn's 5 s closes connections
+        # that browsers, scripts and a proxy in front still mean to reuse (a request sent as
+        # the server closes gets no answer); proxies keep theirs about a minute, so a little
+        # longer here.
+        timeout_keep_alive=75,
     )
 
 
