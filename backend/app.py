@@ -389,8 +389,9 @@ def create_app(platform: Platform) -> Gateway:
     viewers = Viewers(tokens=platform.tokens, sessions=sessions, sharing=platform.projects.sharing)
     registry = CollectorRegistry(auto_describe=True)
     metrics = GatewayMetrics(registry, record_viewer=lambda *key: record_viewer(platform.db, *key))
-    local = isinstance(platform.parts, LocalParts)
-    upstream = Upstream(settings.gateway) if local else None
+    # Local mode forwards to the app processes; in cluster mode each app's Ingress does.
+    runtime = platform.parts.runtime if isinstance(platform.parts, LocalParts) else None
+    upstream = Upstream(settings.gateway) if runtime is not None else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -470,7 +471,6 @@ def create_app(platform: Platform) -> Gateway:
         sessions=sessions,
         **web_options,
     )
-    runtime = platform.parts.runtime if isinstance(platform.parts, LocalParts) else None
     return Gateway(
         settings=settings,
         viewers=viewers,

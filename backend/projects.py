@@ -97,7 +97,9 @@ class ProjectService:
         self.sharing = sharing
 
     # --- reads -----------------------------------------------------------------------------
-    def _public(self, row: Project, *, owner: str | None, role: Role | None) -> ProjectPublic:
+    def _public(
+        self, row: Project, *, owner: str | None, role: Role | None, viewers: dict[str, int]
+    ) -> ProjectPublic:
         app_url = None if row.status == "deleting" else self._runtime.app_url(row.name)
         return ProjectPublic(
             name=row.name,
@@ -105,6 +107,7 @@ class ProjectService:
             visibility=row.visibility,
             role=role.name if role is not None else None,
             idle_timeout_s=row.idle_timeout_s,
+            viewers_7d=viewers.get(row.name, 0),
             status=row.status,
             status_message=row.status_message,
             clone_url=self._forge.clone_url(row.name),
@@ -133,15 +136,18 @@ class ProjectService:
         with self._db.session() as s:
             owner = s.scalar(select(User.username).where(User.id == row.owner_id))
         role = self.sharing.access(name, caller).role if caller is not None else None
+        return self._public(row, owner=owner, role=role, viewers=self._viewers([name]))
+
+    def _viewers(self, names: list[str]) -> dict[str, int]:
+        """Distinct signed-in viewers in the last 7 days (UTC), per project, in one query."""
         week_ago = datetime.now(UTC).date() - timedelta(days=6)
         with self._db.session() as s:
-            viewers = s.scalar(
-                select(func.count(func.distinct(AppViewer.user_id))).where(
-                    AppViewer.project == name, AppViewer.day >= week_ago
-                )
-            )
-        public = self._public(row, owner=owner, role=role)
-        return public.model_copy(update={"viewers_7d": int(viewers or 0)})
+            rows = s.execute(
+                select(AppViewer.project, func.count(func.distinct(AppViewer.user_id)))
+                .where(AppViewer.project.in_(names), AppViewer.day >= week_ago)
+                .group_by(AppViewer.project)
+            ).all()
+        return {project: int(count) for project, count in rows}
 
     def _refresh_pipelines(self, name: str) -> None:
         if self._refresh is None:
@@ -165,8 +171,14 @@ class ProjectService:
             query = query.where(Project.name.in_(roles))
         with self._db.session() as s:
             rows = s.execute(query).all()
+        viewers = self._viewers([row.name for row, _owner in rows])
         return [
-            self._public(row, owner=owner, role=Role.owner if caller.is_admin else roles[row.name])
+            self._public(
+                row,
+                owner=owner,
+                role=Role.owner if caller.is_admin else roles[row.name],
+                viewers=viewers,
+            )
             for row, owner in rows
         ]
 

@@ -76,19 +76,15 @@ class Viewers:
     def _generation(self) -> int:
         return self._sharing.generation + self._sessions.generation
 
-    def judge(self, app: str, *, authorization: str | None, cookie: str | None) -> Verdict:
-        """May the sender of these headers open ``app``? (Blocking: call off the event loop.)"""
+    def _judge(self, app: str, token: str | None, session_id: str | None) -> Verdict:
+        """May the holder of ``token`` or ``session_id`` open ``app``? (Blocking.)"""
         viewer: Principal | None = None
-        token = bearer_token(authorization)
         if token is not None:
             viewer = self._tokens.authenticate(token)
             if viewer is None:
                 return Verdict("bad-token")
-        elif cookie:
-            cookies = cookie_parser(cookie)
-            session_id = cookies.get(APP_COOKIE) or cookies.get(f"__Host-{APP_COOKIE}")
-            if session_id:
-                viewer = self._sessions.principal(session_id, app=app)
+        elif session_id:
+            viewer = self._sessions.principal(session_id, app=app)
         try:
             access = self._sharing.access(app, viewer)
         except NotFound:
@@ -98,12 +94,9 @@ class Viewers:
         return Verdict("sign-in" if viewer is None else "deny", viewer)
 
     async def ajudge(self, app: str, *, authorization: str | None, cookie: str | None) -> Verdict:
-        """:meth:`judge`, from the cache when the same credentials were judged just now."""
-        token = bearer_token(authorization)
-        session_id = None
-        if token is None and cookie:
-            cookies = cookie_parser(cookie)
-            session_id = cookies.get(APP_COOKIE) or cookies.get(f"__Host-{APP_COOKIE}")
+        """May the sender of these headers open ``app``? From the cache when the same
+        credentials were judged just now."""
+        token, session_id = credentials(authorization, cookie)
         key = (app, token, session_id)
         now = time.monotonic()
         generation = self._generation()
@@ -112,9 +105,7 @@ class Viewers:
             return hit[0]
         pending = self._pending.get(key)
         if pending is None:  # one look-up for all the requests that ask the same at once
-            pending = asyncio.ensure_future(
-                run_in_threadpool(self.judge, app, authorization=authorization, cookie=cookie)
-            )
+            pending = asyncio.ensure_future(run_in_threadpool(self._judge, app, token, session_id))
             self._pending[key] = pending
             pending.add_done_callback(lambda _done: self._pending.pop(key, None))
         verdict = await asyncio.shield(pending)
@@ -122,6 +113,15 @@ class Viewers:
             self._cache.clear()
         self._cache[key] = (verdict, now + VERDICT_TTL_S, generation)
         return verdict
+
+
+def credentials(authorization: str | None, cookie: str | None) -> tuple[str | None, str | None]:
+    """(API token, app session id) a request carries; a token, when there is one, decides."""
+    token = bearer_token(authorization)
+    if token is not None or not cookie:
+        return token, None
+    cookies = cookie_parser(cookie)
+    return None, cookies.get(APP_COOKIE) or cookies.get(f"__Host-{APP_COOKIE}")
 
 
 def strip_nakama_cookies(cookie: str) -> str | None:

@@ -88,10 +88,6 @@ class LocalRuntime:
     def _app_dir(self, project: str) -> Path:
         return self.apps_dir / project
 
-    def port(self, project: str) -> int | None:
-        """The loopback port of the app's serving process (None: none serves)."""
-        return self.routes.port(project)
-
     def prepare(self, project: str, *, commit: str) -> None:
         """Make the app's directory (``commit`` is deployed by the first job)."""
         self._app_dir(project).mkdir(parents=True, exist_ok=True)
@@ -157,7 +153,7 @@ class LocalRuntime:
             spec = dataclasses.replace(spec, env=dict(variables))
             # Kept even if it does not come up, so that the next change restarts it again.
             self._running[project] = spec
-            if self._sleeping_file(project).exists():
+            if self.is_sleeping(project):
                 return  # it gets them when it wakes
             self._run(spec)
         log.info("app restarted with new variables", project=project, count=len(variables))
@@ -187,15 +183,13 @@ class LocalRuntime:
             health_path=config.health_path,
             bin_dir=env.python.parent,
         )
+        script = main_script(command) or "app.py"
         if not start:
             if live is not None:
-                publish_live(
-                    code_root, worktree, commit=commit, main_script=main_script(command) or "app.py"
-                )
+                publish_live(code_root, worktree, commit=commit, main_script=script)
             self._running[project] = spec
             return "asleep: it starts on its next request"
         if live is not None:
-            script = main_script(command) or "app.py"
             if self._can_go_live(project, spec, code_root, commit):
                 publish_live(code_root, worktree, commit=commit, main_script=script)
                 port = self.routes.port(project)
@@ -263,7 +257,7 @@ class LocalRuntime:
                 time.sleep(0.02)
 
     def status(self, project: str) -> AppStatus:
-        if self._sleeping_file(project).exists():
+        if self.is_sleeping(project):
             return AppStatus(state="sleeping", detail="starts on its next request")
         state = self._supervisor.state(project)
         detail = f"restarts={state.restarts}" if state.restarts else ""
@@ -282,7 +276,7 @@ class LocalRuntime:
     def restore(self, project: str, *, commit: str, env: Environment) -> str:
         """Bring the app back after Nakama restarted: running, or asleep if it was."""
         with self._lock(project):
-            asleep = self._sleeping_file(project).exists()
+            asleep = self.is_sleeping(project)
             return self._start(project, commit=commit, env=env, start=not asleep)
 
     def sleep(self, project: str, *, idle_s: float = 0.0) -> bool:
@@ -290,7 +284,7 @@ class LocalRuntime:
         (checked under the app's lock: a wake-up or a deploy just before counts); False if it
         was not put to sleep."""
         with self._lock(project):
-            if project not in self._running or self._sleeping_file(project).exists():
+            if project not in self._running or self.is_sleeping(project):
                 return False
             if self.routes.idle_s(project) <= idle_s:
                 return False
@@ -306,7 +300,7 @@ class LocalRuntime:
         """Start a sleeping app again (a no-op for one that is awake or has no deploy yet)."""
         with self._lock(project):
             spec = self._running.get(project)
-            if spec is None or not self._sleeping_file(project).exists():
+            if spec is None or not self.is_sleeping(project):
                 return
             self._sleeping_file(project).unlink(missing_ok=True)
             started = time.monotonic()

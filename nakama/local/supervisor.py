@@ -59,6 +59,7 @@ class AppState:
 @dataclass(eq=False)
 class _Proc:
     popen: subprocess.Popen[bytes]
+    port: int
     exited: threading.Event = field(default_factory=threading.Event)
     healthy_at: float | None = None  # time.monotonic() when it first answered
 
@@ -78,7 +79,6 @@ class _App:
     # A new version starting beside the running one; old versions finishing their requests.
     pending: _Proc | None = None
     retiring: set[_Proc] = field(default_factory=set)
-    ports: dict[_Proc, int] = field(default_factory=dict)
 
     def set_status(self, status: Status) -> None:
         self.status, self.since = status, datetime.now(UTC)
@@ -152,8 +152,8 @@ class Supervisor:
                 app.set_status("running")
                 if on_healthy is not None:
                     on_healthy(spec)
-                if previous is not None and previous is not proc:
-                    self._retire_locked(app, previous)
+                if previous is not None:
+                    self._retire_locked(app, previous, name=spec.name)
                 return
             _terminate(proc, timeout_s=0.0)
             if app.pending is proc:
@@ -166,27 +166,22 @@ class Supervisor:
         tail = read_log_tail(spec.log_path, lines=_TAIL_LINES_IN_ERRORS)
         raise PermanentError(f"app {spec.name!r} {problem}; last log lines:\n{tail}")
 
-    def _retire_locked(self, app: _App, proc: _Proc) -> None:
+    def _retire_locked(self, app: _App, proc: _Proc, *, name: str) -> None:
         """Stop ``proc`` once its requests have drained (or the drain timed out), in the
         background; :meth:`stop` ends it at once."""
         app.retiring.add(proc)
-        port = app.ports.get(proc)
 
         def retire() -> None:
-            if port is not None:
-                self._drain(app_name, port, self._settings.drain_timeout_s)
+            self._drain(name, proc.port, self._settings.drain_timeout_s)
             _terminate(proc, timeout_s=self._settings.stop_timeout_s)
             with app.lock:
                 app.retiring.discard(proc)
-                app.ports.pop(proc, None)
 
-        app_name = app.spec.name if app.spec is not None else "?"
-        threading.Thread(target=retire, name=f"nakama-retire-{app_name}", daemon=True).start()
+        threading.Thread(target=retire, name=f"nakama-retire-{name}", daemon=True).start()
 
     def _stop_pending_locked(self, app: _App) -> None:
         if app.pending is not None:
             _terminate(app.pending, timeout_s=0.0)
-            app.ports.pop(app.pending, None)
             app.pending = None
 
     def stop(self, name: str) -> None:
@@ -245,8 +240,7 @@ class Supervisor:
             # The child is still starting its interpreter, so this line lands before its output.
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             log.write(f"--- started pid {popen.pid} at {stamp} ---\n".encode())
-        proc = _Proc(popen)
-        app.ports[proc] = spec.port
+        proc = _Proc(popen, spec.port)
         if current:
             app.proc = proc
             app.set_status("starting")

@@ -68,7 +68,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         yield reg
 
 
-def make_settings(tmp_path: Path, gitlab: GitLabFake, **kube: Any) -> Settings:
+def make_settings(
+    tmp_path: Path, gitlab: GitLabFake, *, flux: FluxSettings | None = None, **kube: Any
+) -> Settings:
     return Settings(
         mode="cluster",
         data_dir=tmp_path / "data",
@@ -80,7 +82,7 @@ def make_settings(tmp_path: Path, gitlab: GitLabFake, **kube: Any) -> Settings:
         ),
         harbor=HarborSettings(url=HARBOR_URL, password=SecretStr("harbor-password-1")),
         kubernetes=KubernetesSettings(**kube),
-        flux=FluxSettings(app_domain="apps.test"),
+        flux=flux or FluxSettings(app_domain="apps.test"),
     )
 
 
@@ -370,9 +372,14 @@ def files_at(project: FakeProject, rev: str) -> dict[str, str]:
 
 
 def make_runtime(
-    tmp_path: Path, gitlab_fake: GitLabFake, gitlab_client: GitLabClient, kube: Any
+    tmp_path: Path,
+    gitlab_fake: GitLabFake,
+    gitlab_client: GitLabClient,
+    kube: Any,
+    *,
+    flux: FluxSettings | None = None,
 ) -> KubernetesRuntime:
-    settings = make_settings(tmp_path, gitlab_fake)
+    settings = make_settings(tmp_path, gitlab_fake, flux=flux)
     layout = GitOpsLayout()
     gitops = GitOpsRepository(
         gitlab_client,

@@ -11,20 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from ruamel.yaml import YAML
 
-from flux.manifests import GitOpsLayout
 from flux.validate import validate_documents
 from nakama.clients.gitlab import GitLabClient
-from nakama.cluster.gitlab_forge import GitLabForge
-from nakama.cluster.gitops import GitOpsRepository
 from nakama.cluster.runtime import KubernetesRuntime
 from nakama.errors import InvalidInput
-from nakama.settings import FluxSettings, HarborSettings, Settings
+from nakama.settings import FluxSettings
 from tests.fakes import gitlab_git
 from tests.fakes.gitlab import FakeProject, GitLabFake
 from tests.fakes.kubernetes import KubeFake, kube_fake
+from tests.integration.test_cluster_adapters import make_runtime as make_cluster_runtime
 
 __all__ = ["kube_fake"]  # the fixture, until tests/conftest.py lists tests.fakes.kubernetes
 
@@ -60,25 +57,10 @@ def make_runtime(
     kube: KubeFake,
     **flux: Any,
 ) -> KubernetesRuntime:
-    settings = Settings(
-        mode="cluster",
-        data_dir=tmp_path / "data",
-        gitlab=client.settings,
-        harbor=HarborSettings(url="https://harbor.test", password=SecretStr("harbor-pw-1")),
+    return make_cluster_runtime(
+        tmp_path, gitlab_fake, client, kube.api_client(),
         flux=FluxSettings(app_domain="apps.test", **flux),
-    )
-    layout = GitOpsLayout()
-    repo = GitOpsRepository(
-        client,
-        project_path=GITOPS,
-        branch="main",
-        author_name=layout.author_name,
-        author_email=layout.author_email,
-    )
-    forge = GitLabForge(client, hook_base_url="http://127.0.0.1:9")
-    return KubernetesRuntime(
-        gitops=repo, kube=kube.api_client(), forge=forge, gitlab=client, settings=settings
-    )
+    )  # fmt: skip
 
 
 def commits(project: FakeProject) -> list[str]:
