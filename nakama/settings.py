@@ -72,6 +72,25 @@ class RuntimeSettings(BaseModel):
     # a restart (docs/live-reload.md). Any other push, and any app that is not Streamlit, is
     # restarted. "restart" always stops the process and starts it on the new worktree.
     reload_strategy: Literal["restart", "live"] = "live"
+    # Apps and builds run in a bubblewrap sandbox (their own mount and PID namespaces, only
+    # their own files in view; docs/sandbox.md). "off" runs them as Nakama's own user with the
+    # whole machine in view: only for a single-user machine; Nakama says so at start-up.
+    sandbox: Literal["bwrap", "off"] = "bwrap"
+    # When Nakama runs as root each app runs as its own uid from this range (and each
+    # project's builds as another): no app can signal, trace or read another's processes.
+    sandbox_uid_base: int = 400_000
+    sandbox_uid_count: int = 65_536
+
+
+class LimitsSettings(BaseModel):
+    """Resources of one app, unless an admin set others for its project (nakama.limits)."""
+
+    memory_mib: int = 1024  # Streamlit with pandas starts near 150 MiB; dataframes grow fast
+    cpu: float = 1.0  # cores
+    processes: int = 256  # threads count too
+    disk_mib: int = 2048  # $DATA_DIR
+    log_mib: int = 10  # of the app's log kept (the newest); older output is rotated away
+    replicas: int = 1  # cluster mode: pods per app
 
 
 class BuilderSettings(BaseModel):
@@ -229,6 +248,7 @@ class Settings(BaseSettings):
     flux: FluxSettings = FluxSettings()
     web: WebSettings = WebSettings()
     gateway: GatewaySettings = GatewaySettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @property
     def base_url(self) -> str:
