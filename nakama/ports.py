@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from nakama.limits import AppLimits
+
 
 @dataclass(frozen=True)
 class BuildRef:
@@ -120,4 +122,15 @@ class Runtime(Protocol):
     def set_visibility(self, project: str, visibility: str) -> None:
         """Who may open the app changed: apply it where the runtime guards the app (cluster:
         the Ingress's forward-auth). The local gateway reads it at every request."""
+        ...
+
+    def set_limits(self, project: str, limits: AppLimits) -> None:
+        """An admin changed the app's limits: apply them (local: the app restarts in its
+        sandbox with them; cluster: the manifests are re-rendered and committed). An app that
+        does not run yet gets them when it starts. Idempotent."""
+        ...
+
+    def data_usage(self, project: str) -> int | None:
+        """Bytes the app keeps in ``$DATA_DIR``, or None if it cannot be told (cheap enough
+        for a project page: a cached figure)."""
         ...
