@@ -21,6 +21,7 @@ from flux.manifests import AppProject, GitOpsLayout, render_files, to_yaml
 from flux.validate import KUBERNETES_VERSION, validate_file
 from nakama.access import DEFAULT_VISIBILITY, VISIBILITIES
 from nakama.errors import InvalidInput
+from nakama.limits import effective_limits
 from nakama.settings import Settings
 
 
@@ -49,6 +50,12 @@ def render_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", help="full commit hash to run until the first reload")
     parser.add_argument("--repo-url", help="HTTPS clone URL (default: from the GitLab settings)")
     parser.add_argument("--namespace", help="namespace (default: the Kubernetes settings')")
+    # The app's limits: the settings' defaults (NAKAMA_LIMITS__*) with these on top.
+    parser.add_argument("--memory-mib", type=int, help="memory limit of the app container, MiB")
+    parser.add_argument("--cpu", type=float, help="CPU limit of the app container, cores")
+    parser.add_argument("--disk-mib", type=int, help="size of the data volume, MiB")
+    parser.add_argument("--replicas", type=int, help="pods (the autoscaler's minimum)")
+    parser.add_argument("--autoscale-max", type=int, help="most pods a CPU autoscaler may run")
     parser.add_argument("--validate", action="store_true", help="check the files before writing")
     parser.add_argument("--reference-dir", type=Path, help="folder holding flux/crds/")
     try:
@@ -62,6 +69,11 @@ def render_main(argv: list[str] | None = None) -> int:
         if args.project:
             gitlab = settings.gitlab
             group_url = f"{gitlab.url.rstrip('/')}/{gitlab.group}"
+            overrides = {
+                key: getattr(args, key)
+                for key in ("memory_mib", "cpu", "disk_mib", "replicas", "autoscale_max")
+                if getattr(args, key) is not None
+            }
             project = AppProject(
                 name=args.project,
                 repo_url=args.repo_url or f"{group_url}/{args.project}.git",
@@ -69,6 +81,7 @@ def render_main(argv: list[str] | None = None) -> int:
                 tag=args.tag,
                 initial_commit=args.commit,
                 visibility=args.visibility,
+                limits=effective_limits(settings.limits, overrides),
             )
             files = render_files(
                 project, settings.flux, harbor=settings.harbor, namespace=namespace

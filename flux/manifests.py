@@ -24,14 +24,25 @@ which nakama.cluster.runtime writes from the database; the app container reads a
 
 Who may open the app follows its visibility: :mod:`flux.gateway` renders its Ingresses (and, for
 Traefik, a Middleware). Those files, and the folder's kustomization.yaml that lists them, are
-:func:`gateway_paths`: the ones to rewrite when the visibility changes.
+:func:`gateway_paths`: the ones to rewrite when the visibility changes. Who may connect to its
+pods at all is its NetworkPolicy (:mod:`flux.network`): the Ingress controller, on the app port.
+
+What the app may use is its :class:`nakama.limits.AppLimits` (:mod:`flux.resources`): the app
+container's resources, the Deployment's replicas or a HorizontalPodAutoscaler, and the size of
+its data volume ``<name>-data``, mounted at ``/data`` (``$DATA_DIR``, with ``$HOME`` below it).
+The files that follow the limits are :func:`limits_paths`. The data volume is kept out of Flux's
+garbage collection, so that no GitOps change (a hand edit, a reverted commit, an older Nakama
+rewriting the folder) can delete an app's data; nakama.cluster.runtime deletes it with the app.
+The code volume ``<name>-code`` holds only synced worktrees and goes with the manifests.
+
+Every pod runs under the "restricted" Pod Security Standard (tests/pss.py checks each control).
 """
 
 from __future__ import annotations
 
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,11 +53,28 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from flux.gateway import GATEWAY_SERVICE, app_ingresses, gateway_problem
+from flux.network import NETWORKING_API, ingress_peer, policy_spec
+from flux.resources import (
+    AUTOSCALING_API,
+    DATA_HOME,
+    DATA_ROOT,
+    PRUNE_ANNOTATION,
+    AccessMode,
+    Resources,
+    autoscaler_spec,
+    claim_spec,
+    colocation,
+    may_run_several,
+    mib_quantity,
+    quantity_mib,
+    replicas_spec,
+)
 from nakama.access import DEFAULT_VISIBILITY
 from nakama.clients.git import FULL_SHA
 from nakama.errors import InvalidInput
+from nakama.limits import AppLimits, effective_limits
 from nakama.names import validate_project_name
-from nakama.settings import FluxSettings, HarborSettings
+from nakama.settings import FluxSettings, HarborSettings, LimitsSettings
 from nakama.tagging import TAG_PATTERN, image_tag
 
 COMMIT_ANNOTATION = "nakama.dev/commit"
@@ -61,7 +89,10 @@ GIT_USERNAME_KEY = "username"
 GIT_TOKEN_KEY = "token"  # noqa: S105 - a key name
 # The init container's one shell line: Kubernetes cannot default an env var, sh can. Values come
 # from the environment, so the script is the same for every app.
+# It first makes $HOME on the data volume: the volume's root is the pod's (fsGroup), so the app
+# could, but nothing in the app would make $HOME itself before writing its dotfiles there.
 _SYNC_SCRIPT = (
+    f"mkdir -p {DATA_HOME} && "
     'exec nakama reload sync --repo "$NAKAMA_REPO"'
     ' --commit "${NAKAMA_COMMIT:-${NAKAMA_INITIAL_COMMIT:?no commit to sync: set the'
     f' {COMMIT_ANNOTATION} pod-template annotation}}}}"'
@@ -77,24 +108,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
-class Resources:
-    """The app container's requests and limits: small requests so many idle apps fit a node,
-    limits so one runaway app cannot starve its neighbours. ``cpu_limit=None`` removes it."""
-
-    cpu_request: str = "100m"
-    memory_request: str = "256Mi"
-    cpu_limit: str | None = "1"
-    memory_limit: str = "1Gi"  # Streamlit + pandas starts near 150 MiB; dataframes grow fast
-
-    def as_dict(self) -> dict[str, dict[str, str]]:
-        limits = {"cpu": self.cpu_limit} if self.cpu_limit else {}
-        return {
-            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
-            "limits": {**limits, "memory": self.memory_limit},
-        }
-
-
-@dataclass(frozen=True)
 class GitOpsLayout:
     """Cluster-wide choices FluxSettings does not hold (yet); defaults follow flux bootstrap."""
 
@@ -106,6 +119,16 @@ class GitOpsLayout:
     author_email: str = "nakama@users.noreply.nakama.dev"
     tls_secret: str | None = None  # e.g. a wildcard certificate for *.<app_domain>; None = HTTP
     storage_class: str | None = None  # None = the cluster's default StorageClass
+    # Access mode of every app's two volumes, code and data, for the life of the app (a claim's
+    # access modes cannot change). ReadWriteOnce works on any StorageClass; the pods of an app
+    # with more than one replica are then kept on one node, where they share the volumes.
+    # ReadWriteMany (NFS, CephFS, ...: set storage_class to such a class) lets them spread.
+    volume_access_mode: AccessMode = "ReadWriteOnce"
+    # Who may connect to app pods (flux.network): the Ingress controller's namespace and pod
+    # labels; None = the usual ones of FluxSettings.ingress_controller (ingress-nginx: namespace
+    # ingress-nginx, pods app.kubernetes.io/name=ingress-nginx; traefik: traefik, traefik).
+    ingress_namespace_labels: Mapping[str, str] | None = None
+    ingress_pod_labels: Mapping[str, str] | None = None
     # Seconds between automation runs; it also runs whenever its ImagePolicy picks a new tag.
     automation_interval_s: int = 300
     # Seconds between Kustomization reconciles (drift repair); a new GitOps commit applies at once.
@@ -127,9 +150,10 @@ class AppProject:
     # None = the image's CMD (the builder writes nakama.toml's ``run`` or Streamlit on app.py
     # there); it resolves relative paths against the synced code, the working directory.
     command: tuple[str, ...] | None = None
-    resources: Resources = field(default_factory=Resources)
-    storage: str = "1Gi"  # code only (a few worktrees); data belongs in a database
+    resources: Resources = field(default_factory=Resources)  # the requests; limits: below
+    storage: str = "1Gi"  # the code volume (a few worktrees); the data volume is limits.disk_mib
     visibility: str = DEFAULT_VISIBILITY  # private, internal or public (nakama.access)
+    limits: AppLimits = field(default_factory=lambda: effective_limits(LimitsSettings()))
 
 
 def image_repository(name: str, harbor: HarborSettings) -> str:
@@ -159,6 +183,20 @@ def git_secret_name(name: str) -> str:
 def env_secret_name(name: str) -> str:
     """The Secret holding the app's environment variables, one key per variable."""
     return f"{name}-env"
+
+
+def data_claim_name(name: str) -> str:
+    """The app's data volume (``$DATA_DIR``), kept across deploys and deleted with the app."""
+    return f"{name}-data"
+
+
+def limits_paths(name: str, settings: FluxSettings) -> tuple[str, ...]:
+    """The app's GitOps files that follow its limits (present or not, as the autoscaler is only
+    there when the limits ask for one). kustomization.yaml lists them too, but it also lists the
+    gateway's files, so a limits change edits its list rather than rendering it anew."""
+    folder = app_dir(name, settings)
+    names = ("deployment.yaml", "horizontalpodautoscaler.yaml", "persistentvolumeclaim-data.yaml")
+    return tuple(f"{folder}/{n}" for n in names)
 
 
 def gateway_paths(name: str, settings: FluxSettings) -> tuple[str, ...]:
@@ -194,10 +232,16 @@ def render_manifests(
         return {"apiVersion": api, "kind": kind, "metadata": meta, "spec": spec}
 
     source = {"kind": "GitRepository", "name": lay.source_name, "namespace": lay.source_namespace}
-    pvc: dict[str, Any] = {"accessModes": ["ReadWriteOnce"]}
-    pvc["resources"] = {"requests": {"storage": project.storage}}
-    if lay.storage_class:
-        pvc["storageClassName"] = lay.storage_class
+    mode, storage_class = lay.volume_access_mode, lay.storage_class
+    code = claim_spec(project.storage, access_mode=mode, storage_class=storage_class)
+    disk = mib_quantity(project.limits.disk_mib)
+    data = obj(
+        "v1",
+        "PersistentVolumeClaim",
+        claim_spec(disk, access_mode=mode, storage_class=storage_class),
+        data_claim_name(name),
+    )
+    data["metadata"]["annotations"] = {PRUNE_ANNOTATION: "disabled"}
     port = {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
     service = {"type": "ClusterIP", "selector": {"app.kubernetes.io/name": name}, "ports": [port]}
     scan: dict[str, Any] = {"image": repository}
@@ -234,9 +278,11 @@ def render_manifests(
     marker = f'{{"$imagepolicy": "{namespace}:{name}"}}'
     pod = _pod(project, image=f"{repository}:{tag}", marker=marker, settings=settings, lay=lay)
     deployment = {
-        "replicas": 1,
+        **replicas_spec(project.limits),
         "revisionHistoryLimit": 3,
-        "strategy": {"type": "Recreate"},  # the code volume is ReadWriteOnce
+        # Old and new pods never run side by side: they would share the volumes, and a new
+        # pod's sync would swap the code under the old ones.
+        "strategy": {"type": "Recreate"},
         "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
         "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
     }
@@ -249,10 +295,19 @@ def render_manifests(
         tls_secret=lay.tls_secret,
         meta={"name": name, "namespace": namespace, "labels": dict(labels)},
     )
+    autoscaler = autoscaler_spec(name, project.limits)
+    peer = ingress_peer(
+        settings.ingress_controller,
+        namespace_labels=lay.ingress_namespace_labels,
+        pod_labels=lay.ingress_pod_labels,
+    )
     return [
-        obj("v1", "PersistentVolumeClaim", pvc, f"{name}-code"),
+        obj("v1", "PersistentVolumeClaim", code, f"{name}-code"),
+        data,
         obj("apps/v1", "Deployment", deployment),
+        *([obj(AUTOSCALING_API, "HorizontalPodAutoscaler", autoscaler)] if autoscaler else []),
         obj("v1", "Service", service),
+        obj(NETWORKING_API, "NetworkPolicy", policy_spec(name, port=project.port, peer=peer)),
         *routes,
         obj(IMAGE_API, "ImageRepository", scan),
         obj(IMAGE_API, "ImagePolicy", policy),
@@ -280,9 +335,59 @@ def render_files(
         else:
             listed.append(_file_name(doc, project.name, taken=listed))
             files[f"{folder}/{listed[-1]}"] = to_yaml([doc])
-    config = {"apiVersion": KUSTOMIZE_CONFIG_API, "kind": "Kustomization", "resources": listed}
-    files[f"{folder}/kustomization.yaml"] = to_yaml([config])
+    files[f"{folder}/kustomization.yaml"] = kustomize_config(listed)
     return dict(sorted(files.items()))
+
+
+def kustomize_config(resources: Sequence[str]) -> str:
+    """The app folder's kustomization.yaml, listing ``resources`` (file names) in order."""
+    config = {"apiVersion": KUSTOMIZE_CONFIG_API, "kind": "Kustomization"}
+    return to_yaml([{**config, "resources": list(resources)}])
+
+
+def config_resources(text: str) -> list[str]:
+    """The file names a kustomization.yaml lists."""
+    doc = YAML(typ="safe", pure=True).load(text) or {}
+    return [str(r) for r in doc.get("resources") or []]
+
+
+@dataclass(frozen=True)
+class DeploymentPins:
+    """What a committed deployment.yaml holds that a re-render must keep: the image (Flux's
+    image automation owns its tag) and the commit baked in for the time before a reload."""
+
+    image_repository: str
+    tag: str
+    initial_commit: str | None
+
+
+def deployment_pins(text: str) -> DeploymentPins:
+    """Read :class:`DeploymentPins` back from a deployment.yaml this module rendered."""
+    doc = YAML(typ="safe", pure=True).load(text) or {}
+    pod = (((doc.get("spec") or {}).get("template") or {}).get("spec")) or {}
+    apps = [c for c in pod.get("containers") or [] if c.get("name") == "app"]
+    if not apps or ":" not in str(apps[0].get("image", "")).rsplit("/", 1)[-1]:
+        raise InvalidInput("deployment.yaml: no app container with a tagged image")
+    repository, _, tag = str(apps[0]["image"]).rpartition(":")
+    commit = None
+    for container in pod.get("initContainers") or []:
+        for env in container.get("env") or []:
+            if env.get("name") == "NAKAMA_INITIAL_COMMIT" and env.get("value"):
+                commit = str(env["value"])
+    return DeploymentPins(image_repository=repository, tag=tag, initial_commit=commit)
+
+
+def grown_claim(text: str, wanted: str) -> str | None:
+    """A committed PersistentVolumeClaim's YAML with its size raised to ``wanted``, or None when
+    it is that size or larger already (a claim cannot shrink) or its size is not in binary
+    units. Nothing else changes: a claim's access modes and class are fixed once it exists."""
+    doc = YAML(typ="safe", pure=True).load(text) or {}
+    requests = doc.get("spec", {}).get("resources", {}).get("requests", {})
+    have, want = quantity_mib(str(requests.get("storage", ""))), quantity_mib(wanted)
+    if have is None or want is None or want <= have:
+        return None
+    requests["storage"] = wanted
+    return to_yaml([doc])
 
 
 def _file_name(doc: dict[str, Any], name: str, *, taken: Sequence[str]) -> str:
@@ -310,8 +415,12 @@ def _pod(
     project: AppProject, *, image: str, marker: str, settings: FluxSettings, lay: GitOpsLayout
 ) -> dict[str, Any]:
     """The pod: ``sync-code`` puts the commit on the volume, then ``app`` runs it."""
-    tmp = "/tmp"  # noqa: S108 - a private emptyDir; HOME for git's and Streamlit's dotfiles
-    mounts = [{"name": "code", "mountPath": CODE_ROOT}, {"name": "tmp", "mountPath": tmp}]
+    tmp = "/tmp"  # noqa: S108 - a private emptyDir; the init container's HOME for git
+    mounts = [
+        {"name": "code", "mountPath": CODE_ROOT},
+        {"name": "data", "mountPath": DATA_ROOT},
+        {"name": "tmp", "mountPath": tmp},
+    ]
     token_mount = {"name": "git-token", "mountPath": "/var/run/nakama", "readOnly": True}
     home = {"name": "HOME", "value": tmp}
     locked_down: dict[str, Any] = {
@@ -347,7 +456,11 @@ def _pod(
         app["command"] = list(project.command)
     app["workingDir"] = f"{CODE_ROOT}/current"
     # Kubernetes lets ``env`` win over ``envFrom``; nakama.variables refuses these names anyway.
-    app["env"] = [{"name": "PORT", "value": str(project.port)}, home]
+    app["env"] = [
+        {"name": "PORT", "value": str(project.port)},
+        {"name": "HOME", "value": DATA_HOME},
+        {"name": "DATA_DIR", "value": DATA_ROOT},
+    ]
     variables = {"name": env_secret_name(project.name), "optional": True}
     app["envFrom"] = [{"secretRef": variables}]
     app["ports"] = [{"name": "http", "containerPort": project.port, "protocol": "TCP"}]
@@ -355,12 +468,12 @@ def _pod(
     app["startupProbe"] = {**probe, "periodSeconds": 2, "failureThreshold": 60}
     app["readinessProbe"] = {**probe, "periodSeconds": 5, "failureThreshold": 3}
     app["livenessProbe"] = {**probe, "periodSeconds": 10, "failureThreshold": 6}
-    app["resources"] = project.resources.as_dict()
+    app["resources"] = project.resources.as_dict(project.limits)
     app["securityContext"] = locked_down
     app["volumeMounts"] = mounts
     token = {"secretName": secret, "defaultMode": 0o440}
     token["items"] = [{"key": GIT_TOKEN_KEY, "path": "git-token"}]
-    return {
+    pod: dict[str, Any] = {
         "automountServiceAccountToken": False,  # apps have no business with the API server
         # Service links would put e.g. STREAMLIT_SERVER_PORT=tcp://... (from a Service named
         # streamlit-server) into the environment, where Streamlit reads its configuration.
@@ -378,10 +491,14 @@ def _pod(
         "containers": [app],
         "volumes": [
             {"name": "code", "persistentVolumeClaim": {"claimName": f"{project.name}-code"}},
+            {"name": "data", "persistentVolumeClaim": {"claimName": data_claim_name(project.name)}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
             {"name": "git-token", "secret": token},
         ],
     }
+    if lay.volume_access_mode == "ReadWriteOnce" and may_run_several(project.limits):
+        pod["affinity"] = colocation(project.name)
+    return pod
 
 
 def _problem(p: AppProject, namespace: str) -> str | None:
@@ -407,6 +524,19 @@ def _problem(p: AppProject, namespace: str) -> str | None:
         return f"port {p.port}: out of range"
     if p.command is not None and not p.command:
         return "command (): give the arguments, or None for the image's CMD"
+    return _limits_problem(p.limits)
+
+
+def _limits_problem(limits: AppLimits) -> str | None:
+    """What the API server would refuse in objects made from ``limits``, or None."""
+    if limits.memory_mib < 1 or limits.disk_mib < 1 or limits.cpu <= 0:
+        return f"limits {limits.as_dict()}: memory, disk and CPU must be positive"
+    if limits.replicas < 1:
+        return f"replicas {limits.replicas}: at least one"
+    if limits.autoscale_max is not None and limits.autoscale_max < limits.replicas:
+        return f"autoscale_max {limits.autoscale_max}: below replicas {limits.replicas}"
+    if not 1 <= limits.autoscale_cpu_percent <= 1000:
+        return f"autoscale_cpu_percent {limits.autoscale_cpu_percent}: out of range"
     return None
 
 

@@ -28,6 +28,14 @@ Operators provide, once per app namespace:
 * the ExternalName Service ``nakama-gateway`` (``nakama flux render --gateway``) that every app's
   ``/_nakama/`` Ingress routes to. It is shared by all apps, so no app's manifests carry it.
 
+What an app may use (:class:`nakama.limits.AppLimits`: its container's resources, replicas or an
+autoscaler, the size of its data volume) comes from the ``limits`` callable given to
+:class:`KubernetesRuntime`, the settings' defaults without one, wherever manifests are rendered;
+:meth:`KubernetesRuntime.set_limits` rewrites the files that follow them
+(:func:`flux.manifests.limits_paths`) in one commit, keeping the image tag and commit the
+committed Deployment has. The data volume ``<name>-data`` is out of Flux's garbage collection
+(so that no GitOps change can lose an app's data); :meth:`KubernetesRuntime.remove` deletes it.
+
 Reads (:meth:`status`, :meth:`logs`) ask the Kubernetes API once with a short timeout: a project
 page must not hang on an unreachable cluster, and :meth:`status` then says ``unknown``.
 """
@@ -36,7 +44,8 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections.abc import Mapping
+import posixpath
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,16 +58,24 @@ from flux.manifests import (
     AppProject,
     GitOpsLayout,
     app_dir,
+    config_resources,
+    data_claim_name,
+    deployment_pins,
     env_secret_name,
     gateway_paths,
     git_secret_name,
+    grown_claim,
+    kustomize_config,
+    limits_paths,
     render_files,
 )
+from flux.resources import mib_quantity
 from nakama.access import DEFAULT_VISIBILITY, VISIBILITIES
 from nakama.clients.gitlab import GitLabClient
 from nakama.clients.kubernetes import RetryPolicy, kube_call, to_json
 from nakama.cluster.gitops import GitOpsRepository
 from nakama.errors import Conflict, InvalidInput, NakamaError, NotFound, PermanentError
+from nakama.limits import AppLimits, effective_limits
 from nakama.logs import get_logger
 from nakama.names import validate_project_name
 from nakama.ports import AppStatus, Forge
@@ -73,7 +90,7 @@ _READ_TIMEOUT_S = 5.0
 APP_CONTAINER = "app"  # flux.manifests names the app's container so
 DEPLOY_TOKEN_NAME = "nakama-sync"  # noqa: S105 - the name GitLab shows for the token
 DEPLOY_TOKEN_SCOPES = ("read_repository",)
-# A visibility commit is re-planned this often when the folder changed meanwhile.
+# A visibility or limits commit is re-planned this often when the folder changed meanwhile.
 _VISIBILITY_ATTEMPTS = 3
 
 
@@ -101,9 +118,13 @@ class KubernetesRuntime:
         settings: Settings,
         gitlab: GitLabClient,
         layout: GitOpsLayout | None = None,
+        limits: Callable[[str], AppLimits] | None = None,
     ) -> None:
-        """``gitlab`` mints the apps' deploy tokens."""
+        """``gitlab`` mints the apps' deploy tokens; ``limits`` tells a project's limits (its
+        overrides on the settings' defaults), None: the settings' defaults for every app."""
         self._gitlab = gitlab
+        defaults = effective_limits(settings.limits)
+        self._limits: Callable[[str], AppLimits] = limits or (lambda _project: defaults)
         self._gitops = gitops
         self._kube = kube
         self._forge = forge
@@ -117,16 +138,28 @@ class KubernetesRuntime:
 
     # --- the GitOps side -------------------------------------------------------------------
     def manifests(
-        self, project: str, *, commit: str | None, visibility: str = DEFAULT_VISIBILITY
+        self,
+        project: str,
+        *,
+        commit: str | None,
+        visibility: str = DEFAULT_VISIBILITY,
+        limits: AppLimits | None = None,
+        image: tuple[str, str] | None = None,
     ) -> dict[str, str]:
         """The app's GitOps files, path -> YAML text. ``commit`` is the one the app runs until
-        its first reload (None: none, as for files that do not mention it)."""
+        its first reload (None: none, as for files that do not mention it); ``limits`` None:
+        the project's (the ``limits`` callable's); ``image`` (repository, tag) None: the
+        registry's repository and a placeholder tag Flux replaces."""
+        repository, tag = image if image else (None, None)
         app = AppProject(
             name=project,
             repo_url=self._forge.clone_url(project),
             branch=self._settings.planning.deploy_branch,
+            tag=tag,
             initial_commit=commit,
+            image_repository=repository,
             visibility=visibility,
+            limits=limits or self._limits(project),
         )
         return render_files(
             app,
@@ -153,16 +186,35 @@ class KubernetesRuntime:
 
     def remove(self, project: str) -> None:
         """Delete the app's manifests in one commit (none if they are gone), which Flux prunes,
-        then its git Secret (the deploy token goes with the GitLab project)."""
+        then its data volume (which Flux does not prune), its git Secret (the deploy token goes
+        with the GitLab project) and its variables. The volume is deleted at once: Kubernetes
+        keeps it until the app's last pod has stopped using it (its pvc-protection finalizer)."""
         sha = self._gitops.remove_files(
             [self._kustomization_file(project)],
             message=f"nakama: remove app {project}",
             folders=[app_dir(project, self._settings.flux)],
         )
         log.info("app manifests removed", project=project, gitops_commit=sha)
+        if self._delete_data_claim(project):
+            log.info("app data volume deleted", project=project)
         self._delete_git_secret(project)
         if self._delete_secret(env_secret_name(validate_project_name(project))):
             log.info("app variables deleted", project=project)
+
+    def _delete_data_claim(self, project: str) -> bool:
+        """Delete the PersistentVolumeClaim ``<name>-data``; False if it was not there."""
+        core = CoreV1Api(self._kube)
+        name = data_claim_name(validate_project_name(project))
+        try:
+            kube_call(
+                core.delete_namespaced_persistent_volume_claim,
+                name,
+                self._namespace,
+                what=f"deleting persistentvolumeclaim {self._namespace}/{name}",
+            )
+        except NotFound:
+            return False
+        return True
 
     def app_url(self, project: str) -> str | None:
         return f"https://{project}.{self._settings.flux.app_domain}/"
@@ -249,6 +301,111 @@ class KubernetesRuntime:
         if not isinstance(content, bytes):
             raise PermanentError(f"GitLab returned no content for {path!r}")
         return content.decode()
+
+    # --- what the app may use -------------------------------------------------------------
+    def set_limits(self, project: str, limits: AppLimits) -> None:
+        """Make the app's files that follow its limits say ``limits``, in one commit; none when
+        they say it already. The Deployment keeps the image tag and commit it has (Flux's image
+        automation owns the tag); the autoscaler comes or goes, and kustomization.yaml's list
+        with it; the data volume grows but never shrinks (Kubernetes refuses a smaller claim).
+        A file of the app missing from an older Nakama (its data volume, its NetworkPolicy) is
+        added. An app without manifests (not prepared, or removed) is left alone: prepare
+        renders the project's limits from the ``limits`` callable."""
+        flux = self._settings.flux
+        folder = app_dir(validate_project_name(project), flux)
+        for attempt in range(_VISIBILITY_ATTEMPTS):
+            present = self._gitops.files_under(folder)
+            if not present:
+                log.info("no app manifests to set the limits of", project=project)
+                return
+            actions = self._limits_actions(project, limits, folder, present)
+            if not actions:
+                return
+            try:
+                sha = self._gitops.commit(actions, message=f"nakama: set the limits of {project}")
+            except (Conflict, PermanentError) as exc:  # a file created or deleted meanwhile
+                if attempt + 1 == _VISIBILITY_ATTEMPTS:
+                    raise
+                log.info("limits commit re-planned", project=project, reason=str(exc)[:200])
+                continue
+            log.info(
+                "app limits committed",
+                project=project,
+                gitops_commit=sha,
+                files=len(actions),
+                **limits.as_dict(),
+            )
+            return
+
+    def data_usage(self, project: str) -> int | None:
+        """None: cluster mode cannot tell cheaply. The kubelet knows each volume's usage (its
+        stats summary, ``kubelet_volume_stats_used_bytes``), but Nakama reads neither the
+        kubelet nor a metrics store, and a volume's size is not what the app uses of it."""
+        return None
+
+    def _limits_actions(
+        self, project: str, limits: AppLimits, folder: str, present: set[str]
+    ) -> list[dict[str, str]]:
+        """GitLab commit actions that make the app's limits files say ``limits``."""
+        flux = self._settings.flux
+        deployment, claim, config = (
+            f"{folder}/deployment.yaml",
+            f"{folder}/persistentvolumeclaim-data.yaml",
+            f"{folder}/kustomization.yaml",
+        )
+        for needed in (deployment, config):
+            if needed not in present:
+                raise PermanentError(
+                    f"the GitOps folder {folder} lacks {needed}; prepare the app again"
+                )
+        pins = deployment_pins(self._gitops_text(deployment))
+        wanted = self.manifests(
+            project,
+            commit=pins.initial_commit,
+            limits=limits,
+            image=(pins.image_repository, pins.tag),
+        )
+        owned = set(limits_paths(project, flux))
+        texts: dict[str, str | None] = {}  # path -> new text, None: delete
+        for path in sorted(owned):
+            text = wanted.get(path)
+            if text is None:
+                if path in present:
+                    texts[path] = None
+            elif path == claim and path in present:  # only its size may change
+                grown = grown_claim(self._gitops_text(path), mib_quantity(limits.disk_mib))
+                if grown is not None:
+                    texts[path] = grown
+            elif path not in present or self._gitops_text(path) != text:
+                texts[path] = text
+        skip = owned | set(gateway_paths(project, flux))
+        for path, text in wanted.items():  # files an older Nakama did not write
+            if path.startswith(f"{folder}/") and path not in skip and path not in present:
+                texts[path] = text
+        created = [p for p, t in texts.items() if t is not None and p not in present]
+        deleted = [p for p, t in texts.items() if t is None]
+        if created or deleted:
+            listed = config_resources(self._gitops_text(config))
+            order = config_resources(wanted[config])
+            gone = {posixpath.basename(p) for p in deleted}
+            new = sorted(
+                (posixpath.basename(p) for p in created),
+                key=lambda n: order.index(n) if n in order else len(order),
+            )
+            resources = [r for r in listed if r not in gone] + [n for n in new if n not in listed]
+            texts[config] = kustomize_config(resources)
+        return [self._file_action(path, text, present) for path, text in texts.items()]
+
+    @staticmethod
+    def _file_action(path: str, text: str | None, present: set[str]) -> dict[str, str]:
+        if text is None:
+            return {"action": "delete", "file_path": path}
+        return {
+            "action": "update" if path in present else "create",
+            "file_path": path,
+            "content": base64.b64encode(text.encode()).decode(),
+            "encoding": "base64",
+        }
 
     # --- the app's git read credentials ----------------------------------------------------
     def _ensure_git_secret(self, project: str) -> None:

@@ -20,6 +20,7 @@ from nakama.cluster.reconcile import Reconciler
 from nakama.cluster.registry import HarborRegistry
 from nakama.cluster.runtime import KubernetesRuntime
 from nakama.db.session import Database
+from nakama.limits import AppLimits
 from nakama.settings import Settings
 
 
@@ -61,8 +62,11 @@ class ClusterAdapters:
         )
 
 
-def connect(settings: Settings, db: Database) -> ClusterAdapters:
+def connect(
+    settings: Settings, db: Database, *, limits: Callable[[str], AppLimits] | None = None
+) -> ClusterAdapters:
     """GitLab (repositories, CI), Harbor (images), Kubernetes and Flux (apps), per ``settings``.
+    ``limits`` tells a project's limits to the runtime (None: the settings' defaults for all).
 
     The Kubernetes client is configured as ``kubectl`` is: the pod's service account inside a
     cluster, else ``$KUBECONFIG`` or ``~/.kube/config``. No connection is made here.
@@ -84,7 +88,13 @@ def connect(settings: Settings, db: Database) -> ClusterAdapters:
         forge=forge,
         registry=HarborRegistry(harbor=harbor, oci=oci, project=settings.harbor.project),
         runtime=KubernetesRuntime(
-            gitops=gitops, kube=kube, forge=forge, gitlab=gitlab, settings=settings, layout=layout
+            gitops=gitops,
+            kube=kube,
+            forge=forge,
+            gitlab=gitlab,
+            settings=settings,
+            layout=layout,
+            limits=limits,
         ),
         pipelines=GitLabPipelines(db=db, gitlab=gitlab, forge=forge, kube=kube, settings=settings),
         _gitlab=gitlab,

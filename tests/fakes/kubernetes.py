@@ -1,4 +1,5 @@
-"""A stateful fake of the Kubernetes API (Deployments, Pods, Secrets) on loopback HTTP.
+"""A stateful fake of the Kubernetes API (Deployments, Pods, Secrets, PersistentVolumeClaims) on
+loopback HTTP.
 
 No API server can run on these machines (DESIGN.md), yet the code under test must be driven by the
 real ``kubernetes`` client: its URL layout, content types, auth header and error bodies. So this is
@@ -32,7 +33,12 @@ from kubernetes.client import ApiClient, Configuration
 from tests.support import serve
 
 NAME_LABEL = "app.kubernetes.io/name"
-_KINDS = {"deployments": ("apps", "Deployment"), "pods": ("", "Pod"), "secrets": ("", "Secret")}
+_KINDS = {
+    "deployments": ("apps", "Deployment"),
+    "pods": ("", "Pod"),
+    "secrets": ("", "Secret"),
+    "persistentvolumeclaims": ("", "PersistentVolumeClaim"),
+}
 Json = dict[str, Any]
 Outcome = Literal["complete", "deadline-exceeded"]
 
@@ -192,6 +198,30 @@ class KubeFake:
                     "data": encoded,
                 },
             )
+
+    def add_claim(self, name: str, *, size: str = "1Gi", namespace: str | None = None) -> None:
+        """A bound PersistentVolumeClaim, as Flux would have applied it."""
+        with self._lock:
+            self._store(
+                "persistentvolumeclaims",
+                namespace or self.namespace,
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": name, "labels": {NAME_LABEL: name.rsplit("-", 1)[0]}},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": size}},
+                    },
+                    "status": {"phase": "Bound"},
+                },
+            )
+
+    def claim(self, name: str, *, namespace: str | None = None) -> Json | None:
+        """The PersistentVolumeClaim ``name``, or None."""
+        with self._lock:
+            found = self._objects.get(("persistentvolumeclaims", namespace or self.namespace, name))
+            return copy.deepcopy(found) if found is not None else None
 
     def fail_next(
         self,
@@ -370,6 +400,9 @@ class KubeFake:
         app.post(sec, status_code=201)(self._create_secret)
         app.put(sec + "/{name}")(self._replace_secret)
         app.delete(sec + "/{name}")(self._delete_secret)
+        pvc = "/api/v1/namespaces/{ns}/persistentvolumeclaims"
+        app.get(pvc + "/{name}")(lambda ns, name: self._get("persistentvolumeclaims", ns, name))
+        app.delete(pvc + "/{name}")(self._delete_claim)
         return app
 
     async def _gate(self, request: Request) -> None:
@@ -516,6 +549,13 @@ class KubeFake:
             "status": "Success",
             "details": {"name": name, "kind": "secrets", "uid": secret["metadata"]["uid"]},
         }
+
+    def _delete_claim(self, ns: str, name: str) -> Json:
+        """Delete a claim: gone at once (no pod of the fake holds it; a real one would wait,
+        Terminating, until the last pod using it has stopped)."""
+        with self._lock:
+            kind = "persistentvolumeclaims"
+            return self._objects.pop((kind, ns, self._get_obj(kind, ns, name)["metadata"]["name"]))
 
     @staticmethod
     def _secret_from(body: Json) -> Json:

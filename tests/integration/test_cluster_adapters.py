@@ -6,7 +6,7 @@ and the Kubernetes API fake (driven by the kubernetes client)."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from nakama.cluster.runtime import KubernetesRuntime
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline
 from nakama.errors import NotFound, TemporaryError
+from nakama.limits import AppLimits
 from nakama.ports import BuildRef, PipelineRequest
 from nakama.settings import (
     FluxSettings,
@@ -378,6 +379,7 @@ def make_runtime(
     kube: Any,
     *,
     flux: FluxSettings | None = None,
+    limits: Callable[[str], AppLimits] | None = None,
 ) -> KubernetesRuntime:
     settings = make_settings(tmp_path, gitlab_fake, flux=flux)
     layout = GitOpsLayout()
@@ -390,7 +392,12 @@ def make_runtime(
     )
     forge = GitLabForge(gitlab_client, hook_base_url="http://127.0.0.1:9")
     return KubernetesRuntime(
-        gitops=gitops, kube=kube, forge=forge, gitlab=gitlab_client, settings=settings
+        gitops=gitops,
+        kube=kube,
+        forge=forge,
+        gitlab=gitlab_client,
+        settings=settings,
+        limits=limits,
     )
 
 

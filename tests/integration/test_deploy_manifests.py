@@ -444,6 +444,7 @@ NEEDED: dict[tuple[str, str, str], str] = {
     ("", "secrets", "get"): "each app's git token Secret",
     ("", "secrets", "update"): "completing an app's git token Secret",
     ("", "secrets", "delete"): "deleting an app",
+    ("", "persistentvolumeclaims", "delete"): "deleting an app's data volume <app>-data",
 }
 # What code_reloader/restart.py calls: the reloader pipeline's Role grants exactly this.
 RESTART_NEEDS = {
@@ -470,6 +471,7 @@ KINDS = {
     "pod": ("", "pods"),
     "pod_log": ("", "pods/log"),
     "secret": ("", "secrets"),
+    "persistent_volume_claim": ("", "persistentvolumeclaims"),
 }
 _METHOD = re.compile(
     r"^(?P<verb>read|list|patch|delete_collection|delete|create|replace)_"

@@ -53,6 +53,7 @@ APP_KINDS = {
     "PersistentVolumeClaim",
     "Deployment",
     "Service",
+    "NetworkPolicy",
     "Ingress",
     "ImageRepository",
     "ImagePolicy",
@@ -68,8 +69,8 @@ def test_every_rendered_object_is_valid(case: str) -> None:
     kinds = {d["kind"] for d in rendered}
     if case == GATEWAY_CASE:
         assert kinds == {"Service"}
-    else:  # a Traefik app guarded by forward-auth has its Middleware too
-        assert APP_KINDS <= kinds <= APP_KINDS | {"Middleware"}
+    else:  # a Traefik app guarded by forward-auth has its Middleware, an autoscaled app its HPA
+        assert APP_KINDS <= kinds <= APP_KINDS | {"Middleware", "HorizontalPodAutoscaler"}
     assert sorted(d["kind"] for d in rendered).count("Ingress") in (0, 2)
     assert validate_documents(rendered) == []
 
@@ -92,6 +93,7 @@ def test_the_golden_cases_cover_each_controller_and_visibility() -> None:
     assert "open-data" in unguarded  # the public app
     assert {"demo", "sales-dashboard", "team-wiki"}.isdisjoint(unguarded)
     assert any(d["kind"] == "Middleware" for case in CASES for d in docs(case))
+    assert any(d["kind"] == "HorizontalPodAutoscaler" for case in CASES for d in docs(case))
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -363,9 +365,27 @@ def test_render_takes_branch_tag_and_namespace(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("clean_env")
+def test_render_takes_the_limits(tmp_path: Path) -> None:
+    args = ["--project", "demo", "--out", str(tmp_path), "--validate"]
+    limits = ["--memory-mib", "2048", "--cpu", "0.5", "--disk-mib", "512", "--replicas", "2"]
+    assert render_main([*args, *limits, "--autoscale-max", "5"]) == 0
+    folder = tmp_path / "apps" / "demo"
+    deployment = YAML(typ="safe").load((folder / "deployment.yaml").read_text())
+    assert "replicas" not in deployment["spec"]
+    (app,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert app["resources"]["limits"] == {"cpu": "500m", "memory": "2Gi"}
+    hpa = YAML(typ="safe").load((folder / "horizontalpodautoscaler.yaml").read_text())
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+    claim = YAML(typ="safe").load((folder / "persistentvolumeclaim-data.yaml").read_text())
+    assert claim["spec"]["resources"]["requests"]["storage"] == "512Mi"
+
+
+@pytest.mark.usefixtures("clean_env")
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--project", "demo", "--replicas", "3", "--autoscale-max", "2"], "autoscale_max"),
+        (["--project", "demo", "--memory-mib", "1"], "memory_mib"),
         (["--project", "Sales"], "upper-case"),
         (["--project", "1st"], "must start with a letter"),
         (["--project", "demo", "--commit", "abc"], "full lower-case hash"),

@@ -31,6 +31,7 @@ from flux.manifests import (
     to_yaml,
 )
 from nakama.errors import InvalidInput
+from nakama.limits import AppLimits
 from nakama.settings import FluxSettings, HarborSettings
 from nakama.tagging import TAG_PATTERN, image_tag, tag_timestamp
 
@@ -60,9 +61,19 @@ CASES: dict[str, tuple[AppProject, FluxSettings, HarborSettings, GitOpsLayout]] 
             health_path="/healthz",
             port=8080,
             command=("python", "-m", "uvicorn", "main:app", "--port", "$(PORT)"),
-            resources=Resources(cpu_limit=None, memory_limit="2Gi"),
+            resources=Resources(cpu_request_m=250),
             storage="2Gi",
             visibility="internal",
+            # An autoscaler: the Deployment says no replicas, the HPA owns the number.
+            limits=AppLimits(
+                memory_mib=3072,
+                cpu=1.5,
+                processes=512,
+                disk_mib=10240,
+                replicas=2,
+                autoscale_max=6,
+                autoscale_cpu_percent=70,
+            ),
         ),
         FluxSettings(
             apps_path="tenants/apps",
@@ -75,16 +86,21 @@ CASES: dict[str, tuple[AppProject, FluxSettings, HarborSettings, GitOpsLayout]] 
         GitOpsLayout(
             tls_secret="apps-wildcard-tls",
             storage_class="fast",
+            volume_access_mode="ReadWriteMany",  # the pods may spread over nodes
             source_namespace="gitops-system",
             kustomizations_path="clusters/prod/apps",
+            ingress_namespace_labels={"platform.corp.example/ingress": "true"},
+            ingress_pod_labels={"app": "edge-proxy"},
         ),
     ),
     # Traefik, a per-app certificate from cert-manager, Nakama behind its own port.
+    # Two fixed replicas on ReadWriteOnce volumes: kept on one node.
     "team-wiki": (
         AppProject(
             name="team-wiki",
             repo_url="https://gitlab.example.com/nakama-apps/team-wiki.git",
             initial_commit=SHA,
+            limits=AppLimits(memory_mib=512, cpu=0.25, processes=128, disk_mib=300, replicas=2),
         ),
         FluxSettings(
             ingress_class="traefik",
@@ -177,19 +193,32 @@ def test_rendering_is_deterministic(case: str) -> None:
     assert files(case) == files(case)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_deployment_is_one_replica_recreated(case: str) -> None:
-    spec = by_kind(render(case), "Deployment")["spec"]
-    assert spec["replicas"] == 1
+@pytest.mark.parametrize(
+    ("case", "replicas", "mode"),
+    [
+        ("demo", 1, "ReadWriteOnce"),
+        ("open-data", 1, "ReadWriteOnce"),
+        ("team-wiki", 2, "ReadWriteOnce"),
+        ("sales-dashboard", None, "ReadWriteMany"),  # the autoscaler's
+    ],
+)
+def test_deployment_is_recreated_with_the_replicas_and_volumes_of_its_limits(
+    case: str, replicas: int | None, mode: str
+) -> None:
+    docs = render(case)
+    spec = by_kind(docs, "Deployment")["spec"]
+    assert spec.get("replicas") == replicas
     assert spec["strategy"] == {"type": "Recreate"}
-    pvc = by_kind(render(case), "PersistentVolumeClaim")
-    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    name = CASES[case][0].name
+    pvcs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    assert sorted(pvcs) == [f"{name}-code", f"{name}-data"]
+    assert {tuple(p["spec"]["accessModes"]) for p in pvcs.values()} == {(mode,)}
     claims = [
         v["persistentVolumeClaim"]["claimName"]
-        for v in pod_spec(render(case))["volumes"]
+        for v in pod_spec(docs)["volumes"]
         if "persistentVolumeClaim" in v
     ]
-    assert claims == [pvc["metadata"]["name"]]
+    assert claims == [f"{name}-code", f"{name}-data"]
 
 
 @pytest.mark.parametrize(
@@ -353,7 +382,7 @@ def test_init_container_syncs_the_annotated_commit() -> None:
     ],
 )
 def test_sync_script_picks_the_commit(
-    annotation: str, initial: str | None, expected: str | None
+    annotation: str, initial: str | None, expected: str | None, tmp_path: Path
 ) -> None:
     env = {
         "PATH": "/usr/bin:/bin",
@@ -365,7 +394,11 @@ def test_sync_script_picks_the_commit(
     # Replace the command with one that prints its arguments, one per line.
     script = pod_spec(render())["initContainers"][0]["command"][-1]
     script = script.replace("exec nakama reload sync", "printf '%s\\n' sync")
+    data = tmp_path / "data"  # the data volume, empty and owned by the pod's user
+    data.mkdir()
+    script = script.replace("/data/", f"{data}/")
     done = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True)
+    assert (data / "home").is_dir()  # $HOME of the app container exists before it starts
     if expected is None:
         assert done.returncode != 0
         assert COMMIT_ANNOTATION in done.stderr
@@ -385,11 +418,18 @@ def test_app_container_runs_the_synced_code_locked_down() -> None:
     (app,) = spec["containers"]
     assert app["workingDir"] == "/code/current"
     assert "command" not in app  # the image's CMD, which the builder derives from nakama.toml
-    assert {"name": "PORT", "value": "8501"} in app["env"]
+    assert app["env"] == [
+        {"name": "PORT", "value": "8501"},
+        {"name": "HOME", "value": "/data/home"},
+        {"name": "DATA_DIR", "value": "/data"},
+    ]
     assert app["ports"] == [{"name": "http", "containerPort": 8501, "protocol": "TCP"}]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert app[probe]["httpGet"] == {"path": "/_stcore/health", "port": "http"}
-    assert app["resources"]["limits"]["memory"] == "1Gi"
+    assert app["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},  # LimitsSettings' defaults
+    }
     for container in (app, spec["initContainers"][0]):
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
@@ -404,7 +444,10 @@ def test_custom_app_settings_reach_the_container() -> None:
     (app,) = pod_spec(render("sales-dashboard"))["containers"]
     assert app["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert app["command"][:3] == ["python", "-m", "uvicorn"]
-    assert "cpu" not in app["resources"]["limits"]
+    assert app["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"cpu": "1500m", "memory": "3Gi"},
+    }
     assert app["image"] == "harbor.internal:8080/team-a/sales-dashboard:" + (
         "release-2026-da156088-20261122040506"
     )
