@@ -1,9 +1,9 @@
 """The variable service: a project's environment variables, kept in the database and applied to
 the running app through the Runtime port (which restarts it).
 
-Values may be secrets. They go to the database and to the runtime, nowhere else: what is shown
-is :func:`nakama.variables.public`, logs name the key only, and an error from applying a change
-is stripped of every secret value before it is raised.
+Values may be secrets. They go to the database, encrypted (:mod:`nakama.secretbox`), and to the
+runtime, nowhere else: what is shown is :func:`nakama.variables.public`, logs name the key only,
+and an error from applying a change is stripped of every secret value before it is raised.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import threading
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, update
 
 from nakama.db.session import Database
 from nakama.db.tables import Project, ProjectVariable
@@ -19,26 +19,80 @@ from nakama.errors import Conflict, NakamaError, NotFound
 from nakama.logs import get_logger
 from nakama.models import VariablePublic
 from nakama.ports import Runtime
+from nakama.secretbox import SecretBox, SecretsKeyError
 from nakama.variables import check_total, public, redact, validate_key, validate_value
 
 log = get_logger(__name__)
 
 
-def stored_environment(db: Database, project: str) -> dict[str, str]:
+def stored_environment(db: Database, project: str, box: SecretBox) -> dict[str, str]:
     """The project's variables as the app gets them (none for a project that is not there)."""
+    return {key: value for key, value, _ in _stored(db, project, box)}
+
+
+def _stored(db: Database, project: str, box: SecretBox) -> list[tuple[str, str, bool]]:
+    """(key, value, secret) of each of the project's variables, secrets decrypted."""
     with db.session() as s:
         rows = s.execute(
-            select(ProjectVariable.key, ProjectVariable.value).where(
+            select(ProjectVariable.key, ProjectVariable.value, ProjectVariable.secret).where(
                 ProjectVariable.project == project
             )
         ).all()
-    return {key: value for key, value in rows}
+    return [(key, _value(box, project, key, value, secret), secret) for key, value, secret in rows]
+
+
+def _value(box: SecretBox, project: str, key: str, stored: str, secret: bool) -> str:
+    return box.decrypt(stored, what=_what(project, key)) if secret else stored
+
+
+def _what(project: str, key: str) -> str:
+    return f"the secret variable {key!r} of project {project!r}"
+
+
+def reencrypt_secrets(db: Database, box: SecretBox) -> int:
+    """Encrypt every secret variable with the box's first key, in one transaction (all or
+    none: the older keys still open every value if it is interrupted); how many there are.
+    A SecretsKeyError (naming the first variable no key opens) changes nothing."""
+    with db.session() as s:
+        rows = s.scalars(
+            select(ProjectVariable)
+            .where(ProjectVariable.secret.is_(True))
+            .order_by(ProjectVariable.id)
+            .with_for_update()
+        ).all()
+        for row in rows:
+            # Not through the ORM's onupdate: a new key is no change of the variable.
+            s.execute(
+                update(ProjectVariable)
+                .where(ProjectVariable.id == row.id)
+                .values(
+                    value=box.rotate(row.value, what=_what(row.project, row.key)),
+                    updated_at=row.updated_at,
+                )
+            )
+    return len(rows)
+
+
+def check_secrets(db: Database, box: SecretBox) -> int:
+    """SecretsKeyError naming the first secret variable no key opens; else how many there are.
+    Run at start-up: with a lost or wrong key Nakama does not start (and so never mixes
+    secrets under a new key with ones under the old)."""
+    with db.session() as s:
+        rows = s.execute(
+            select(ProjectVariable.project, ProjectVariable.key, ProjectVariable.value).where(
+                ProjectVariable.secret.is_(True)
+            )
+        ).all()
+    for project, key, value in rows:
+        box.decrypt(value, what=_what(project, key))
+    return len(rows)
 
 
 class VariableService:
-    def __init__(self, db: Database, runtime: Runtime) -> None:
+    def __init__(self, db: Database, runtime: Runtime, box: SecretBox) -> None:
         self._db = db
         self._runtime = runtime
+        self._box = box
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
 
@@ -52,17 +106,17 @@ class VariableService:
                 .where(ProjectVariable.project == project)
                 .order_by(ProjectVariable.key)
             ).all()
-        return [_public(r) for r in rows]
+        return [self._public(r) for r in rows]
 
     def get(self, project: str, key: str) -> VariablePublic:
         """One variable as :meth:`list` shows it; NotFound if the project or it is missing."""
         self._check_project(project)
-        return _public(self._row(project, key))
+        return self._public(self._row(project, key))
 
     def environment(self, project: str) -> dict[str, str]:
         """The real values, for the runtime only: never show them."""
         self._check_project(project)
-        return stored_environment(self._db, project)
+        return stored_environment(self._db, project, self._box)
 
     # --- changes ---------------------------------------------------------------------------
     def set(self, project: str, key: str, value: str, *, secret: bool) -> None:
@@ -72,13 +126,14 @@ class VariableService:
         validate_value(key, value)
         with self._lock(project):
             self._check_project(project, changing=True)
-            check_total({**stored_environment(self._db, project), key: value})
+            check_total({**stored_environment(self._db, project, self._box), key: value})
+            stored = self._box.encrypt(value) if secret else value
             with self._db.session() as s:
                 row = s.scalar(self._query(project, key))
                 if row is None:
-                    s.add(ProjectVariable(project=project, key=key, value=value, secret=secret))
+                    s.add(ProjectVariable(project=project, key=key, value=stored, secret=secret))
                 else:
-                    row.value, row.secret = value, secret
+                    row.value, row.secret = stored, secret
             log.info("variable set", project=project, key=key, secret=secret)
             self._apply(project, extra_secret=value if secret else None)
 
@@ -90,7 +145,7 @@ class VariableService:
                 row = s.scalar(self._query(project, key))
                 if row is None:
                     raise NotFound(f"variable {key[:100]!r} of project {project!r} not found")
-                removed = row.value if row.secret else None
+                removed = self._removed_secret(row)
                 s.delete(row)
             log.info("variable deleted", project=project, key=key)
             self._apply(project, extra_secret=removed)
@@ -98,12 +153,7 @@ class VariableService:
     # --- plumbing --------------------------------------------------------------------------
     def _apply(self, project: str, *, extra_secret: str | None) -> None:
         """Give the runtime the whole current set; an error it raises comes out redacted."""
-        with self._db.session() as s:
-            rows = s.execute(
-                select(ProjectVariable.key, ProjectVariable.value, ProjectVariable.secret).where(
-                    ProjectVariable.project == project
-                )
-            ).all()
+        rows = _stored(self._db, project, self._box)
         variables = {key: value for key, value, _ in rows}
         secrets = [value for _, value, secret in rows if secret]
         if extra_secret is not None:
@@ -144,6 +194,16 @@ class VariableService:
         with self._locks_lock:
             return self._locks.setdefault(project, threading.Lock())
 
+    def _public(self, row: ProjectVariable) -> VariablePublic:
+        value = _value(self._box, row.project, row.key, row.value, row.secret)
+        return public(key=row.key, value=value, secret=row.secret, updated_at=row.updated_at)
 
-def _public(row: ProjectVariable) -> VariablePublic:
-    return public(key=row.key, value=row.value, secret=row.secret, updated_at=row.updated_at)
+    def _removed_secret(self, row: ProjectVariable) -> str | None:
+        """A deleted secret's value, to keep it out of the error of the restart; a variable no
+        key opens may still be deleted (no app has had that value from this Nakama)."""
+        if not row.secret:
+            return None
+        try:
+            return self._box.decrypt(row.value)
+        except SecretsKeyError:
+            return None

@@ -1,6 +1,6 @@
 """The ``nakama`` command: ``up`` runs the platform; ``reload sync`` is the init-container step;
-``login``, ``projects``, ``pipelines``, ``logs`` and ``users`` are the client of a running
-Nakama."""
+``secrets rotate-key`` replaces the key of secret variables; ``login``, ``projects``,
+``pipelines``, ``logs`` and ``users`` are the client of a running Nakama."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from nakama.cli_commands import EXIT_CODES_HELP, projects_app, register
+from nakama.cli_secrets import secrets_app
 from nakama.cli_sharing import register_sharing
 from nakama.cli_users import users_app
 
@@ -137,6 +138,7 @@ def cluster_setup(ctx: typer.Context) -> None:
 register(app)  # login, projects, pipelines, logs: the client of a running Nakama
 register_sharing(projects_app)  # projects share, unshare, members, visibility, sleep
 app.add_typer(users_app, name="users")
+app.add_typer(secrets_app, name="secrets")  # on this machine's database and data dir
 
 
 def main() -> None:

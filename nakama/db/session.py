@@ -15,7 +15,11 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from nakama.secretbox import SecretBox
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# The Alembic config attribute that hands the migrations the keys for secret variables.
+BOX_ATTRIBUTE = "secret_box"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -51,11 +55,14 @@ class Database:
             threading.RLock() if sqlite else contextlib.nullcontext()
         )
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision."""
+    def migrate(self, *, secrets: SecretBox | None = None) -> None:
+        """Bring the schema to the newest Alembic revision. ``secrets`` encrypts the secret
+        variables of a database from before encryption at rest (without it the migration reads
+        the keys from the environment or the data dir, as :mod:`nakama.secret_keys` does)."""
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.attributes["connection_url"] = self.url
+        cfg.attributes[BOX_ATTRIBUTE] = secrets
         with self.engine.begin() as connection:
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")

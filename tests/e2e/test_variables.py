@@ -1,12 +1,14 @@
 """A project's environment variables against a real ``nakama up``, real app processes and real
 git: the app sees them after the restart a change makes, after a push and after Nakama restarts;
 the API shows a plain value and never a secret's; neither the server's log nor an error shows a
-secret; another user's project answers 404; bad names and values answer 422 with a message."""
+secret, nor does the database file (secrets are encrypted at rest); another user's project
+answers 404; bad names and values answer 422 with a message."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -58,6 +60,8 @@ NAME = "vars-app"
 API_URL = "https://api.example.com/v2"
 SECRET = "sk-live-9f8e7d6c5b4a3f"
 CRASH_SECRET = "crash-secret-value-1234"
+BOB_APP = "bobs-app"
+BOB_SECRET = "bobs-db-password-5678"
 
 
 @pytest.fixture
@@ -77,6 +81,14 @@ def user(nakama: NakamaProcess, username: str) -> tuple[str, httpx.Client]:
 
 def env_of(app_url: str, key: str) -> str | None:
     return fetch_text(f"{app_url}env/{key}")
+
+
+def raw_variables(data_dir: Path) -> list[tuple[str, str, str, int]]:
+    """(project, key, value, secret) as the database file holds them."""
+    with closing(sqlite3.connect(data_dir / "nakama.db")) as db:
+        return db.execute(
+            "SELECT project, key, value, secret FROM project_variables ORDER BY id"
+        ).fetchall()
 
 
 def test_variables_reach_the_app_and_secrets_stay_hidden(
@@ -122,6 +134,32 @@ def test_variables_reach_the_app_and_secrets_stay_hidden(
             assert answer.json()["detail"] == f"project {NAME!r} not found"
         assert bob.get("/api/v1/projects/nothing-here/variables").status_code == 404
         assert env_of(app_url, "API_URL") == API_URL
+
+        # Bob's own project has a secret too. Neither user's secret is in the database file as
+        # text: secrets are stored encrypted, with a key kept apart from it (mode 0600).
+        assert bob.post("/api/v1/projects", json={"name": BOB_APP}).status_code == 201
+        nakama.wait_deployed(BOB_APP, nakama.pipelines(BOB_APP)[0]["commit"])
+        bobs = bob.put(
+            f"/api/v1/projects/{BOB_APP}/variables/DB_PASSWORD",
+            json={"value": BOB_SECRET, "secret": True},
+        )
+        assert bobs.status_code == 200, bobs.text
+        assert alice.get(f"/api/v1/projects/{BOB_APP}/variables").status_code == 404
+        raw = raw_variables(nakama.data_dir)
+        assert {(project, key, secret) for project, key, _, secret in raw} == {
+            (NAME, "API_URL", 0),
+            (NAME, "API_TOKEN", 1),
+            (BOB_APP, "DB_PASSWORD", 1),
+        }
+        for _, key, stored, secret in raw:
+            assert stored.startswith("fernet:") if secret else stored == API_URL, key
+        dump = (nakama.data_dir / "nakama.db").read_bytes() + repr(raw).encode()
+        wal = nakama.data_dir / "nakama.db-wal"
+        dump += wal.read_bytes() if wal.exists() else b""
+        assert SECRET.encode() not in dump and BOB_SECRET.encode() not in dump
+        assert API_URL.encode() in dump  # a plain variable stays plain
+        key_file = nakama.data_dir / "secrets.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
 
         # Bad names and values: 422 with a message that never repeats the value.
         for key, words in [
@@ -194,9 +232,11 @@ def test_variables_reach_the_app_and_secrets_stay_hidden(
         timeout=60,
         what="the project to be deleted",
     )
-    with sqlite3.connect(nakama.data_dir / "nakama.db") as db:
-        assert db.execute("SELECT count(*) FROM project_variables").fetchone()[0] == 0
+    assert [(project, key) for project, key, _, _ in raw_variables(nakama.data_dir)] == [
+        (BOB_APP, "DB_PASSWORD")
+    ]
 
     server_log = nakama.log_path.read_text(errors="replace")
     assert "variable set" in server_log  # the log does say what happened ...
     assert SECRET not in server_log and CRASH_SECRET not in server_log  # ... never the value
+    assert BOB_SECRET not in server_log

@@ -1,6 +1,7 @@
 """Cluster mode's app variables: KubernetesRuntime.set_environment against the Kubernetes API fake
 (driven by the real kubernetes client) writes the Secret ``<app>-env`` the rendered Deployment
-reads, restarts the Deployment with the restartedAt patch, and remove deletes the Secret."""
+reads, restarts the Deployment with the restartedAt patch, and remove deletes the Secret; the
+variable service keeps secrets encrypted in the database and gives the app their values."""
 
 from __future__ import annotations
 
@@ -11,14 +12,19 @@ import pytest
 import structlog
 from pydantic import SecretStr
 from ruamel.yaml import YAML
+from sqlalchemy import text
 
+from backend.variables import VariableService
 from code_reloader.restart import COMMIT_ANNOTATION, RESTARTED_AT
 from flux.manifests import GitOpsLayout
 from nakama.clients.gitlab import GitLabClient
 from nakama.cluster.gitlab_forge import GitLabForge
 from nakama.cluster.gitops import GitOpsRepository
 from nakama.cluster.runtime import KubernetesRuntime
+from nakama.db.session import Database
+from nakama.db.tables import Project
 from nakama.errors import PermanentError
+from nakama.secretbox import SecretBox, generate_key
 from nakama.settings import FluxSettings, GitLabSettings, HarborSettings, Settings
 from tests.fakes.gitlab import TOKEN, TRIGGER_TOKEN, GitLabFake
 from tests.fakes.kubernetes import KubeFake, kube_fake
@@ -147,3 +153,39 @@ def test_a_refused_secret_is_an_error_without_the_values(
     assert SECRET_VALUE not in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     assert kube_fake.calls("PATCH") == []
+
+
+def test_the_service_stores_secrets_encrypted_and_the_app_gets_them_plain(
+    runtime: KubernetesRuntime, kube_fake: KubeFake, database_url: str
+) -> None:
+    """Through VariableService, on SQLite and PostgreSQL: the database holds ciphertext, the
+    app's Secret the value, the listing a preview; a failed apply is redacted of the value."""
+    db = Database(database_url)
+    box = SecretBox([generate_key()], source="NAKAMA_SECRETS_KEY")
+    db.migrate(secrets=box)
+    try:
+        with db.session() as s:
+            s.add(Project(name=NAME, status="running", branch="main", hook_token="t"))
+        service = VariableService(db, runtime, box)
+        service.set(NAME, "API_URL", "https://api.example", secret=False)
+        service.set(NAME, "TOKEN", SECRET_VALUE, secret=True)
+        assert kube_fake.secret(f"{NAME}-env") == {
+            "API_URL": "https://api.example",
+            "TOKEN": SECRET_VALUE,
+        }
+        with db.engine.connect() as conn:
+            raw = dict(conn.execute(text("SELECT key, value FROM project_variables")).all())
+        assert raw["API_URL"] == "https://api.example"
+        assert raw["TOKEN"].startswith("fernet:") and SECRET_VALUE not in repr(raw)
+        environment = service.environment(NAME)
+        assert environment == {"API_URL": "https://api.example", "TOKEN": SECRET_VALUE}
+        assert service.get(NAME, "TOKEN").preview == "…" + SECRET_VALUE[-2:]
+
+        kube_fake.add_deployment(NAME)
+        kube_fake.fail_next(422, method="PUT", path_contains=f"/secrets/{NAME}-env")
+        with pytest.raises(PermanentError) as caught:
+            service.set(NAME, "OTHER", "x" * 20, secret=True)
+        assert "saved, but not applied" in str(caught.value)
+        assert SECRET_VALUE not in str(caught.value)
+    finally:
+        db.dispose()
