@@ -16,11 +16,13 @@ from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from backend.limits import LimitService, LimitsPublic
 from backend.projects import ProjectService
 from backend.variables import VariableService
 from nakama.access import Action
 from nakama.auth import Principal, TokenStore, UserInfo
 from nakama.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from nakama.limits import LimitOverrides
 from nakama.models import (
     MemberPublic,
     MemberSet,
@@ -70,7 +72,11 @@ class _NoEchoValidation(APIRoute):
 
 
 def make_api_router(
-    *, projects: ProjectService, tokens: TokenStore, variables: VariableService
+    *,
+    projects: ProjectService,
+    tokens: TokenStore,
+    variables: VariableService,
+    limits: LimitService,
 ) -> APIRouter:
     def principal(
         request: Request,
@@ -222,6 +228,29 @@ def make_api_router(
     def pipeline_log(name: str, pipeline_id: int, caller: Caller) -> str:
         develop(name, caller)
         return projects.pipeline_log(name, pipeline_id)
+
+    # --- limits ----------------------------------------------------------------------------
+    @router.get("/projects/{name}/limits", response_model=LimitsPublic, tags=["limits"])
+    def get_limits(name: str, caller: Caller) -> LimitsPublic:
+        """What the app may use (memory, CPU, processes, disk, log, replicas), how that is
+        enforced, and what its ``$DATA_DIR`` holds now."""
+        develop(name, caller)
+        return limits.get(name)
+
+    @router.put("/projects/{name}/limits", response_model=LimitsPublic, tags=["limits"])
+    def set_limits(name: str, body: LimitOverrides, caller: Caller) -> LimitsPublic:
+        """Replace the project's overrides of the default limits (fields left out take the
+        default); admins only. The app restarts with them."""
+        check(name, caller)
+        admin_only(caller)
+        return limits.set(name, body)
+
+    @router.delete("/projects/{name}/limits", response_model=LimitsPublic, tags=["limits"])
+    def reset_limits(name: str, caller: Caller) -> LimitsPublic:
+        """Back to the default limits; admins only."""
+        check(name, caller)
+        admin_only(caller)
+        return limits.set(name, LimitOverrides())
 
     @router.get("/projects/{name}/logs", response_class=PlainTextResponse, tags=["projects"])
     def app_logs(

@@ -5,6 +5,7 @@ repositories on one port."""
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -27,20 +28,24 @@ from backend.gateway.proxy import Upstream
 from backend.gateway.signin import make_gateway_router
 from backend.gateway.viewer import Viewers
 from backend.http_errors import status_of
+from backend.limits import LimitService, stored_limits
 from backend.metrics import install_metrics
 from backend.projects import ProjectService, read_starter_kit
 from backend.sharing import MemberChanged, Sharing
-from backend.variables import VariableService, stored_environment
+from backend.variables import VariableService, check_secrets, stored_environment
 from backend.web.mount import WebAuth, install_web
 from backend.web.views import Renderer
 from image_builder.environments import clean_partial_builds
 from nakama import __version__
 from nakama.access import GITLAB_ACCESS_LEVEL, Action, Role
 from nakama.auth import Principal, TokenStore, new_token
+from nakama.clients.cgroups import detect as detect_limiter
+from nakama.clients.sandbox import Sandbox
 from nakama.db.session import Database
 from nakama.db.tables import AppViewer, Project
 from nakama.errors import NakamaError, NotFound
 from nakama.hosts import app_address
+from nakama.limits import effective_limits
 from nakama.local.forge import LocalForge
 from nakama.local.gitserver import make_git_router
 from nakama.local.jobs import LocalPipelines
@@ -50,6 +55,8 @@ from nakama.local.runtime import LocalRuntime
 from nakama.local.supervisor import Supervisor
 from nakama.logs import get_logger
 from nakama.ports import Forge, Pipelines, Registry, Runtime
+from nakama.secret_keys import load_keys
+from nakama.secretbox import SecretBox
 from nakama.sessions import SessionStore
 from nakama.settings import Settings
 from webhook_receiver.intake import Intake, ReceiverApp, make_receiver_router
@@ -159,6 +166,10 @@ class Adapters:
     parts: ModeParts
     # Brings a project's pipeline rows up to date before they are read (None: always are).
     refresh_pipelines: Callable[[str], None] | None = None
+    # How app limits are enforced, in words (the API and the project page show it).
+    limits_enforced_by: str = "Kubernetes: the app container's resources"
+    # How apps are isolated from each other and from Nakama, in words (start-up log, UI).
+    isolation: str = "Kubernetes pods (Pod Security Standard restricted)"
 
 
 @dataclass
@@ -173,7 +184,9 @@ class Platform:
     processor: EventProcessor
     projects: ProjectService
     variables: VariableService
+    limits: LimitService
     parts: ModeParts
+    isolation: str = ""
 
     def bootstrap_admin(self) -> str | None:
         """Make sure the admin user and an admin token exist; return the token if it was
@@ -215,7 +228,19 @@ class Platform:
         self.db.dispose()
 
 
-def local_adapters(settings: Settings, db: Database) -> Adapters:
+def secret_box(settings: Settings) -> SecretBox:
+    """The keys of secret variables: NAKAMA_SECRETS_KEY, or the key file in the data dir."""
+    keys = load_keys(settings)
+    if keys.file is not None and settings.mode == "cluster":
+        # The deployment's data dir is an emptyDir: a new pod would make a new key.
+        log.warning(
+            "secret variables are encrypted with a key in the data dir; set NAKAMA_SECRETS_KEY",
+            key_file=str(keys.file),
+        )
+    return keys.box()
+
+
+def local_adapters(settings: Settings, db: Database, secrets: SecretBox) -> Adapters:
     """Everything on this machine: git repositories, environments, processes, a job runner."""
     data = settings.data_dir
     for sub in ("git", "envs", "apps", "logs"):
@@ -223,25 +248,44 @@ def local_adapters(settings: Settings, db: Database) -> Adapters:
     forge = LocalForge(repos_dir=data / "git", base_url=settings.base_url)
     registry = LocalRegistry(envs_dir=data / "envs")
     routes = Routes()
+    sandbox = Sandbox(settings.runtime.sandbox)
+    sandbox.check()  # no silent downgrade: a machine that cannot sandbox says what it lacks
+    (log.info if sandbox.enabled else log.warning)(sandbox.describe())
+    instance = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:12]
+    limiter = detect_limiter(instance)
+    log.info(limiter.describe())
     runtime = LocalRuntime(
         apps_dir=data / "apps",
         forge=forge,
         supervisor=Supervisor(
             settings=settings.runtime,
             drain=lambda name, port, timeout_s: routes.drain(name, port, timeout_s=timeout_s),
+            on_down=routes.clear_port,
+            sandbox=sandbox,
+            limiter=limiter,
         ),
+        sandbox=sandbox,
+        limits=lambda project: effective_limits(settings.limits, stored_limits(db, project)),
         settings=settings.runtime,
         routes=routes,
         address=lambda project: app_address(
             project, apps_domain=settings.apps_domain, base_url=settings.base_url
         ),
         # Read at every start of an app, so a restart of Nakama brings the variables back too.
-        variables=lambda project: stored_environment(db, project),
+        variables=lambda project: stored_environment(db, project, secrets),
     )
-    pipelines = LocalPipelines(db=db, forge=forge, runtime=runtime, settings=settings)
+    pipelines = LocalPipelines(
+        db=db, forge=forge, runtime=runtime, settings=settings, limiter=limiter
+    )
     parts = LocalParts(settings=settings, db=db, forge=forge, runtime=runtime, pipelines=pipelines)
     return Adapters(
-        forge=forge, registry=registry, runtime=runtime, pipelines=pipelines, parts=parts
+        forge=forge,
+        registry=registry,
+        runtime=runtime,
+        pipelines=pipelines,
+        parts=parts,
+        limits_enforced_by=limiter.describe(),
+        isolation=sandbox.describe(),
     )
 
 
@@ -321,12 +365,19 @@ def build_platform(settings: Settings) -> Platform:
     """The platform for ``settings.mode``: the one place that chooses between the modes."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)
+    secrets = secret_box(settings)
     db = Database(settings.db_url)
-    db.migrate()
+    try:
+        db.migrate(secrets=secrets)
+        # A lost or wrong key stops the start: secrets under a new key would mix with old ones.
+        check_secrets(db, secrets)
+    except BaseException:
+        db.dispose()
+        raise
     if settings.mode == "cluster":
         adapters = cluster_adapters(settings, db)
     else:
-        adapters = local_adapters(settings, db)
+        adapters = local_adapters(settings, db, secrets)
     processor = EventProcessor(
         db=db,
         forge=adapters.forge,
@@ -361,8 +412,12 @@ def build_platform(settings: Settings) -> Platform:
         pipelines=adapters.pipelines,
         processor=processor,
         projects=projects,
-        variables=VariableService(db, adapters.runtime),
+        variables=VariableService(db, adapters.runtime, secrets),
+        limits=LimitService(
+            db, adapters.runtime, settings.limits, enforced_by=adapters.limits_enforced_by
+        ),
         parts=adapters.parts,
+        isolation=adapters.isolation,
     )
 
 
@@ -440,7 +495,10 @@ def create_app(platform: Platform) -> Gateway:
     app.include_router(make_receiver_router(intake))
     app.include_router(
         make_api_router(
-            projects=platform.projects, tokens=platform.tokens, variables=platform.variables
+            projects=platform.projects,
+            tokens=platform.tokens,
+            variables=platform.variables,
+            limits=platform.limits,
         )
     )
     for router in platform.parts.routers(platform.tokens, platform.projects.sharing):

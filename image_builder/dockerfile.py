@@ -31,7 +31,7 @@ DEFAULT_PORT = 8501  # Streamlit's own default, so an app's docs and ours agree
 APP_USER = "10001:10001"
 
 _IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
-_REQUIREMENTS = re.compile(r"^requirements[A-Za-z0-9._-]*\.txt$")
+REQUIREMENTS_FILE = re.compile(r"^requirements[A-Za-z0-9._-]*\.txt$")
 _PYTHON_VERSION = re.compile(r"^(?:python-?)?(\d+\.\d+)(?:\.\d+)?$")
 _PYTHON_BASE = re.compile(
     r"^(?P<repo>(?:.*/)?python):(?P<version>\d+\.\d+)(?:\.\d+)?(?P<rest>-.*)?$"
@@ -169,7 +169,7 @@ def render_dockerfile(
             "    | xargs --no-run-if-empty apt-get install --yes --no-install-recommends \\",
             "    && rm -rf /var/lib/apt/lists/*",
         ]
-    requirements = sorted(p for p in present if _REQUIREMENTS.match(p))
+    requirements = sorted(p for p in present if REQUIREMENTS_FILE.match(p))
     if "requirements.txt" in present:
         spec = "requirements.txt"
         lines.append(f"COPY {json.dumps([*requirements, './'])}")

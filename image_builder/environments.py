@@ -7,10 +7,24 @@ of one hash are serialised by a file lock, so two pushes with the same dependenc
 
 The virtualenv is made with ``uv venv --relocatable``: a plain virtualenv writes its own absolute
 path into every script's shebang, which would still name the temporary directory after the rename.
+
+With a :class:`BuildSandbox` (local mode's default) a build sees only the dependency files (the
+``requirements*.txt`` and ``pyproject.toml`` a container build copies too), gets a clean
+environment (nothing of Nakama's), and runs in two steps:
+
+1. wheels only (``uv pip install --no-build``): no code of the project's or of any package runs,
+   so the build is the same for every project with these dependency files; it runs as the
+   builder's uid with the shared uv cache, and the environment is shared by everyone with the
+   same hash;
+2. only if that fails (a package needs building, or the files are wrong): the full install, in
+   the project's own sandbox (its uid, its own uv cache), where a package's ``setup.py`` may run;
+   the environment is the project's alone (``.private/<project>/<hash>``), so nothing a build runs
+   can reach another project's environment, now or through a cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -18,8 +32,9 @@ import re
 import secrets
 import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,12 +43,27 @@ from typing import TextIO
 
 from uv import find_uv_bin
 
+from image_builder.dockerfile import REQUIREMENTS_FILE
 from image_builder.process import run_step
+from nakama.clients.cgroups import Limiter
+from nakama.clients.sandbox import Jail, Sandbox, python_roots
 from nakama.errors import InvalidInput, PermanentError
+from nakama.limits import AppLimits
 from nakama.settings import BuilderSettings
 
 METADATA_FILE = "nakama-build.json"
 _LOCKS_DIR = ".locks"
+_PRIVATE_DIR = ".private"
+_CACHE_DIR = ".uv-cache"
+# What a build inherits of Nakama's environment: the operator's locale, time zone, proxies and
+# package index; nothing else (NAKAMA_* settings and secrets above all).
+_BUILD_INHERITED = (
+    *("LANG", "LANGUAGE", "TZ"),
+    *("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "UV_NATIVE_TLS", "UV_SYSTEM_CERTS"),
+)
+_BUILD_INHERITED_PREFIXES = ("LC_", "UV_INDEX", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX")
+_BUILD_INHERITED_PROXIES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+_BUILD_PATH = "/usr/local/bin:/usr/bin:/bin"
 _TMP_PREFIX = ".tmp-"
 _HASH_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 # Dependency files that change the hash but only a container build can honour.
@@ -50,6 +80,39 @@ class Environment:
     path: Path
     python: Path
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class BuildSandbox:
+    """How builds are sandboxed: ``sandbox`` wraps each uv run; ``builder_uid`` runs the
+    wheels-only step, ``project_uid(project)`` the full one. Each step's uv cache lies in the
+    directory it may write (the environments, or the project's own), so that uv hardlinks from
+    it: inside a sandbox, another mount would make it copy every file. ``shared_cache`` moves
+    the wheels-only step's cache elsewhere (then uv copies)."""
+
+    sandbox: Sandbox
+    builder_uid: int | None
+    project_uid: Callable[[str], int | None]
+    shared_cache: Path | None = None
+    limiter: Limiter | None = None
+    limits: Callable[[str], AppLimits] | None = None
+
+
+def private_envs_dir(envs_dir: Path, project: str) -> Path:
+    """Where environments only ``project`` may use are kept."""
+    return envs_dir / _PRIVATE_DIR / project
+
+
+def find_project_environment(envs_dir: Path, dep_hash: str, project: str) -> Environment | None:
+    """The environment ``project`` runs for ``dep_hash``: its own if it has one, else the
+    shared one."""
+    private = find_environment(private_envs_dir(envs_dir, project), dep_hash)
+    return private or find_environment(envs_dir, dep_hash)
+
+
+def remove_project_environments(envs_dir: Path, project: str) -> None:
+    """Delete every environment only ``project`` used."""
+    shutil.rmtree(private_envs_dir(envs_dir, project), ignore_errors=True)
 
 
 def find_environment(envs_dir: Path, dep_hash: str) -> Environment | None:
@@ -93,17 +156,70 @@ def build_environment(
     source_dir: Path,
     settings: BuilderSettings,
     log: TextIO,
+    project: str | None = None,
+    sandbox: BuildSandbox | None = None,
 ) -> tuple[Environment, bool]:
     """The environment for ``dep_hash``, built from ``source_dir`` unless it exists.
 
     Returns the environment and whether this call built it. Raises :class:`PermanentError` with
-    the end of uv's output when the build fails or exceeds ``settings.build_timeout_s``.
+    the end of uv's output when the build fails or exceeds ``settings.build_timeout_s``. With
+    ``sandbox`` (which needs ``project``) the build runs sandboxed in the two steps the module
+    describes.
     """
-    found = find_environment(envs_dir, dep_hash)
+    found = find_project_environment(envs_dir, dep_hash, project) if project else None
+    found = found or find_environment(envs_dir, dep_hash)
     if found is not None:
         return found, False
     # uv runs in other directories: every path handed to it must be absolute.
     envs_dir, source_dir = envs_dir.absolute(), source_dir.absolute()
+    deadline = time.monotonic() + settings.build_timeout_s
+    if sandbox is None or project is None or not sandbox.sandbox.enabled:
+        step = _Step(settings=settings, deadline=deadline, log=log)
+        return _publish(envs_dir, dep_hash, tag, source_dir, step, log=log)
+    with tempfile.TemporaryDirectory(prefix="nakama-deps-") as tmp_src:
+        deps = _dependency_copy(source_dir, Path(tmp_src))
+        wheels = _Step(
+            settings=settings,
+            deadline=deadline,
+            log=log,
+            sandbox=sandbox,
+            uid=sandbox.builder_uid,
+            root=envs_dir,
+            cache=sandbox.shared_cache or envs_dir / _CACHE_DIR,
+            source=deps,
+            wheels_only=True,
+            group=None,
+        )
+        try:
+            return _publish(envs_dir, dep_hash, tag, deps, wheels, log=log)
+        except PermanentError as exc:
+            if wheels.timed_out:
+                raise
+            log.write(f"wheels alone do not make this environment ({str(exc).splitlines()[0]})\n")
+            log.write("building it in the project's own sandbox; it is the project's alone\n")
+            log.flush()
+        private = private_envs_dir(envs_dir, project)
+        full = _Step(
+            settings=settings,
+            deadline=deadline,
+            log=log,
+            sandbox=sandbox,
+            uid=sandbox.project_uid(project),
+            root=private,
+            cache=private / _CACHE_DIR,
+            source=deps,
+            wheels_only=False,
+            group=f"build-{project}",
+            limits=sandbox.limits(project) if sandbox.limits else None,
+        )
+        return _publish(private, dep_hash, tag, deps, full, log=log)
+
+
+def _publish(
+    envs_dir: Path, dep_hash: str, tag: str, source_dir: Path, step: _Step, *, log: TextIO
+) -> tuple[Environment, bool]:
+    """Build into a temporary directory of ``envs_dir`` and rename it into place, under the
+    hash's lock (a concurrent build of the same hash is waited for, not repeated)."""
     envs_dir.mkdir(parents=True, exist_ok=True)
     with _hash_lock(envs_dir, dep_hash, log=log):
         found = find_environment(envs_dir, dep_hash)
@@ -114,7 +230,7 @@ def build_environment(
             _discard(envs_dir, final, dep_hash)
         tmp = envs_dir / f"{_TMP_PREFIX}{dep_hash}-{secrets.token_hex(4)}"
         try:
-            interpreter = _build_into(tmp, source_dir=source_dir, settings=settings, log=log)
+            interpreter = _build_into(tmp, source_dir=source_dir, step=step)
             meta = {"dep_hash": dep_hash, "tag": tag, "created_at": datetime.now(UTC).isoformat()}
             meta |= {"python": "bin/python", "base_python": interpreter}
             (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -128,6 +244,21 @@ def build_environment(
     log.write(f"environment {dep_hash} published as {tag}\n")
     log.flush()
     return env, True
+
+
+def _dependency_copy(source_dir: Path, dest: Path) -> Path:
+    """The dependency files of ``source_dir`` alone (regular files, not links), in ``dest``:
+    what a container build copies before its install step."""
+    for entry in sorted(source_dir.iterdir()):
+        if not (REQUIREMENTS_FILE.match(entry.name) or entry.name == "pyproject.toml"):
+            continue
+        if entry.is_symlink() or not entry.is_file():
+            continue
+        shutil.copyfile(entry, dest / entry.name)
+    dest.chmod(0o755)
+    for entry in dest.iterdir():
+        entry.chmod(0o644)
+    return dest
 
 
 def remove_environment(envs_dir: Path, dep_hash: str) -> None:
@@ -161,30 +292,101 @@ def clean_partial_builds(envs_dir: Path) -> int:
     return removed
 
 
-def _build_into(tmp: Path, *, source_dir: Path, settings: BuilderSettings, log: TextIO) -> str:
+@dataclass
+class _Step:
+    """One way of running uv for a build: sandboxed or not, as whom, with which cache."""
+
+    settings: BuilderSettings
+    deadline: float
+    log: TextIO
+    sandbox: BuildSandbox | None = None
+    uid: int | None = None
+    root: Path | None = None  # the one directory a sandboxed step may write
+    cache: Path | None = None
+    source: Path | None = None
+    wheels_only: bool = False
+    group: str | None = None
+    limits: AppLimits | None = None
+    timed_out: bool = False
+
+    def run(self, args: list[str], *, cwd: Path, target: Path) -> None:
+        env = _uv_env(self.settings, cache=self.cache, clean=self.sandbox is not None)
+        preexec = None
+        if self.sandbox is not None:
+            rw = [path for path in (self.root, self.cache) if path is not None]
+            rw = [path for path in rw if not any(path.is_relative_to(o) and path != o for o in rw)]
+            uid = self.uid if os.geteuid() == 0 else None
+            for path in (self.root, self.cache):
+                if path is None:
+                    continue
+                path.mkdir(parents=True, exist_ok=True)
+                if uid is not None and path.stat().st_uid != uid:
+                    # The cache whole (once: what uv adds later is the uid's already); of the
+                    # environments only the directory, where uv makes the new one.
+                    _own(path, uid) if path == self.cache else os.chown(path, uid, uid)
+            cache, root = self.cache, self.root
+            if cache is not None and root is not None and not cache.is_relative_to(root):
+                env["UV_LINK_MODE"] = "copy"  # another mount: hardlinks cannot cross it
+            ro = [Path(find_uv_bin()).parent, *python_roots(Path(self._interpreter()))]
+            ro += [self.source] if self.source is not None else []
+            jail = Jail(ro=tuple(ro), rw=tuple(rw), cwd=cwd, uid=self.uid, hostname="nakama-build")
+            args = self.sandbox.sandbox.wrap(args, jail)
+            limiter = self.sandbox.limiter
+            group = None
+            if limiter is not None and self.limits is not None and self.group is not None:
+                group = limiter.group(self.group, self.limits)
+            if limiter is not None:
+                preexec = limiter.preexec(self.limits, group, ignore_sigterm=True)
+        try:
+            _run_uv(
+                args,
+                cwd=cwd,
+                env=env,
+                deadline=self.deadline,
+                timeout_s=self.settings.build_timeout_s,
+                log=self.log,
+                preexec=preexec,
+            )
+        except _TimedOut as exc:
+            self.timed_out = True
+            raise PermanentError(str(exc)) from None
+
+    def _interpreter(self) -> str:
+        return self.settings.python or sys.executable
+
+
+def _own(path: Path, uid: int) -> None:
+    """Give ``path`` (a cache) to ``uid``, who may change what is in it."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        os.lchown(dirpath, uid, uid)
+        for name in [*dirnames, *filenames]:
+            with contextlib.suppress(FileNotFoundError):
+                os.lchown(os.path.join(dirpath, name), uid, uid)
+
+
+def _build_into(tmp: Path, *, source_dir: Path, step: _Step) -> str:
     """Create and fill the virtualenv at ``tmp``; returns the base interpreter used."""
-    deadline = time.monotonic() + settings.build_timeout_s
-    interpreter = settings.python or sys.executable
-    env = _uv_env(settings)
+    log = step.log
+    interpreter = step.settings.python or sys.executable
     uv = str(find_uv_bin())  # the uv Nakama depends on, not whichever is on PATH
-    log.write(f"building environment with {interpreter}\n")
+    how = " (wheels only)" if step.wheels_only else ""
+    log.write(f"building environment with {interpreter}{how}\n")
     ignored = [name for name in _CLUSTER_ONLY_FILES if (source_dir / name).exists()]
     if ignored:
         log.write(f"ignored in local mode (cluster builds only): {', '.join(ignored)}\n")
-
-    def run(args: list[str], cwd: Path) -> None:
-        timeout_s = settings.build_timeout_s
-        _run_uv(args, cwd=cwd, env=env, deadline=deadline, timeout_s=timeout_s, log=log)
-
-    run([uv, "venv", "--relocatable", "--python", interpreter, str(tmp)], tmp.parent)
+    step.run([uv, "venv", "--relocatable", "--python", interpreter, str(tmp)], cwd=tmp.parent,
+             target=tmp)  # fmt: skip
     candidates = (source_dir / "requirements.txt", source_dir / "pyproject.toml")
     spec = next((path for path in candidates if path.is_file()), None)
     if spec is None:
         log.write("no requirements.txt or pyproject.toml: nothing to install\n")
         return interpreter
     python = tmp / "bin" / "python"
+    install = [uv, "pip", "install", "--python", str(python), "-r", str(spec)]
+    if step.wheels_only:
+        install.append("--no-build")
     # cwd is the source so that relative paths in the requirements resolve as the author meant.
-    run([uv, "pip", "install", "--python", str(python), "-r", str(spec)], source_dir)
+    step.run(install, cwd=source_dir, target=tmp)
     return interpreter
 
 
@@ -203,9 +405,11 @@ def _run_uv(
     deadline: float,
     timeout_s: float,
     log: TextIO,
+    preexec: Callable[[], None] | None = None,
 ) -> None:
     """Run uv, copying its output into ``log`` line by line; kill it at ``deadline``."""
-    step = f"uv {args[1]}" + (f" {args[2]}" if args[1] == "pip" else "")
+    uv_at = next(i for i, arg in enumerate(args) if arg.endswith("uv"))
+    step = f"uv {args[uv_at + 1]}" + (f" {args[uv_at + 2]}" if args[uv_at + 1] == "pip" else "")
     result = run_step(
         [*_DIE_WITH_US, *args],
         out=log,
@@ -213,19 +417,42 @@ def _run_uv(
         cwd=cwd,
         env=env,
         tail_lines=_ERROR_TAIL_LINES,
+        preexec=preexec,
     )
     output = "\n".join(result.tail)
     if result.timed_out:
-        raise PermanentError(f"environment build timed out after {timeout_s:g}s:\n{output}")
+        raise _TimedOut(f"environment build timed out after {timeout_s:g}s:\n{output}")
     if result.returncode != 0:
         raise PermanentError(f"{step} failed ({result.returncode}):\n{output}")
 
 
-def _uv_env(settings: BuilderSettings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+class _TimedOut(PermanentError):
+    pass
+
+
+def _uv_env(
+    settings: BuilderSettings, *, cache: Path | None = None, clean: bool = False
+) -> dict[str, str]:
+    """uv's environment. ``clean`` (a sandboxed build): only the operator's locale, proxies
+    and package index of Nakama's own, and uv told to read no configuration file (a pushed
+    ``uv.toml`` must not steer it) and to download no Python."""
+    if clean:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k in _BUILD_INHERITED
+            or k.startswith(_BUILD_INHERITED_PREFIXES)
+            or k.lower() in _BUILD_INHERITED_PROXIES
+        }
+        env |= {"PATH": _BUILD_PATH, "HOME": "/tmp", "UV_NO_CONFIG": "1"}  # noqa: S108
+        env["UV_PYTHON_DOWNLOADS"] = "never"
+    else:
+        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
     env["UV_NO_PROGRESS"] = "1"
     env["NO_COLOR"] = "1"
-    if settings.uv_cache_dir is not None:
+    if cache is not None:
+        env["UV_CACHE_DIR"] = str(cache.absolute())
+    elif settings.uv_cache_dir is not None:
         env["UV_CACHE_DIR"] = str(settings.uv_cache_dir.absolute())
     return env
 

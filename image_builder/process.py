@@ -9,7 +9,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +33,10 @@ def run_step(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     tail_lines: int = 20,
+    preexec: Callable[[], None] | None = None,
 ) -> StepResult:
-    """Run ``args`` until it ends or ``deadline`` (a ``time.monotonic()`` value) passes."""
+    """Run ``args`` until it ends or ``deadline`` (a ``time.monotonic()`` value) passes;
+    ``preexec`` runs in the child before it executes (a sandbox's control group and limits)."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return StepResult(returncode=-1, timed_out=True, tail=())
@@ -47,6 +49,7 @@ def run_step(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # so a timeout kills what the step started, too
+        preexec_fn=preexec,
     )
     timed_out = threading.Event()
 

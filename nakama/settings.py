@@ -225,6 +225,10 @@ class Settings(BaseSettings):
     # SQLAlchemy URL; defaults to SQLite in the data dir.
     database_url: str | None = None
     admin_token: SecretStr | None = None
+    # Keys that encrypt secret variables in the database (Fernet, comma-separated, newest
+    # first); None: one is made at first start and kept in <data_dir>/secrets.key (0600).
+    # Set it when the data dir is scratch (cluster mode), or the secrets are lost with it.
+    secrets_key: SecretStr | None = None
     starter_kit_dir: Path = Field(default_factory=lambda: _source_root() / "app_starter_kit")
     log_format: str = "console"  # "console" or "json"
     log_level: str = "INFO"

@@ -25,7 +25,7 @@ RESERVED_PREFIX = "NAKAMA_"
 # The names the runtimes set for the app themselves (nakama.local.supervisor.app_environment;
 # the app container's ``env`` in flux.manifests): an app author's value would be ignored or break
 # the app. The tests check both runtimes against this list.
-RESERVED_NAMES = frozenset({"PORT", "HOME", "PATH", "VIRTUAL_ENV", "PYTHONUNBUFFERED"})
+RESERVED_NAMES = frozenset({"PORT", "HOME", "PATH", "VIRTUAL_ENV", "PYTHONUNBUFFERED", "DATA_DIR"})
 # A secret at least this long shows its last 2 characters; a shorter one shows nothing.
 PREVIEW_MIN_CHARS = 12
 PREVIEW_CHARS = 2

@@ -4,8 +4,19 @@ project variable."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -73,6 +84,8 @@ class Project(Base):
     visibility: Mapped[str] = mapped_column(String(20), default="private", server_default="private")
     # Seconds without a request after which the app is stopped until the next one (None: never).
     idle_timeout_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # An admin's overrides of the default limits (nakama.limits.LimitOverrides; None: none).
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

@@ -20,7 +20,13 @@ from typing import TextIO
 import structlog
 from sqlalchemy import select, update
 
-from image_builder.environments import Environment, build_environment, find_environment
+from image_builder.environments import (
+    BuildSandbox,
+    Environment,
+    build_environment,
+    find_project_environment,
+)
+from nakama.clients.cgroups import Limiter
 from nakama.clients.git import run_git
 from nakama.db.outcomes import apply_pipeline_end, record_pending
 from nakama.db.session import Database
@@ -44,12 +50,24 @@ class LocalPipelines:
         forge: LocalForge,
         runtime: LocalRuntime,
         settings: Settings,
+        limiter: Limiter | None = None,
     ) -> None:
+        """Builds run in ``runtime``'s sandbox (each project's second step as the app's uid)
+        within the project's limits, when ``limiter`` is given."""
         self._db = db
         self._forge = forge
         self._runtime = runtime
         self._settings = settings
         self.envs_dir = settings.data_dir / "envs"
+        sandbox = runtime.sandbox
+        self._build_sandbox = BuildSandbox(
+            sandbox=sandbox,
+            builder_uid=settings.runtime.sandbox_uid_base if sandbox.as_root else None,
+            project_uid=lambda project: runtime.uid(project) if sandbox.as_root else None,
+            shared_cache=settings.builder.uv_cache_dir,
+            limiter=limiter,
+            limits=runtime.limits,
+        )
         self.logs_dir = settings.data_dir / "logs" / "pipelines"
         self._lock = threading.Lock()
         self._busy: set[str] = set()
@@ -118,7 +136,7 @@ class LocalPipelines:
                     continue  # a job is deploying it right now
                 self._busy.add(name)
             try:
-                env = find_environment(self.envs_dir, dep_hash) if dep_hash else None
+                env = find_project_environment(self.envs_dir, dep_hash, name) if dep_hash else None
                 if env is None:
                     self.submit(
                         PipelineRequest(
@@ -208,7 +226,7 @@ class LocalPipelines:
             )
         )
         job.dep_hash = dep_hash
-        env = find_environment(self.envs_dir, dep_hash)
+        env = find_project_environment(self.envs_dir, dep_hash, job.project)
         if env is not None:
             out.write(f"environment {env.tag} for dependencies {dep_hash} exists; no build\n")
         else:
@@ -223,6 +241,8 @@ class LocalPipelines:
                     source_dir=Path(src),
                     settings=self._settings.builder,
                     log=out,
+                    project=job.project,
+                    sandbox=self._build_sandbox,
                 )
             out.write(f"built environment {env.tag}\n")
         if not self._still_wanted(job):
@@ -251,7 +271,7 @@ class LocalPipelines:
             ).first()
         if row is None or row[0] is None or row[1] is None:
             return None
-        env = find_environment(self.envs_dir, row[1])
+        env = find_project_environment(self.envs_dir, row[1], project)
         return (row[0], env) if env is not None else None
 
     def _still_wanted(self, job: Pipeline) -> bool:

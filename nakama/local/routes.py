@@ -48,6 +48,15 @@ class Routes:
         with self._lock:
             return self._ports.pop(app, None)
 
+    def clear_port(self, app: str, port: int) -> bool:
+        """Stop routing ``app`` to ``port`` if that is where it goes (its process there ended:
+        until it is back, nothing else on that port may get the app's requests)."""
+        with self._lock:
+            if self._ports.get(app) != port:
+                return False
+            del self._ports[app]
+            return True
+
     @contextmanager
     def forward(self, app: str) -> Iterator[int | None]:
         """Count one request to ``app`` while it is forwarded; yields the port (None: no route)."""

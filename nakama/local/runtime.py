@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import tomli_w
+
 from code_reloader.live import (
     live_command,
     live_commit,
@@ -33,7 +35,9 @@ from code_reloader.live import (
 )
 from code_reloader.sync import sync_commit
 from image_builder.environments import Environment
+from nakama.clients.sandbox import Jail, Sandbox, python_roots
 from nakama.errors import NakamaError, PermanentError
+from nakama.limits import AppLimits, effective_limits, format_mib
 from nakama.local.appconfig import expand_port, load_app_config
 from nakama.local.forge import LocalForge
 from nakama.local.routes import Routes
@@ -46,11 +50,13 @@ from nakama.local.supervisor import (
 )
 from nakama.logs import get_logger
 from nakama.ports import AppStatus
-from nakama.settings import RuntimeSettings
+from nakama.settings import LimitsSettings, RuntimeSettings
 
 log = get_logger(__name__)
 
 APP_CONFIG_FILE = "nakama.toml"
+_UID_FILE = "sandbox-uid"
+_DATA_USAGE_TTL_S = 30.0
 
 
 class LocalRuntime:
@@ -64,10 +70,19 @@ class LocalRuntime:
         routes: Routes,
         address: Callable[[str], str],
         variables: Callable[[str], Mapping[str, str]] | None = None,
+        sandbox: Sandbox | None = None,
+        limits: Callable[[str], AppLimits] | None = None,
     ) -> None:
         """``variables(project)``: the app's environment variables, read at every start;
-        ``address(project)``: the URL users open it at (the gateway's)."""
+        ``address(project)``: the URL users open it at (the gateway's); ``limits(project)``:
+        what the app may use, read at every start (default: the settings' defaults)."""
         self.apps_dir = apps_dir
+        self.sandbox = sandbox or Sandbox(settings.sandbox)
+        defaults = effective_limits(LimitsSettings())
+        self._limits = limits or (lambda _project: defaults)
+        self._uids_lock = threading.Lock()
+        self._usage: dict[str, tuple[float, int]] = {}  # project -> (monotonic, bytes)
+        self._halted: dict[str, str] = {}  # project -> why Nakama stopped it (disk limit)
         self.routes = routes
         self._address = address
         self._forge = forge
@@ -205,10 +220,21 @@ class LocalRuntime:
         return "restarted"
 
     def _run(self, spec: AppSpec) -> None:
-        """(Re)start the app on ``spec`` with a fresh port; it is the running spec, and the
-        gateway's route goes to it, once it answers (the old process serves until then)."""
+        """(Re)start the app on ``spec`` with a fresh port, in its sandbox and within its
+        limits (both as they are now); it is the running spec, and the gateway's route goes
+        to it, once it answers (the old process serves until then)."""
         port = self._new_port()
-        started = dataclasses.replace(spec, port=port, command=expand_port(spec.command, port=port))
+        self._halted.pop(spec.name, None)
+        data = self.data_dir(spec.name)
+        env = {**spec.env, "DATA_DIR": str(data), "HOME": str(data / "home")}
+        started = dataclasses.replace(
+            spec,
+            port=port,
+            command=expand_port(spec.command, port=port),
+            env=env,
+            jail=self._jail(spec),
+            limits=self._limits(spec.name),
+        )
         try:
             self._supervisor.run(started, on_healthy=self._switch)
         finally:
@@ -217,6 +243,104 @@ class LocalRuntime:
             if pid is not None:
                 self._pid_file(spec.name).write_text(str(pid))
         self._running[spec.name] = spec
+
+    # --- sandbox ---------------------------------------------------------------------------
+    def data_dir(self, project: str) -> Path:
+        """The app's ``$DATA_DIR``: kept across deploys, rollbacks and restarts, deleted with
+        the project; ``$HOME`` is its ``home``. Made (and, as root, given to the app's uid)
+        when missing."""
+        data = self._app_dir(project) / "data"
+        home = data / "home"
+        if not (home / ".streamlit").is_dir():
+            (home / ".streamlit").mkdir(parents=True, exist_ok=True)
+            if self.sandbox.enabled and self.sandbox.as_root:
+                uid = self.uid(project)
+                for path in (data, home, home / ".streamlit"):
+                    os.chown(path, uid, uid)
+            data.chmod(0o700)
+        return data
+
+    def uid(self, project: str) -> int:
+        """The app's own uid (as root), kept in its directory; the lowest free one in the
+        configured range."""
+        path = self._app_dir(project) / _UID_FILE
+        with self._uids_lock:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                return int(path.read_text())
+            taken = set()
+            for other in self.apps_dir.glob(f"*/{_UID_FILE}"):
+                with contextlib.suppress(OSError, ValueError):
+                    taken.add(int(other.read_text()))
+            base, count = self._settings.sandbox_uid_base, self._settings.sandbox_uid_count
+            uid = next((u for u in range(base + 1, base + count) if u not in taken), None)
+            if uid is None:
+                raise PermanentError(f"no free sandbox uid in {base + 1}-{base + count - 1}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{uid}\n")
+            return uid
+
+    def _jail(self, spec: AppSpec) -> Jail | None:
+        """What the app sees: its code and environment read-only, its data read-write, its
+        variables also as ``~/.streamlit/secrets.toml`` (in memory only)."""
+        if not self.sandbox.enabled:
+            return None
+        code_root = self._app_dir(spec.name) / "code"
+        ro = [code_root]
+        if spec.bin_dir is not None:
+            ro += [spec.bin_dir.parent, *python_roots(spec.bin_dir / "python")]
+        data = self.data_dir(spec.name)
+        files = ()
+        if spec.env:
+            secrets_toml = data / "home" / ".streamlit" / "secrets.toml"
+            files = ((secrets_toml, tomli_w.dumps(dict(spec.env)).encode()),)
+        uid = self.uid(spec.name) if self.sandbox.as_root else None
+        return Jail(ro=tuple(ro), rw=(data,), cwd=spec.cwd, uid=uid, files=files)
+
+    def limits(self, project: str) -> AppLimits:
+        return self._limits(project)
+
+    def set_limits(self, project: str, limits: AppLimits) -> None:
+        """Restart the running app with its new limits (they are read at every start)."""
+        with self._lock(project):
+            spec = self._running.get(project)
+            if spec is None or self.is_sleeping(project):
+                return
+            self._run(spec)
+        log.info("app restarted with new limits", project=project)
+
+    def data_usage(self, project: str) -> int | None:
+        """Bytes in the app's ``$DATA_DIR`` (what its blocks take on disk); measured at most
+        every 30 s."""
+        now = time.monotonic()
+        cached = self._usage.get(project)
+        if cached is not None and now - cached[0] < _DATA_USAGE_TTL_S:
+            return cached[1]
+        path = self._app_dir(project) / "data"
+        if not path.is_dir():
+            return None
+        used = _disk_usage(path)
+        self._usage[project] = (now, used)
+        return used
+
+    def enforce_disk_limit(self, project: str) -> str | None:
+        """Stop the app if its ``$DATA_DIR`` holds more than its limit; returns why it was
+        stopped, or None. (A single file can never outgrow the limit: an rlimit stops it.)"""
+        with self._lock(project):
+            if project not in self._running or self.is_sleeping(project):
+                return None
+            self._usage.pop(project, None)
+            used, limit = self.data_usage(project), self._limits(project).disk_bytes
+            if used is None or used <= limit:
+                return None
+            reason = (
+                f"data directory over its limit ({format_mib(used / 2**20)} of "
+                f"{format_mib(limit / 2**20)}): free space in $DATA_DIR and redeploy"
+            )
+            self.routes.clear(project)
+            self._supervisor.stop(project)
+            self._halted[project] = reason
+        log.warning("app stopped: data directory over its limit", project=project)
+        return reason
 
     def _switch(self, spec: AppSpec) -> None:
         """The new process answers: the gateway sends the app's requests to it from now on."""
@@ -259,9 +383,16 @@ class LocalRuntime:
     def status(self, project: str) -> AppStatus:
         if self.is_sleeping(project):
             return AppStatus(state="sleeping", detail="starts on its next request")
+        halted = self._halted.get(project)
+        if halted is not None:
+            return AppStatus(state="stopped", detail=f"stopped: {halted}")
         state = self._supervisor.state(project)
-        detail = f"restarts={state.restarts}" if state.restarts else ""
-        return AppStatus(state=state.status, detail=detail)
+        parts = [f"restarts={state.restarts}"] if state.restarts else []
+        if state.stop_reason and state.status in ("backoff", "crashed"):
+            parts.insert(0, f"stopped: {state.stop_reason}")
+        elif state.stop_reason and state.restarts:
+            parts.append(f"last stop: {state.stop_reason}")
+        return AppStatus(state=state.status, detail="; ".join(parts))
 
     def set_visibility(self, project: str, visibility: str) -> None:
         """Nothing to do: the gateway reads the project's visibility at every request."""
@@ -315,8 +446,11 @@ class LocalRuntime:
         return "\n".join(lines) + ("\n" if lines else "")
 
     def remove(self, project: str) -> None:
+        """Stop the app and delete everything it had: code, ``$DATA_DIR``, log, uid."""
         with self._lock(project):
             self._running.pop(project, None)
+            self._halted.pop(project, None)
+            self._usage.pop(project, None)
             self.routes.forget(project)
             self._supervisor.stop(project)
             self._kill_orphan(project)
@@ -324,3 +458,20 @@ class LocalRuntime:
 
     def stop_all(self) -> None:
         self._supervisor.stop_all()
+
+
+def _disk_usage(top: Path) -> int:
+    """Bytes the files under ``top`` take on disk (hard links once); links are not followed."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in [*dirnames, *filenames]:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total

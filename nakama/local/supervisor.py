@@ -24,12 +24,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from nakama.clients.cgroups import Group, Limiter
+from nakama.clients.sandbox import Jail, Sandbox, memory_files
 from nakama.errors import Conflict, PermanentError
+from nakama.limits import AppLimits, format_mib
 from nakama.settings import RuntimeSettings
 
 Status = Literal["running", "starting", "crashed", "backoff", "stopped"]
 # Inherited from Nakama's own environment; everything else (NAKAMA_* secrets above all) is not.
 _INHERITED = ("HOME", "PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME")
+_SANDBOX_INHERITED = ("PATH", "LANG", "LANGUAGE", "TZ")
 _TAIL_LINES_IN_ERRORS = 20
 
 
@@ -45,6 +49,9 @@ class AppSpec:
     log_path: Path
     health_path: str = "/"
     bin_dir: Path | None = None
+    # Where it runs: a sandbox with these paths in view (None: unsandboxed), within limits.
+    jail: Jail | None = None
+    limits: AppLimits | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class AppState:
     restarts: int
     last_exit_code: int | None
     since: datetime
+    # Why the last process ended when it was not asked to, e.g. "out of memory (limit 1 GiB)".
+    stop_reason: str | None = None
 
 
 @dataclass(eq=False)
@@ -62,6 +71,8 @@ class _Proc:
     port: int
     exited: threading.Event = field(default_factory=threading.Event)
     healthy_at: float | None = None  # time.monotonic() when it first answered
+    group: Group | None = None
+    oom_kills_at_start: int = 0
 
 
 @dataclass(eq=False)
@@ -79,6 +90,8 @@ class _App:
     # A new version starting beside the running one; old versions finishing their requests.
     pending: _Proc | None = None
     retiring: set[_Proc] = field(default_factory=set)
+    stop_reason: str | None = None
+    on_healthy: Callable[[AppSpec], None] | None = None  # also after a crash restart
 
     def set_status(self, status: Status) -> None:
         self.status, self.since = status, datetime.now(UTC)
@@ -93,10 +106,19 @@ class Supervisor:
         settings: RuntimeSettings,
         backoff_reset_s: float = 60.0,
         drain: Callable[[str, int, float], object] | None = None,
+        on_down: Callable[[str, int], object] | None = None,
+        sandbox: Sandbox | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         """``drain(name, port, timeout_s)`` waits (at most ``timeout_s``) until no request to
-        app ``name`` on ``port`` is in flight: the gateway's :meth:`Routes.drain`."""
+        app ``name`` on ``port`` is in flight: the gateway's :meth:`Routes.drain`.
+        ``on_down(name, port)``: the app's process on ``port`` ended by itself (the gateway
+        stops sending requests there: another program could take the port).
+        Specs with a jail run in ``sandbox``; ``limiter`` makes each app's control group."""
         self._settings = settings
+        self._on_down = on_down or (lambda _name, _port: None)
+        self._sandbox = sandbox or Sandbox(settings.sandbox)
+        self._limiter = limiter or Limiter("rlimits")
         self._backoff_reset_s = backoff_reset_s
         self._drain = drain or (lambda _name, _port, _timeout_s: None)
         self._apps: dict[str, _App] = {}
@@ -146,7 +168,7 @@ class Supervisor:
             if problem is None:
                 previous = app.proc if app.pending is proc else None
                 app.pending, app.proc, app.spec = None, proc, spec
-                app.restarts = 0
+                app.restarts, app.stop_reason, app.on_healthy = 0, None, on_healthy
                 app.backoff_s = self._settings.restart_backoff_initial_s
                 proc.healthy_at, app.supervised = time.monotonic(), True
                 app.set_status("running")
@@ -203,7 +225,16 @@ class Supervisor:
         with app.lock:
             live = app.proc is not None and app.status in ("running", "starting")
             pid = app.proc.popen.pid if live and app.proc else None
-            return AppState(app.status, pid, app.restarts, app.last_exit_code, app.since)
+            return AppState(
+                app.status, pid, app.restarts, app.last_exit_code, app.since, app.stop_reason
+            )
+
+    def memory_bytes(self, name: str) -> int | None:
+        """What the app's processes use now, if its control group tells."""
+        app = self._app(name)
+        with app.lock:
+            group = app.proc.group if app.proc is not None else None
+        return group.memory_bytes() if group is not None else None
 
     def log_tail(self, name: str, *, lines: int = 200) -> str:
         spec = self._app(name).spec
@@ -224,6 +255,8 @@ class Supervisor:
         if proc is not None:
             _terminate(proc, timeout_s=self._settings.stop_timeout_s)
             app.last_exit_code = proc.popen.returncode
+            if proc.group is not None:
+                proc.group.remove()  # no version of the app is left: nor may anything it started
         if app.status != "stopped":
             app.set_status("stopped")
 
@@ -231,16 +264,33 @@ class Supervisor:
         """Start ``spec``: as the app's process (``current``), or as the pending new version
         beside it."""
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = app_environment(spec.env, port=spec.port, bin_dir=spec.bin_dir)
-        with open(spec.log_path, "ab", buffering=0) as log:
-            popen = subprocess.Popen(
-                spec.command, cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-            )  # fmt: skip
-            # The child is still starting its interpreter, so this line lands before its output.
-            stamp = datetime.now(UTC).isoformat(timespec="seconds")
-            log.write(f"--- started pid {popen.pid} at {stamp} ---\n".encode())
-        proc = _Proc(popen, spec.port)
+        env = app_environment(
+            spec.env, port=spec.port, bin_dir=spec.bin_dir, sandboxed=spec.jail is not None
+        )
+        command, fds = list(spec.command), []
+        if spec.jail is not None and self._sandbox.enabled:
+            fds = memory_files(spec.jail)
+            command = self._sandbox.wrap(command, spec.jail, file_fds=fds)
+        group = self._limiter.group(spec.name, spec.limits) if spec.limits is not None else None
+        sandboxed = spec.jail is not None and self._sandbox.enabled
+        preexec = None
+        if spec.limits is not None or sandboxed:
+            preexec = self._limiter.preexec(spec.limits, group, ignore_sigterm=sandboxed)
+        try:
+            with open(spec.log_path, "ab", buffering=0) as log:
+                popen = subprocess.Popen(
+                    command, cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                    preexec_fn=preexec, pass_fds=fds,
+                )  # fmt: skip
+                # The child is still starting its interpreter: this line lands before its output.
+                stamp = datetime.now(UTC).isoformat(timespec="seconds")
+                log.write(f"--- started pid {popen.pid} at {stamp} ---\n".encode())
+        finally:
+            for fd in fds:
+                os.close(fd)
+        proc = _Proc(popen, spec.port, group=group)
+        proc.oom_kills_at_start = group.oom_kills() if group is not None else 0
         if current:
             app.proc = proc
             app.set_status("starting")
@@ -262,7 +312,7 @@ class Supervisor:
                 return f"did not answer HTTP within {self._settings.health_timeout_s:g} s"
             answered = probe_http(spec.port, spec.health_path, timeout_s=min(2.0, remaining))
             if answered and not proc.exited.is_set():
-                return None
+                return self._check_listener(spec)
             proc.exited.wait(self._settings.health_interval_s)
 
     def _watch(self, app: _App, proc: _Proc) -> None:
@@ -274,6 +324,8 @@ class Supervisor:
                 return  # stopped, replaced on purpose, or a pending one run() waits for
             _kill_group(proc.popen.pid)  # leftovers of a crashed app would hold its port
             app.last_exit_code = proc.popen.returncode
+            app.stop_reason = self._stop_reason(proc, app.spec)
+            self._on_down(app.spec.name if app.spec else "", proc.port)
             if not app.supervised:
                 app.set_status("crashed")  # run() is waiting and reports it
                 return
@@ -300,8 +352,35 @@ class Supervisor:
             if app.proc is new and problem is None and not new.exited.is_set():
                 new.healthy_at = time.monotonic()
                 app.set_status("running")
+                if app.on_healthy is not None:
+                    app.on_healthy(spec)  # the gateway routes to it again
             elif app.proc is new and not new.exited.is_set():
                 _kill_group(new.popen.pid)  # its watcher sees a crash and backs off again
+
+    def _check_listener(self, spec: AppSpec) -> str | None:
+        """None if what answers on the app's port is the app; ports are not first come, first
+        served: as root each app has its own uid, and the socket must be that uid's."""
+        jail = spec.jail
+        if jail is None or jail.uid is None or not self._sandbox.enabled:
+            return None
+        if not self._sandbox.as_root:
+            return None
+        owners = listener_uids(spec.port)
+        if owners == {jail.uid}:
+            return None
+        return f"port {spec.port} is held by another program (uids {sorted(owners)}), not the app"
+
+    @staticmethod
+    def _stop_reason(proc: _Proc, spec: AppSpec | None) -> str:
+        """Why ``proc`` ended, in words for the project page."""
+        code = proc.popen.returncode
+        group = proc.group
+        if group is not None and group.oom_kills() > proc.oom_kills_at_start:
+            limit = spec.limits.memory_mib if spec and spec.limits else None
+            return "out of memory" + (f" (limit {format_mib(limit)})" if limit else "")
+        if code is not None and code < 0:
+            return f"killed by signal {signal.Signals(-code).name}"
+        return f"exited with code {code}"
 
 
 def next_backoff(current_s: float, settings: RuntimeSettings) -> float:
@@ -310,9 +389,13 @@ def next_backoff(current_s: float, settings: RuntimeSettings) -> float:
     return min(doubled, settings.restart_backoff_max_s)
 
 
-def app_environment(extra: Mapping[str, str], *, port: int, bin_dir: Path | None) -> dict[str, str]:
-    """An app's environment: a few harmless inherited variables, ``extra``, then ours on top."""
-    env = {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("LC_")}
+def app_environment(
+    extra: Mapping[str, str], *, port: int, bin_dir: Path | None, sandboxed: bool = False
+) -> dict[str, str]:
+    """An app's environment: a few harmless inherited variables, ``extra``, then ours on top.
+    A sandboxed app has its own ``/tmp`` and user: Nakama's TMPDIR and user names stay out."""
+    inherited = _SANDBOX_INHERITED if sandboxed else _INHERITED
+    env = {k: v for k, v in os.environ.items() if k in inherited or k.startswith("LC_")}
     env.update(extra)
     env["PORT"] = str(port)
     env["PYTHONUNBUFFERED"] = "1"
@@ -328,6 +411,23 @@ def allocate_port(used: set[int], settings: RuntimeSettings) -> int:
         if port not in used:
             return port
     raise Conflict(f"no free app port in {settings.port_range_start}-{settings.port_range_end}")
+
+
+def listener_uids(port: int) -> set[int]:
+    """The uids owning sockets that listen on ``port`` for 127.0.0.1 (or every address), from
+    the kernel's socket tables."""
+    found: set[int] = set()
+    wanted = {"0100007F", "00000000"}  # 127.0.0.1 and 0.0.0.0, as /proc/net/tcp writes them
+    wanted6 = {"00000000000000000000000000000000", "0000000000000000FFFF00000100007F"}
+    for table, addresses in (("/proc/net/tcp", wanted), ("/proc/net/tcp6", wanted6)):
+        with contextlib.suppress(OSError), open(table) as f:
+            next(f, None)
+            for line in f:
+                fields = line.split()
+                address, _, hex_port = fields[1].partition(":")
+                if fields[3] == "0A" and int(hex_port, 16) == port and address in addresses:
+                    found.add(int(fields[7]))
+    return found
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

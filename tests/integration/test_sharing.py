@@ -165,9 +165,25 @@ def state(world: World, name: str) -> dict[str, Any]:
         },
         "members": api.get(f"/api/v1/projects/{name}/members").json(),
         "variables": api.get(f"/api/v1/projects/{name}/variables").json(),
+        "limits": api.get(f"/api/v1/projects/{name}/limits").json()["overrides"],
         "pipelines": [(p["id"], p["status"]) for p in world.server.pipelines(name)],
         "refs": git("for-each-ref", cwd=refs),
     }
+
+
+def _limits_set(world: World, before: dict[str, Any]) -> None:
+    limits = world.admin.get(f"/api/v1/projects/{P}/limits").json()
+    assert limits["overrides"] == {"memory_mib": 768}
+    assert limits["limits"]["memory_mib"] == 768
+
+
+def _limits_default(world: World, before: dict[str, Any]) -> None:
+    assert world.admin.get(f"/api/v1/projects/{P}/limits").json()["overrides"] == {}
+
+
+def _limits_reset(world: World) -> None:
+    assert world.admin.delete(f"/api/v1/projects/{P}/limits").status_code == 200
+    settle(world)
 
 
 # --- the table: every route that names a project ---------------------------------------------
@@ -189,6 +205,7 @@ class Case:
     effect: Effect | None = None
     undo: Callable[[World], None] | None = None
     on_victim: bool = False  # acts on a throw-away project (delete)
+    admin_only: bool = False  # no role is enough: only an admin (the project's limits)
 
     @property
     def id(self) -> str:
@@ -341,6 +358,28 @@ CASES = (
         effect=_greeting_gone,
         undo=_greeting_back,
     ),
+    Case("api", "GET", API + "/limits", developer, 200),
+    Case(
+        "api",
+        "PUT",
+        API + "/limits",
+        owner,
+        200,
+        body=_const({"memory_mib": 768}),
+        effect=_limits_set,
+        undo=_limits_reset,
+        admin_only=True,
+    ),
+    Case(
+        "api",
+        "DELETE",
+        API + "/limits",
+        owner,
+        200,
+        effect=_limits_default,
+        undo=_limits_reset,
+        admin_only=True,
+    ),
     # pages and forms (backend/web/pages.py)
     Case("page", "GET", PAGE, viewer, 200),
     Case("page", "GET", PAGE + "/live", developer, 200),
@@ -486,6 +525,8 @@ def text_of(response: httpx.Response) -> str:
 def expected_status(case: Case, who: str) -> int:
     if who == "non-member":
         return 404
+    if case.admin_only:
+        return case.ok if who == "admin" else 403
     role = Role.owner if who in ("owner", "admin") else Role[who]
     return case.ok if role >= case.needs else 403
 
@@ -516,6 +557,8 @@ def test_each_route_answers_each_caller_by_role(world: World, case: Case, who: s
         if expected == 404:  # as for a project that does not exist
             thing = "repository" if case.surface == "git" else "project"
             assert f"{thing} {project!r} not found" in said, said[:300]
+        elif case.admin_only:
+            assert "only an admin may do this" in said, said[:300]
         else:
             needs = f"your role in project {project!r} is {who}; this needs {case.needs.name}"
             assert f"{needs} or higher" in said, said[:300]
@@ -556,7 +599,12 @@ def test_the_table_has_every_route_that_names_a_project(tmp_path: Path) -> None:
         projects, variables = platform.projects, platform.variables
         api = FastAPI()
         api.include_router(
-            make_api_router(projects=projects, tokens=platform.tokens, variables=variables)
+            make_api_router(
+                projects=projects,
+                tokens=platform.tokens,
+                variables=variables,
+                limits=platform.limits,
+            )
         )
         # The API nests routers, so its routes are read from its schema (where all of it is).
         declared = {
