@@ -8,6 +8,7 @@ import gc
 import hashlib
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from nakama import __version__
 from nakama.access import GITLAB_ACCESS_LEVEL, Action, Role
 from nakama.auth import Principal, TokenStore, new_token
 from nakama.clients.cgroups import detect as detect_limiter
+from nakama.clients.firewall import LoopbackGuard
 from nakama.clients.sandbox import Sandbox
 from nakama.db.session import Database
 from nakama.db.tables import AppViewer, Project
@@ -89,10 +91,12 @@ class LocalParts:
     forge: LocalForge
     runtime: LocalRuntime
     pipelines: LocalPipelines
+    guard: LoopbackGuard | None = None
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._idle: threading.Thread | None = None
+        self._disk_checked = 0.0
 
     def start(self) -> None:
         removed = clean_partial_builds(self.pipelines.envs_dir)
@@ -109,6 +113,8 @@ class LocalParts:
         self._stop.set()
         self.pipelines.stop()
         self.runtime.stop_all()
+        if self.guard is not None:
+            self.guard.remove()
 
     def _idle_loop(self) -> None:
         while not self._stop.wait(self.settings.gateway.idle_check_interval_s):
@@ -116,6 +122,19 @@ class LocalParts:
                 self.sleep_idle_apps()
             except Exception:
                 log.exception("idle check failed")
+            now = time.monotonic()
+            if now - self._disk_checked >= self.settings.runtime.disk_check_interval_s:
+                self._disk_checked = now
+                try:
+                    self.enforce_disk_limits()
+                except Exception:
+                    log.exception("disk check failed")
+
+    def enforce_disk_limits(self) -> list[str]:
+        """Stop every running app whose ``$DATA_DIR`` outgrew its limit."""
+        with self.db.session() as s:
+            names = s.scalars(select(Project.name).where(Project.status != "deleting")).all()
+        return [name for name in names if self.runtime.enforce_disk_limit(name)]
 
     def sleep_idle_apps(self) -> list[str]:
         """Put to sleep every app idle for longer than its project's idle timeout."""
@@ -254,6 +273,15 @@ def local_adapters(settings: Settings, db: Database, secrets: SecretBox) -> Adap
     instance = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:12]
     limiter = detect_limiter(instance)
     log.info(limiter.describe())
+    run = settings.runtime
+    guard = LoopbackGuard(
+        instance=instance,
+        uids=(run.sandbox_uid_base, run.sandbox_uid_base + run.sandbox_uid_count - 1),
+        ports=(run.port_range_start, run.port_range_end),
+        enabled=sandbox.enabled and sandbox.as_root,
+    )
+    guard.install()
+    (log.info if guard.active else log.warning)(guard.describe())
     runtime = LocalRuntime(
         apps_dir=data / "apps",
         forge=forge,
@@ -277,7 +305,9 @@ def local_adapters(settings: Settings, db: Database, secrets: SecretBox) -> Adap
     pipelines = LocalPipelines(
         db=db, forge=forge, runtime=runtime, settings=settings, limiter=limiter
     )
-    parts = LocalParts(settings=settings, db=db, forge=forge, runtime=runtime, pipelines=pipelines)
+    parts = LocalParts(
+        settings=settings, db=db, forge=forge, runtime=runtime, pipelines=pipelines, guard=guard
+    )
     return Adapters(
         forge=forge,
         registry=registry,
@@ -285,7 +315,7 @@ def local_adapters(settings: Settings, db: Database, secrets: SecretBox) -> Adap
         pipelines=pipelines,
         parts=parts,
         limits_enforced_by=limiter.describe(),
-        isolation=sandbox.describe(),
+        isolation=f"{sandbox.describe()}; {guard.describe()}",
     )
 
 

@@ -112,7 +112,8 @@ class ProjectService:
             status_message=row.status_message,
             clone_url=self._forge.clone_url(row.name),
             app_url=app_url,
-            app_state=self._runtime.status(row.name).state,
+            app_state=(app := self._runtime.status(row.name)).state,
+            app_detail=app.detail or None,
             deployed_commit=row.deployed_commit,
             image_tag=row.deployed_tag,
             last_push=LastPush(action=row.last_action, reason=row.last_reason or "")

@@ -98,6 +98,10 @@ class ProjectPublic(BaseModel):
     clone_url: str
     app_url: str | None
     app_state: str | None = None
+    app_detail: str | None = Field(
+        default=None,
+        description='more on app_state, e.g. "stopped: out of memory (limit 512 MiB)"',
+    )
     deployed_commit: str | None
     image_tag: str | None = Field(description="tag of the deployed image or environment")
     last_push: LastPush | None = None

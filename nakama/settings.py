@@ -80,6 +80,9 @@ class RuntimeSettings(BaseModel):
     # project's builds as another): no app can signal, trace or read another's processes.
     sandbox_uid_base: int = 400_000
     sandbox_uid_count: int = 65_536
+    # Seconds between checks of every app's $DATA_DIR against its disk limit (a single file
+    # can never outgrow it: an rlimit stops that write at once).
+    disk_check_interval_s: float = 60.0
 
 
 class LimitsSettings(BaseModel):

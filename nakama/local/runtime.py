@@ -39,6 +39,7 @@ from nakama.clients.sandbox import Jail, Sandbox, python_roots
 from nakama.errors import NakamaError, PermanentError
 from nakama.limits import AppLimits, effective_limits, format_mib
 from nakama.local.appconfig import expand_port, load_app_config
+from nakama.local.applog import read_tail
 from nakama.local.forge import LocalForge
 from nakama.local.routes import Routes
 from nakama.local.supervisor import (
@@ -439,11 +440,8 @@ class LocalRuntime:
         log.info("app woken", project=project, seconds=round(time.monotonic() - started, 3))
 
     def logs(self, project: str, *, tail: int) -> str:
-        path = self._app_dir(project) / "app.log"
-        if not path.exists():
-            return ""
-        lines = path.read_text(errors="replace").splitlines()[-tail:]
-        return "\n".join(lines) + ("\n" if lines else "")
+        """The last ``tail`` lines of the app's log, read from its end (never the whole)."""
+        return read_tail(self._app_dir(project) / "app.log", lines=tail, terminated=True)
 
     def remove(self, project: str) -> None:
         """Stop the app and delete everything it had: code, ``$DATA_DIR``, log, uid."""

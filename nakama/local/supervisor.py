@@ -28,6 +28,7 @@ from nakama.clients.cgroups import Group, Limiter
 from nakama.clients.sandbox import Jail, Sandbox, memory_files
 from nakama.errors import Conflict, PermanentError
 from nakama.limits import AppLimits, format_mib
+from nakama.local.applog import RotatingLog, read_tail, start_pump
 from nakama.settings import RuntimeSettings
 
 Status = Literal["running", "starting", "crashed", "backoff", "stopped"]
@@ -35,6 +36,7 @@ Status = Literal["running", "starting", "crashed", "backoff", "stopped"]
 _INHERITED = ("HOME", "PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME")
 _SANDBOX_INHERITED = ("PATH", "LANG", "LANGUAGE", "TZ")
 _TAIL_LINES_IN_ERRORS = 20
+_DEFAULT_LOG_MIB = 10
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class _App:
     retiring: set[_Proc] = field(default_factory=set)
     stop_reason: str | None = None
     on_healthy: Callable[[AppSpec], None] | None = None  # also after a crash restart
+    log: RotatingLog | None = None  # one for all of the app's processes (they rotate it together)
+    log_bytes: int = 0
 
     def set_status(self, status: Status) -> None:
         self.status, self.since = status, datetime.now(UTC)
@@ -185,7 +189,7 @@ class Supervisor:
             else:
                 app.last_exit_code = proc.popen.returncode
                 app.set_status("crashed")
-        tail = read_log_tail(spec.log_path, lines=_TAIL_LINES_IN_ERRORS)
+        tail = read_tail(spec.log_path, lines=_TAIL_LINES_IN_ERRORS)
         raise PermanentError(f"app {spec.name!r} {problem}; last log lines:\n{tail}")
 
     def _retire_locked(self, app: _App, proc: _Proc, *, name: str) -> None:
@@ -238,7 +242,7 @@ class Supervisor:
 
     def log_tail(self, name: str, *, lines: int = 200) -> str:
         spec = self._app(name).spec
-        return read_log_tail(spec.log_path, lines=lines) if spec else ""
+        return read_tail(spec.log_path, lines=lines) if spec else ""
 
     def _app(self, name: str) -> _App:
         with self._apps_lock:
@@ -257,6 +261,9 @@ class Supervisor:
             app.last_exit_code = proc.popen.returncode
             if proc.group is not None:
                 proc.group.remove()  # no version of the app is left: nor may anything it started
+        if app.log is not None:
+            app.log.close()  # what the pumps still have after this is dropped: the app is gone
+            app.log = None
         if app.status != "stopped":
             app.set_status("stopped")
 
@@ -276,19 +283,21 @@ class Supervisor:
         preexec = None
         if spec.limits is not None or sandboxed:
             preexec = self._limiter.preexec(spec.limits, group, ignore_sigterm=sandboxed)
+        log = self._log_locked(app, spec)
         try:
-            with open(spec.log_path, "ab", buffering=0) as log:
-                popen = subprocess.Popen(
-                    command, cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                    preexec_fn=preexec, pass_fds=fds,
-                )  # fmt: skip
-                # The child is still starting its interpreter: this line lands before its output.
-                stamp = datetime.now(UTC).isoformat(timespec="seconds")
-                log.write(f"--- started pid {popen.pid} at {stamp} ---\n".encode())
+            popen = subprocess.Popen(
+                command, cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                preexec_fn=preexec, pass_fds=fds,
+            )  # fmt: skip
         finally:
             for fd in fds:
                 os.close(fd)
+        # The child is still starting its interpreter: this line lands before its output.
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        log.write_line(f"--- started pid {popen.pid} at {stamp} ---")
+        assert popen.stdout is not None
+        start_pump(popen.stdout, log, spec.name)
         proc = _Proc(popen, spec.port, group=group)
         proc.oom_kills_at_start = group.oom_kills() if group is not None else 0
         if current:
@@ -300,6 +309,15 @@ class Supervisor:
             target=self._watch, args=(app, proc), name=f"nakama-app-{spec.name}", daemon=True
         ).start()
         return proc
+
+    def _log_locked(self, app: _App, spec: AppSpec) -> RotatingLog:
+        """The app's log, kept to the newest ``log_mib`` MiB (older output rotates away)."""
+        size = (spec.limits.log_mib if spec.limits else _DEFAULT_LOG_MIB) << 20
+        if app.log is None or app.log.path != spec.log_path or app.log_bytes != size:
+            if app.log is not None:
+                app.log.close()
+            app.log, app.log_bytes = RotatingLog(spec.log_path, max_bytes=size), size
+        return app.log
 
     def _wait_healthy(self, proc: _Proc, spec: AppSpec) -> str | None:
         """``None`` once the app answers HTTP, else why it never did."""
@@ -449,18 +467,6 @@ def probe_http(port: int, path: str = "/", *, timeout_s: float = 1.0) -> bool:
         return False
     finally:
         conn.close()
-
-
-def read_log_tail(path: Path, *, lines: int = 200, max_bytes: int = 1 << 20) -> str:
-    """The last ``lines`` lines of a log file (reading at most ``max_bytes`` from its end)."""
-    data = b""
-    with contextlib.suppress(FileNotFoundError), open(path, "rb") as log:
-        pos = end = log.seek(0, os.SEEK_END)
-        while pos > 0 and data.count(b"\n") <= lines and end - pos < max_bytes:
-            pos -= (step := min(64 * 1024, pos))
-            log.seek(pos)
-            data = log.read(step) + data
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
 
 
 def _terminate(proc: _Proc, *, timeout_s: float) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from nakama.errors import Conflict, PermanentError
+from nakama.local.applog import read_tail
 from nakama.local.supervisor import (
     AppSpec,
     AppState,
@@ -23,7 +24,6 @@ from nakama.local.supervisor import (
     allocate_port,
     next_backoff,
     port_is_free,
-    read_log_tail,
 )
 from nakama.settings import RuntimeSettings
 
@@ -184,7 +184,7 @@ def test_stop_ends_the_process_group_and_nothing_restarts_it(
     supervisor.run(spec)
     pid = supervisor.state("demo").pid
     assert pid is not None
-    child = int(read_log_tail(spec.log_path).split("child pid ")[1].split()[0])
+    child = int(read_tail(spec.log_path, lines=200).split("child pid ")[1].split()[0])
     assert _alive(child) and os.getpgid(child) == pid
 
     supervisor.stop("demo")
