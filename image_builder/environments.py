@@ -177,7 +177,7 @@ def build_environment(
         step = _Step(settings=settings, deadline=deadline, log=log)
         return _publish(envs_dir, dep_hash, tag, source_dir, step, log=log)
     with tempfile.TemporaryDirectory(prefix="nakama-deps-") as tmp_src:
-        deps = _dependency_copy(source_dir, Path(tmp_src))
+        deps = _dependency_copy(source_dir, Path(tmp_src), log)
         wheels = _Step(
             settings=settings,
             deadline=deadline,
@@ -246,7 +246,22 @@ def _publish(
     return env, True
 
 
-def _dependency_copy(source_dir: Path, dest: Path) -> Path:
+_LOCAL_REQUIREMENT = re.compile(r"^\s*(-e\s+|--editable\s+)?(\.{1,2}/|/|file:)")
+
+
+def _warn_local_paths(requirements: Path, log: TextIO) -> None:
+    """Say why a path in the repository cannot be installed: a build sees only the
+    dependency files (in both modes: a container build copies only them before installing)."""
+    for number, line in enumerate(requirements.read_text(errors="replace").splitlines(), 1):
+        if _LOCAL_REQUIREMENT.match(line):
+            log.write(
+                f"{requirements.name}:{number}: {line.strip()!r} is a path: a build has only "
+                "the dependency files, so a package from the repository cannot be installed; "
+                "publish it to an index or name it by URL\n"
+            )
+
+
+def _dependency_copy(source_dir: Path, dest: Path, log: TextIO) -> Path:
     """The dependency files of ``source_dir`` alone (regular files, not links), in ``dest``:
     what a container build copies before its install step."""
     for entry in sorted(source_dir.iterdir()):
@@ -255,6 +270,8 @@ def _dependency_copy(source_dir: Path, dest: Path) -> Path:
         if entry.is_symlink() or not entry.is_file():
             continue
         shutil.copyfile(entry, dest / entry.name)
+        if REQUIREMENTS_FILE.match(entry.name):
+            _warn_local_paths(entry, log)
     dest.chmod(0o755)
     for entry in dest.iterdir():
         entry.chmod(0o644)
@@ -275,10 +292,16 @@ def clean_partial_builds(envs_dir: Path) -> int:
     """Remove what interrupted builds left behind; returns how many leftovers went.
 
     A temporary directory whose hash lock is held belongs to a running build and is kept.
+    Projects' own environments (``.private/<project>``) are cleaned the same way.
     """
     if not envs_dir.is_dir():
         return 0
     removed = 0
+    private = envs_dir / _PRIVATE_DIR
+    if private.is_dir():
+        for project in sorted(private.iterdir()):
+            if project.is_dir() and not project.is_symlink():
+                removed += clean_partial_builds(project)
     for entry in sorted(envs_dir.iterdir()):
         if not entry.name.startswith(_TMP_PREFIX):
             continue

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
+import io
 import socket
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,3 +56,39 @@ def sse_events(response: httpx.Response) -> Iterator[tuple[dict[str, str], float
             continue
         name, _, value = line.partition(":")
         event[name] = event.get(name, "") + value.removeprefix(" ")
+
+
+@contextmanager
+def serve_directory(directory: Path) -> Iterator[str]:
+    """Serve the files of ``directory`` over HTTP on 127.0.0.1 (a package index's files, an
+    sdist); yield the base URL."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(directory), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def write_sdist(dest: Path, name: str, version: str, files: dict[str, str]) -> Path:
+    """``<dest>/<name>-<version>.tar.gz`` holding ``files`` under ``<name>-<version>/``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"{name}-{version}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{name}-{version}/{rel}")
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return path

@@ -19,6 +19,7 @@ from tests.e2e.nakama_server import (
     set_version,
     wait_for,
 )
+from tests.support import serve_directory, write_sdist
 
 SLOW_SETUP = """\
 import time
@@ -57,16 +58,23 @@ def test_graceful_restart_brings_apps_back(nakama: NakamaProcess) -> None:
     assert nakama.project("keeper")["status"] == "running"
 
 
+@pytest.fixture
+def slow_sdist(tmp_path: Path) -> Iterator[str]:
+    """A package that has to be built (no wheel), served as an sdist on loopback: builds see
+    only the dependency files, as container builds do, so it cannot come from a path in the
+    repository."""
+    files = {"setup.py": SLOW_SETUP, "slowpkg.py": "VALUE = 1\n"}
+    sdist = write_sdist(tmp_path / "served", "slowpkg", "1.0", files)
+    with serve_directory(sdist.parent) as base:
+        yield f"{base}/{sdist.name}"
+
+
 def test_killed_in_the_middle_of_a_build_still_deploys_the_push(
-    nakama: NakamaProcess, tmp_path: Path
+    nakama: NakamaProcess, slow_sdist: str, tmp_path: Path
 ) -> None:
     url = create(nakama, "crashy")
     work = clone(nakama, "crashy", tmp_path / "work")
-    (work / "slowpkg").mkdir()
-    (work / "slowpkg" / "setup.py").write_text(SLOW_SETUP)
-    (work / "slowpkg" / "slowpkg.py").write_text("VALUE = 1\n")
-    (work / "requirements.txt").write_text("./slowpkg\n")
-    git("add", "slowpkg", cwd=work)
+    (work / "requirements.txt").write_text(f"slowpkg @ {slow_sdist}\n")
     sha = commit_version(work, "v2")
     git_push(work)
     wait_for(
@@ -85,7 +93,7 @@ def test_killed_in_the_middle_of_a_build_still_deploys_the_push(
     nakama.start()
     nakama.wait_deployed("crashy", sha, timeout=180)
     wait_for(lambda: fetch_text(url) == "v2", timeout=30, what="v2 after the restart")
-    envs = [p for p in (nakama.data_dir / "envs").iterdir() if p.name.startswith(".tmp-")]
+    envs = [p for p in (nakama.data_dir / "envs").rglob(".tmp-*")]
     assert envs == [], "interrupted builds are cleaned up"
 
 

@@ -12,12 +12,8 @@ Runs for real: bubblewrap, cgroups (or rlimits), iptables as root."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
-import socketserver
-import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +34,7 @@ from tests.e2e.nakama_server import (
     write_tiny_kit,
 )
 from tests.e2e.test_variables import user
+from tests.support import serve_directory, write_sdist
 
 ALICE_SECRET = "sk_live_ALICE_TOPSECRET_987654"
 ALICE_APP, BOB_APP = "alice-app", "bob-app"
@@ -363,33 +360,15 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 @pytest.fixture
 def evil_sdist(tmp_path: Path, nakama: NakamaProcess) -> Iterator[str]:
     """The URL of a hostile sdist, served on loopback."""
-    src = tmp_path / "sdist" / "evilpkg-1.0"
-    src.mkdir(parents=True)
-    (src / "pyproject.toml").write_text(
+    data = str(nakama.data_dir.resolve())
+    pyproject = (
         '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
         '[project]\nname = "evilpkg"\nversion = "1.0"\n'
     )
-    data = str(nakama.data_dir.resolve())
-    (src / "backend.py").write_text(EVIL_BACKEND.replace("DATA", repr(data)))
-    served = tmp_path / "served"
-    served.mkdir()
-    with tarfile.open(served / "evilpkg-1.0.tar.gz", "w:gz") as tar:
-        tar.add(src, arcname="evilpkg-1.0")
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(served), **kwargs)  # type: ignore[arg-type]
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = socketserver.TCPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/evilpkg-1.0.tar.gz"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    files = {"pyproject.toml": pyproject, "backend.py": EVIL_BACKEND.replace("DATA", repr(data))}
+    sdist = write_sdist(tmp_path / "served", "evilpkg", "1.0", files)
+    with serve_directory(sdist.parent) as base:
+        yield f"{base}/{sdist.name}"
 
 
 def test_a_hostile_package_build_sees_nothing_and_leaves_nothing_running(
