@@ -203,6 +203,19 @@ class NakamaClient:
     def remove_member(self, name: str, username: str) -> None:
         self.request("DELETE", f"/projects/{name}/members/{quote(username, safe='')}")
 
+    # --- limits --------------------------------------------------------------------------------
+    def limits(self, name: str) -> dict[str, Any]:
+        """The limits in force, the overrides among them, how enforced, $DATA_DIR's bytes."""
+        return dict(self._json("GET", f"/projects/{name}/limits"))
+
+    def set_limits(self, name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Replace every override of the project's limits with ``overrides`` (admins)."""
+        return dict(self._json("PUT", f"/projects/{name}/limits", json=overrides))
+
+    def reset_limits(self, name: str) -> dict[str, Any]:
+        """Drop every override: the default limits (admins)."""
+        return dict(self._json("DELETE", f"/projects/{name}/limits"))
+
     # --- pipelines and logs --------------------------------------------------------------------
     def pipelines(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         return list(self._json("GET", f"/projects/{name}/pipelines", params={"limit": limit}))

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from nakama.cli_commands import EXIT_CODES_HELP, projects_app, register
+from nakama.cli_limits import register_limits
 from nakama.cli_secrets import secrets_app
 from nakama.cli_sharing import register_sharing
 from nakama.cli_users import users_app
@@ -18,7 +19,7 @@ app = typer.Typer(
     help=(
         "Nakama: push-to-deploy for Streamlit and other Python web apps. `nakama up` runs it; "
         "login, projects (create, list, show, rollback, delete, share, unshare, members, "
-        "visibility, sleep), pipelines, logs and users are its client, on the REST API."
+        "visibility, sleep, limits), pipelines, logs and users are its client, on the REST API."
     ),
     epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
@@ -137,6 +138,7 @@ def cluster_setup(ctx: typer.Context) -> None:
 
 register(app)  # login, projects, pipelines, logs: the client of a running Nakama
 register_sharing(projects_app)  # projects share, unshare, members, visibility, sleep
+register_limits(projects_app)  # projects limits
 app.add_typer(users_app, name="users")
 app.add_typer(secrets_app, name="secrets")  # on this machine's database and data dir
 

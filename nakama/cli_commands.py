@@ -123,7 +123,7 @@ def login(
 # --- projects --------------------------------------------------------------------------------
 projects_app = typer.Typer(
     help="Create, list, show, roll back and delete projects; share them, set who may open "
-    "their app and when it sleeps.",
+    "their app and when it sleeps; see and (admins) set what their app may use.",
     no_args_is_help=True,
 )
 
