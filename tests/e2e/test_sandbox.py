@@ -197,6 +197,19 @@ def running_app(server: NakamaProcess, name: str) -> dict[str, object]:
     return dict(wait_for(up, timeout=120, interval=0.1, what=f"{name} running"))
 
 
+def both_running(server: NakamaProcess, alice: httpx.Client, bob: httpx.Client) -> None:
+    """Alice's app (with a secret variable) and Bob's, each made by its owner, running."""
+    assert alice.post("/api/v1/projects", json={"name": ALICE_APP}).status_code == 201
+    r = alice.put(
+        f"/api/v1/projects/{ALICE_APP}/variables/STRIPE_KEY",
+        json={"value": ALICE_SECRET, "secret": True},
+    )
+    assert r.status_code == 200, r.text
+    running_app(server, ALICE_APP)
+    assert bob.post("/api/v1/projects", json={"name": BOB_APP}).status_code == 201
+    running_app(server, BOB_APP)
+
+
 def alice_port(server: NakamaProcess) -> int:
     uid = int((server.data_dir / "apps" / ALICE_APP / "sandbox-uid").read_text())
     start = int(server.env["NAKAMA_RUNTIME__PORT_RANGE_START"])
@@ -215,15 +228,7 @@ def test_a_hostile_app_reads_nothing_of_alices_or_nakamas_and_its_limits_hold(
     nakama: NakamaProcess, people: People, tmp_path: Path
 ) -> None:
     (alice_token, alice), (bob_token, bob) = people["alice"], people["bob"]
-    assert alice.post("/api/v1/projects", json={"name": ALICE_APP}).status_code == 201
-    r = alice.put(
-        f"/api/v1/projects/{ALICE_APP}/variables/STRIPE_KEY",
-        json={"value": ALICE_SECRET, "secret": True},
-    )
-    assert r.status_code == 200, r.text
-    running_app(nakama, ALICE_APP)
-    assert bob.post("/api/v1/projects", json={"name": BOB_APP}).status_code == 201
-    running_app(nakama, BOB_APP)
+    both_running(nakama, alice, bob)
     limits = {"memory_mib": 96, "processes": 48, "disk_mib": 8}
     r = nakama.api.put(f"/api/v1/projects/{BOB_APP}/limits", json=limits)
     assert r.status_code == 200, r.text
@@ -375,15 +380,7 @@ def test_a_hostile_package_build_sees_nothing_and_leaves_nothing_running(
     nakama: NakamaProcess, people: People, evil_sdist: str, tmp_path: Path
 ) -> None:
     (alice_token, alice), (_, bob) = people["alice"], people["bob"]
-    assert alice.post("/api/v1/projects", json={"name": ALICE_APP}).status_code == 201
-    r = alice.put(
-        f"/api/v1/projects/{ALICE_APP}/variables/STRIPE_KEY",
-        json={"value": ALICE_SECRET, "secret": True},
-    )
-    assert r.status_code == 200, r.text
-    running_app(nakama, ALICE_APP)
-    assert bob.post("/api/v1/projects", json={"name": BOB_APP}).status_code == 201
-    running_app(nakama, BOB_APP)
+    both_running(nakama, alice, bob)
 
     work = clone(nakama, BOB_APP, tmp_path / "bob")
     (work / "requirements.txt").write_text(f"evilpkg @ {evil_sdist}\n")
