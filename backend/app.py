@@ -553,6 +553,8 @@ def create_app(platform: Platform) -> Gateway:
         app,
         projects=platform.projects,
         variables=platform.variables,
+        limits=platform.limits,
+        isolation=platform.isolation,
         tokens=platform.tokens,
         db=platform.db,
         settings=settings,

@@ -71,9 +71,7 @@ def limits(
     disk_mib: Annotated[
         int | None, typer.Option("--disk-mib", help="what its $DATA_DIR may hold, in MiB")
     ] = None,
-    log_mib: Annotated[
-        int | None, typer.Option("--log-mib", help="app log kept, in MiB")
-    ] = None,
+    log_mib: Annotated[int | None, typer.Option("--log-mib", help="app log kept, in MiB")] = None,
     replicas: Annotated[
         int | None, typer.Option("--replicas", help="pods of the app (cluster mode)")
     ] = None,
@@ -117,7 +115,9 @@ def limits(
     }
     dropped = _field_names(unset)
     if reset and (changes or dropped):
-        raise typer.BadParameter("--reset drops every override: give it alone", param_hint="--reset")
+        raise typer.BadParameter(
+            "--reset drops every override: give it alone", param_hint="--reset"
+        )
     if set(changes) & set(dropped):
         raise typer.BadParameter("a limit is both set and unset", param_hint="--unset")
     changes |= dict.fromkeys(dropped)

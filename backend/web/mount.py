@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
+from backend.limits import LimitService
 from backend.projects import ProjectService
 from backend.variables import VariableService
 from backend.web.account import make_account_router
@@ -61,6 +62,8 @@ def install_web(
     *,
     projects: ProjectService,
     variables: VariableService,
+    limits: LimitService,
+    isolation: str,
     tokens: TokenStore,
     db: Database,
     settings: Settings,
@@ -120,6 +123,8 @@ def install_web(
         make_pages_router(
             projects=projects,
             variables=variables,
+            limits=limits,
+            isolation=isolation,
             render=render,
             user=auth.user,
             csrf=auth.csrf,

@@ -1,10 +1,12 @@
 """The project pages: the list with live status, create, a project's page (app, clone commands,
-deployment, pipelines, variables, rollback, app log) and delete with a typed confirmation.
+deployment, pipelines, variables, resources, rollback, app log) and delete with a typed
+confirmation.
 
 Every page goes through the same services as the REST API and the same role check: a user sees
 the projects they are a member of (another's is answered as missing) and what their role there
-allows: a viewer the app's address only, a developer also pipelines, logs, variables and
-rollback, an owner also sharing, sleep and delete. An admin is owner of every project."""
+allows: a viewer the app's address only, a developer also pipelines, logs, variables, the app's
+limits and rollback, an owner also sharing, sleep and delete. An admin is owner of every
+project, and alone changes an app's limits."""
 
 # No `from __future__ import annotations`: FastAPI must see the local Annotated dependencies.
 from collections.abc import Awaitable, Callable, Coroutine
@@ -15,14 +17,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 
 from backend.http_errors import status_of
+from backend.limits import LimitService
 from backend.projects import ProjectService
 from backend.variables import VariableService
 from backend.web.views import Renderer, flash
 from nakama.access import ROLES, VISIBILITIES, Action, Role
 from nakama.auth import Principal
 from nakama.errors import Forbidden, InvalidInput, NakamaError, NotFound
+from nakama.limits import parse_overrides
+from nakama.limits_text import limit_rows, merge_overrides, stop_reason
 from nakama.logs import get_logger
-from nakama.models import ProjectCreate
+from nakama.models import ProjectCreate, ProjectPublic
 from nakama.names import name_problem
 
 log = get_logger(__name__)
@@ -31,12 +36,19 @@ log = get_logger(__name__)
 PIPELINES_SHOWN = 20
 # Lines of the app's log shown on its page.
 APP_LOG_LINES = 200
+# How the platform's isolation line begins when apps run without a sandbox
+# (nakama.clients.sandbox.Sandbox.describe): every project page then warns of it.
+UNSANDBOXED = "apps run UNSANDBOXED"
+# The limits an admin changes from the project page (the others are kept as they are).
+FORM_LIMITS = ("memory_mib", "cpu", "processes", "disk_mib")
 
 
 def make_pages_router(
     *,
     projects: ProjectService,
     variables: VariableService,
+    limits: LimitService,
+    isolation: str,
     render: Renderer,
     user: Callable[[Request], Principal],
     csrf: Callable[[Request], Awaitable[None]],
@@ -44,7 +56,8 @@ def make_pages_router(
 ) -> APIRouter:
     """``user`` is the dependency that yields the signed-in user (and keeps it in
     ``request.state.user``); ``maintainer_of`` names the forge user who becomes a new
-    repository's maintainer (cluster mode: the GitLab user)."""
+    repository's maintainer (cluster mode: the GitLab user); ``isolation`` says how apps are
+    kept apart (Platform.isolation), shown as a warning when they are not."""
 
     class PageRoute(APIRoute):
         """Answers a missing project or pipeline, and another user's, with the not-found page."""
@@ -85,12 +98,23 @@ def make_pages_router(
     Seen = Annotated[str, Depends(needs(Action.see))]
     Owned = Annotated[str, Depends(needs(Action.develop))]
     OwnerOf = Annotated[str, Depends(needs(Action.own))]
+    warning = isolation if isolation.startswith(UNSANDBOXED) else None
 
     def project_context(name: str, caller: Principal) -> dict[str, Any]:
         project = projects.get(name, caller)
         pipelines = projects.pipelines(name, limit=PIPELINES_SHOWN)
         targets = {p.id for p in projects.rollback_targets(name)}
         return {"project": project, "pipelines": pipelines, "rollback_ids": targets}
+
+    def resources_context(project: ProjectPublic) -> dict[str, Any]:
+        """The Resources panel: the limits in force, how enforced, what $DATA_DIR holds."""
+        answer = limits.get(project.name)
+        return {
+            "resources": limit_rows(answer.model_dump(), cluster=render.mode == "cluster"),
+            "limits": answer,
+            "isolation": isolation,
+            "stop_reason": stop_reason(project.app_detail),
+        }
 
     # --- the list --------------------------------------------------------------------------
     @router.get("/")
@@ -155,7 +179,13 @@ def make_pages_router(
     def project_page(request: Request, name: Seen, caller: User) -> Response:
         project = projects.get(name, caller)
         if project.role == Role.viewer.name:
-            return render(request, "project_viewer.html", user=caller, project=project)
+            return render(
+                request,
+                "project_viewer.html",
+                user=caller,
+                project=project,
+                isolation_warning=warning,
+            )
         context = project_context(name, caller)
         sharing: dict[str, Any] = {}
         if project.role == Role.owner.name:
@@ -170,7 +200,9 @@ def make_pages_router(
             user=caller,
             variables=variables.list(name),
             **context,
+            **resources_context(context["project"]),
             **sharing,
+            isolation_warning=warning,
         )
 
     @router.get("/projects/{name}/live", response_class=HTMLResponse)
@@ -187,7 +219,14 @@ def make_pages_router(
     def pipeline_page(request: Request, name: Owned, pipeline_id: int, caller: User) -> Response:
         project = projects.get(name, caller)
         pipeline = projects.pipeline(name, pipeline_id)
-        return render(request, "pipeline.html", user=caller, project=project, pipeline=pipeline)
+        return render(
+            request,
+            "pipeline.html",
+            user=caller,
+            project=project,
+            pipeline=pipeline,
+            isolation_warning=warning,
+        )
 
     @router.post("/projects/{name}/rollback", dependencies=[Csrf])
     def rollback(request: Request, name: Owned, pipeline_id: Annotated[int, Form()]) -> Response:
@@ -244,6 +283,37 @@ def make_pages_router(
         else:
             flash(request, f"Variable {key} removed; the app restarts without it.")
         return RedirectResponse(f"/projects/{name}#variables", status_code=303)
+
+    # --- resources (admins change them) -----------------------------------------------------
+    @router.post("/projects/{name}/limits", dependencies=[Csrf])
+    def set_limits(
+        request: Request,
+        name: Seen,
+        caller: User,
+        memory_mib: Annotated[str, Form(max_length=20)] = "",
+        cpu: Annotated[str, Form(max_length=20)] = "",
+        processes: Annotated[str, Form(max_length=20)] = "",
+        disk_mib: Annotated[str, Form(max_length=20)] = "",
+    ) -> Response:
+        """Set the app's memory, CPU, processes and disk (an empty field: the default); the
+        other overrides stay, as the PUT of the API would drop them."""
+        if not caller.is_admin:
+            raise Forbidden("only an admin may do this")
+        typed = dict(zip(FORM_LIMITS, (memory_mib, cpu, processes, disk_mib), strict=True))
+        changes = {key: text.strip() or None for key, text in typed.items()}
+        try:
+            wanted = parse_overrides(merge_overrides(limits.get(name).overrides, changes))
+            limits.set(name, wanted)
+        except NotFound:
+            raise
+        except InvalidInput as exc:
+            flash(request, f"Limits not changed: {exc}", kind="error")
+        except NakamaError as exc:
+            flash(request, f"Limits saved, but the app was not restarted: {exc}", kind="error")
+        else:
+            log.info("limits changed from the web", project=name, by=caller.username)
+            flash(request, f"Limits of {name} saved; the app restarts with them.")
+        return RedirectResponse(f"/projects/{name}#resources", status_code=303)
 
     # --- sharing (owners) ------------------------------------------------------------------
     def shared(request: Request, name: str, action: Callable[[], str]) -> Response:
@@ -308,7 +378,10 @@ def make_pages_router(
     # --- delete ----------------------------------------------------------------------------
     @router.get("/projects/{name}/delete", response_class=HTMLResponse)
     def delete_page(request: Request, name: OwnerOf, caller: User) -> Response:
-        return render(request, "delete.html", user=caller, project=projects.get(name, caller))
+        project = projects.get(name, caller)
+        return render(
+            request, "delete.html", user=caller, project=project, isolation_warning=warning
+        )
 
     @router.post("/projects/{name}/delete", dependencies=[Csrf])
     def delete(
@@ -323,6 +396,7 @@ def make_pages_router(
                 status_code=422,
                 project=project,
                 error=f"Type the project's name, {name}, to confirm.",
+                isolation_warning=warning,
             )
         projects.request_delete(name)
         log.info("project delete requested from the web", project=name, by=caller.username)

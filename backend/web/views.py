@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from backend.web.security import CSRF_FIELD, CSRF_HEADER, csrf_token, security_headers
 from nakama.auth import Principal
 from nakama.db.tables import as_utc
+from nakama.limits_text import format_cores
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -59,6 +60,7 @@ def make_templates() -> Jinja2Templates:
     env.filters["short_sha"] = short_sha
     env.filters["duration"] = duration
     env.filters["ago"] = ago
+    env.filters["cores"] = format_cores
     env.globals["elapsed"] = elapsed
     env.globals["FINISHED"] = FINISHED
     env.globals["HTMX"] = HTMX
@@ -78,6 +80,11 @@ class Renderer:
         self._templates = templates
         self._mode = mode
         self._poll_s = poll_s
+
+    @property
+    def mode(self) -> str:
+        """``local`` or ``cluster``: what the pages say differs a little."""
+        return self._mode
 
     def __call__(
         self,

@@ -3,7 +3,9 @@
 It is made with bubblewrap (``bwrap``): a new mount namespace in which only the system's
 read-only directories, the paths a :class:`Jail` names and a private ``/tmp`` exist, its own PID
 namespace (``/proc`` shows the sandbox's processes only, and when its first process ends the
-kernel ends every process left in it, ``setsid()`` or not), and its own IPC and UTS namespaces.
+kernel ends every process left in it, ``setsid()`` or not: ``--die-with-parent``), and its own
+IPC and UTS namespaces. The sandbox also ends with the thread that started it, so a caller
+starts sandboxes from a thread that lives as long as Nakama.
 The network is the host's: apps listen on loopback for the gateway and may call out.
 
 As root, the command runs as the jail's uid with every capability dropped and
@@ -118,6 +120,10 @@ class Sandbox:
         if not self.enabled:
             return list(argv)
         args = [self._bwrap or "bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+        # bubblewrap's PID 1 waits for every process in the sandbox, so one that called
+        # setsid() would keep it alive past the command: with this, the sandbox ends (the kernel
+        # kills what is left) once the command has ended, and when its caller's thread ends.
+        args.append("--die-with-parent")
         args += ["--hostname", jail.hostname]
         if not self.as_root:
             args += ["--unshare-user", "--disable-userns"]
@@ -125,7 +131,7 @@ class Sandbox:
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108
         args += _mounts(jail)
         for (dest, _content), fd in zip(jail.files, file_fds, strict=True):
-            args += ["--ro-bind-data", str(fd), str(dest)]
+            args += ["--perms", "0444", "--ro-bind-data", str(fd), str(dest)]
         if jail.cwd is not None:
             args += ["--chdir", str(jail.cwd)]
         args.append("--")

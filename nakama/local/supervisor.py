@@ -127,6 +127,9 @@ class Supervisor:
         self._drain = drain or (lambda _name, _port, _timeout_s: None)
         self._apps: dict[str, _App] = {}
         self._apps_lock = threading.Lock()
+        # Every process starts from this one thread: a sandbox ends with the thread that
+        # started it (and so, with Nakama), never with a short-lived request or watcher thread.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nakama-spawn")
 
     def run(self, spec: AppSpec, *, on_healthy: Callable[[AppSpec], None] | None = None) -> None:
         """Start ``spec`` and return once it answers HTTP.
@@ -285,11 +288,12 @@ class Supervisor:
             preexec = self._limiter.preexec(spec.limits, group, ignore_sigterm=sandboxed)
         log = self._log_locked(app, spec)
         try:
-            popen = subprocess.Popen(
+            popen = self._spawner.submit(
+                subprocess.Popen,
                 command, cwd=spec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
                 preexec_fn=preexec, pass_fds=fds,
-            )  # fmt: skip
+            ).result()  # fmt: skip
         finally:
             for fd in fds:
                 os.close(fd)

@@ -332,6 +332,19 @@ def test_a_hostile_app_reads_nothing_of_alices_or_nakamas_and_its_limits_hold(
     log = nakama.log_path.read_text(errors="replace")
     assert ALICE_SECRET not in log and alice_token not in log
 
+    # Deleting the project ends everything it ever started.
+    r = app_request(bob_url + "/", token=bob_token, timeout=5)  # (stopped: no answer needed)
+    assert nakama.api.delete(f"/api/v1/projects/{BOB_APP}").status_code == 202
+    wait_for(
+        lambda: not (nakama.data_dir / "apps" / BOB_APP).exists(), timeout=60, what="bob's app gone"
+    )
+    wait_for(
+        lambda: not [p for p in os.listdir("/proc") if p.isdigit() and _uid_of(int(p)) == bob_uid],
+        timeout=30,
+        what="no process of bob's uid left",
+    )
+    assert serves_alice(nakama, alice_token)
+
 
 # A build backend that looks for Nakama's data and environment, forks a process that tries to
 # outlive the build, and fails (as a broken package would).
@@ -401,12 +414,18 @@ def test_a_hostile_package_build_sees_nothing_and_leaves_nothing_running(
     # What the build forked (in its own session) ended with it.
     bob_uid = int((nakama.data_dir / "apps" / BOB_APP / "sandbox-uid").read_text())
     if os.geteuid() == 0:
-        left = [
-            pid
-            for pid in os.listdir("/proc")
-            if pid.isdigit() and _uid_of(int(pid)) == bob_uid and "backend" in _cmdline(int(pid))
-        ]
-        assert not left, left
+
+        def build_processes() -> list[str]:
+            return [
+                pid
+                for pid in os.listdir("/proc")
+                if pid.isdigit()
+                and _uid_of(int(pid)) == bob_uid
+                and "backend" in _cmdline(int(pid))
+            ]
+
+        # The kernel ends the sandbox's processes as the build returns; it sleeps for 60 s.
+        wait_for(lambda: not build_processes(), timeout=15, what="the build's processes to end")
     # The old version goes on serving; Alice's app and Nakama too.
     assert app_request(app_url(nakama, BOB_APP) + "/", timeout=5).status_code == 200
     assert serves_alice(nakama, alice_token)

@@ -466,6 +466,17 @@ CASES = (
         effect=_victim_deleted,
         on_victim=True,
     ),
+    Case(
+        "page",
+        "POST",
+        PAGE + "/limits",
+        owner,
+        303,
+        body=_const({"memory_mib": "768", "cpu": "", "processes": "", "disk_mib": ""}),
+        effect=_limits_set,
+        undo=_limits_reset,
+        admin_only=True,
+    ),
     # the log stream (backend/web/streams.py)
     Case("stream", "GET", PAGE + "/pipelines/{pipeline_id}/log/events", developer, 200),
     # git over HTTP: where clone and push are authorized (the real git test does both through)
@@ -617,6 +628,8 @@ def test_the_table_has_every_route_that_names_a_project(tmp_path: Path) -> None:
             make_pages_router(
                 projects=projects,
                 variables=variables,
+                limits=platform.limits,
+                isolation=platform.isolation,
                 render=Renderer(make_templates(), mode="local", poll_s=2),
                 user=nobody,
                 csrf=no_csrf,
@@ -737,7 +750,7 @@ def test_sharing_with_an_unknown_user_is_404(world: World) -> None:
     assert members(world) == before
 
 
-SECTIONS = ("pipelines", "variables", "sharing", "clone")
+SECTIONS = ("pipelines", "variables", "resources", "sharing", "clone")
 
 
 def sections_of(page: str) -> set[str]:
@@ -756,7 +769,7 @@ def test_each_role_sees_its_own_sections_of_the_project_page(world: World) -> No
 
     set_role(world, P, "bob", "developer")
     page = world.browsers["bob"].http.get(f"/projects/{P}")
-    assert sections_of(page.text) == {"pipelines", "variables", "clone"}
+    assert sections_of(page.text) == {"pipelines", "variables", "resources", "clone"}
     assert f"/projects/{P}/delete" not in page.text
     set_role(world, P, "bob", None)
 
