@@ -112,7 +112,6 @@ def effective_limits(
 
 def format_mib(mib: float) -> str:
     """``512 MiB``, ``1 GiB``, ``1.5 GiB``: how sizes are shown to people."""
-    if mib >= 1024:
-        gib = mib / 1024
-        return f"{gib:.0f} GiB" if gib == int(gib) else f"{gib:.1f} GiB"
-    return f"{mib:.0f} MiB" if mib == int(mib) else f"{mib:.1f} MiB"
+    value, unit = (mib / 1024, "GiB") if mib >= 1024 else (mib, "MiB")
+    shown = f"{value:.1f}".removesuffix(".0")
+    return f"{shown} {unit}"

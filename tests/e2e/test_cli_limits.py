@@ -223,12 +223,13 @@ def test_invalid_limits_are_refused_in_the_servers_words(
     assert overrides_of(server) == {"replicas": 3}
 
     # mistakes of the command line itself are usage errors, before anything is sent
-    for args in (
+    usage: tuple[tuple[str, ...], ...] = (
         ("--unset", "colour"),
         ("--reset", "--cpu", "2"),
         ("--cpu", "2", "--unset", "cpu"),
         ("--memory-mib", "lots"),
-    ):
-        out = admin("projects", "limits", P, *args)
-        assert out.returncode == 2, (args, out.stderr)
+    )
+    for wrong in usage:
+        out = admin("projects", "limits", P, *wrong)
+        assert out.returncode == 2, (wrong, out.stderr)
     assert overrides_of(server) == {"replicas": 3}
