@@ -209,6 +209,36 @@ class WebSettings(BaseModel):
     gitlab_oauth_client_secret: SecretStr | None = None
 
 
+class JobSettings(BaseModel):
+    """Local mode: who waits for whom among builds and reloads (nakama.local.jobs)."""
+
+    # Reloads (code-only pushes, restarts, rollbacks to a built environment) have workers of
+    # their own: they take a second and must never wait behind a build of half an hour.
+    reload_workers: int = 2
+    # Builds one user's projects may run at once; the other build workers stay free for others.
+    builds_per_user: int = 1
+
+
+class QuotaSettings(BaseModel):
+    """What one user may hold (admins are not bounded). A request past a quota gets a 4xx that
+    names the quota and its setting."""
+
+    projects_per_user: int = 20
+    # Apps of one user running at once (each holds a port of the range and memory).
+    running_apps_per_user: int = 20
+    # Built environments of one user's projects kept on disk.
+    environments_per_user: int = 20
+    # Disk of one user's projects: environments, code, $DATA_DIR and logs, in MiB.
+    disk_mib_per_user: int = 20 * 1024
+
+
+class RetentionSettings(BaseModel):
+    """What is pruned, and when (backend.retention): old enough AND beyond the count kept."""
+
+    # Seconds between two prunes (and one at start-up).
+    interval_s: float = 3600.0
+
+
 class Settings(BaseSettings):
     """One Nakama process's settings."""
 
@@ -256,6 +286,9 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     gateway: GatewaySettings = GatewaySettings()
     limits: LimitsSettings = LimitsSettings()
+    jobs: JobSettings = JobSettings()
+    quotas: QuotaSettings = QuotaSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @property
     def base_url(self) -> str:
