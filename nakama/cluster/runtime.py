@@ -91,7 +91,7 @@ APP_CONTAINER = "app"  # flux.manifests names the app's container so
 DEPLOY_TOKEN_NAME = "nakama-sync"  # noqa: S105 - the name GitLab shows for the token
 DEPLOY_TOKEN_SCOPES = ("read_repository",)
 # A visibility or limits commit is re-planned this often when the folder changed meanwhile.
-_VISIBILITY_ATTEMPTS = 3
+_COMMIT_ATTEMPTS = 3
 
 
 def app_status(deployment: dict[str, Any]) -> AppStatus:
@@ -235,36 +235,23 @@ class KubernetesRuntime:
         wanted = self.manifests(project, commit=None, visibility=visibility)
         owned = gateway_paths(project, flux)
         listed = {p for p in wanted if p.startswith(f"{folder}/") and p not in owned}
-        for attempt in range(_VISIBILITY_ATTEMPTS):
-            present = self._gitops.files_under(folder)
-            if not present:
-                log.info("no app manifests to set the visibility of", project=project)
-                return
+
+        def plan(present: set[str]) -> list[dict[str, str]]:
             missing = sorted(listed - present)
             if missing:  # kustomization.yaml would list files that are not there
                 raise PermanentError(
                     f"the GitOps folder {folder} lacks {', '.join(missing)}; prepare the app again"
                 )
-            actions = self._visibility_actions(owned, wanted, present)
-            if not actions:
-                return
-            try:
-                sha = self._gitops.commit(
-                    actions, message=f"nakama: make app {project} {visibility}"
-                )
-            except (Conflict, PermanentError) as exc:  # a file created or deleted meanwhile
-                if attempt + 1 == _VISIBILITY_ATTEMPTS:
-                    raise
-                log.info("visibility commit re-planned", project=project, reason=str(exc)[:200])
-                continue
-            log.info(
-                "app visibility committed",
-                project=project,
-                visibility=visibility,
-                gitops_commit=sha,
-                files=len(actions),
-            )
-            return
+            return self._visibility_actions(owned, wanted, present)
+
+        self._commit_app_files(
+            project,
+            folder,
+            plan,
+            message=f"nakama: make app {project} {visibility}",
+            what="visibility",
+            visibility=visibility,
+        )
 
     def _visibility_actions(
         self, owned: tuple[str, ...], wanted: Mapping[str, str], present: set[str]
@@ -313,27 +300,50 @@ class KubernetesRuntime:
         renders the project's limits from the ``limits`` callable."""
         flux = self._settings.flux
         folder = app_dir(validate_project_name(project), flux)
-        for attempt in range(_VISIBILITY_ATTEMPTS):
+        self._commit_app_files(
+            project,
+            folder,
+            lambda present: self._limits_actions(project, limits, folder, present),
+            message=f"nakama: set the limits of {project}",
+            what="limits",
+            **limits.as_dict(),
+        )
+
+    def _commit_app_files(
+        self,
+        project: str,
+        folder: str,
+        plan: Callable[[set[str]], list[dict[str, str]]],
+        *,
+        message: str,
+        what: str,
+        **details: object,
+    ) -> None:
+        """Commit what ``plan`` makes of the files present in the app's GitOps ``folder``, in
+        one commit; none when it plans nothing, or when the folder is empty (the app has no
+        manifests). A file created or deleted meanwhile makes GitLab refuse the commit: the
+        files are listed and planned again, a few times."""
+        for attempt in range(_COMMIT_ATTEMPTS):
             present = self._gitops.files_under(folder)
             if not present:
-                log.info("no app manifests to set the limits of", project=project)
+                log.info(f"no app manifests to set the {what} of", project=project)
                 return
-            actions = self._limits_actions(project, limits, folder, present)
+            actions = plan(present)
             if not actions:
                 return
             try:
-                sha = self._gitops.commit(actions, message=f"nakama: set the limits of {project}")
+                sha = self._gitops.commit(actions, message=message)
             except (Conflict, PermanentError) as exc:  # a file created or deleted meanwhile
-                if attempt + 1 == _VISIBILITY_ATTEMPTS:
+                if attempt + 1 == _COMMIT_ATTEMPTS:
                     raise
-                log.info("limits commit re-planned", project=project, reason=str(exc)[:200])
+                log.info(f"{what} commit re-planned", project=project, reason=str(exc)[:200])
                 continue
             log.info(
-                "app limits committed",
+                f"app {what} committed",
                 project=project,
                 gitops_commit=sha,
                 files=len(actions),
-                **limits.as_dict(),
+                **details,
             )
             return
 
