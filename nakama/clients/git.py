@@ -30,8 +30,9 @@ def mask_credentials(text: str) -> str:
 
 
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """An environment for git that never prompts and ignores the user's global config."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    """An environment for git that never prompts and ignores the user's global config. None of
+    Nakama's own settings (its tokens and keys among them) reach git or what git runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "NAKAMA_"))}
     env.update(
         {
             "GIT_TERMINAL_PROMPT": "0",
