@@ -56,6 +56,28 @@ from nakama.settings import LimitsSettings, RuntimeSettings
 log = get_logger(__name__)
 
 APP_CONFIG_FILE = "nakama.toml"
+# Bytes of nakama.toml read at most: a few lines of settings.
+_CONFIG_MAX_BYTES = 64 * 1024
+
+
+def read_config_file(path: Path) -> str | None:
+    """The text of a worktree's ``nakama.toml`` (None: there is none). Nakama reads it with its
+    own rights, so a symbolic link (which could point at any of Nakama's files) is refused, and
+    so is a file too big to be settings."""
+    if path.is_symlink():
+        raise PermanentError(f"{APP_CONFIG_FILE} is a symbolic link; commit it as a regular file")
+    if not path.is_file():
+        return None
+    with path.open("rb") as f:
+        data = f.read(_CONFIG_MAX_BYTES + 1)
+    if len(data) > _CONFIG_MAX_BYTES:
+        raise PermanentError(
+            f"{APP_CONFIG_FILE} is larger than {_CONFIG_MAX_BYTES // 1024} KiB; "
+            "it holds a few settings only"
+        )
+    return data.decode(errors="replace")
+
+
 _UID_FILE = "sandbox-uid"
 _DATA_USAGE_TTL_S = 30.0
 
@@ -182,7 +204,7 @@ class LocalRuntime:
             repo_url=str(self._forge.repo_path(project)), commit=commit, root=code_root
         )
         config_file = worktree / APP_CONFIG_FILE
-        config = load_app_config(config_file.read_text() if config_file.is_file() else None)
+        config = load_app_config(read_config_file(config_file))
         # The port is filled in when the process starts: each start takes a fresh one.
         command = config.command(python=str(env.python), port="$PORT")
         cwd = code_root / "current"
