@@ -33,8 +33,22 @@ class ReceiverSettings(BaseModel):
     """The webhook receiver's limits."""
 
     # GitLab caps bodies at 25 MB; a push hook is a few KB even with 20 commits, so 1 MiB is ample
-    # and keeps a hostile client from filling memory.
-    max_body_bytes: int = 1024 * 1024
+    # and keeps a hostile client from filling memory. Local mode's hook leaves out the commits'
+    # file lists of a bigger push (the planner asks git for the changes anyway).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=16 * 1024)
+    # Levels of nesting a hook body may have. GitLab's push hook has 4 (commits → commit →
+    # author); 32 leaves room for added fields and stays far below the ~1000 levels where
+    # Python's json parser gives up with a RecursionError. Deeper bodies get a 400.
+    max_json_depth: int = Field(default=32, ge=4, le=500)
+    # Seconds between two checks of every project's deploy branch against what is deployed, to
+    # catch up a push whose hook never arrived (Nakama stopped mid-push, a delivery failed).
+    # One check costs a `git rev-parse` and two indexed queries per project: 60 s keeps that
+    # under 2 % of a core for a thousand projects. Local mode; cluster mode has its own loop.
+    reconcile_interval_s: float = Field(default=60.0, gt=0)
+    # Seconds a branch head must stay unhandled before the timer catches it up, so a hook still
+    # on its way (the post-receive hook waits up to 10 s per delivery) does not race it. The
+    # check at start-up does not wait: no hook is under way before Nakama serves git.
+    catch_up_after_s: float = Field(default=30.0, ge=0)
 
 
 class PlanningSettings(BaseModel):

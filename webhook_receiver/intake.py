@@ -1,15 +1,21 @@
 """HTTP intake: token check, size limit, schema check, durable store, 2xx.
 
-Nothing here decides what a push means; it only makes sure a valid event is stored once.
+Nothing here decides what a push means; it only makes sure a valid event is stored once. A
+body from a stranger costs almost nothing: hooks name their project in the URL
+(``POST /build-image/<project>``), so the token is checked before the body is read, and a body
+is parsed only after that, in a worker thread (see :mod:`webhook_receiver.bodies`). The old
+URLs without a project (hooks made before) still work: their body is read within the size
+limit and searched once for the project, then the token is checked, then the body parsed.
+An unknown project answers exactly as a known one with a wrong token, in the same time.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -23,8 +29,16 @@ from nakama.db.tables import Project
 from nakama.errors import TemporaryError
 from nakama.logs import get_logger
 from nakama.models import PushEvent
+from nakama.names import name_problem
 from nakama.settings import ReceiverSettings
-from webhook_receiver.store import EventStore, NewEvent
+from webhook_receiver.bodies import (
+    Rejection,
+    find_project,
+    parse_object,
+    project_name,
+    read_body,
+)
+from webhook_receiver.store import EventStore, NewEvent, dedup_key
 
 log = get_logger(__name__)
 
@@ -34,54 +48,8 @@ PUSH_KINDS = ("Push Hook", "Tag Push Hook")
 _DUMMY_SECRET = "x" * 43
 
 
-class Rejection(Exception):
-    """A delivery we answer with a 4xx and do not store."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise Rejection(400, "invalid Content-Length")
-        if int(declared) > limit:
-            raise Rejection(413, f"body larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Rejection(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse_json(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Rejection(400, f"body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise Rejection(422, "body must be a JSON object")
-    return data
-
-
-def _project_name(data: dict[str, Any]) -> str:
-    project = data.get("project")
-    if not isinstance(project, dict):
-        raise Rejection(422, "body has no 'project' object")
-    path = project.get("path_with_namespace") or project.get("name")
-    if not isinstance(path, str) or not path:
-        raise Rejection(422, "body has no project.path_with_namespace")
-    return path.rsplit("/", 1)[-1].lower()
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -92,28 +60,45 @@ def _validation_message(exc: ValidationError) -> str:
     return "invalid push event: " + "; ".join(parts)
 
 
+def _decode(body: bytes, *, max_depth: int) -> tuple[dict[str, Any], str]:
+    """Parse and check a push hook body (in a worker thread): the data and its project."""
+    data = parse_object(body, max_depth=max_depth)
+    named = project_name(data)
+    try:
+        PushEvent.model_validate(data)
+    except ValidationError as exc:
+        raise Rejection(422, _validation_message(exc)) from None
+    return data, named
+
+
 class TokenCache:
     """Projects' hook tokens, kept for a few seconds so a burst of deliveries does not query the
-    database once per delivery. A miss always asks the database."""
+    database once per delivery. An unknown project is kept as well (as None), for as long: it
+    costs what a known one costs, so answer times do not tell which projects exist (review L1).
+    """
 
-    def __init__(self, db: Database, *, ttl_s: float = 5.0) -> None:
+    def __init__(self, db: Database, *, ttl_s: float = 5.0, max_entries: int = 10_000) -> None:
         self._db = db
         self._ttl_s = ttl_s
-        self._entries: dict[str, tuple[str, float]] = {}
+        self._max_entries = max_entries
+        self._entries: dict[str, tuple[str | None, float]] = {}
 
-    def get(self, project: str) -> str | None:
-        now = time.monotonic()
+    def cached(self, project: str) -> tuple[bool, str | None]:
+        """(True, token or None) while the entry is fresh; (False, None) when the database must
+        be asked (:meth:`load`)."""
         hit = self._entries.get(project)
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        if hit is not None and hit[1] > time.monotonic():
+            return True, hit[0]
+        return False, None
+
+    def load(self, project: str) -> str | None:
+        """Ask the database (blocking: call it in a worker thread) and keep the answer."""
         with self._db.session() as s:
             token = s.scalar(select(Project.hook_token).where(Project.name == project))
-        if token is None:
-            self._entries.pop(project, None)
-        else:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[project] = (token, now + self._ttl_s)
+        self._entries.pop(project, None)
+        while len(self._entries) >= self._max_entries:  # the oldest entries go first
+            del self._entries[next(iter(self._entries))]
+        self._entries[project] = (token, time.monotonic() + self._ttl_s)
         return token
 
 
@@ -130,38 +115,63 @@ class Intake:
     def close(self) -> None:
         self._store.close()
 
-    def _check_token(self, project: str, given: str | None) -> None:
-        expected = self._tokens.get(project)
-        if not given:
-            raise Rejection(401, "missing X-Gitlab-Token header")
+    async def _check_token(self, project: str, given: str) -> None:
+        expected: str | None = None
+        if name_problem(project) is None:  # no database look-up for what cannot be a project
+            hit, expected = self._tokens.cached(project)
+            if not hit:
+                expected = await anyio.to_thread.run_sync(self._tokens.load, project)
         ok = tokens_equal(given, expected or _DUMMY_SECRET)
         if not ok or expected is None:
             raise Rejection(401, "invalid token")
 
-    async def handle(self, endpoint: str, request: Request) -> JSONResponse:
+    async def handle(
+        self, endpoint: str, request: Request, *, project: str | None = None
+    ) -> JSONResponse:
+        """One delivery to ``/<endpoint>/<project>`` or, with ``project`` None, to the old
+        ``/<endpoint>`` that names the project in the body only."""
         headers = request.headers
         delivery = headers.get("idempotency-key") or headers.get("x-gitlab-event-uuid")
         structlog.contextvars.bind_contextvars(delivery=delivery, endpoint=endpoint)
+        limit = self._settings.max_body_bytes
         try:
-            body = await _read_body(request, self._settings.max_body_bytes)
-            data = _parse_json(body)
-            project = _project_name(data)
-            self._check_token(project, headers.get("x-gitlab-token"))
+            given = headers.get("x-gitlab-token")
+            if not given:
+                raise Rejection(401, "missing X-Gitlab-Token header")
+            body: bytes | None = None
+            if project is None:
+                body = await read_body(request, limit)
+                found = await anyio.to_thread.run_sync(find_project, body)
+                if found is None:
+                    raise Rejection(
+                        422,
+                        "body has no project.path_with_namespace"
+                        f" (or send it to /{endpoint}/<project>)",
+                    )
+                project = found
+            else:
+                project = project.lower()
+            await self._check_token(project, given)
             kind = headers.get("x-gitlab-event", "")
             if kind not in PUSH_KINDS:
                 log.info("event ignored", kind=kind[:60], project=project)
                 return JSONResponse({"status": "ignored", "reason": f"{kind or 'no'} event"})
-            try:
-                PushEvent.model_validate(data)
-            except ValidationError as exc:
-                raise Rejection(422, _validation_message(exc)) from None
+            if body is None:
+                body = await read_body(request, limit)
+            _, named = await anyio.to_thread.run_sync(
+                lambda: _decode(body, max_depth=self._settings.max_json_depth)
+            )
+            if named != project:
+                raise Rejection(
+                    422, f"the body is for project {named[:60]!r}, the URL for {project!r}"
+                )
             if not delivery:
                 raise Rejection(422, "missing Idempotency-Key or X-Gitlab-Event-UUID header")
             try:
                 event_id = await self._store.store(
                     NewEvent(
                         endpoint=endpoint,
-                        dedup_key=f"{endpoint}:{delivery[:150]}",
+                        dedup_key=dedup_key(endpoint, project, delivery),
                         event_kind=kind,
                         project=project,
                         body=body.decode(),
@@ -185,13 +195,33 @@ def make_receiver_router(intake: Intake) -> APIRouter:
     router = APIRouter(tags=["webhooks"])
 
     @router.post(
-        "/build-image", status_code=202, summary="Push hook: build when dependencies change"
+        "/build-image/{project}",
+        status_code=202,
+        summary="Push hook of one project: build when dependencies change",
+    )
+    async def build_image_of(project: str, request: Request) -> JSONResponse:
+        return await intake.handle("build-image", request, project=project)
+
+    @router.post(
+        "/code-reload/{project}",
+        status_code=202,
+        summary="Push hook of one project: reload when only code changes",
+    )
+    async def code_reload_of(project: str, request: Request) -> JSONResponse:
+        return await intake.handle("code-reload", request, project=project)
+
+    @router.post(
+        "/build-image",
+        status_code=202,
+        summary="Push hook naming its project in the body only (older hooks)",
     )
     async def build_image(request: Request) -> JSONResponse:
         return await intake.handle("build-image", request)
 
     @router.post(
-        "/code-reload", status_code=202, summary="Push hook: reload when only code changes"
+        "/code-reload",
+        status_code=202,
+        summary="Push hook naming its project in the body only (older hooks)",
     )
     async def code_reload(request: Request) -> JSONResponse:
         return await intake.handle("code-reload", request)
@@ -199,13 +229,27 @@ def make_receiver_router(intake: Intake) -> APIRouter:
     return router
 
 
+def hook_target(path: str) -> tuple[str, str | None] | None:
+    """``/build-image/alice`` → ``("build-image", "alice")``, ``/code-reload`` →
+    ``("code-reload", None)``; None for any other path."""
+    _, _, rest = path.partition("/")
+    endpoint, slash, project = rest.partition("/")
+    if endpoint not in ENDPOINTS:
+        return None
+    if not slash:
+        return endpoint, None
+    if not project or "/" in project:
+        return None
+    return endpoint, project
+
+
 class ReceiverApp:
     """The receiver as a bare ASGI app, for the hot path.
 
-    Placed in front of the API (see backend.app), it answers ``POST /build-image`` and
-    ``POST /code-reload`` without the framework's routing, dependency and middleware layers;
-    every other request goes to ``fallback``. The FastAPI routes above serve the same handler
-    and document it in the OpenAPI schema.
+    Placed in front of the API (see backend.app), it answers ``POST /build-image[/<project>]``
+    and ``POST /code-reload[/<project>]`` without the framework's routing, dependency and
+    middleware layers; every other request goes to ``fallback``. The FastAPI routes above serve
+    the same handler and document it in the OpenAPI schema.
     """
 
     def __init__(self, intake: Intake, *, fallback: ASGIApp) -> None:
@@ -213,10 +257,10 @@ class ReceiverApp:
         self._fallback = fallback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        endpoint = path[1:] if path in ("/build-image", "/code-reload") else None
-        if endpoint is None or scope["method"] != "POST":
+        target = hook_target(scope.get("path", "")) if scope["type"] == "http" else None
+        if target is None or scope["method"] != "POST":
             await self._fallback(scope, receive, send)
             return
-        response = await self._intake.handle(endpoint, Request(scope, receive))
+        endpoint, project = target
+        response = await self._intake.handle(endpoint, Request(scope, receive), project=project)
         await response(scope, receive, send)

@@ -29,6 +29,14 @@ log = get_logger(__name__)
 MAX_BATCH = 256
 
 
+def dedup_key(endpoint: str, project: str, delivery: str) -> str:
+    """The key a delivery is stored under once: ``endpoint:project:delivery``. The project is in
+    it so that one project's deliveries can never be taken for another's duplicates, whatever
+    keys their senders choose. 140 characters of the delivery id keep it within the column
+    (200: an endpoint of 11, a project name of 40 at most)."""
+    return f"{endpoint}:{project}:{delivery[:140]}"
+
+
 @dataclass(frozen=True)
 class NewEvent:
     endpoint: str

@@ -1,4 +1,5 @@
-"""The receiver's HTTP contract, driven with the reference payloads and headers."""
+"""The receiver's HTTP contract, driven with the reference payloads and headers, on the URLs
+that name the project (``/build-image/<project>``) and on the older ones that do not."""
 
 from __future__ import annotations
 
@@ -82,7 +83,15 @@ REFERENCE_DELIVERIES = [
 ]
 
 
-@pytest.mark.parametrize("endpoint", ["/build-image", "/code-reload"])
+# Where each endpoint is reached: the project in the URL, or (hooks made before) in the body only.
+URLS = ["/build-image/{}", "/code-reload/{}", "/build-image", "/code-reload"]
+
+
+def url(template: str, project: str) -> str:
+    return template.format(project)
+
+
+@pytest.mark.parametrize("endpoint", URLS)
 @pytest.mark.parametrize(("name", "kind", "project"), REFERENCE_DELIVERIES)
 def test_reference_pushes_are_stored_before_the_answer(
     client: httpx.Client,
@@ -94,13 +103,14 @@ def test_reference_pushes_are_stored_before_the_answer(
     project: str,
 ) -> None:
     body = load_reference(name)
-    r = client.post(endpoint, json=body, headers=headers(TOKENS[project], kind=kind))
+    r = client.post(url(endpoint, project), json=body, headers=headers(TOKENS[project], kind=kind))
     assert r.status_code == 202, r.text
     event_id = r.json()["event_id"]
     with db.session() as s:
         row = s.get(WebhookEvent, event_id)
         assert row is not None
         assert row.project == project and row.status == "pending" and row.event_kind == kind
+        assert row.endpoint == endpoint.split("/")[1]
         assert json.loads(row.body)["after"] == body["after"]
     assert stored_calls == [1]
 
@@ -115,9 +125,12 @@ def test_recorded_delivery_with_its_own_headers(client: httpx.Client, db: Databa
     assert count_events(db) == 1
 
 
-def test_pipeline_hook_is_acknowledged_and_not_stored(client: httpx.Client, db: Database) -> None:
+@pytest.mark.parametrize("endpoint", ["/build-image/gitlab-test", "/build-image"])
+def test_pipeline_hook_is_acknowledged_and_not_stored(
+    client: httpx.Client, db: Database, endpoint: str
+) -> None:
     r = client.post(
-        "/build-image",
+        endpoint,
         json=load_reference("pipeline_hook.json"),
         headers=headers(TOKENS["gitlab-test"], kind="Pipeline Hook"),
     )
@@ -125,6 +138,7 @@ def test_pipeline_hook_is_acknowledged_and_not_stored(client: httpx.Client, db: 
     assert count_events(db) == 0
 
 
+@pytest.mark.parametrize("endpoint", ["/code-reload/diaspora", "/code-reload"])
 @pytest.mark.parametrize(
     ("token", "message"),
     [
@@ -135,27 +149,32 @@ def test_pipeline_hook_is_acknowledged_and_not_stored(client: httpx.Client, db: 
     ],
 )
 def test_wrong_or_missing_token_is_401(
-    client: httpx.Client, db: Database, token: str | None, message: str
+    client: httpx.Client, db: Database, token: str | None, message: str, endpoint: str
 ) -> None:
-    r = client.post("/code-reload", json=load_reference("push_hook.json"), headers=headers(token))
+    r = client.post(endpoint, json=load_reference("push_hook.json"), headers=headers(token))
     assert r.status_code == 401
     assert message in r.json()["detail"]
     assert TOKENS["diaspora"] not in r.text
     assert count_events(db) == 0
 
 
-def test_unknown_project_is_401_not_404(client: httpx.Client) -> None:
+@pytest.mark.parametrize(
+    "endpoint", ["/code-reload/nobody", "/code-reload/No_Such!", "/code-reload"]
+)
+def test_unknown_project_is_401_not_404(client: httpx.Client, endpoint: str) -> None:
     body = load_reference("push_hook.json")
     body["project"]["path_with_namespace"] = "mike/nobody"
-    r = client.post("/code-reload", json=body, headers=headers(TOKENS["diaspora"]))
-    assert r.status_code == 401
+    r = client.post(endpoint, json=body, headers=headers(TOKENS["diaspora"]))
+    assert r.status_code == 401 and r.json() == {"detail": "invalid token"}
 
 
-def test_oversized_body_is_413(client: httpx.Client, db: Database) -> None:
+@pytest.mark.parametrize("endpoint", ["/build-image/diaspora", "/build-image"])
+def test_oversized_body_is_413(client: httpx.Client, db: Database, endpoint: str) -> None:
     body = load_reference("push_hook.json")
     body["padding"] = "x" * LIMIT
-    r = client.post("/build-image", json=body, headers=headers(TOKENS["diaspora"]))
+    r = client.post(endpoint, json=body, headers=headers(TOKENS["diaspora"]))
     assert r.status_code == 413
+    assert "NAKAMA_RECEIVER__MAX_BODY_BYTES" in r.json()["detail"]
     assert count_events(db) == 0
 
 
@@ -164,8 +183,9 @@ def test_oversized_chunked_body_is_413(client: httpx.Client, db: Database) -> No
         for _ in range(LIMIT // 1024 + 2):
             yield b"x" * 1024
 
-    r = client.post("/build-image", content=chunks(), headers=headers(TOKENS["diaspora"]))
-    assert r.status_code == 413
+    for endpoint in ("/build-image/diaspora", "/build-image"):
+        r = client.post(endpoint, content=chunks(), headers=headers(TOKENS["diaspora"]))
+        assert r.status_code == 413
 
 
 @pytest.mark.parametrize(
@@ -181,9 +201,19 @@ def test_oversized_chunked_body_is_413(client: httpx.Client, db: Database) -> No
 def test_malformed_bodies(
     client: httpx.Client, db: Database, content: bytes, status: int, message: str
 ) -> None:
-    r = client.post("/build-image", content=content, headers=headers(TOKENS["diaspora"]))
+    r = client.post("/build-image/diaspora", content=content, headers=headers(TOKENS["diaspora"]))
     assert r.status_code == status
     assert message in r.json()["detail"]
+    assert count_events(db) == 0
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"{}", b'{"project": {"name": "x"}}'])
+def test_a_body_without_its_project_needs_the_url_that_names_it(
+    client: httpx.Client, db: Database, content: bytes
+) -> None:
+    r = client.post("/build-image", content=content, headers=headers(TOKENS["diaspora"]))
+    assert r.status_code == 422
+    assert "/build-image/<project>" in r.json()["detail"]
     assert count_events(db) == 0
 
 
@@ -200,7 +230,7 @@ def test_schema_errors_are_422_with_the_field(
     client: httpx.Client, db: Database, change: dict[str, Any], message: str
 ) -> None:
     body = {**load_reference("push_hook.json"), **change}
-    r = client.post("/build-image", json=body, headers=headers(TOKENS["diaspora"]))
+    r = client.post("/build-image/diaspora", json=body, headers=headers(TOKENS["diaspora"]))
     assert r.status_code == 422
     assert message in r.json()["detail"]
     assert count_events(db) == 0
@@ -265,7 +295,11 @@ def test_the_bare_asgi_front_serves_the_same_contract(db: Database) -> None:
         accepted = c.post("/build-image", json=body, headers=headers(TOKENS["diaspora"]))
         assert accepted.status_code == 202 and accepted.json()["event_id"] >= 1
         assert c.post("/code-reload", json=body, headers=headers("nope")).status_code == 401
+        again = c.post("/code-reload/diaspora", json=body, headers=headers(TOKENS["diaspora"]))
+        assert again.status_code == 202
+        assert c.post("/code-reload/flight", json=body, headers=headers("no")).status_code == 401
         assert c.get("/other").json() == {"served": "by the fallback"}
         assert c.get("/build-image").status_code in (404, 405)
+        assert c.post("/build-image/diaspora/x", json=body).status_code == 404
     intake.close()
-    assert count_events(db) == 1
+    assert count_events(db) == 2
