@@ -32,6 +32,7 @@ from backend.http_errors import status_of
 from backend.limits import LimitService, stored_limits
 from backend.metrics import install_metrics
 from backend.projects import ProjectService, read_starter_kit
+from backend.retention import LocalFiles, Retention
 from backend.sharing import MemberChanged, Sharing
 from backend.variables import VariableService, check_secrets, stored_environment
 from backend.web.mount import WebAuth, install_web
@@ -57,6 +58,7 @@ from nakama.local.runtime import LocalRuntime
 from nakama.local.supervisor import Supervisor
 from nakama.logs import get_logger
 from nakama.ports import Forge, Pipelines, Registry, Runtime
+from nakama.quotas import check_app_start
 from nakama.secret_keys import load_keys
 from nakama.secretbox import SecretBox
 from nakama.sessions import SessionStore
@@ -189,6 +191,8 @@ class Adapters:
     limits_enforced_by: str = "Kubernetes: the app container's resources"
     # How apps are isolated from each other and from Nakama, in words (start-up log, UI).
     isolation: str = "Kubernetes pods (Pod Security Standard restricted)"
+    # The files retention prunes besides rows (local mode: environments and pipeline logs).
+    retention_files: LocalFiles | None = None
 
 
 @dataclass
@@ -206,6 +210,7 @@ class Platform:
     limits: LimitService
     parts: ModeParts
     isolation: str = ""
+    retention: Retention | None = None
 
     def bootstrap_admin(self) -> str | None:
         """Make sure the admin user and an admin token exist; return the token if it was
@@ -235,6 +240,8 @@ class Platform:
     def start(self) -> None:
         self.parts.start()
         self.processor.start()
+        if self.retention is not None:
+            self.retention.start()
         threading.Thread(target=self._resume, name="resume", daemon=True).start()
 
     def _resume(self) -> None:
@@ -242,6 +249,8 @@ class Platform:
         self.parts.resume()
 
     def stop(self) -> None:
+        if self.retention is not None:
+            self.retention.stop()
         self.processor.stop()
         self.parts.stop()
         self.db.dispose()
@@ -301,6 +310,7 @@ def local_adapters(settings: Settings, db: Database, secrets: SecretBox) -> Adap
         ),
         # Read at every start of an app, so a restart of Nakama brings the variables back too.
         variables=lambda project: stored_environment(db, project, secrets),
+        may_start=lambda project, running: check_app_start(db, settings.quotas, project, running),
     )
     pipelines = LocalPipelines(
         db=db, forge=forge, runtime=runtime, settings=settings, limiter=limiter
@@ -316,6 +326,7 @@ def local_adapters(settings: Settings, db: Database, secrets: SecretBox) -> Adap
         parts=parts,
         limits_enforced_by=limiter.describe(),
         isolation=f"{sandbox.describe()}; {guard.describe()}",
+        retention_files=LocalFiles(envs_dir=pipelines.envs_dir, log_path=pipelines.log_path),
     )
 
 
@@ -431,6 +442,8 @@ def build_platform(settings: Settings) -> Platform:
         starter_kit=read_starter_kit(settings.starter_kit_dir),
         deploy_branch=settings.planning.deploy_branch,
         refresh_pipelines=adapters.refresh_pipelines,
+        quotas=settings.quotas,
+        dependency_files=settings.planning.dependency_files,
     )
     return Platform(
         settings=settings,
@@ -448,6 +461,7 @@ def build_platform(settings: Settings) -> Platform:
         ),
         parts=adapters.parts,
         isolation=adapters.isolation,
+        retention=Retention(db, settings.retention, files=adapters.retention_files),
     )
 
 

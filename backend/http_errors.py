@@ -9,6 +9,7 @@ from nakama.errors import (
     NakamaError,
     NotFound,
     PermanentError,
+    QuotaExceeded,
     TemporaryError,
     Unauthorized,
 )
@@ -18,6 +19,10 @@ STATUS: dict[type[NakamaError], int] = {
     Forbidden: 403,  # before Unauthorized, its base class: the first match wins
     Unauthorized: 401,
     NotFound: 404,
+    # 409, not 403: the caller may do this in general, and the request clashes with what they
+    # hold now, which they can change (RFC 9110 15.5.10: "the user might be able to resolve the
+    # conflict and resubmit"); 403 would say the act itself is not theirs to do.
+    QuotaExceeded: 409,
     Conflict: 409,
     TemporaryError: 503,
     PermanentError: 502,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select
 
+from backend.retention import hashes_needed_elsewhere
 from backend.sharing import Sharing
 from nakama.access import Action, Role
 from nakama.auth import Principal
@@ -33,7 +34,10 @@ from nakama.logs import get_logger
 from nakama.models import LastPush, PipelinePublic, ProjectCreate, ProjectPublic
 from nakama.names import validate_project_name
 from nakama.ports import Forge, PipelineRequest, Pipelines, Registry, Runtime
+from nakama.quotas import check_new_project
 from nakama.rollback import check_target, choose_targets, rollback_reason
+from nakama.settings import QuotaSettings
+from nakama.tagging import dependency_hash, is_dependency_file
 
 log = get_logger(__name__)
 
@@ -83,9 +87,13 @@ class ProjectService:
         deploy_branch: str,
         sharing: Sharing,
         refresh_pipelines: Callable[[str], None] | None = None,
+        quotas: QuotaSettings | None = None,
+        dependency_files: tuple[str, ...] | None = None,
     ) -> None:
         """``refresh_pipelines(project)``, if given, brings the project's pipeline rows up to
-        date before they are read (cluster mode: pipelines run in GitLab, which is asked)."""
+        date before they are read (cluster mode: pipelines run in GitLab, which is asked).
+        ``quotas`` bounds the projects one user owns (None: unbounded); ``dependency_files``
+        (the planner's patterns) gives the first build its dependency hash when submitted."""
         self._db = db
         self._forge = forge
         self._registry = registry
@@ -94,6 +102,8 @@ class ProjectService:
         self._starter_kit = starter_kit
         self._branch = deploy_branch
         self._refresh = refresh_pipelines
+        self._quotas = quotas
+        self._dependency_files = dependency_files
         self.sharing = sharing
 
     # --- reads -----------------------------------------------------------------------------
@@ -239,6 +249,8 @@ class ProjectService:
         if request.maintainer is not None:
             self._forge.check_maintainer(request.maintainer)
         with self._db.session() as s:
+            if self._quotas is not None:
+                check_new_project(s, self._quotas, owner_id)  # locks the owner's row
             if s.scalar(select(Project.id).where(Project.name == name)) is not None:
                 raise Conflict(f"project {name!r} already exists")
             s.add(
@@ -250,32 +262,54 @@ class ProjectService:
                     owner_id=owner_id,
                 )
             )
-        if owner_id is not None:
-            self.sharing.add_owner(name, owner_id)
+        made: list[str] = []  # what this create made outside the database, for the undo
         try:
-            made = self._provision(name, maintainer=request.maintainer)
-            return made.model_copy(update={"role": "owner"}) if owner_id is not None else made
+            if owner_id is not None:
+                self.sharing.add_owner(name, owner_id)
+            project = self._provision(name, maintainer=request.maintainer, made=made)
+            return project.model_copy(update={"role": "owner"}) if owner_id is not None else project
         except NakamaError as exc:
-            self._set_status(name, "failed", f"creation failed: {exc}")
-            # Same class (so the same HTTP status), with the project named: "GitLab: ... cannot
-            # reach GitLab" alone does not say that the project exists now, as a failed one.
+            self._undo_create(name, made=made, why=str(exc))
+            # Same class (so the same HTTP status), with the project named.
             raise type(exc)(f"project {name!r} could not be created: {exc}") from exc
         except Exception:
-            self._set_status(name, "failed", "creation failed: internal error")
+            self._undo_create(name, made=made, why="internal error")
             raise
 
-    def _provision(self, name: str, *, maintainer: str | None) -> ProjectPublic:
+    def _undo_create(self, name: str, *, made: list[str], why: str) -> None:
+        """Remove what a failed create made, so that its name is free again (review finding
+        M4: a failed row held the name). A repository that was there before is not this
+        create's and stays. If the undo fails too, the project is left to be deleted at the
+        next start, like an interrupted delete."""
+        try:
+            if made:
+                self._delete_everything(name)
+            else:  # nothing outside the database yet (the forge's create is whole or nothing)
+                self._delete_rows(name)
+        except Exception as exc:
+            log.error("failed create not undone", project=name, error=str(exc)[:500])
+            self._set_status(name, "deleting", f"creation failed: {why}; being removed")
+            return
+        log.info("failed create undone; the name is free", project=name, error=why[:500])
+
+    def _provision(self, name: str, *, maintainer: str | None, made: list[str]) -> ProjectPublic:
         row = self._row(name)
         commit = self._forge.create_repository(
             name, files=self._starter_kit, branch=row.branch, hook_token=row.hook_token
         )
+        made.append("repository")  # made whole or not at all, by both forges
         if maintainer is not None:
             self._forge.add_maintainer(name, maintainer)
         self._runtime.prepare(name, commit=commit)
         reason = "first build of the starter kit"
         self._pipelines.submit(
             PipelineRequest(
-                project=name, kind="build", commit=commit, branch=row.branch, reason=reason
+                project=name,
+                kind="build",
+                commit=commit,
+                branch=row.branch,
+                reason=reason,
+                dep_hash=self._starter_kit_hash(),
             )
         )
         with self._db.session() as s:
@@ -285,6 +319,16 @@ class ProjectService:
             project.last_action, project.last_reason = "build", reason
         log.info("project created", project=name, commit=commit)
         return self.get(name)
+
+    def _starter_kit_hash(self) -> str | None:
+        """The starter kit's dependency hash, as the planner reads it from the first commit:
+        a first build carries it from its start, so no delete takes its environment (L6)."""
+        if self._dependency_files is None:
+            return None
+        patterns = self._dependency_files
+        return dependency_hash(
+            {p: data for p, data in self._starter_kit.items() if is_dependency_file(p, patterns)}
+        )
 
     def _set_status(self, name: str, status: str, message: str | None) -> None:
         with self._db.session() as s:
@@ -329,6 +373,8 @@ class ProjectService:
                 commit=target.commit,
                 branch=project.branch,
                 reason=reason,
+                # Its environment's hash from the start (L6): the target's, of the same commit.
+                dep_hash=self._pipeline_row(name, target.id).dep_hash,
             )
         )
         with self._db.session() as s:
@@ -381,20 +427,22 @@ class ProjectService:
                     )
                 ).all()
             )
-            shared = set(
-                s.scalars(
-                    select(Pipeline.dep_hash).where(
-                        Pipeline.project != name, Pipeline.dep_hash.is_not(None)
-                    )
-                ).all()
-            )
+            # Every hash another project's rows carry: what it runs, can roll back to, or a
+            # pending or running pipeline will use; if one of those has no hash yet, it may
+            # use any environment, and every one is kept (retention removes it later, once
+            # unused) rather than removed under a deploy (review finding L6).
+            shared = hashes_needed_elsewhere(s, name)
+        mine = {h for h in mine if h}
         self._registry.delete_project(
-            name, dep_hashes={h for h in mine if h}, shared={h for h in shared if h}
+            name, dep_hashes=mine, shared=mine if shared is None else shared
         )
         self._pipelines.purge_project(name)
+        self._delete_rows(name)
+        log.info("project deleted", project=name)
+
+    def _delete_rows(self, name: str) -> None:
         with self._db.session() as s:
             for table in (Pipeline, PushPlan, ProjectVariable, ProjectMember, AppViewer):
                 s.execute(delete(table).where(table.project == name))
             s.execute(delete(WebhookEvent).where(WebhookEvent.project == name))
             s.execute(delete(Project).where(Project.name == name))
-        log.info("project deleted", project=name)

@@ -103,6 +103,11 @@ def private_envs_dir(envs_dir: Path, project: str) -> Path:
     return envs_dir / _PRIVATE_DIR / project
 
 
+def private_envs_root(envs_dir: Path) -> Path:
+    """The directory of every project's own environments (one subdirectory per project)."""
+    return envs_dir / _PRIVATE_DIR
+
+
 def find_project_environment(envs_dir: Path, dep_hash: str, project: str) -> Environment | None:
     """The environment ``project`` runs for ``dep_hash``: its own if it has one, else the
     shared one."""

@@ -32,6 +32,12 @@ class Conflict(NakamaError):
     """The request clashes with existing state (e.g. a name already taken)."""
 
 
+class QuotaExceeded(Conflict):
+    """One user holds as much of something as a user may (projects, running apps, environments,
+    disk); the message names the quota, what the user holds and the setting. A conflict with
+    what the user holds now, which they can resolve (delete a project, stop an app)."""
+
+
 class TemporaryError(NakamaError):
     """Worth retrying later: an unreachable service, a timeout."""
 

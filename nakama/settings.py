@@ -234,23 +234,60 @@ class JobSettings(BaseModel):
 
 
 class QuotaSettings(BaseModel):
-    """What one user may hold (admins are not bounded). A request past a quota gets a 4xx that
-    names the quota and its setting."""
+    """What one user may hold (admins are not bounded). A request past a quota gets a 409 that
+    names the quota, what the user holds and its setting (nakama.quotas)."""
 
+    # Projects one user owns (both modes). Each is a repository, an app process of 60-100 MB
+    # and its environments: 20 is plenty for one person's dashboards, and 20 users of 20 fill
+    # the default port range (400) only when every app runs.
     projects_per_user: int = 20
-    # Apps of one user running at once (each holds a port of the range and memory).
+    # Apps of one user running at once, local mode (each holds a port of the range and memory):
+    # with 20 a user cannot take the 400 ports of the default range alone (review finding M4).
     running_apps_per_user: int = 20
-    # Built environments of one user's projects kept on disk.
-    environments_per_user: int = 20
-    # Disk of one user's projects: environments, code, $DATA_DIR and logs, in MiB.
+    # Built environments of one user's projects kept on disk, local mode (their own and the
+    # shared ones they use; checked before a build): one or two per project of 20, plus what
+    # the rollback window of each holds until retention prunes it.
+    environments_per_user: int = 40
+    # Disk of one user's projects in MiB, local mode (checked before a build): environments,
+    # repositories, code, $DATA_DIR and logs. 20 GiB: twenty projects with a pandas-sized
+    # environment (300-500 MiB) and their data; a disk is then shared by tens of users.
     disk_mib_per_user: int = 20 * 1024
 
 
 class RetentionSettings(BaseModel):
-    """What is pruned, and when (backend.retention): old enough AND beyond the count kept."""
+    """What is pruned, and when (backend.retention). A row goes when it is older than its days
+    OR beyond the newest count kept per project, except what is still needed: pending events
+    and pipelines, running pipelines, the deployed pipeline and the rollback window."""
 
-    # Seconds between two prunes (and one at start-up).
+    # Seconds between two prunes (and one at start-up). Hourly: the counts below bound what a
+    # burst of pushes can leave between two runs to about an hour's worth.
     interval_s: float = 3600.0
+    # Processed webhook events (done, ignored, failed) are kept this many days: enough to see
+    # why last week's push did (not) deploy. A redelivery (GitLab retries within minutes) is
+    # recognised by its stored key only as long as the event is kept.
+    events_days: float = 7.0
+    # ... and at most this many per project (the newest): a body is up to 1 MiB, so one
+    # project's events stay within about 1 GiB even under a flood (review finding L2).
+    events_per_project: int = 1000
+    # Push plans (one decision per push, shared by its two hooks, which arrive within seconds)
+    # are kept this many days; a late hook after that is planned again, and a commit already
+    # deployed or being deployed is not deployed twice.
+    push_plans_days: float = 7.0
+    # ... and at most this many per project: a plan is a few hundred bytes, and 1000 is hours
+    # of pushing even for a busy project.
+    push_plans_per_project: int = 1000
+    # Finished pipelines (and their logs) are kept this many days, and at most this many per
+    # project (the newest), for the pipelines page and its logs.
+    pipelines_days: float = 30.0
+    pipelines_per_project: int = 200
+    # Successful pipelines of distinct commits kept whatever their age, besides the deployed
+    # one: the rollback targets (and their environments). 10 covers "it broke in the last few
+    # deploys"; the API lists at most 50.
+    rollback_window: int = 10
+    # Environments no project needs (not deployed, not in a rollback window, not wanted by a
+    # pending or running pipeline) are removed once unused this many days, local mode: a
+    # dependency change reverted within the week still finds its environment built.
+    environments_days: float = 7.0
 
 
 class Settings(BaseSettings):

@@ -36,6 +36,7 @@ from nakama.local.forge import LocalForge
 from nakama.local.runtime import LocalRuntime
 from nakama.logs import get_logger
 from nakama.ports import PipelineRequest
+from nakama.quotas import check_build
 from nakama.settings import Settings
 from nakama.tagging import dependency_hash, image_tag
 
@@ -232,6 +233,7 @@ class LocalPipelines:
         else:
             tag = image_tag(branch=job.branch, sha=job.commit_sha, now=utcnow())
             out.write(f"building environment {tag} for dependencies {dep_hash}\n")
+            check_build(self._db, self._settings, project=job.project)  # the owner's quotas
             with tempfile.TemporaryDirectory(prefix="nakama-src-") as src:
                 self._export(job.project, job.commit_sha, Path(src))
                 env, _ = build_environment(

@@ -20,7 +20,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 
 import tomli_w
@@ -36,7 +36,7 @@ from code_reloader.live import (
 from code_reloader.sync import sync_commit
 from image_builder.environments import Environment
 from nakama.clients.sandbox import Jail, Sandbox, python_roots
-from nakama.errors import NakamaError, PermanentError
+from nakama.errors import NakamaError, PermanentError, QuotaExceeded
 from nakama.limits import AppLimits, effective_limits, format_mib
 from nakama.local.appconfig import expand_port, load_app_config
 from nakama.local.applog import read_tail
@@ -95,10 +95,13 @@ class LocalRuntime:
         variables: Callable[[str], Mapping[str, str]] | None = None,
         sandbox: Sandbox | None = None,
         limits: Callable[[str], AppLimits] | None = None,
+        may_start: Callable[[str, Collection[str]], None] | None = None,
     ) -> None:
         """``variables(project)``: the app's environment variables, read at every start;
         ``address(project)``: the URL users open it at (the gateway's); ``limits(project)``:
-        what the app may use, read at every start (default: the settings' defaults)."""
+        what the app may use, read at every start (default: the settings' defaults);
+        ``may_start(project, running)`` raises (:class:`QuotaExceeded`) if the app may not
+        start while the apps ``running`` hold ports (its owner's quota)."""
         self.apps_dir = apps_dir
         self.sandbox = sandbox or Sandbox(settings.sandbox)
         defaults = effective_limits(LimitsSettings())
@@ -118,6 +121,9 @@ class LocalRuntime:
         # One per app: a deploy, a change of variables and a remove do not interleave.
         self._app_locks: dict[str, threading.RLock] = {}
         self._app_locks_lock = threading.Lock()
+        self._may_start = may_start
+        self._starting: set[str] = set()  # apps past the quota check, not yet running
+        self._starting_lock = threading.Lock()
 
     def _lock(self, project: str) -> threading.RLock:
         with self._app_locks_lock:
@@ -245,7 +251,43 @@ class LocalRuntime:
     def _run(self, spec: AppSpec) -> None:
         """(Re)start the app on ``spec`` with a fresh port, in its sandbox and within its
         limits (both as they are now); it is the running spec, and the gateway's route goes
-        to it, once it answers (the old process serves until then)."""
+        to it, once it answers (the old process serves until then). An app that is not
+        running yet starts only within its owner's quota."""
+        with self._quota_slot(spec.name):
+            self._run_process(spec)
+
+    def running_apps(self) -> set[str]:
+        """The apps that hold a port now: running, starting, or waiting to restart."""
+        return {
+            name
+            for name in list(self._running)
+            if self._supervisor.state(name).status in ("starting", "running", "backoff")
+        }
+
+    @contextlib.contextmanager
+    def _quota_slot(self, project: str) -> Iterator[None]:
+        """Hold a place among the running apps while ``project`` starts (two of one user's
+        apps starting at once both count); a refusal is the app's stop reason."""
+        if self._may_start is None:
+            yield
+            return
+        with self._starting_lock:
+            running = self.running_apps() | self._starting
+            if project not in running:
+                try:
+                    self._may_start(project, running)
+                except QuotaExceeded as exc:
+                    self._halted[project] = str(exc)
+                    log.warning("app not started: over its owner's quota", project=project)
+                    raise
+            self._starting.add(project)
+        try:
+            yield
+        finally:
+            with self._starting_lock:
+                self._starting.discard(project)
+
+    def _run_process(self, spec: AppSpec) -> None:
         port = self._new_port()
         self._halted.pop(spec.name, None)
         data = self.data_dir(spec.name)
@@ -404,9 +446,10 @@ class LocalRuntime:
                 time.sleep(0.02)
 
     def status(self, project: str) -> AppStatus:
-        if self.is_sleeping(project):
-            return AppStatus(state="sleeping", detail="starts on its next request")
         halted = self._halted.get(project)
+        if self.is_sleeping(project):
+            detail = "starts on its next request" + (f"; {halted}" if halted else "")
+            return AppStatus(state="sleeping", detail=detail)
         if halted is not None:
             return AppStatus(state="stopped", detail=f"stopped: {halted}")
         state = self._supervisor.state(project)
@@ -458,7 +501,11 @@ class LocalRuntime:
                 return
             self._sleeping_file(project).unlink(missing_ok=True)
             started = time.monotonic()
-            self._run(spec)
+            try:
+                self._run(spec)
+            except QuotaExceeded:
+                self._sleeping_file(project).write_text("")  # wakes once its owner has room
+                raise
         log.info("app woken", project=project, seconds=round(time.monotonic() - started, 3))
 
     def logs(self, project: str, *, tail: int) -> str:
