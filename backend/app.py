@@ -104,7 +104,10 @@ class LocalParts:
         removed = clean_partial_builds(self.pipelines.envs_dir)
         if removed:
             log.info("removed interrupted builds", count=removed)
-        self.pipelines.start(self.settings.job_workers)
+        self.pipelines.start(
+            build_workers=self.settings.job_workers,
+            reload_workers=self.settings.jobs.reload_workers,
+        )
         self._idle = threading.Thread(target=self._idle_loop, name="idle-check", daemon=True)
         self._idle.start()
 

@@ -226,11 +226,14 @@ class WebSettings(BaseModel):
 class JobSettings(BaseModel):
     """Local mode: who waits for whom among builds and reloads (nakama.local.jobs)."""
 
-    # Reloads (code-only pushes, restarts, rollbacks to a built environment) have workers of
-    # their own: they take a second and must never wait behind a build of half an hour.
-    reload_workers: int = 2
-    # Builds one user's projects may run at once; the other build workers stay free for others.
-    builds_per_user: int = 1
+    # Worker threads for reloads only (a job whose environment exists: code-only pushes,
+    # rollbacks and restarts onto a built environment): a reload takes a second and must never
+    # wait behind a build of half an hour. Two, so one slow app start does not hold up the next.
+    # The build workers (Settings.job_workers) take reloads too when they have no build.
+    reload_workers: int = Field(default=2, ge=1)
+    # Builds one user's projects may run at once. One: with the default two build workers,
+    # another user's build always finds a worker while one user builds many projects.
+    builds_per_user: int = Field(default=1, ge=1)
 
 
 class QuotaSettings(BaseModel):
@@ -316,9 +319,11 @@ class Settings(BaseSettings):
     starter_kit_dir: Path = Field(default_factory=lambda: _source_root() / "app_starter_kit")
     log_format: str = "console"  # "console" or "json"
     log_level: str = "INFO"
-    # Worker threads running build and reload jobs; projects are serialised, so this is how many
-    # projects may build at once.
-    job_workers: int = 2
+    # Worker threads for builds (local mode; reloads have their own, jobs.reload_workers): how
+    # many projects may build at once, each at most jobs.builds_per_user per user. Two: a build
+    # is CPU- and network-bound, and a small server has few cores. The name is kept from when
+    # these threads ran reloads too.
+    job_workers: int = Field(default=2, ge=1)
 
     # /metrics without the admin token, for a Prometheus inside a trusted network.
     metrics_public: bool = False

@@ -4,6 +4,11 @@ Pipelines are rows in the database, so a restart finishes what was stored. Jobs 
 run one at a time, in the order they were submitted; a job with a newer one queued behind it for
 the same project is superseded (the newer one deploys its own commit, building what it needs),
 so the app always ends on what was asked for last: the newest push, or a rollback made after it.
+
+Reloads and builds have workers of their own, and builds are shared fairly between users
+(:mod:`nakama.local.lanes`): a job is a reload when its commit's environment exists when a
+worker looks for work, else a build, whatever its ``kind`` says. A reload of a project still
+waits for that project's own running build, never for another project's.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TextIO
 
@@ -33,6 +39,7 @@ from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project, utcnow
 from nakama.errors import NakamaError
 from nakama.local.forge import LocalForge
+from nakama.local.lanes import Head, Lane, Queued, choose, queue_heads
 from nakama.local.runtime import LocalRuntime
 from nakama.logs import get_logger
 from nakama.ports import PipelineRequest
@@ -41,6 +48,10 @@ from nakama.settings import Settings
 from nakama.tagging import dependency_hash, image_tag
 
 log = get_logger(__name__)
+
+
+class _EnvironmentGone(Exception):
+    """A job claimed as a reload found no environment (removed since): it is queued again."""
 
 
 class LocalPipelines:
@@ -71,14 +82,19 @@ class LocalPipelines:
         )
         self.logs_dir = settings.data_dir / "logs" / "pipelines"
         self._lock = threading.Lock()
-        self._busy: set[str] = set()
+        self._busy: set[str] = set()  # projects with a job running
+        self._building: dict[str, int | None] = {}  # projects with a build running: their owner
         self._wake = threading.Condition(self._lock)
         self._stopping = False
         self._threads: list[threading.Thread] = []
 
     # --- the port --------------------------------------------------------------------------
     def submit(self, request: PipelineRequest) -> int:
-        pipeline_id = record_pending(self._db, request, dep_hash=request.dep_hash)
+        # Stored with its dependencies' hash, so that a worker can tell a reload from a build
+        # (the push hook sends it; a rollback or first build does not). Unreadable: it is
+        # taken as a build, which reads the files again and fails with the reason.
+        dep_hash = request.dep_hash or self._dep_hash(request.project, request.commit)
+        pipeline_id = record_pending(self._db, request, dep_hash=dep_hash)
         with self._wake:
             self._wake.notify_all()
         return pipeline_id
@@ -103,14 +119,21 @@ class LocalPipelines:
         return self.logs_dir / project / f"{pipeline_id}.log"
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start(self, workers: int) -> None:
-        """Requeue jobs a previous run left running, then start the workers."""
+    def start(self, *, build_workers: int, reload_workers: int) -> None:
+        """Requeue jobs a previous run left running, then start the workers: ``build_workers``
+        take builds (and reloads when idle), ``reload_workers`` only reloads."""
+        if build_workers < 1:
+            raise ValueError("at least one build worker is needed, or nothing is ever built")
         with self._db.session() as s:
             s.execute(update(Pipeline).where(Pipeline.status == "running").values(status="pending"))
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.envs_dir.mkdir(parents=True, exist_ok=True)
-        for i in range(workers):
-            t = threading.Thread(target=self._worker, name=f"job-runner-{i}", daemon=True)
+        builds: list[Lane] = ["build"] * build_workers
+        reloads: list[Lane] = ["reload"] * reload_workers
+        for i, lane in enumerate(builds + reloads):
+            t = threading.Thread(
+                target=self._worker, args=(lane,), name=f"job-{lane}-{i}", daemon=True
+            )
             t.start()
             self._threads.append(t)
 
@@ -118,8 +141,9 @@ class LocalPipelines:
         with self._wake:
             self._stopping = True
             self._wake.notify_all()
+        deadline = time.monotonic() + 30  # for all of them: a running build is not waited for
         for t in self._threads:
-            t.join(timeout=30)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def restore_deployed(self) -> None:
         """Start every deployed app again (after ``nakama up`` restarts)."""
@@ -158,56 +182,87 @@ class LocalPipelines:
                     self._busy.discard(name)
                     self._wake.notify_all()
 
-    def _worker(self) -> None:
+    def _worker(self, lane: Lane) -> None:
         while True:
             with self._wake:
                 if self._stopping:
                     return
-                job = self._claim()
-                if job is None:
+                claimed = self._claim(lane)
+                if claimed is None:
                     self._wake.wait(timeout=2.0)
                     continue
+                job, head = claimed
                 self._busy.add(job.project)
+                if not head.reload:
+                    self._building[job.project] = head.owner
             try:
-                self._run(job)
+                self._run(job, reload=head.reload)
             except Exception:
                 log.exception("job runner crashed on a pipeline", pipeline=job.id)
             finally:
                 with self._wake:
                     self._busy.discard(job.project)
+                    self._building.pop(job.project, None)
                     self._wake.notify_all()
 
-    def _claim(self) -> Pipeline | None:
-        """The oldest pending job of a project that is not busy; supersede older duplicates."""
+    def _claim(self, lane: Lane) -> tuple[Pipeline, Head] | None:
+        """The job a worker of ``lane`` takes (:func:`~nakama.local.lanes.choose`), marked
+        running; older pending jobs of free projects are superseded. Called under the lock."""
         with self._db.session() as s:
-            pending = s.scalars(
-                select(Pipeline).where(Pipeline.status == "pending").order_by(Pipeline.id)
+            rows = s.execute(
+                select(Pipeline, Project.owner_id)
+                .outerjoin(Project, Project.name == Pipeline.project)
+                .where(Pipeline.status == "pending")
             ).all()
-            newest: dict[str, int] = {}
-            for p in pending:
-                newest[p.project] = p.id
-            for p in pending:
-                if p.project in self._busy:
-                    continue
-                if newest[p.project] != p.id:
-                    p.status = "superseded"
-                    p.finished_at = utcnow()
-                    p.error = f"a newer pipeline ({newest[p.project]}) replaced it"
-                    continue
-                p.status = "running"
-                p.started_at = utcnow()
-                return p
-        return None
+            by_id = {row.id: (row, owner) for row, owner in rows}
+            found = queue_heads(
+                (Queued(id=row.id, project=row.project) for row, _ in rows), busy=self._busy
+            )
+            for old, new in found.superseded.items():
+                row = by_id[old][0]
+                row.status, row.finished_at = "superseded", utcnow()
+                row.error = f"a newer pipeline ({new}) replaced it"
+            heads = [
+                Head(
+                    id=q.id,
+                    project=q.project,
+                    owner=by_id[q.id][1],
+                    reload=self._has_environment(by_id[q.id][0]),
+                )
+                for q in found.heads
+            ]
+            head = choose(
+                heads,
+                lane=lane,
+                building=Counter(self._building.values()),
+                builds_per_user=self._settings.jobs.builds_per_user,
+            )
+            if head is None:
+                return None
+            job = by_id[head.id][0]
+            job.status, job.started_at = "running", utcnow()
+            return job, head
+
+    def _has_environment(self, job: Pipeline) -> bool:
+        if job.dep_hash is None:
+            return False
+        try:
+            return find_project_environment(self.envs_dir, job.dep_hash, job.project) is not None
+        except NakamaError:  # not a hash: the build reads the files again
+            return False
 
     # --- one job ---------------------------------------------------------------------------
-    def _run(self, job: Pipeline) -> None:
+    def _run(self, job: Pipeline, *, reload: bool) -> None:
         structlog.contextvars.bind_contextvars(pipeline=job.id, project=job.project)
         started = time.monotonic()
         path = self.log_path(job.project, job.id)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", buffering=1) as out:
             try:
-                tag = self._execute(job, out)
+                tag = self._execute(job, out, reload=reload)
+            except _EnvironmentGone:
+                out.write("its environment went away: it waits for a build worker\n")
+                self._requeue(job)
             except NakamaError as exc:
                 self._finish(job, "failed", error=str(exc)[:4000], out=out)
             except Exception as exc:
@@ -218,7 +273,9 @@ class LocalPipelines:
         log.info("pipeline finished", seconds=round(time.monotonic() - started, 3))
         structlog.contextvars.unbind_contextvars("pipeline", "project")
 
-    def _execute(self, job: Pipeline, out: TextIO) -> str:
+    def _execute(self, job: Pipeline, out: TextIO, *, reload: bool) -> str:
+        """Deploy ``job``, building its environment first if it has none. A job claimed as a
+        ``reload`` never builds (its worker may be a reload worker)."""
         out.write(f"pipeline {job.id}: {job.kind} of {job.commit_sha[:12]} on {job.branch}\n")
         out.write(f"why: {job.reason}\n")
         dep_hash = job.dep_hash or dependency_hash(
@@ -230,6 +287,8 @@ class LocalPipelines:
         env = find_project_environment(self.envs_dir, dep_hash, job.project)
         if env is not None:
             out.write(f"environment {env.tag} for dependencies {dep_hash} exists; no build\n")
+        elif reload:
+            raise _EnvironmentGone
         else:
             tag = image_tag(branch=job.branch, sha=job.commit_sha, now=utcnow())
             out.write(f"building environment {tag} for dependencies {dep_hash}\n")
@@ -262,6 +321,22 @@ class LocalPipelines:
         )
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(dest, filter="data")
+
+    def _requeue(self, job: Pipeline) -> None:
+        with self._db.session() as s:
+            row = s.get(Pipeline, job.id)
+            if row is not None and row.status == "running":
+                row.status, row.started_at, row.dep_hash = "pending", None, job.dep_hash
+
+    def _dep_hash(self, project: str, commit: str) -> str | None:
+        """The hash of ``commit``'s dependency files, or None if they cannot be read."""
+        try:
+            files = self._forge.read_files(
+                project, commit, self._settings.planning.dependency_files
+            )
+        except NakamaError:
+            return None
+        return dependency_hash(files)
 
     def _deployed(self, project: str) -> tuple[str, Environment] | None:
         """The commit and environment the app runs now, to fall back to if a deploy fails."""
