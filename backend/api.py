@@ -3,7 +3,8 @@ bearer-token auth.
 
 A user sees the projects they are a member of and does what their role there allows (a project
 they are not a member of answers 404, as a missing one; a role too low for the action, 403);
-an admin is owner of every project, and alone manages users."""
+an admin is owner of every project, and alone manages users. Users list and revoke their own
+tokens. Wrong tokens from one client address get 429 with Retry-After past a limit."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backend.limits import LimitService, LimitsPublic
 from backend.projects import ProjectService
+from backend.users import (
+    ProjectsChoice,
+    TokenCreate,
+    TokenPublic,
+    UserRemoval,
+    UserRemoved,
+)
 from backend.variables import VariableService
 from nakama.access import Action
 from nakama.auth import Principal, TokenStore, UserInfo
@@ -38,6 +46,7 @@ from nakama.models import (
     VariablePublic,
     VariableSet,
 )
+from nakama.sessions import SessionStore
 
 _bearer = HTTPBearer(auto_error=False, description="an API token (the admin token at first)")
 
@@ -77,6 +86,8 @@ def make_api_router(
     tokens: TokenStore,
     variables: VariableService,
     limits: LimitService,
+    sessions: SessionStore,
+    users: UserRemoval,
 ) -> APIRouter:
     def principal(
         request: Request,
@@ -84,7 +95,8 @@ def make_api_router(
     ) -> Principal:
         if credentials is None:
             raise Unauthorized("missing bearer token")
-        found = tokens.authenticate(credentials.credentials)
+        client = request.client.host if request.client else None
+        found = tokens.authenticate(credentials.credentials, client=client)
         if found is None:
             raise Unauthorized("invalid token")
         request.state.principal = found
@@ -122,20 +134,48 @@ def make_api_router(
         admin_only(caller)
         return [user_public(u) for u in tokens.list_users()]
 
+    @router.delete("/users/{username}", response_model=UserRemoved, tags=["users"])
+    def remove_user(
+        username: str, caller: Caller, projects: ProjectsChoice | None = None
+    ) -> UserRemoved:
+        """Remove a user (admins only; never ``admin``): their tokens, sessions and memberships
+        go. Projects they alone own need ``projects``: ``transfer`` (to you) or ``delete``."""
+        admin_only(caller)
+        return users.remove(username, projects=projects, by=caller)
+
+    def self_or_admin(username: str, caller: Principal, what: str) -> None:
+        if not caller.is_admin and caller.username != username:
+            raise Forbidden(f"only an admin or the user themselves may {what}")
+
     @router.post(
         "/users/{username}/tokens", status_code=201, response_model=UserToken, tags=["users"]
     )
-    def new_user_token(username: str, caller: Caller) -> UserToken:
-        if not caller.is_admin and caller.username != username:
-            raise Forbidden("only an admin or the user themselves may make a user's tokens")
-        user, token = tokens.new_user_token(username)
+    def new_user_token(username: str, caller: Caller, body: TokenCreate | None = None) -> UserToken:
+        self_or_admin(username, caller, "make a user's tokens")
+        name = body.name[:100] if body is not None and body.name else None
+        user, token = tokens.new_user_token(username, name=name)
         return UserToken(id=user.id, username=user.username, token=token)
+
+    @router.get("/users/{username}/tokens", response_model=list[TokenPublic], tags=["users"])
+    def list_user_tokens(username: str, caller: Caller) -> list[TokenPublic]:
+        """The user's tokens: id, name, when made and last used (never the token)."""
+        self_or_admin(username, caller, "list a user's tokens")
+        return [TokenPublic.of(t) for t in tokens.list_tokens(username)]
+
+    @router.delete("/users/{username}/tokens/{token_id}", status_code=204, tags=["users"])
+    def revoke_user_token(username: str, token_id: int, caller: Caller) -> Response:
+        """Revoke one of the user's tokens: it stops working at once."""
+        self_or_admin(username, caller, "revoke a user's tokens")
+        tokens.revoke_token(username, token_id)
+        sessions.credentials_changed()
+        return Response(status_code=204)
 
     @router.put("/users/{username}/password", status_code=204, tags=["users"])
     def set_user_password(username: str, body: PasswordSet, caller: Caller) -> Response:
-        if not caller.is_admin and caller.username != username:
-            raise Forbidden("only an admin or the user themselves may set a user's password")
-        tokens.set_password(username, body.password.get_secret_value())
+        """Set a user's password; every web session of theirs ends (API tokens stay)."""
+        self_or_admin(username, caller, "set a user's password")
+        user_id = tokens.set_password(username, body.password.get_secret_value())
+        sessions.close_all(user_id)
         return Response(status_code=204)
 
     # --- projects --------------------------------------------------------------------------

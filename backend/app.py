@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import math
 import os
 import threading
 import time
@@ -34,19 +35,20 @@ from backend.metrics import install_metrics
 from backend.projects import ProjectService, read_starter_kit
 from backend.retention import LocalFiles, Retention
 from backend.sharing import MemberChanged, Sharing
+from backend.users import UserRemoval
 from backend.variables import VariableService, check_secrets, stored_environment
 from backend.web.mount import WebAuth, install_web
 from backend.web.views import Renderer
 from image_builder.environments import clean_partial_builds
 from nakama import __version__
 from nakama.access import GITLAB_ACCESS_LEVEL, Action, Role
-from nakama.auth import Principal, TokenStore, new_token
+from nakama.auth import Principal, TokenStore, new_token, token_backoff
 from nakama.clients.cgroups import detect as detect_limiter
 from nakama.clients.firewall import LoopbackGuard
 from nakama.clients.sandbox import Sandbox
 from nakama.db.session import Database
 from nakama.db.tables import AppViewer, Project
-from nakama.errors import NakamaError, NotFound
+from nakama.errors import NakamaError, NotFound, RateLimited
 from nakama.hosts import app_address
 from nakama.limits import effective_limits
 from nakama.local.forge import LocalForge
@@ -158,6 +160,9 @@ class LocalParts:
         return slept
 
     def routers(self, tokens: TokenStore, sharing: Sharing) -> list[APIRouter]:
+        def authenticate(_user: str, password: str, client: str | None) -> bool:
+            return tokens.authenticate(password, client=client) is not None
+
         def may_develop(_user: str, password: str, project: str) -> bool:
             """Clone and push need the developer role (viewers only open the app): False for
             a non-member (as if there were no repository), Forbidden for a viewer."""
@@ -173,7 +178,7 @@ class LocalParts:
         return [
             make_git_router(
                 repos_dir=self.forge.repos_dir,
-                authenticate=lambda _user, password: tokens.authenticate(password) is not None,
+                authenticate=authenticate,
                 may_access=may_develop,
             )
         ]
@@ -217,15 +222,16 @@ class Platform:
 
     def bootstrap_admin(self) -> str | None:
         """Make sure the admin user and an admin token exist; return the token if it was
-        generated just now."""
+        generated just now. A configured NAKAMA_ADMIN_TOKEN is the only bootstrap token: the
+        one before a rotation (or a generated one) is revoked; tokens users made stay."""
         admin_id = self.tokens.ensure_admin_user()
         if self.settings.admin_token is not None:
-            self.tokens.add(
-                self.settings.admin_token.get_secret_value(),
-                name="admin",
-                is_admin=True,
-                user_id=admin_id,
+            revoked = self.tokens.replace_bootstrap_token(
+                self.settings.admin_token.get_secret_value(), user_id=admin_id
             )
+            if revoked:
+                log.info("previous admin token revoked", count=revoked)
+            self.admin_token_file.unlink(missing_ok=True)  # it held a revoked token, if any
             return None
         if self.tokens.has_admin():
             return None
@@ -429,7 +435,7 @@ def build_platform(settings: Settings) -> Platform:
         pipelines=adapters.pipelines,
         settings=settings.planning,
     )
-    tokens = TokenStore(db)
+    tokens = TokenStore(db, failures=token_backoff(settings.web))
     sharing = Sharing(
         db,
         on_member_change=member_sync(adapters.forge, tokens),
@@ -530,6 +536,8 @@ def create_app(platform: Platform) -> Gateway:
             log.error("unclassified error", error_type=type(exc).__name__)
             return JSONResponse({"detail": "internal error"}, status_code=500)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(math.ceil(exc.retry_after_s))}
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     @app.get("/healthz", tags=["health"])
@@ -546,6 +554,13 @@ def create_app(platform: Platform) -> Gateway:
             tokens=platform.tokens,
             variables=platform.variables,
             limits=platform.limits,
+            sessions=sessions,
+            users=UserRemoval(
+                db=platform.db,
+                tokens=platform.tokens,
+                sessions=sessions,
+                projects=platform.projects,
+            ),
         )
     )
     for router in platform.parts.routers(platform.tokens, platform.projects.sharing):

@@ -9,6 +9,7 @@ from nakama.errors import (
     NakamaError,
     NotFound,
     PermanentError,
+    RateLimited,
     QuotaExceeded,
     TemporaryError,
     Unauthorized,
@@ -24,6 +25,7 @@ STATUS: dict[type[NakamaError], int] = {
     # conflict and resubmit"); 403 would say the act itself is not theirs to do.
     QuotaExceeded: 409,
     Conflict: 409,
+    RateLimited: 429,
     TemporaryError: 503,
     PermanentError: 502,
 }

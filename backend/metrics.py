@@ -94,7 +94,8 @@ def install_metrics(
     def metrics(request: Request) -> Response:
         if not settings.metrics_public:
             token = bearer_token(request.headers.get("authorization"))
-            caller = tokens.authenticate(token) if token else None
+            client = request.client.host if request.client else None
+            caller = tokens.authenticate(token, client=client) if token else None
             if caller is None or not caller.is_admin:
                 return Response(
                     "the admin token is needed (Authorization: Bearer <token>)\n",

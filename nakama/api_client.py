@@ -240,8 +240,21 @@ class NakamaClient:
     def list_users(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/users"))
 
-    def new_token(self, username: str) -> dict[str, Any]:
-        return dict(self._json("POST", f"/users/{quote(username, safe='')}/tokens"))
+    def new_token(self, username: str, name: str | None = None) -> dict[str, Any]:
+        path = f"/users/{quote(username, safe='')}/tokens"
+        if name is None:
+            return dict(self._json("POST", path))
+        return dict(self._json("POST", path, json={"name": name}))
+
+    def list_tokens(self, username: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/users/{quote(username, safe='')}/tokens"))
+
+    def revoke_token(self, username: str, token_id: int) -> None:
+        self.request("DELETE", f"/users/{quote(username, safe='')}/tokens/{token_id}")
+
+    def remove_user(self, username: str, projects: str | None = None) -> dict[str, Any]:
+        params = {"projects": projects} if projects is not None else {}
+        return dict(self._json("DELETE", f"/users/{quote(username, safe='')}", params=params))
 
     def set_password(self, username: str, password: str) -> None:
         path = f"/users/{quote(username, safe='')}/password"

@@ -1,24 +1,31 @@
 """Users and their API tokens: random bearer tokens stored only as hashes; the bootstrap admin
-token belongs to the ``admin`` user."""
+token belongs to the ``admin`` user. Wrong tokens from one client address are slowed down
+(:mod:`nakama.backoff`); a GitLab account is linked by GitLab's immutable user id."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import math
 import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from nakama.backoff import Backoff, Rule
 from nakama.db.session import Database
-from nakama.db.tables import ApiToken, User
-from nakama.errors import Conflict, InvalidInput, NotFound
+from nakama.db.tables import ApiToken, User, as_utc
+from nakama.errors import Conflict, InvalidInput, NotFound, RateLimited
 from nakama.models import PASSWORD_MAX, PASSWORD_MIN
+
+if TYPE_CHECKING:
+    from nakama.settings import WebSettings
 
 ADMIN_USERNAME = "admin"
 _USERNAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -42,6 +49,48 @@ class UserInfo:
     username: str
     is_admin: bool
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What is shown of an API token: never the token itself, nor its hash."""
+
+    id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    # The bootstrap admin token (NAKAMA_ADMIN_TOKEN or the generated one).
+    bootstrap: bool
+
+
+@dataclass(frozen=True)
+class GitLabIdentity:
+    """Who GitLab says signed in: the immutable id decides, the username is for display (and
+    GitLab's member API); ``created_at`` is when the GitLab account was made (None: unknown)."""
+
+    id: int
+    username: str
+    created_at: datetime | None = None
+
+
+# The rule of wrong API tokens per client address (see token_backoff).
+WRONG_TOKENS = "token-address"
+# last_used_at is written at most this often per token: a write per API call would cost more.
+_LAST_USED_EVERY = timedelta(minutes=5)
+
+
+def token_backoff(web: WebSettings) -> Backoff:
+    """The back-off of wrong API tokens, from the web settings."""
+    rule = Rule(
+        free=web.token_failures_per_address,
+        initial_s=web.signin_backoff_initial_s,
+        max_s=web.signin_backoff_max_s,
+    )
+    return Backoff({WRONG_TOKENS: rule})
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _b64(data: bytes) -> str:
@@ -110,8 +159,10 @@ def tokens_equal(given: str, expected: str) -> bool:
 
 
 class TokenStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, failures: Backoff | None = None) -> None:
+        """``failures`` slows down wrong tokens per client address (None: not at all)."""
         self._db = db
+        self._failures = failures
 
     def add(self, token: str, *, name: str, is_admin: bool, user_id: int | None = None) -> None:
         with self._db.session() as s:
@@ -126,13 +177,35 @@ class TokenStore:
         with self._db.session() as s:
             return s.scalar(select(ApiToken.id).where(ApiToken.is_admin.is_(True))) is not None
 
-    def authenticate(self, token: str) -> Principal | None:
+    def authenticate(self, token: str, *, client: str | None = None) -> Principal | None:
+        """The principal of ``token``, or None. With ``client`` (the caller's address), a wrong
+        token counts against that address; past the limit :class:`RateLimited` is raised
+        before any token is looked at, so a guesser learns nothing while it waits."""
+        if self._failures is None or client is None:
+            return self._authenticate(token)
+        keys = {WRONG_TOKENS: client}
+        wait = self._failures.wait_s(keys)
+        if wait > 0:
+            raise RateLimited(
+                f"too many wrong tokens from your address; try again in {math.ceil(wait)} s "
+                "(setting NAKAMA_WEB__TOKEN_FAILURES_PER_ADDRESS)",
+                retry_after_s=wait,
+            )
+        found = self._authenticate(token)
+        if found is None:
+            self._failures.failed(keys)
+        return found
+
+    def _authenticate(self, token: str) -> Principal | None:
         if not token:
             return None
         with self._db.session() as s:
             row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
             if row is None:
                 return None
+            now = _now()
+            if row.last_used_at is None or now - as_utc(row.last_used_at) > _LAST_USED_EVERY:
+                row.last_used_at = now
             user = s.get(User, row.user_id) if row.user_id is not None else None
             return Principal(
                 token_id=row.id,
@@ -219,15 +292,16 @@ class TokenStore:
         with self._db.session() as s:
             return [_info(u) for u in s.scalars(select(User).order_by(User.username)).all()]
 
-    def new_user_token(self, username: str) -> tuple[UserInfo, str]:
+    def new_user_token(self, username: str, *, name: str | None = None) -> tuple[UserInfo, str]:
+        """A new API token for ``username``, named ``name`` (default: the username)."""
         token = new_token()
         with self._db.session() as s:
             user = s.scalar(select(User).where(User.username == username))
             if user is None:
-                raise NotFound(f"user {username!r} not found")
+                raise NotFound(f"user {username[:60]!r} not found")
             s.add(
                 ApiToken(
-                    name=username,
+                    name=name or username,
                     token_hash=hash_token(token),
                     is_admin=False,
                     user_id=user.id,
@@ -236,8 +310,61 @@ class TokenStore:
             info = _info(user)
         return info, token
 
-    def set_password(self, username: str, password: str) -> None:
-        """Replace the user's password (stored as a scrypt hash); the user's tokens stay valid.
+    def user_id_of(self, username: str) -> int:
+        with self._db.session() as s:
+            user_id = s.scalar(select(User.id).where(User.username == username))
+        if user_id is None:
+            raise NotFound(f"user {username[:60]!r} not found")
+        return int(user_id)
+
+    def list_tokens(self, username: str) -> list[TokenInfo]:
+        """The user's API tokens, oldest first (what they are, never the tokens)."""
+        user_id = self.user_id_of(username)
+        with self._db.session() as s:
+            rows = s.scalars(
+                select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id)
+            ).all()
+            return [
+                TokenInfo(
+                    id=row.id,
+                    name=row.name,
+                    created_at=row.created_at,
+                    last_used_at=row.last_used_at,
+                    bootstrap=row.is_admin,
+                )
+                for row in rows
+            ]
+
+    def revoke_token(self, username: str, token_id: int) -> None:
+        """Delete one of the user's tokens (NotFound if it is not theirs: ids are not a way to
+        find out which tokens others hold)."""
+        user_id = self.user_id_of(username)
+        with self._db.session() as s:
+            gone = s.execute(
+                delete(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user_id)
+            )
+            if not getattr(gone, "rowcount", 0):
+                raise NotFound(f"user {username[:60]!r} has no token {token_id}")
+
+    def replace_bootstrap_token(self, token: str, *, user_id: int) -> int:
+        """Make ``token`` the one bootstrap admin token: add it if missing, revoke every other
+        bootstrap token (the one before a rotation of NAKAMA_ADMIN_TOKEN, or a generated one);
+        tokens users made for themselves, the admin's too, stay. Returns how many went."""
+        hashed = hash_token(token)
+        with self._db.session() as s:
+            gone = s.execute(
+                delete(ApiToken).where(ApiToken.is_admin.is_(True), ApiToken.token_hash != hashed)
+            )
+            row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hashed))
+            if row is None:
+                s.add(ApiToken(name="admin", token_hash=hashed, is_admin=True, user_id=user_id))
+            else:
+                row.is_admin, row.user_id = True, user_id
+            return int(getattr(gone, "rowcount", 0) or 0)
+
+    def set_password(self, username: str, password: str) -> int:
+        """Replace the user's password (stored as a scrypt hash); the user's tokens stay valid
+        (the caller ends their web sessions). Returns the user's id.
 
         Neither the password nor its length is ever put into an error message.
         """
@@ -251,22 +378,27 @@ class TokenStore:
             if user is None:
                 raise NotFound(f"user {username[:60]!r} not found")
             user.password_hash = hashed
+            return user.id
 
     # --- GitLab sign-in ----------------------------------------------------------------------
-    def gitlab_user(self, gitlab_username: str) -> Principal:
-        """The user linked to the GitLab account ``gitlab_username``, made at its first sign-in
-        with the first free local username :func:`usernames_for_gitlab` gives; never an admin."""
+    def gitlab_user(self, identity: GitLabIdentity) -> Principal:
+        """The user linked to the GitLab account ``identity.id``, made at its first sign-in
+        with the first free local username :func:`usernames_for_gitlab` gives; never an admin.
+
+        Only the id links: a GitLab user who renames keeps their account, and whoever takes the
+        old name later gets an account of their own. A link made by username before ids were
+        stored (migration 0009) is claimed by the first sign-in with that username whose GitLab
+        account is older than the local user (the account that linked existed when it did; a
+        name registered again later is newer). From then on only the id counts."""
         for _attempt in range(_LINK_ATTEMPTS):
-            user_id = self._linked_user(gitlab_username)
-            if user_id is None:
-                try:
-                    user_id = self._link_new_user(gitlab_username)
-                except IntegrityError:  # a concurrent sign-in took the name or made the link
-                    continue
+            try:
+                user_id = self._link(identity)
+            except IntegrityError:  # a concurrent sign-in took the name or made the link
+                continue
             principal = self.principal_of_user(user_id)
             if principal is not None:
                 return principal
-        raise Conflict(f"no local user could be made for GitLab user {gitlab_username[:60]!r}")
+        raise Conflict(f"no local user could be made for GitLab user {identity.username[:60]!r}")
 
     def gitlab_username_of(self, user_id: int) -> str | None:
         """The GitLab account the user signs in with (None: none linked)."""
@@ -278,21 +410,41 @@ class TokenStore:
         with self._db.session() as s:
             return s.scalar(select(User.gitlab_username).where(User.username == username))
 
-    def _linked_user(self, gitlab_username: str) -> int | None:
-        # GitLab usernames are unique regardless of case.
-        wanted = func.lower(User.gitlab_username) == gitlab_username.lower()
+    def _link(self, identity: GitLabIdentity) -> int:
         with self._db.session() as s:
-            return s.scalar(select(User.id).where(wanted))
-
-    def _link_new_user(self, gitlab_username: str) -> int:
-        with self._db.session() as s:
-            for username in usernames_for_gitlab(gitlab_username):
-                if s.scalar(select(User.id).where(User.username == username)) is None:
-                    break
-            user = User(username=username, gitlab_username=gitlab_username, is_admin=False)
-            s.add(user)
+            user = s.scalar(select(User).where(User.gitlab_id == identity.id))
+            if user is None:
+                user = _legacy_link(s, identity)
+            # GitLab usernames are unique (regardless of case) at any one time: another row
+            # with this name is of an account that has renamed since (it gets its new name at
+            # its next sign-in), or a link by name that this account may not claim.
+            release = update(User).where(
+                func.lower(User.gitlab_username) == identity.username.lower()
+            )
+            if user is not None:
+                release = release.where(User.id != user.id)
+            s.execute(
+                release.values(gitlab_username=None).execution_options(synchronize_session=False)
+            )
+            if user is None:
+                for username in usernames_for_gitlab(identity.username):
+                    if s.scalar(select(User.id).where(User.username == username)) is None:
+                        break
+                user = User(username=username, is_admin=False)
+                s.add(user)
+            user.gitlab_id, user.gitlab_username = identity.id, identity.username
             s.flush()
             return user.id
+
+
+def _legacy_link(s: Any, identity: GitLabIdentity) -> User | None:
+    """The user linked by username alone (before migration 0009) that ``identity`` may claim:
+    only if its GitLab account was made before that local user was."""
+    same_name = func.lower(User.gitlab_username) == identity.username.lower()
+    user = s.scalar(select(User).where(same_name, User.gitlab_id.is_(None)))
+    if user is None or identity.created_at is None:
+        return None
+    return user if as_utc(identity.created_at) < as_utc(user.created_at) else None
 
 
 def _info(user: User) -> UserInfo:

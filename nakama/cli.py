@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -44,6 +44,7 @@ def up(
 ) -> None:
     """Run Nakama in local mode: API, webhook receiver, git server, job runner and apps."""
     import uvicorn
+    from pydantic import ValidationError
 
     from backend.app import build_platform, create_app
     from nakama.logs import configure_logging
@@ -56,7 +57,14 @@ def up(
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:  # a wrong setting: say which and why (never its value)
+        for error in exc.errors():
+            where = "__".join(str(part) for part in error["loc"]).upper()
+            message = str(error["msg"]).removeprefix("Value error, ")
+            typer.echo(f"error: NAKAMA_{where}: {message}", err=True)
+        raise typer.Exit(2) from None
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     platform = build_platform(settings)
     token = platform.bootstrap_admin()
@@ -81,7 +89,18 @@ def up(
         # the server closes gets no answer); proxies keep theirs about a minute, so a little
         # longer here.
         timeout_keep_alive=75,
+        **proxy_options(settings.web.trusted_proxies),
     )
+
+
+def proxy_options(trusted_proxies: str) -> dict[str, Any]:
+    """uvicorn's options for a reverse proxy in front: X-Forwarded-For and -Proto are believed
+    only from the addresses named (uvicorn alone believes any loopback peer, so anyone on this
+    machine could name their own client address); none named, they are not read at all."""
+    proxies = [p.strip() for p in trusted_proxies.split(",") if p.strip()]
+    if not proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": proxies}
 
 
 @reload_app.command(

@@ -7,6 +7,7 @@ a note on stderr. Passwords are read without echo (asked twice) or from stdin wi
 
 from __future__ import annotations
 
+import enum
 import sys
 from typing import Annotated, Any
 
@@ -28,7 +29,10 @@ from nakama.errors import InvalidInput
 from nakama.models import PASSWORD_MAX, PASSWORD_MIN
 
 users_app = typer.Typer(
-    help="Create and list users (admin); new API tokens and passwords (admin, or the user).",
+    help=(
+        "Create, list and remove users (admin); make, list and revoke API tokens, and set "
+        "passwords (admin, or the user)."
+    ),
     no_args_is_help=True,
 )
 
@@ -38,6 +42,11 @@ PasswordStdinOpt = Annotated[
         "--password-stdin", help="read the password from the first line of stdin, not a prompt"
     ),
 ]
+
+
+class ProjectsOption(enum.StrEnum):
+    transfer = "transfer"
+    delete = "delete"
 
 
 def _checked(password: str) -> str:
@@ -113,14 +122,79 @@ def users_list(json_out: JsonOpt = False) -> None:
 @users_app.command("token")
 def users_token(
     username: str,
+    name: Annotated[
+        str | None, typer.Option("--name", help="what the token is for (shown in `tokens`)")
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="print the API's JSON (with the token), nothing else")
     ] = False,
 ) -> None:
     """Make a new API token for a user and print it (admin, or the user); older ones stay."""
     with _client() as client:
-        answer = client.new_token(username)
+        answer = client.new_token(username, name)
     _print_token(answer, json_out=json_out, what="a new API token")
+
+
+@users_app.command("tokens")
+def users_tokens(username: str, json_out: JsonOpt = False) -> None:
+    """List a user's API tokens (admin, or the user): id, name, made, last used; never the
+    tokens themselves."""
+    with _client() as client:
+        tokens = client.list_tokens(username)
+    if json_out:
+        _print_json(tokens)
+        return
+    table = Table("id", "name", "created", "last used", "", box=None)
+    for t in tokens:
+        table.add_row(
+            Text(str(t["id"])),
+            Text(t["name"]),
+            Text(str(t["created_at"])),
+            Text(str(t["last_used_at"] or "never")),
+            Text("admin token (NAKAMA_ADMIN_TOKEN)" if t["bootstrap"] else ""),
+        )
+    _console(stderr=False).print(table)
+
+
+@users_app.command("revoke")
+def users_revoke(
+    username: str,
+    token_id: Annotated[int, typer.Argument(help="the token's id, from `nakama users tokens`")],
+) -> None:
+    """Revoke one of a user's API tokens (admin, or the user): it stops working at once."""
+    with _client() as client:
+        client.revoke_token(username, token_id)
+    _console(stderr=False).print(Text(f"{username}: token {token_id} revoked"))
+
+
+@users_app.command("remove")
+def users_remove(
+    username: str,
+    projects: Annotated[
+        ProjectsOption | None,
+        typer.Option(
+            "--projects",
+            help=(
+                "what happens to the projects the user alone owns: transfer (to you) or "
+                "delete; needed when there are any"
+            ),
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove a user (admin): their tokens, sessions and memberships go; never `admin`."""
+    with _client() as client:
+        answer = client.remove_user(username, projects.value if projects else None)
+    if json_out:
+        _print_json(answer)
+        return
+    lines = [f"{username}: removed"]
+    for key, what in (("transferred", "now yours"), ("deleted", "being deleted")):
+        if answer[key]:
+            lines.append(f"  {what}: {', '.join(answer[key])}")
+    if answer["left"]:
+        lines.append(f"  left (shared with others): {', '.join(answer['left'])}")
+    _console(stderr=False).print(Text("\n".join(lines)))
 
 
 @users_app.command("password")

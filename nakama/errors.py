@@ -38,6 +38,15 @@ class QuotaExceeded(Conflict):
     what the user holds now, which they can resolve (delete a project, stop an app)."""
 
 
+class RateLimited(NakamaError):
+    """Too many failed attempts from one client address (wrong tokens, wrong passwords): it may
+    try again after ``retry_after_s`` seconds (the answer's Retry-After)."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class TemporaryError(NakamaError):
     """Worth retrying later: an unreachable service, a timeout."""
 

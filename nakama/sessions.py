@@ -120,10 +120,23 @@ class SessionStore:
             )
         return session_id
 
-    def close_all(self, user_id: int) -> int:
-        """End every session of ``user_id`` (a password change); returns how many."""
+    def close_all(self, user_id: int, *, keep: str | None = None) -> int:
+        """End every session of ``user_id`` (a password change, the user's removal), their
+        apps' sessions too, except the web session ``keep`` (the one that made the change) and
+        the app sessions made from it; returns how many ended."""
+        kept = hash_token(keep) if keep is not None else None
         with self._db.session() as s:
-            result = s.execute(delete(WebSession).where(WebSession.user_id == user_id))
+            ending = delete(WebSession).where(WebSession.user_id == user_id)
+            if kept is not None:
+                ending = ending.where(
+                    WebSession.id_hash != kept,
+                    (WebSession.parent_hash.is_(None)) | (WebSession.parent_hash != kept),
+                )
+            result = s.execute(ending)
             ended = int(getattr(result, "rowcount", 0) or 0)
         self.generation += 1
         return ended
+
+    def credentials_changed(self) -> None:
+        """A token was revoked: sign-in checks cached before now are stale."""
+        self.generation += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DEPENDENCY_FILES: tuple[str, ...] = (
@@ -23,6 +23,11 @@ DEFAULT_DEPENDENCY_FILES: tuple[str, ...] = (
     ".python-version",
     "nakama.toml",  # its run command is baked into the image in cluster mode
 )
+
+
+# Characters an operator-chosen NAKAMA_ADMIN_TOKEN needs at least: 32 random characters are far
+# beyond guessing, even at the API's full speed (a generated token has 43).
+ADMIN_TOKEN_MIN = 32
 
 
 def _source_root() -> Path:
@@ -221,6 +226,27 @@ class WebSettings(BaseModel):
     # redirect URI is <public_url>/login/gitlab/callback.
     gitlab_oauth_client_id: str | None = None
     gitlab_oauth_client_secret: SecretStr | None = None
+    # Addresses of the reverse proxies in front of Nakama whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed (comma-separated IPs or networks, e.g. "127.0.0.1" for an
+    # nginx on this machine). Empty: none, so the client address is the connection's; trusting
+    # a proxy that is not there lets anyone name their own address and dodge the limits below.
+    trusted_proxies: str = ""
+    # Wrong passwords (or tokens) for one user from one client address before each further
+    # sign-in try from there must wait: a typo or two, then the waits double from
+    # signin_backoff_initial_s. Keyed on the address too, so strangers cannot lock a user out.
+    signin_failures_per_user: int = 5
+    # Wrong sign-ins from one client address, for any users, before it must wait: enough for a
+    # team behind one NAT, few for a guesser trying many names.
+    signin_failures_per_address: int = 30
+    # Wrong API tokens (bearer, or git's basic auth) from one client address before it must
+    # wait (429 with Retry-After): a script with an old token fails a few times, a guesser stops.
+    token_failures_per_address: int = 20
+    # Seconds of the first wait; each next failure doubles it, up to signin_backoff_max_s.
+    # A quiet address is forgotten after signin_backoff_max_s.
+    signin_backoff_initial_s: float = 1.0
+    # The longest wait: a quarter of an hour, so a guesser gets about 4 tries an hour and a
+    # user who forgot a password is not kept out for long.
+    signin_backoff_max_s: float = 900.0
 
 
 class JobSettings(BaseModel):
@@ -297,7 +323,11 @@ class Settings(BaseSettings):
     """One Nakama process's settings."""
 
     model_config = SettingsConfigDict(
-        env_prefix="NAKAMA_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="NAKAMA_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        # A refused value is never repeated in the error: it may be a secret.
+        hide_input_in_errors=True,
     )
 
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".nakama")
@@ -311,6 +341,8 @@ class Settings(BaseSettings):
     apps_domain: str = "localhost"
     # SQLAlchemy URL; defaults to SQLite in the data dir.
     database_url: str | None = None
+    # The bootstrap admin's API token (at least ADMIN_TOKEN_MIN characters); None: one is made
+    # at first start and kept in <data_dir>/admin-token. Changing it revokes the previous one.
     admin_token: SecretStr | None = None
     # Keys that encrypt secret variables in the database (Fernet, comma-separated, newest
     # first); None: one is made at first start and kept in <data_dir>/secrets.key (0600).
@@ -345,6 +377,17 @@ class Settings(BaseSettings):
     jobs: JobSettings = JobSettings()
     quotas: QuotaSettings = QuotaSettings()
     retention: RetentionSettings = RetentionSettings()
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        # It unlocks everything and is typed by an operator: a short one could be guessed.
+        if token is not None and len(token.get_secret_value()) < ADMIN_TOKEN_MIN:
+            raise ValueError(
+                f"NAKAMA_ADMIN_TOKEN must be at least {ADMIN_TOKEN_MIN} characters long "
+                "(e.g. the output of `openssl rand -hex 32`); unset it and one is generated"
+            )
+        return token
 
     @property
     def base_url(self) -> str:

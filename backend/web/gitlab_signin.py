@@ -1,10 +1,11 @@
 """Sign in with GitLab (cluster mode): the OAuth 2 authorization code flow with PKCE against the
 GitLab that holds the apps, through authlib's Starlette client.
 
-GitLab only says who the user is. Its username is linked to a local user (made at the first
-sign-in, see :meth:`nakama.auth.TokenStore.gitlab_user`), and that user gets an ordinary Nakama
-session. GitLab's access token is used once, to read ``/api/v4/user``, and kept nowhere: not in
-the session, the database or a log line; nor are the client secret and the code.
+GitLab only says who the user is. Its immutable user id is linked to a local user (made at the
+first sign-in, see :meth:`nakama.auth.TokenStore.gitlab_user`; the username only names it), and
+that user gets an ordinary Nakama session. GitLab's access token is used once, to read
+``/api/v4/user``, and kept nowhere: not in the session, the database or a log line; nor are the
+client secret and the code.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -21,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.web.security import start_session
 from backend.web.signin import safe_next
 from backend.web.views import Renderer
-from nakama.auth import TokenStore
+from nakama.auth import GitLabIdentity, TokenStore
 from nakama.logs import get_logger
 from nakama.settings import Settings
 
@@ -89,8 +91,9 @@ def callback_problem(params: Mapping[str, str]) -> SignInFailed | None:
     return None
 
 
-def gitlab_username(user: Any) -> str:
-    """The username in GitLab's ``/api/v4/user`` answer, if that is an active user."""
+def gitlab_identity(user: Any) -> GitLabIdentity:
+    """Who GitLab's ``/api/v4/user`` answer is (its id, username and when the account was
+    made), if that is an active user."""
     if not isinstance(user, dict) or not isinstance(user.get("username"), str):
         raise SignInFailed(UNREACHABLE, 503, "unexpected /user answer")
     username: str = user["username"]
@@ -98,7 +101,22 @@ def gitlab_username(user: Any) -> str:
         raise SignInFailed(UNREACHABLE, 503, "unexpected /user answer")
     if user.get("state") != "active":
         raise SignInFailed(NOT_ACTIVE, 401, "GitLab user not active")
-    return username
+    user_id = user.get("id")
+    # bool is an int in Python; GitLab's ids are positive integers.
+    if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id < 1:
+        raise SignInFailed(UNREACHABLE, 503, "unexpected /user answer")
+    return GitLabIdentity(id=user_id, username=username, created_at=_moment(user.get("created_at")))
+
+
+def _moment(value: Any) -> datetime | None:
+    """GitLab's ISO 8601 time ("2012-05-23T08:00:58.000Z"), or None if absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def _http_failure(exc: HTTPStatusError) -> SignInFailed:
@@ -136,8 +154,8 @@ def make_gitlab_signin_router(
     )
     router = APIRouter(include_in_schema=False)
 
-    async def identify(request: Request) -> str:
-        """The GitLab username of the user GitLab sent back, via the code and a token."""
+    async def identify(request: Request) -> GitLabIdentity:
+        """Who GitLab sent back, via the code and a token."""
         problem = callback_problem(request.query_params)
         if problem is not None:
             raise problem
@@ -163,7 +181,7 @@ def make_gitlab_signin_router(
             body = answer.json()
         except ValueError as exc:
             raise SignInFailed(UNREACHABLE, 503, "/user answer is not JSON") from exc
-        return gitlab_username(body)
+        return gitlab_identity(body)
 
     @router.get("/login/gitlab")
     async def start(request: Request, next: str | None = None) -> Response:
@@ -175,7 +193,7 @@ def make_gitlab_signin_router(
     async def callback(request: Request) -> Response:
         target = safe_next(request.session.get(NEXT_KEY))
         try:
-            username = await identify(request)
+            identity = await identify(request)
         except SignInFailed as failed:
             log.warning("GitLab sign-in failed", reason=failed.reason)
             return render(
@@ -186,9 +204,14 @@ def make_gitlab_signin_router(
                 gitlab=True,
                 error=failed.message,
             )
-        principal = await run_in_threadpool(tokens.gitlab_user, username)
+        principal = await run_in_threadpool(tokens.gitlab_user, identity)
         start_session(request, principal, auth.sessions)
-        log.info("signed in with GitLab", username=principal.username, gitlab_user=username)
+        log.info(
+            "signed in with GitLab",
+            username=principal.username,
+            gitlab_user=identity.username,
+            gitlab_id=identity.id,
+        )
         return RedirectResponse(target, status_code=303)
 
     return router

@@ -117,6 +117,7 @@ def install_web(
             render=render,
             csrf=auth.csrf,
             gitlab_sign_in=gitlab_sign_in,
+            web=settings.web,
         )
     )
     app.include_router(

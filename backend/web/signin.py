@@ -1,8 +1,10 @@
 """Sign-in and sign-out with a local account: a password, or one of the user's API tokens (the
-admin, made without a password, signs in with the admin token ``nakama up`` printed)."""
+admin, made without a password, signs in with the admin token ``nakama up`` printed). Wrong
+tries slow down their client address (:mod:`backend.web.throttle`), never the account."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -10,12 +12,13 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from backend.web.security import end_session, start_session
-from backend.web.throttle import Throttle
+from backend.web.throttle import SignInThrottle
 from backend.web.views import Renderer
 from nakama.auth import TokenStore
 from nakama.hosts import same_host_path
 from nakama.logs import get_logger
 from nakama.sessions import SessionStore
+from nakama.settings import WebSettings
 
 log = get_logger(__name__)
 
@@ -32,11 +35,10 @@ def make_signin_router(
     render: Renderer,
     csrf: Callable[[Request], Awaitable[None]],
     gitlab_sign_in: bool,
+    web: WebSettings,
 ) -> APIRouter:
     router = APIRouter(include_in_schema=False)
-    # Five wrong passwords for one user, or thirty from one address, in five minutes.
-    by_user = Throttle(max_failures=5, window_s=300.0)
-    by_client = Throttle(max_failures=30, window_s=300.0)
+    throttle = SignInThrottle(web)
 
     @router.get("/login", response_class=HTMLResponse)
     def login_page(request: Request, next: str | None = None) -> Response:
@@ -52,22 +54,26 @@ def make_signin_router(
         target = safe_next(next)
         client = request.client.host if request.client else "?"
         user_key = username.strip().lower()
-        if by_user.blocked(user_key) or by_client.blocked(client):
-            log.warning("sign-in throttled", username=username[:40])
-            return render(
+        wait = throttle.reserve(client, user_key)  # counted as failed until proven right
+        if wait > 0:
+            log.warning("sign-in throttled", username=username[:40], client=client)
+            seconds = math.ceil(wait)
+            response = render(
                 request,
                 "login.html",
                 status_code=429,
                 next=target,
                 gitlab=gitlab_sign_in,
                 username=username,
-                error="Too many failed attempts. Wait a few minutes, then try again.",
+                error=(
+                    f"Too many failed attempts from your address. Wait {seconds} s, then try again."
+                ),
             )
+            response.headers["Retry-After"] = str(seconds)
+            return response
         principal = tokens.sign_in(user_key, password)
         if principal is None:
-            by_user.failed(user_key)
-            by_client.failed(client)
-            log.info("sign-in refused", username=username[:40])
+            log.info("sign-in refused", username=username[:40], client=client)
             return render(
                 request,
                 "login.html",
@@ -77,7 +83,7 @@ def make_signin_router(
                 username=username,
                 error="Wrong username or password.",
             )
-        by_user.succeeded(user_key)
+        throttle.succeeded(client, user_key)
         start_session(request, principal, sessions)
         log.info("signed in", username=principal.username)
         return RedirectResponse(target, status_code=303)

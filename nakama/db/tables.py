@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -42,6 +43,9 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # The GitLab account this user signs in with (None: none linked).
     gitlab_username: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
+    # GitLab's immutable user id of that account: the link (the username is for display and
+    # GitLab's member API, and follows renames at each sign-in).
+    gitlab_id: Mapped[int | None] = mapped_column(BigInteger, unique=True, nullable=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -59,6 +63,8 @@ class ApiToken(Base):
         ForeignKey("users.id", name="fk_api_tokens_user_id_users"), nullable=True
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # When it last authenticated, to a few minutes (None: never since migration 0009).
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Project(Base):

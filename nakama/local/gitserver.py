@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import math
 import os
 import subprocess
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from nakama.clients.git import git_text, mask_credentials
-from nakama.errors import Forbidden
+from nakama.errors import Forbidden, RateLimited
 from nakama.logs import get_logger
 from nakama.names import name_problem
 
@@ -92,7 +93,7 @@ class GitHttpBackend:
         self,
         *,
         repos_dir: Path,
-        authenticate: Callable[[str, str], bool],
+        authenticate: Callable[[str, str, str | None], bool],
         may_access: Callable[[str, str, str], bool] | None = None,
     ) -> None:
         self.repos_dir = Path(repos_dir)
@@ -117,7 +118,16 @@ class GitHttpBackend:
             await _plain(send, 403, "only the smart HTTP protocol is served; upgrade git\n")
             return
         credentials = parse_basic_auth(headers.get("authorization"))
-        if credentials is None or not await run_in_threadpool(self.authenticate, *credentials):
+        client = (scope.get("client") or (None, 0))[0]
+        try:
+            known = credentials is not None and await run_in_threadpool(
+                self.authenticate, *credentials, client
+            )
+        except RateLimited as exc:
+            retry = str(math.ceil(exc.retry_after_s)).encode()
+            await _plain(send, 429, f"{exc}\n", ((b"retry-after", retry),))
+            return
+        if credentials is None or not known:
             await _plain(
                 send, 401, "authentication required\n", ((b"www-authenticate", _REALM.encode()),)
             )
@@ -261,14 +271,16 @@ class GitHttpBackend:
 def make_git_router(
     *,
     repos_dir: Path,
-    authenticate: Callable[[str, str], bool],
+    authenticate: Callable[[str, str, str | None], bool],
     may_access: Callable[[str, str, str], bool] | None = None,
 ) -> APIRouter:
     """A router serving ``/git/{project}.git/...`` (clone, fetch, push) for ``app.include_router``.
 
-    ``authenticate(username, password)`` decides HTTP Basic credentials; ``may_access(username,
-    password, project)``, if given, then decides whether they reach that project's repository
-    (if not, it is answered 404, as a missing one). Both run in a worker thread and may block.
+    ``authenticate(username, password, client address)`` decides HTTP Basic credentials (it
+    may raise :class:`~nakama.errors.RateLimited`: 429 for a client with too many wrong ones);
+    ``may_access(username, password, project)``, if given, then decides whether they reach
+    that project's repository (if not, it is answered 404, as a missing one). Both run in a
+    worker thread and may block.
     """
     router = APIRouter()
     backend = GitHttpBackend(repos_dir=repos_dir, authenticate=authenticate, may_access=may_access)

@@ -51,7 +51,7 @@ print("tiny app starting", VERSION, flush=True)
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 """
 
-ADMIN_TOKEN = "nkm_test_admin_token_0123456789"
+ADMIN_TOKEN = "nkm_test_admin_token_0123456789abcdef"
 
 
 def write_tiny_kit(

@@ -621,7 +621,7 @@ class _GitRoute:
         self.backends: dict[str, GitHttpBackend] = {}
         self.locks: dict[int, asyncio.Lock] = {}
 
-    def _authenticate(self, user: str, password: str) -> bool:
+    def _authenticate(self, user: str, password: str, _client: str | None = None) -> bool:
         # A deploy token's project and scope are checked in __call__, before this runs.
         return password in self.fake.tokens or self.fake.deploy_token(user, password) is not None
 

@@ -54,6 +54,10 @@ class FakeUser:
     email: str
     # "active", "blocked" or "deactivated": only an active user may use the API or sign in.
     state: str = "active"
+    # When the account was made, as GitLab's /user says it (ISO 8601, UTC, milliseconds).
+    created_at: str = field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    )
 
     def entity(self, base: str) -> dict[str, Any]:
         return {
@@ -579,6 +583,7 @@ def current_user(fake: GitLabFake, req: Req) -> Any:
     user = req.user
     return {
         **user.entity(fake.url),
+        "created_at": user.created_at,
         "email": user.email,
         "public_email": "",
         "commit_email": user.email,

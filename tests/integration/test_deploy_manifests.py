@@ -34,7 +34,7 @@ from typing import Any
 import kubernetes.client
 import pytest
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from ruamel.yaml import YAML
 
@@ -389,6 +389,9 @@ def test_every_setting_deploy_sets_exists_and_the_overlay_builds_valid_settings(
             monkeypatch.delenv(name)
     for name, value in merged.items():
         monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match="NAKAMA_ADMIN_TOKEN must be at least 32"):
+        Settings()  # the placeholder admin token is refused: too short
+    monkeypatch.setenv("NAKAMA_ADMIN_TOKEN", "a-real-one-is-set-here-0123456789abcdef")
     settings = Settings()
     assert settings.mode == "cluster"
     assert settings.kubernetes.namespace == APPS_NAMESPACE

@@ -63,7 +63,9 @@ def server(tmp_path: Path) -> Iterator[Server]:
     app.include_router(
         make_git_router(
             repos_dir=forge.repos_dir,
-            authenticate=lambda _user, password: hmac.compare_digest(password, ACCESS_TOKEN),
+            authenticate=lambda _user, password, _client: hmac.compare_digest(
+                password, ACCESS_TOKEN
+            ),
         )
     )
 

@@ -3,6 +3,7 @@ callback or GitLab's ``/api/v4/user`` answer means."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
@@ -15,9 +16,9 @@ from backend.web.gitlab_signin import (
     UNREACHABLE,
     SignInFailed,
     callback_problem,
-    gitlab_username,
+    gitlab_identity,
 )
-from nakama.auth import usernames_for_gitlab, validate_username
+from nakama.auth import GitLabIdentity, usernames_for_gitlab, validate_username
 
 
 @pytest.mark.parametrize(
@@ -69,8 +70,13 @@ def test_a_callback_with_code_and_state_goes_on() -> None:
     assert callback_problem({"code": "c", "state": "s"}) is None
 
 
-def test_an_active_user_gives_its_username() -> None:
-    assert gitlab_username({"id": 7, "username": "JSmith", "state": "active"}) == "JSmith"
+def test_an_active_user_gives_its_id_username_and_age() -> None:
+    answer = {"id": 7, "username": "JSmith", "state": "active"}
+    assert gitlab_identity(answer) == GitLabIdentity(id=7, username="JSmith")
+    made = gitlab_identity({**answer, "created_at": "2012-05-23T08:00:58.000Z"}).created_at
+    assert made == datetime(2012, 5, 23, 8, 0, 58, tzinfo=UTC)
+    for unreadable in ("yesterday", "2012-05-23T08:00:58", 1337750458):  # no zone: unknown
+        assert gitlab_identity({**answer, "created_at": unreadable}).created_at is None
 
 
 @pytest.mark.parametrize(
@@ -81,10 +87,14 @@ def test_an_active_user_gives_its_username() -> None:
         ({"username": "jsmith"}, 401, NOT_ACTIVE),
         ({"username": "", "state": "active"}, 503, UNREACHABLE),
         ({"state": "active"}, 503, UNREACHABLE),
+        ({"username": "jsmith", "state": "active"}, 503, UNREACHABLE),  # no id: cannot link
+        ({"id": "7", "username": "jsmith", "state": "active"}, 503, UNREACHABLE),
+        ({"id": True, "username": "jsmith", "state": "active"}, 503, UNREACHABLE),
+        ({"id": 0, "username": "jsmith", "state": "active"}, 503, UNREACHABLE),
         (["jsmith"], 503, UNREACHABLE),
     ],
 )
 def test_other_user_answers_are_refused(answer: Any, status: int, message: str) -> None:
     with pytest.raises(SignInFailed) as failed:
-        gitlab_username(answer)
+        gitlab_identity(answer)
     assert (failed.value.status, failed.value.message) == (status, message)

@@ -1,16 +1,14 @@
 """The web UI's pure decisions: what a log stream sends, where a sign-in may lead, how long
-ago and how long things were, when sign-in attempts are throttled."""
+ago and how long things were (sign-in back-off: tests/unit/test_backoff.py)."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from backend.web.signin import safe_next
 from backend.web.streams import next_step
-from backend.web.throttle import Throttle
 from backend.web.views import ago, duration, elapsed, short_sha
 
 
@@ -59,23 +57,3 @@ def test_durations_and_ages_read_like_a_person_would_say_them() -> None:
     assert elapsed(now - timedelta(seconds=9), now) == 9.0
     assert short_sha("0123456789abcdef") == "01234567"
     assert short_sha(None) == "—"
-
-
-def test_throttle_blocks_after_the_limit_and_forgets_on_success() -> None:
-    throttle = Throttle(max_failures=3, window_s=60)
-    for _ in range(2):
-        throttle.failed("alice")
-    assert not throttle.blocked("alice")
-    throttle.failed("alice")
-    assert throttle.blocked("alice")
-    assert not throttle.blocked("bob")
-    throttle.succeeded("alice")
-    assert not throttle.blocked("alice")
-
-
-def test_throttle_forgets_old_failures() -> None:
-    throttle = Throttle(max_failures=1, window_s=0.05)
-    throttle.failed("alice")
-    assert throttle.blocked("alice")
-    time.sleep(0.1)
-    assert not throttle.blocked("alice")
