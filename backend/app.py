@@ -54,6 +54,7 @@ from nakama.limits import effective_limits
 from nakama.local.forge import LocalForge
 from nakama.local.gitserver import make_git_router
 from nakama.local.jobs import LocalPipelines
+from nakama.local.reconcile import LocalReconciler
 from nakama.local.registry import LocalRegistry
 from nakama.local.routes import Routes
 from nakama.local.runtime import LocalRuntime
@@ -96,10 +97,13 @@ class LocalParts:
     runtime: LocalRuntime
     pipelines: LocalPipelines
     guard: LoopbackGuard | None = None
+    # Catches up pushes whose hook did not arrive: at start-up and every reconcile_interval_s.
+    reconciler: LocalReconciler | None = None
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._idle: threading.Thread | None = None
+        self._reconcile: threading.Thread | None = None
         self._disk_checked = 0.0
 
     def start(self) -> None:
@@ -115,6 +119,22 @@ class LocalParts:
 
     def resume(self) -> None:
         self.pipelines.restore_deployed()
+        if self.reconciler is not None:
+            self._reconcile = threading.Thread(
+                target=self._reconcile_loop, args=(self.reconciler,), name="reconcile", daemon=True
+            )
+            self._reconcile.start()
+
+    def _reconcile_loop(self, reconciler: LocalReconciler) -> None:
+        # The first step does not wait: a hook cut off by a stop or a crash will not come now.
+        wait = False
+        while not self._stop.is_set():
+            try:
+                reconciler.step(wait=wait)
+            except Exception:
+                log.exception("reconcile step failed")
+            wait = True
+            self._stop.wait(self.settings.receiver.reconcile_interval_s)
 
     def stop(self) -> None:
         self._stop.set()
@@ -324,8 +344,22 @@ def local_adapters(settings: Settings, db: Database, secrets: SecretBox) -> Adap
     pipelines = LocalPipelines(
         db=db, forge=forge, runtime=runtime, settings=settings, limiter=limiter
     )
+    reconciler = LocalReconciler(
+        db=db,
+        forge=forge,
+        registry=registry,
+        pipelines=pipelines,
+        planning=settings.planning,
+        catch_up_after_s=settings.receiver.catch_up_after_s,
+    )
     parts = LocalParts(
-        settings=settings, db=db, forge=forge, runtime=runtime, pipelines=pipelines, guard=guard
+        settings=settings,
+        db=db,
+        forge=forge,
+        runtime=runtime,
+        pipelines=pipelines,
+        guard=guard,
+        reconciler=reconciler,
     )
     return Adapters(
         forge=forge,

@@ -2,9 +2,10 @@
 
 It does through GitLab's REST API what :class:`nakama.local.forge.LocalForge` does with git on
 disk: a repository created with the starter kit as one commit, two push hooks pointing at the
-receiver (``/build-image`` and ``/code-reload``), heads, compares and dependency-file reads for the
-push planner. Every call goes through :meth:`nakama.clients.gitlab.GitLabClient.call`, so
-retries and error translation happen in one place.
+receiver (``/build-image/<project>`` and ``/code-reload/<project>``), heads, compares and
+dependency-file reads for the push planner. Every call goes through
+:meth:`nakama.clients.gitlab.GitLabClient.call`, so retries and error translation happen in one
+place.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from nakama.clients.gitlab import GitLabClient
 from nakama.errors import Conflict, InvalidInput, NakamaError, NotFound, PermanentError
@@ -95,6 +97,13 @@ def starter_commit(files: Mapping[str, bytes], branch: str, message: str) -> dic
     return {"branch": branch, "commit_message": message, "actions": actions}
 
 
+def is_receiver_hook(url: str, project: str) -> bool:
+    """Whether ``url`` is one of Nakama's push hooks for ``project``: ``…/build-image/<project>``
+    or, as hooks made before had it, ``…/build-image`` (and the same for ``/code-reload``)."""
+    path = urlsplit(url).path.rstrip("/")
+    return path.endswith(HOOK_PATHS) or path.endswith(tuple(f"{p}/{project}" for p in HOOK_PATHS))
+
+
 def hook_spec(url: str, *, token: str, branch: str) -> dict[str, Any]:
     """``POST /hooks``: push events of ``branch`` only, with the token, TLS verified."""
     return {
@@ -112,7 +121,8 @@ class GitLabForge:
     """App repositories as ``<settings.group>/<project>`` on the GitLab behind ``client``.
 
     ``hook_base_url`` is where GitLab reaches Nakama's receiver (the hooks go to
-    ``{hook_base_url}/build-image`` and ``{hook_base_url}/code-reload``).
+    ``{hook_base_url}/build-image/<project>`` and ``{hook_base_url}/code-reload/<project>``:
+    with the project in the URL the receiver checks the token before it reads a body).
     """
 
     def __init__(self, client: GitLabClient, *, hook_base_url: str) -> None:
@@ -171,7 +181,8 @@ class GitLabForge:
                 what=f"commit the starter kit to {path}",
             )
             for suffix in HOOK_PATHS:
-                hook = hook_spec(self.hook_base_url + suffix, token=hook_token, branch=branch)
+                url = f"{self.hook_base_url}{suffix}/{project}"
+                hook = hook_spec(url, token=hook_token, branch=branch)
                 self._client.call(
                     functools.partial(created.hooks.create, hook),
                     what=f"add hook {hook['url']} to {path}",

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 
-from nakama.cluster.gitlab_forge import HOOK_PATHS, GitLabForge
+from nakama.cluster.gitlab_forge import GitLabForge, is_receiver_hook
 from nakama.cluster.pipelines import ACTIVE, GitLabPipelines
 from nakama.db.outcomes import apply_pipeline_end
 from nakama.db.session import Database
@@ -270,7 +270,7 @@ class Reconciler:
         hooks = [
             h
             for h in self._forge.hooks_status(project)
-            if h.url.rstrip("/").endswith(HOOK_PATHS) and not h.delivering
+            if is_receiver_hook(h.url, project) and not h.delivering
         ]
         message = None
         if hooks:

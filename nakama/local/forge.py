@@ -181,7 +181,10 @@ class LocalForge:
             project_id = zlib.crc32(project.encode()) & 0x7FFFFFFF
         config = {
             "project": project,
-            "urls": [f"{self.base_url}/build-image", f"{self.base_url}/code-reload"],
+            # The project in the URL lets the receiver check the token before reading a body.
+            "urls": [
+                f"{self.base_url}/{hook}/{project}" for hook in ("build-image", "code-reload")
+            ],
             "instance": self.base_url,
             "project_id": project_id,
             "namespace": NAMESPACE,

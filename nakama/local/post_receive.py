@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from nakama import __version__
 from nakama.clients.git import git_text, mask_credentials, run_git
 from nakama.local.push_payload import (
+    DEFAULT_MAX_BODY_BYTES,
     GIT_LOG_FORMAT,
     MAX_COMMITS,
     CommitInfo,
@@ -32,6 +33,7 @@ from nakama.local.push_payload import (
     Pusher,
     build_push_payload,
     delivery_headers,
+    encode_within,
     parse_git_log,
     parse_push_options,
 )
@@ -39,6 +41,7 @@ from nakama.planning import BRANCH_PREFIX, TAG_PREFIX, ZERO_SHA
 
 DELIVERY_TIMEOUT_S = 10.0  # GitLab's default webhook timeout
 _REASON_LIMIT = 200
+_BARE_PATHS = ("/build-image", "/code-reload")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,16 @@ class HookConfig:
     urls: tuple[str, ...]
     instance: str
     token: str
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+def project_url(url: str, project: str) -> str:
+    """A receiver URL that names the project: repositories made before the receiver took
+    ``/build-image/<project>`` have the bare ``/build-image`` in their hook.json."""
+    parts = urlsplit(url)
+    if parts.path.rstrip("/").endswith(_BARE_PATHS):
+        return parts._replace(path=f"{parts.path.rstrip('/')}/{project}").geturl()
+    return url
 
 
 def load_config(repo: Path) -> HookConfig:
@@ -64,7 +77,9 @@ def load_config(repo: Path) -> HookConfig:
         git_http_url=raw.get("git_http_url", f"{instance}/git/{name}.git"),
         default_branch=raw.get("default_branch", "main"),
     )
-    return HookConfig(project, tuple(raw["urls"]), instance, token)
+    urls = tuple(project_url(url, name) for url in raw["urls"])
+    limit = int(raw.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES))
+    return HookConfig(project, urls, instance, token, limit)
 
 
 def branch_commits(
@@ -171,8 +186,10 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> str | None:
 
 
 def deliver(payload: dict[str, Any], config: HookConfig) -> list[str]:
-    """Send ``payload`` to every URL at once; the problems, if any."""
-    body = json.dumps(payload).encode()
+    """Send ``payload`` to every URL at once; the problems, if any. A body that would be
+    larger than the receiver takes goes without the commits' file lists (see
+    :func:`~nakama.local.push_payload.encode_within`)."""
+    body, _ = encode_within(payload, max_bytes=config.max_body_bytes)
     event_uuid = uuid.uuid4()
     problems: list[str | None] = [None] * len(config.urls)
 

@@ -8,6 +8,7 @@ against the reference payloads in ``shared/reference/gitlab/webhooks/``.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +18,10 @@ from typing import Any
 from nakama.planning import TAG_PREFIX, ZERO_SHA
 
 MAX_COMMITS = 20  # GitLab sends the newest 20 commits of a push; total_commits_count has the rest.
+# The receiver's default limit (ReceiverSettings.max_body_bytes), for a hook.json without one.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# Characters of each commit message kept when the messages must be cut for a body to fit.
+SHORT_MESSAGE = 1000
 PUSH_HOOK = "Push Hook"
 TAG_PUSH_HOOK = "Tag Push Hook"
 
@@ -237,6 +242,51 @@ def build_push_payload(
             "visibility_level": 0,
         },
     }
+
+
+def _without_file_lists(payload: dict[str, Any]) -> dict[str, Any]:
+    commits = [{**c, "added": [], "modified": [], "removed": []} for c in payload["commits"]]
+    return {**payload, "commits": commits}
+
+
+def _short_messages(payload: dict[str, Any]) -> dict[str, Any]:
+    commits = [{**c, "message": c["message"][:SHORT_MESSAGE]} for c in payload["commits"]]
+    return {**payload, "commits": commits}
+
+
+def _without_commits(payload: dict[str, Any]) -> dict[str, Any]:
+    return {**payload, "commits": []}
+
+
+_TRIMS = (
+    ("commits.added/modified/removed", _without_file_lists),
+    ("commits.message", _short_messages),
+    ("commits", _without_commits),
+)
+
+
+def encode_within(payload: Mapping[str, Any], *, max_bytes: int) -> tuple[bytes, tuple[str, ...]]:
+    """The JSON body of ``payload``, cut to fit in ``max_bytes`` where it would not; and what
+    was left out.
+
+    A push of many files (a data set) makes the commits' file lists longer than the receiver
+    takes, and a refused hook leaves the push undeployed (review M8). The receiver needs only
+    the ref, ``before``, ``after`` and the project: it asks git for the changed files. So, as
+    far as needed and in this order, the file lists are emptied, the messages cut, the commits
+    left out (``total_commits_count`` still counts them). What was left out is listed under
+    ``"nakama": {"omitted": [...]}`` so that no reader takes the lists for complete.
+    """
+    current = dict(payload)
+    body = json.dumps(current).encode()
+    omitted: list[str] = []
+    for what, trim in _TRIMS:
+        if len(body) <= max_bytes:
+            break
+        current = trim(current)
+        omitted.append(what)
+        note = {"omitted": list(omitted), "because": f"the body would exceed {max_bytes} bytes"}
+        body = json.dumps({**current, "nakama": note}).encode()
+    return body, tuple(omitted)
 
 
 def delivery_headers(

@@ -71,8 +71,8 @@ def receiver() -> Iterator[Receiver]:
     state = Receiver()
     app = FastAPI()
 
-    @app.post("/nakama/{name}")
-    async def hook(name: str, request: Request) -> Response:
+    @app.post("/nakama/{name}/{project}")
+    async def hook(name: str, project: str, request: Request) -> Response:
         state.seen.append(Seen(f"/{name}", dict(request.headers), await request.json()))
         return Response(status_code=state.status)
 
@@ -178,8 +178,8 @@ def test_create_makes_one_commit_and_two_push_hooks(
 
     hooks = gitlab_fake.hooks("demo")
     assert [h.url for h in hooks] == [
-        f"{receiver.base_url}/build-image",
-        f"{receiver.base_url}/code-reload",
+        f"{receiver.base_url}/build-image/demo",
+        f"{receiver.base_url}/code-reload/demo",
     ]
     for hook in hooks:
         assert hook.token == HOOK_TOKEN

@@ -30,7 +30,7 @@ FILES = {"streamlit_app.py": b"print('v1')\n", "requirements.txt": b"streamlit\n
 
 @dataclass
 class Deliveries:
-    """What the stand-in /build-image and /code-reload endpoints received."""
+    """What the stand-in /build-image/<project> and /code-reload/<project> endpoints got."""
 
     items: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -79,8 +79,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
             deliveries.items.append(item)
         return {"ok": True}
 
-    app.add_api_route("/build-image", record, methods=["POST"])
-    app.add_api_route("/code-reload", record, methods=["POST"])
+    app.add_api_route("/build-image/{project}", record, methods=["POST"])
+    app.add_api_route("/code-reload/{project}", record, methods=["POST"])
     with serve(app, port=port) as url:
         yield Server(url, forge, deliveries, first)
 
@@ -109,7 +109,7 @@ def commit(work: Path, path: str, content: str | bytes, message: str) -> str:
 
 
 def check_headers(server: Server, deliveries: list[dict[str, Any]], event: str) -> None:
-    assert [d["path"] for d in deliveries] == ["/build-image", "/code-reload"]
+    assert [d["path"] for d in deliveries] == ["/build-image/demo", "/code-reload/demo"]
     first, second = (d["headers"] for d in deliveries)
     for headers in (first, second):
         assert headers["x-gitlab-token"] == HOOK_TOKEN

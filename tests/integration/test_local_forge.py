@@ -99,7 +99,10 @@ def test_repository_layout(forge: LocalForge) -> None:
     config = json.loads((repo / "nakama" / "hook.json").read_text())
     assert config["project"] == "demo"
     assert config["instance"] == "http://127.0.0.1:1"
-    assert config["urls"] == ["http://127.0.0.1:1/build-image", "http://127.0.0.1:1/code-reload"]
+    assert config["urls"] == [
+        "http://127.0.0.1:1/build-image/demo",
+        "http://127.0.0.1:1/code-reload/demo",
+    ]
     assert config["default_branch"] == "trunk"
     assert HOOK_TOKEN not in json.dumps(config)
     for key, value in (("http.receivepack", "true"), ("uploadpack.allowanysha1inwant", "true")):

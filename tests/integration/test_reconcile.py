@@ -250,7 +250,9 @@ def test_a_disabled_hook_shows_in_the_status_message_until_it_delivers_again(env
     reconciler.step()
     message = env.project("demo").status_message
     assert message is not None
-    assert message.startswith("GitLab disabled the push hook /build-image (temporarily_disabled")
+    assert message.startswith(
+        "GitLab disabled the push hook /build-image/demo (temporarily_disabled"
+    )
     assert message.endswith(f"pushes are caught up every {int(INTERVAL_S)} s by the reconciler")
 
     hook.alert_status, hook.disabled_until = "executable", None
