@@ -31,6 +31,7 @@ from nakama.access import Action
 from nakama.auth import Principal, TokenStore, UserInfo
 from nakama.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from nakama.limits import LimitOverrides
+from nakama.logslice import cut_note
 from nakama.models import (
     MemberPublic,
     MemberSet,
@@ -47,6 +48,7 @@ from nakama.models import (
     VariableSet,
 )
 from nakama.sessions import SessionStore
+from nakama.settings import LogSettings
 
 _bearer = HTTPBearer(auto_error=False, description="an API token (the admin token at first)")
 
@@ -88,7 +90,10 @@ def make_api_router(
     limits: LimitService,
     sessions: SessionStore,
     users: UserRemoval,
+    log_read_bytes: int = LogSettings().pipeline_log_read_bytes,
 ) -> APIRouter:
+    """``log_read_bytes``: what one read of a pipeline log returns at most (LogSettings)."""
+
     def principal(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -265,9 +270,30 @@ def make_api_router(
         response_class=PlainTextResponse,
         tags=["pipelines"],
     )
-    def pipeline_log(name: str, pipeline_id: int, caller: Caller) -> str:
+    def pipeline_log(
+        name: str,
+        pipeline_id: int,
+        caller: Caller,
+        offset: Annotated[int | None, Query(ge=0)] = None,
+        max_bytes: Annotated[int | None, Query()] = None,
+    ) -> PlainTextResponse:
+        """The log's last ``max_bytes`` bytes, or ``max_bytes`` from byte ``offset`` on (to page
+        through it); ``max_bytes`` is at most, and by default, logs.pipeline_log_read_bytes.
+        X-Log-Start and X-Log-End say which bytes of the log the answer holds, X-Log-Size how
+        many it has now; a tail that leaves out the start begins with a line saying so."""
         develop(name, caller)
-        return projects.pipeline_log(name, pipeline_id)
+        piece = projects.pipeline_log(
+            name, pipeline_id, offset=offset, max_bytes=max_bytes or log_read_bytes
+        )
+        text = piece.data.decode(errors="replace")
+        headers = {
+            "X-Log-Start": str(piece.start),
+            "X-Log-End": str(piece.end),
+            "X-Log-Size": str(piece.size),
+        }
+        return PlainTextResponse(
+            (cut_note(piece) if offset is None else "") + text, headers=headers
+        )
 
     # --- limits ----------------------------------------------------------------------------
     @router.get("/projects/{name}/limits", response_model=LimitsPublic, tags=["limits"])

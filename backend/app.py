@@ -302,7 +302,13 @@ def local_adapters(settings: Settings, db: Database, secrets: SecretBox) -> Adap
     data = settings.data_dir
     for sub in ("git", "envs", "apps", "logs"):
         (data / sub).mkdir(parents=True, exist_ok=True)
-    forge = LocalForge(repos_dir=data / "git", base_url=settings.base_url)
+    forge = LocalForge(
+        repos_dir=data / "git",
+        base_url=settings.base_url,
+        max_file_bytes=settings.planning.max_dependency_file_bytes,
+        max_push_bytes=settings.planning.max_push_bytes,
+    )
+    forge.apply_push_limit()
     registry = LocalRegistry(envs_dir=data / "envs")
     routes = Routes()
     sandbox = Sandbox(settings.runtime.sandbox)
@@ -595,6 +601,7 @@ def create_app(platform: Platform) -> Gateway:
                 sessions=sessions,
                 projects=platform.projects,
             ),
+            log_read_bytes=settings.logs.pipeline_log_read_bytes,
         )
     )
     for router in platform.parts.routers(platform.tokens, platform.projects.sharing):

@@ -33,7 +33,7 @@ from nakama.errors import Conflict, NakamaError, NotFound
 from nakama.logs import get_logger
 from nakama.models import LastPush, PipelinePublic, ProjectCreate, ProjectPublic
 from nakama.names import validate_project_name
-from nakama.ports import Forge, PipelineRequest, Pipelines, Registry, Runtime
+from nakama.ports import Forge, LogPiece, PipelineRequest, Pipelines, Registry, Runtime
 from nakama.quotas import check_new_project
 from nakama.rollback import check_target, choose_targets, rollback_reason
 from nakama.settings import QuotaSettings
@@ -234,10 +234,13 @@ class ProjectService:
             raise NotFound(f"pipeline {pipeline_id} of project {name!r} not found")
         return row
 
-    def pipeline_log(self, name: str, pipeline_id: int) -> str:
-        """The log so far; statuses are not refreshed for it (a log stream asks for both)."""
+    def pipeline_log(
+        self, name: str, pipeline_id: int, *, offset: int | None = None, max_bytes: int
+    ) -> LogPiece:
+        """A piece of the log so far (see :meth:`nakama.ports.Pipelines.log`); statuses are not
+        refreshed for it (a log stream asks for both)."""
         self._pipeline_row(name, pipeline_id)
-        return self._pipelines.log(name, pipeline_id)
+        return self._pipelines.log(name, pipeline_id, offset=offset, max_bytes=max_bytes)
 
     def app_logs(self, name: str, *, tail: int) -> str:
         self._row(name)

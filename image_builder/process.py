@@ -1,5 +1,6 @@
 """Running one build step (uv or buildah): its output copied into the build log line by line as
-it comes, credentials masked, and the step with everything it started killed at a deadline."""
+it comes (a line of at most 64 KiB at a time), credentials masked, and the step with everything
+it started killed at a deadline."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import TextIO
 
 from nakama.clients.git import mask_credentials
+
+_LINE_BYTES = 64 * 1024
+_TAIL_LINE_CHARS = 1000  # of a line kept for an error message
 
 
 @dataclass(frozen=True)
@@ -63,9 +67,11 @@ def run_step(
     timer.start()
     try:
         assert proc.stdout is not None
-        for raw in proc.stdout:
+        # A line is read _LINE_BYTES at most at a time: output without newlines (a hostile
+        # build printing gigabytes) costs no more memory than a line.
+        while raw := proc.stdout.readline(_LINE_BYTES):
             line = mask_credentials(raw.decode(errors="replace").rstrip("\r\n"))
-            tail.append(line)
+            tail.append(line[:_TAIL_LINE_CHARS])
             out.write(line + "\n")
             out.flush()
         returncode = proc.wait()

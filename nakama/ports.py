@@ -34,6 +34,19 @@ class PipelineRequest:
 
 
 @dataclass(frozen=True)
+class LogPiece:
+    """Bytes ``start`` to ``start + len(data)`` of a log that had ``size`` bytes when read."""
+
+    data: bytes
+    start: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+
+@dataclass(frozen=True)
 class AppStatus:
     # running, starting, crashed, backoff, stopped; "unknown" when the runtime cannot be asked
     state: str
@@ -92,7 +105,13 @@ class Pipelines(Protocol):
 
     def purge_project(self, project: str) -> None: ...
 
-    def log(self, project: str, pipeline_id: int) -> str: ...
+    def log(
+        self, project: str, pipeline_id: int, *, offset: int | None = None, max_bytes: int
+    ) -> LogPiece:
+        """At most ``max_bytes`` of the pipeline's log: from byte ``offset`` on, or its last
+        bytes when ``offset`` is None; never the whole log in memory. Raises
+        :class:`InvalidInput` when ``max_bytes`` exceeds the read bound (a setting)."""
+        ...
 
 
 class Runtime(Protocol):

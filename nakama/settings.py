@@ -62,6 +62,18 @@ class PlanningSettings(BaseModel):
     dependency_files: tuple[str, ...] = DEFAULT_DEPENDENCY_FILES
     # The branch whose pushes deploy; other branches are ignored.
     deploy_branch: str = "main"
+    # Bytes a dependency file may have: the planner reads every one into memory at each push.
+    # A requirements file or lock file is a few KiB (a large uv.lock some hundred); a larger
+    # one is not read (its blob id stands in for its content in the dependency hash) and its
+    # build fails, naming the file.
+    max_dependency_file_bytes: int = 1024 * 1024
+    # Bytes one push may send (git's receive.maxInputSize, local mode): an app with its sample
+    # data fits; more belongs in $DATA_DIR. Packed size: a file of zeros packs to far less.
+    max_push_bytes: int = 256 * 1024 * 1024
+    # Threads that plan pushes. Each takes one project's events at a time, in order, so a
+    # project whose forge calls are slow holds one thread, not everyone's pushes; planning a
+    # push takes milliseconds, so a few serve many users.
+    event_workers: int = 4
 
 
 class RuntimeSettings(BaseModel):
@@ -249,6 +261,23 @@ class WebSettings(BaseModel):
     signin_backoff_max_s: float = 900.0
 
 
+class LogSettings(BaseModel):
+    """Pipeline logs: how much is kept and read at once; log streams one user may hold."""
+
+    # Bytes a pipeline log may reach: a build prints a few hundred KiB, and one that prints
+    # gigabytes must not fill the disk. Past it the log says so, drops the output and keeps
+    # only the last lines of the pipeline (its error and status).
+    pipeline_log_max_bytes: int = 10 * 1024 * 1024
+    # Bytes one read of a pipeline log returns at most (the API's max_bytes, a stream's first
+    # look): a whole normal log, and a bound on what one request holds in memory.
+    pipeline_log_read_bytes: int = 1024 * 1024
+    # Bytes of log one server-sent event carries at most; more is sent in several.
+    stream_event_bytes: int = 64 * 1024
+    # Log streams (the pipeline page's live log) one user may hold open at once: a few tabs.
+    # The next one gets a 429; each stream looks at its log every half second.
+    streams_per_user: int = 10
+
+
 class JobSettings(BaseModel):
     """Local mode: who waits for whom among builds and reloads (nakama.local.jobs)."""
 
@@ -374,6 +403,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     gateway: GatewaySettings = GatewaySettings()
     limits: LimitsSettings = LimitsSettings()
+    logs: LogSettings = LogSettings()
     jobs: JobSettings = JobSettings()
     quotas: QuotaSettings = QuotaSettings()
     retention: RetentionSettings = RetentionSettings()

@@ -1,15 +1,22 @@
 """Acting on stored events: re-read state, plan the push once, hand work to the pipelines.
 
-Runs in one background thread, in the order events were stored, so the newest push is always
-planned last. Both hooks of one push (``/build-image`` and ``/code-reload``) share one plan; each
-acts only on its own kind, so a push never causes both a rebuild and a separate restart. After a
-rollback, a push is planned from the rolled-back commit that runs, not from its ``before``.
+Each project's events are processed in the order they were stored, so its newest push is always
+planned last. Projects are independent: a few worker threads take one project's pending events
+at a time each, so one project's slow forge call (a huge repository, a GitLab that hangs) holds
+only that project's events, never the other projects'. Both hooks of one push (``/build-image``
+and ``/code-reload``) share one plan; each acts only on its own kind, so a push never causes both
+a rebuild and a separate restart. After a rollback, a push is planned from the rolled-back
+commit that runs, not from its ``before``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
 import structlog
 from sqlalchemy import select, update
@@ -58,6 +65,9 @@ class EventProcessor:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._busy_lock = threading.Lock()
+        self._busy: set[str] = set()  # projects a worker holds the events of
+        self._retry_at: dict[str, float] = {}  # project -> monotonic time of its next try
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -74,32 +84,82 @@ class EventProcessor:
         self._wake.set()
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                worked = self.process_pending()
-            except Exception:
-                log.exception("event processing crashed; retrying")
-                worked = False
-            if not worked:
-                self._wake.wait(timeout=RETRY_DELAY_S)
+        workers = ThreadPoolExecutor(
+            max_workers=max(1, self._settings.event_workers), thread_name_prefix="event-worker"
+        )
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                try:
+                    self._dispatch(workers)
+                except Exception:
+                    log.exception("event processing crashed; retrying")
+                self._wake.wait(timeout=self._next_retry_in())
+        finally:
+            workers.shutdown(wait=True, cancel_futures=True)
 
     # --- work ------------------------------------------------------------------------------
     def process_pending(self, *, limit: int = 200) -> bool:
-        """Process stored events in order; True if any event was finished.
+        """Process stored events in order, in this thread; True if any event was finished.
 
         Events are read in batches and their outcomes written together, so a burst of
         deliveries costs a few transactions rather than three per event.
         """
+        events, projects = self._pending(limit=limit, skip=())
+        return self._process(events, projects) and not self._stop.is_set()
+
+    def _dispatch(self, workers: ThreadPoolExecutor, *, limit: int = 200) -> None:
+        """Hand each project's pending events to a worker, unless one holds that project's
+        already or it waits to retry a temporary error; the worker wakes the loop when done."""
+        now = time.monotonic()
+        with self._busy_lock:
+            skip = set(self._busy) | {p for p, at in self._retry_at.items() if at > now}
+        events, projects = self._pending(limit=limit, skip=skip)
+        per_project: dict[str, list[Any]] = {}
+        for event in events:
+            per_project.setdefault(event.project, []).append(event)
+        for project, batch in per_project.items():
+            with self._busy_lock:
+                self._busy.add(project)
+                self._retry_at.pop(project, None)
+            workers.submit(self._work_on, project, batch, {project: projects.get(project)})
+
+    def _work_on(
+        self, project: str, events: Sequence[Any], projects: dict[str, tuple[str, str] | None]
+    ) -> None:
+        try:
+            finished = self._process(events, {k: v for k, v in projects.items() if v})
+            if not finished and not self._stop.is_set():
+                with self._busy_lock:
+                    self._retry_at[project] = time.monotonic() + RETRY_DELAY_S
+        except Exception:
+            log.exception("event processing crashed; retrying", project=project)
+            with self._busy_lock:
+                self._retry_at[project] = time.monotonic() + RETRY_DELAY_S
+        finally:
+            with self._busy_lock:
+                self._busy.discard(project)
+            self._wake.set()
+
+    def _next_retry_in(self) -> float:
+        """Seconds until a project waiting to retry may be tried again (at most the delay)."""
+        now = time.monotonic()
+        with self._busy_lock:
+            soonest = min(self._retry_at.values(), default=now + RETRY_DELAY_S)
+        return min(RETRY_DELAY_S, max(0.05, soonest - now))
+
+    def _pending(
+        self, *, limit: int, skip: set[str] | Sequence[str]
+    ) -> tuple[Sequence[Any], dict[str, tuple[str, str]]]:
+        """The oldest pending events, but for those of projects in ``skip``, and the status and
+        branch of their projects."""
         with self._db.session() as s:
-            events = s.execute(
-                select(
-                    WebhookEvent.id, WebhookEvent.endpoint, WebhookEvent.project, WebhookEvent.body
-                )
-                .where(WebhookEvent.status == "pending")
-                .order_by(WebhookEvent.id)
-                .limit(limit)
-            ).all()
+            query = select(
+                WebhookEvent.id, WebhookEvent.endpoint, WebhookEvent.project, WebhookEvent.body
+            ).where(WebhookEvent.status == "pending")
+            if skip:
+                query = query.where(WebhookEvent.project.not_in(list(skip)))
+            events = s.execute(query.order_by(WebhookEvent.id).limit(limit)).all()
             names = {e.project for e in events}
             projects = {
                 name: (status, branch)
@@ -109,6 +169,11 @@ class EventProcessor:
                     )
                 )
             }
+        return events, projects
+
+    def _process(self, events: Sequence[Any], projects: dict[str, tuple[str, str]]) -> bool:
+        """Process ``events`` in order, stopping at a temporary error (a project's later events
+        wait for it to be retried); True if every event was finished."""
         done: list[tuple[int, Outcome]] = []
         for event_id, endpoint, project, body in events:
             if self._stop.is_set():
@@ -118,7 +183,8 @@ class EventProcessor:
                 outcome = self._outcome(endpoint, project, body, projects.get(project))
             except TemporaryError as exc:
                 log.warning("event will be retried", error=str(exc))
-                break  # keep order: a temporary failure blocks later events until retried
+                self._record(done)
+                return False  # keep order: a temporary failure blocks later events
             finally:
                 structlog.contextvars.unbind_contextvars("event_id", "project")
             done.append((event_id, outcome))
@@ -131,7 +197,7 @@ class EventProcessor:
                 self._record(done)  # what was acted on is marked done at once
                 done = []
         self._record(done)
-        return bool(events) and not self._stop.is_set()
+        return bool(events)
 
     def _record(self, outcomes: list[tuple[int, Outcome]]) -> None:
         """Write outcomes: one UPDATE per distinct outcome, not one per event."""

@@ -136,7 +136,12 @@ def install_web(
         make_account_router(tokens=tokens, render=render, user=auth.user, csrf=auth.csrf)
     )
     app.include_router(
-        make_stream_router(projects=projects, user=auth.user, interval_s=0.5 if local else 2.0)
+        make_stream_router(
+            projects=projects,
+            user=auth.user,
+            interval_s=0.5 if local else 2.0,
+            settings=settings.logs,
+        )
     )
     for make in extra_routers:
         app.include_router(make(auth, render))

@@ -8,8 +8,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Mapping, Sequence
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from nakama.errors import PermanentError
 
@@ -18,6 +22,7 @@ FULL_SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 
 _URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 _MAX_MESSAGE = 2000
+_DRAIN_CHUNK = 64 * 1024
 
 
 class GitError(PermanentError):
@@ -85,3 +90,40 @@ def run_git(
 def git_text(args: Sequence[str], **kwargs: object) -> str:
     """Run git and return its stdout as stripped text."""
     return run_git(args, **kwargs).stdout.decode(errors="replace").strip()  # type: ignore[arg-type]
+
+
+@contextmanager
+def git_stream(
+    args: Sequence[str], *, git_dir: Path | None = None, timeout: float = 600.0
+) -> Iterator[IO[bytes]]:
+    """``git <args>`` with its stdout as a stream, for output too large to hold (an archive).
+
+    Raises :class:`GitError` at the end if git failed or ran past ``timeout`` seconds; git is
+    killed if the reader stops early."""
+    cmd = ["git", *([f"--git-dir={git_dir}"] if git_dir is not None else []), *args]
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, env=git_env()
+        )
+        timer = threading.Timer(timeout, proc.kill)
+        timer.daemon = True
+        timer.start()
+        assert proc.stdout is not None
+        try:
+            yield proc.stdout
+            while proc.stdout.read(_DRAIN_CHUNK):  # what the reader left (a tar's padding)
+                pass
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            timer.cancel()
+            proc.stdout.close()
+            returncode = proc.wait()
+        if returncode != 0:
+            errors.seek(0)
+            message = errors.read(_MAX_MESSAGE).decode(errors="replace").strip()
+            why = (
+                f"timed out after {timeout:.0f}s" if returncode == -9 else f"failed ({returncode})"
+            )
+            raise GitError(f"git {args[0]} {why}: {mask_credentials(message)}")

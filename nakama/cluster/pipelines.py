@@ -37,13 +37,15 @@ from nakama.errors import (
     Unauthorized,
 )
 from nakama.logs import get_logger
-from nakama.ports import Forge, PipelineRequest
+from nakama.logslice import PieceCollector, check_read_bytes
+from nakama.ports import Forge, LogPiece, PipelineRequest
 from nakama.settings import Settings
 from nakama.tagging import dependency_hash
 
 log = get_logger(__name__)
 
 ACTIVE = ("pending", "running")
+_TRACE_CHUNK = 64 * 1024  # bytes of a job trace read at a time
 # GitLab's pipeline statuses as Nakama's (local mode's) pipeline statuses.
 GITLAB_STATUS = {
     "created": "pending",
@@ -167,26 +169,40 @@ class GitLabPipelines:
                 log.warning("pipelines kept in GitLab", project=project, error=str(exc))
                 return
 
-    def log(self, project: str, pipeline_id: int) -> str:
+    def log(
+        self, project: str, pipeline_id: int, *, offset: int | None = None, max_bytes: int
+    ) -> LogPiece:
+        """A piece of the log: the GitLab jobs' traces one after the other, each downloaded in
+        chunks of which only the wanted piece is kept (GitLab bounds a trace's size itself)."""
+        check_read_bytes(max_bytes, bound=self._settings.logs.pipeline_log_read_bytes)
         with self._db.session() as s:
             row = s.get(Pipeline, pipeline_id)
         if row is None or row.project != project:
             raise NotFound(f"pipeline {pipeline_id} of project {project!r} not found")
+        collector = PieceCollector(offset=offset, max_bytes=max_bytes)
         if row.external_id is None:
-            return self._own_log(row)
+            collector.feed(self._own_log(row).encode())
+            return collector.piece()
         handle = self._pipelines_project()
         pipeline = handle.pipelines.get(int(row.external_id), lazy=True)
         jobs = self._gitlab.call(
             lambda: pipeline.jobs.list(get_all=True),
             what=f"list jobs of pipeline {row.external_id}",
         )
-        parts = []
+        traces: list[tuple[Any, bytes]] = []
         for job in sorted(jobs, key=lambda j: int(j.id)):
-            job_handle = handle.jobs.get(int(job.id), lazy=True)
-            trace = self._gitlab.call(job_handle.trace, what=f"read the log of job {job.id}")
-            text = trace.decode(errors="replace") if isinstance(trace, bytes) else ""
-            parts.append(text if len(jobs) == 1 else f"== job {job.name} ({job.status})\n{text}")
-        return "".join(parts)
+            header = b"" if len(jobs) == 1 else f"== job {job.name} ({job.status})\n".encode()
+            traces.append((handle.jobs.get(int(job.id), lazy=True), header))
+
+        # One download of every trace per attempt: a retried call starts the piece again.
+        def download() -> None:
+            collector.reset()
+            for job_handle, header in traces:
+                collector.feed(header)
+                job_handle.trace(streamed=True, action=collector.feed, chunk_size=_TRACE_CHUNK)
+
+        self._gitlab.call(download, what=f"read the logs of pipeline {row.external_id}")
+        return collector.piece()
 
     # --- status from GitLab ----------------------------------------------------------------
     def refresh(self, project: str) -> None:

@@ -5,6 +5,11 @@ without a work tree, served by :mod:`nakama.local.gitserver`, and each carries a
 (:mod:`nakama.local.post_receive`) that sends a GitLab-format Push Hook to the receiver. The
 compare and file reads the push planner needs come from git plumbing here. Every git command goes
 through :func:`nakama.clients.git.run_git`.
+
+Reads are bounded: a dependency file is read only if its size (from the tree listing) is within
+``max_file_bytes``, so a pushed gigabyte of zeros (a megabyte packed) costs no memory; its blob id
+stands in for its content in the dependency hash, and its build fails naming it
+(:func:`size_problem`). Pushes are bounded by git's ``receive.maxInputSize``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import sys
 import tempfile
 import uuid
 import zlib
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import nakama
@@ -31,6 +37,13 @@ from nakama.tagging import is_dependency_file
 _SHA = re.compile(r"^[0-9a-f]{4,64}$")
 _FILE_MODES = ("100644", "100755")
 NAMESPACE = "local"  # path_with_namespace in hook bodies is "local/<project>"
+FILE_BYTES_SETTING = (
+    "planning.max_dependency_file_bytes, NAKAMA_PLANNING__MAX_DEPENDENCY_FILE_BYTES"
+)
+PUSH_BYTES_SETTING = "planning.max_push_bytes, NAKAMA_PLANNING__MAX_PUSH_BYTES"
+# Dependency files of one commit read at most, together, in units of the per-file bound: a
+# hostile push of thousands of files just under it must not add up.
+_TOTAL_FILES = 16
 
 
 def _source_root() -> Path:
@@ -65,15 +78,85 @@ def _check_sha(value: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class BlobEntry:
+    """A regular file of a commit: its path, blob id and size in bytes."""
+
+    path: str
+    blob: str
+    size: int
+
+
+def unread(entries: Sequence[BlobEntry], *, max_file_bytes: int) -> list[BlobEntry]:
+    """The files too large to read: each over ``max_file_bytes``, and those (in path order)
+    past ``_TOTAL_FILES`` times it in total."""
+    over, total = [], 0
+    for entry in sorted(entries, key=lambda e: e.path):
+        if entry.size > max_file_bytes or total + entry.size > _TOTAL_FILES * max_file_bytes:
+            over.append(entry)
+        else:
+            total += entry.size
+    return over
+
+
+def stand_in(entry: BlobEntry) -> bytes:
+    """What the dependency hash sees of a file too large to read: its blob id changes with
+    its content, so a changed file still changes the hash."""
+    return f"nakama: not read, {entry.size} bytes, blob {entry.blob}\n".encode()
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def size_problem(entries: Sequence[BlobEntry], *, max_file_bytes: int) -> str | None:
+    """Why a build cannot use these dependency files (one too large), or None."""
+    over = unread(entries, max_file_bytes=max_file_bytes)
+    if not over:
+        return None
+    first = over[0]
+    if first.size > max_file_bytes:
+        what = f"{first.path!r} has {first.size} bytes ({_size(first.size)})"
+    else:
+        what = (
+            f"the dependency files have more than {_TOTAL_FILES} times that together "
+            f"({first.path!r} and {len(over) - 1} more are past it)"
+        )
+    more = (
+        f" ({len(over) - 1} more files are too)"
+        if len(over) > 1 and first.size > max_file_bytes
+        else ""
+    )
+    return (
+        f"{what}{more}: a dependency file may have at most {max_file_bytes} bytes "
+        f"({_size(max_file_bytes)}; setting {FILE_BYTES_SETTING}). Files named like "
+        "dependency files (requirements*.txt, pyproject.toml, lock files) are read at every "
+        "push: keep data in files named otherwise"
+    )
+
+
 class LocalForge:
     """Bare repositories under ``repos_dir``, reachable at ``{base_url}/git/<project>.git``."""
 
     def __init__(
-        self, *, repos_dir: Path, base_url: str, hook_python: str = sys.executable
+        self,
+        *,
+        repos_dir: Path,
+        base_url: str,
+        hook_python: str = sys.executable,
+        max_file_bytes: int = 1024 * 1024,
+        max_push_bytes: int = 256 * 1024 * 1024,
     ) -> None:
+        """``max_file_bytes``: a dependency file larger is not read (PlanningSettings);
+        ``max_push_bytes``: git's receive.maxInputSize of every repository."""
         self.repos_dir = Path(repos_dir)
         self.base_url = base_url.rstrip("/")
         self.hook_python = hook_python
+        self.max_file_bytes = max_file_bytes
+        self.max_push_bytes = max_push_bytes
 
     def repo_path(self, project: str) -> Path:
         return self.repos_dir / f"{validate_project_name(project)}.git"
@@ -121,6 +204,7 @@ class LocalForge:
                 ("http.receivepack", "true"),
                 ("uploadpack.allowAnySHA1InWant", "true"),
                 ("receive.advertisePushOptions", "true"),
+                ("receive.maxInputSize", str(self.max_push_bytes)),
             ):
                 run_git(["config", key, value], git_dir=tmp)
             self._install_hook(
@@ -194,6 +278,23 @@ class LocalForge:
         }
         (meta / "hook.json").write_text(json.dumps(config, indent=2) + "\n")
 
+    def apply_push_limit(self) -> int:
+        """Set receive.maxInputSize on every repository (made before the limit, or with another
+        one), at start-up; how many were changed."""
+        changed = 0
+        for git_dir in sorted(self.repos_dir.glob("*.git")):
+            if git_dir.name.startswith(".") or not (git_dir / "HEAD").is_file():
+                continue
+            current = run_git(
+                ["config", "--get", "receive.maxInputSize"], git_dir=git_dir, check=False
+            )
+            if current.stdout.decode().strip() != str(self.max_push_bytes):
+                run_git(
+                    ["config", "receive.maxInputSize", str(self.max_push_bytes)], git_dir=git_dir
+                )
+                changed += 1
+        return changed
+
     def check_maintainer(self, username: str) -> None:
         """Local repositories have no users of their own: any API token may push."""
         raise InvalidInput(
@@ -255,38 +356,51 @@ class LocalForge:
             return None
         return sorted({p.decode(errors="surrogateescape") for p in proc.stdout.split(b"\0") if p})
 
-    def read_files(self, project: str, commit: str, patterns: Iterable[str]) -> dict[str, bytes]:
-        """Every regular file at ``commit`` whose path matches one of the fnmatch ``patterns``."""
+    def files(self, project: str, commit: str, patterns: Iterable[str]) -> list[BlobEntry]:
+        """Every regular file at ``commit`` whose path matches one of the fnmatch ``patterns``,
+        with its size: nothing is read but the tree."""
         git_dir = self._existing(project)
         wanted = tuple(patterns)
         listing = run_git(
-            ["ls-tree", "-r", "-z", "--full-tree", _check_sha(commit)], git_dir=git_dir, check=False
+            ["ls-tree", "-r", "-z", "-l", "--full-tree", _check_sha(commit)],
+            git_dir=git_dir,
+            check=False,
         )
         if listing.returncode != 0:
             raise NotFound(f"commit {commit[:12]} not found in project {project!r}")
-        blobs: list[tuple[str, str]] = []
+        entries: list[BlobEntry] = []
         for entry in listing.stdout.split(b"\0"):
             meta, _, raw_path = entry.partition(b"\t")
             fields = meta.split()
             path = raw_path.decode(errors="surrogateescape")
             if (
-                len(fields) == 3
+                len(fields) == 4
                 and fields[0].decode() in _FILE_MODES
                 and is_dependency_file(path, wanted)
             ):
-                blobs.append((path, fields[2].decode()))
+                entries.append(BlobEntry(path, fields[2].decode(), int(fields[3])))
+        return entries
+
+    def read_files(self, project: str, commit: str, patterns: Iterable[str]) -> dict[str, bytes]:
+        """Every regular file at ``commit`` whose path matches one of the fnmatch ``patterns``;
+        a file too large to read (:func:`unread`) is its :func:`stand_in`."""
+        git_dir = self._existing(project)
+        entries = self.files(project, commit, patterns)
+        over = unread(entries, max_file_bytes=self.max_file_bytes)
+        result = {entry.path: stand_in(entry) for entry in over}
+        blobs = [entry for entry in entries if entry.path not in result]
         if not blobs:
-            return {}
+            return result
         out = run_git(
             ["cat-file", "--batch"],
             git_dir=git_dir,
-            input=b"".join(f"{sha}\n".encode() for _, sha in blobs),
+            input=b"".join(f"{entry.blob}\n".encode() for entry in blobs),
         ).stdout
-        result: dict[str, bytes] = {}
+        view = memoryview(out)
         pos = 0
-        for path, _ in blobs:
+        for entry in blobs:
             end = out.index(b"\n", pos)
             size = int(out[pos:end].split()[2])
-            result[path] = out[end + 1 : end + 1 + size]
+            result[entry.path] = bytes(view[end + 1 : end + 1 + size])
             pos = end + 1 + size + 1
         return result

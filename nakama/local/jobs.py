@@ -13,7 +13,6 @@ waits for that project's own running build, never for another project's.
 
 from __future__ import annotations
 
-import io
 import shutil
 import tarfile
 import tempfile
@@ -33,16 +32,18 @@ from image_builder.environments import (
     find_project_environment,
 )
 from nakama.clients.cgroups import Limiter
-from nakama.clients.git import run_git
+from nakama.clients.git import git_stream
 from nakama.db.outcomes import apply_pipeline_end, record_pending
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project, utcnow
-from nakama.errors import NakamaError
-from nakama.local.forge import LocalForge
+from nakama.errors import NakamaError, PermanentError
+from nakama.local.forge import LocalForge, size_problem
 from nakama.local.lanes import Head, Lane, Queued, choose, queue_heads
+from nakama.local.pipeline_log import open_pipeline_log
 from nakama.local.runtime import LocalRuntime
 from nakama.logs import get_logger
-from nakama.ports import PipelineRequest
+from nakama.logslice import check_read_bytes, read_file_piece
+from nakama.ports import LogPiece, PipelineRequest
 from nakama.quotas import check_build
 from nakama.settings import Settings
 from nakama.tagging import dependency_hash, image_tag
@@ -111,9 +112,14 @@ class LocalPipelines:
         """Forget the project's pipeline logs (its rows go with the project's records)."""
         shutil.rmtree(self.logs_dir / project, ignore_errors=True)
 
-    def log(self, project: str, pipeline_id: int) -> str:
-        path = self.log_path(project, pipeline_id)
-        return path.read_text(errors="replace") if path.exists() else ""
+    def log(
+        self, project: str, pipeline_id: int, *, offset: int | None = None, max_bytes: int
+    ) -> LogPiece:
+        """A piece of the log read with ``pread`` (see :meth:`nakama.ports.Pipelines.log`)."""
+        check_read_bytes(max_bytes, bound=self._settings.logs.pipeline_log_read_bytes)
+        return read_file_piece(
+            self.log_path(project, pipeline_id), offset=offset, max_bytes=max_bytes
+        )
 
     def log_path(self, project: str, pipeline_id: int) -> Path:
         return self.logs_dir / project / f"{pipeline_id}.log"
@@ -257,7 +263,7 @@ class LocalPipelines:
         started = time.monotonic()
         path = self.log_path(job.project, job.id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", buffering=1) as out:
+        with open_pipeline_log(path, max_bytes=self._settings.logs.pipeline_log_max_bytes) as out:
             try:
                 tag = self._execute(job, out, reload=reload)
             except _EnvironmentGone:
@@ -316,11 +322,27 @@ class LocalPipelines:
         return env.tag
 
     def _export(self, project: str, commit: str, dest: Path) -> None:
-        archive = run_git(
-            ["archive", "--format=tar", commit], git_dir=self._forge.repo_path(project)
-        )
-        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-            tar.extractall(dest, filter="data")
+        """Extract what the build needs of ``commit`` into ``dest``, streamed from ``git
+        archive`` (never held in memory): in the sandbox only the dependency files, which is
+        all a sandboxed build sees; each must be within the dependency file bound."""
+        planning = self._settings.planning
+        files = self._forge.files(project, commit, planning.dependency_files)
+        problem = size_problem(files, max_file_bytes=planning.max_dependency_file_bytes)
+        if problem is not None:
+            raise PermanentError(problem)
+        paths = [f":(literal){entry.path}" for entry in files]
+        if self._runtime.sandbox.enabled and not paths:
+            return
+        only = ["--", *paths] if self._runtime.sandbox.enabled else []
+        archive = ["archive", "--format=tar", commit, *only]
+        try:
+            with (
+                git_stream(archive, git_dir=self._forge.repo_path(project)) as stream,
+                tarfile.open(fileobj=stream, mode="r|") as tar,
+            ):
+                tar.extractall(dest, filter="data")
+        except tarfile.FilterError as exc:  # e.g. a link out of the tree
+            raise PermanentError(f"the commit's files cannot be used for a build: {exc}") from exc
 
     def _requeue(self, job: Pipeline) -> None:
         with self._db.session() as s:

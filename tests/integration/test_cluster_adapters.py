@@ -34,7 +34,7 @@ from nakama.cluster.registry import HarborRegistry, newest_first
 from nakama.cluster.runtime import KubernetesRuntime
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline
-from nakama.errors import NotFound, TemporaryError
+from nakama.errors import InvalidInput, NotFound, TemporaryError
 from nakama.limits import AppLimits
 from nakama.ports import BuildRef, PipelineRequest
 from nakama.settings import (
@@ -136,7 +136,13 @@ def rows(db: Database) -> list[Pipeline]:
         return list(s.scalars(select(Pipeline).order_by(Pipeline.id)).all())
 
 
+def log_text(pipelines: GitLabPipelines, pipeline_id: int) -> str:
+    return pipelines.log(NAME, pipeline_id, max_bytes=1024 * 1024).data.decode()
+
+
 # --- HarborRegistry ---------------------------------------------------------------------------
+
+
 def test_newest_first_orders_timestamp_tags_and_drops_others() -> None:
     tags = ["latest", "main-00000001-20260101000009", "dev-00000002-20260101000010", "x"]
     assert newest_first(tags) == ["dev-00000002-20260101000010", "main-00000001-20260101000009"]
@@ -234,7 +240,17 @@ def test_a_build_triggers_the_pipelines_project_with_exactly_the_string_variable
     # The built commit reaches the pods: Flux swaps the image, the annotation names the code.
     template = kube_fake.deployment(NAME)["spec"]["template"]["metadata"]["annotations"]
     assert template[COMMIT_ANNOTATION] == head
-    assert pipelines.log(NAME, pipeline_id) == "build: done\n"
+    assert log_text(pipelines, pipeline_id) == "build: done\n"
+    # A long trace is read in chunks of which only the wanted piece is kept: its tail, a page.
+    trace = "".join(f"line {i}\n" for i in range(20_000))
+    gitlab_fake.set_pipeline_status(triggered.id, "success", trace=trace)
+    tail = pipelines.log(NAME, pipeline_id, max_bytes=100)
+    size = len(trace.encode())
+    assert (tail.data, tail.start, tail.size) == (trace.encode()[-100:], size - 100, size)
+    page = pipelines.log(NAME, pipeline_id, offset=7, max_bytes=20)
+    assert (page.data, page.start, page.size) == (trace.encode()[7:27], 7, size)
+    with pytest.raises(InvalidInput, match="NAKAMA_LOGS__PIPELINE_LOG_READ_BYTES"):
+        pipelines.log(NAME, pipeline_id, max_bytes=2 * 1024 * 1024)
     calls = len(gitlab_fake.requests)
     pipelines.refresh(NAME)  # nothing unfinished: GitLab is not asked
     assert len(gitlab_fake.requests) == calls
@@ -301,7 +317,7 @@ def test_a_reload_through_kubernetes_restarts_the_deployment_on_the_commit(
     [row] = rows(db)
     assert (row.status, row.external_id, row.error) == ("success", None, None)
     assert row.started_at is not None and row.finished_at is not None
-    log = pipelines.log(NAME, pipeline_id)
+    log = log_text(pipelines, pipeline_id)
     assert f"restarted deployment nakama-apps/{NAME} on commit {head}" in log
     assert "pipeline success" in log
     assert gitlab_fake.triggered("nakama/pipelines") == []
@@ -317,7 +333,7 @@ def test_a_reload_of_an_app_without_deployment_is_recorded_as_failed(
         pipelines.submit(PipelineRequest(NAME, "reload", head, "main", "code", dep_hash="abcd"))
     [row] = rows(db)
     assert row.status == "failed" and row.error is not None and "not found" in row.error
-    assert "pipeline failed: " in pipelines.log(NAME, row.id)
+    assert "pipeline failed: " in log_text(pipelines, row.id)
 
 
 def test_gitlab_unreachable_on_trigger_leaves_no_row_and_is_temporary(

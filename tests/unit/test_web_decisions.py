@@ -10,21 +10,32 @@ import pytest
 from backend.web.signin import safe_next
 from backend.web.streams import next_step
 from backend.web.views import ago, duration, elapsed, short_sha
+from nakama.ports import LogPiece
 
 
 @pytest.mark.parametrize(
-    ("sent", "current", "event", "text"),
+    ("offset", "seen", "piece", "event", "data", "after"),
     [
-        ("", "", "", ""),
-        ("abc", "abc", "", ""),
-        ("abc", "abcdef", "log", "def"),
-        ("", "line\n", "log", "line\n"),
-        ("abc", "xyz", "reset", "xyz"),  # rewritten (a GitLab job retried): send it whole
+        (0, b"", LogPiece(b"", 0, 0), "", b"", 0),  # nothing yet
+        (3, b"abc", LogPiece(b"abc", 0, 3), "", b"", 3),  # nothing new
+        (3, b"abc", LogPiece(b"abcdef", 0, 6), "log", b"def", 6),
+        (0, b"", LogPiece(b"line\n", 0, 5), "log", b"line\n", 5),
+        (3, b"abc", LogPiece(b"xyzdef", 0, 6), "reset", b"", 3),  # rewritten (a retried job)
+        (5, b"abcde", LogPiece(b"ab", 0, 2), "reset", b"", 5),  # shorter than what was sent
+        (1, b"a", LogPiece(b"a\xc3", 0, 2), "", b"", 1),  # half a character: wait for it
+        (1, b"a", LogPiece(b"a\xc3\xa9", 0, 3), "log", "é".encode(), 3),
     ],
 )
-def test_what_a_log_stream_sends(sent: str, current: str, event: str, text: str) -> None:
-    step = next_step(sent, current)
-    assert (step.event, step.text, step.offset) == (event, text, len(current))
+def test_what_a_log_stream_sends(
+    offset: int, seen: bytes, piece: LogPiece, event: str, data: bytes, after: int
+) -> None:
+    step = next_step(offset=offset, seen=seen, piece=piece)
+    assert (step.event, step.data, step.offset) == (event, data, after)
+
+
+def test_a_finished_log_sends_its_last_bytes_even_if_cut_mid_character() -> None:
+    step = next_step(offset=0, seen=b"", piece=LogPiece(b"x\xc3", 0, 2), final=True)
+    assert (step.event, step.data) == ("log", b"x\xc3")
 
 
 @pytest.mark.parametrize(
