@@ -590,10 +590,12 @@ def test_the_table_has_every_route_that_names_a_project(tmp_path: Path) -> None:
 
     from backend.api import make_api_router
     from backend.app import build_platform
+    from backend.users import UserRemoval
     from backend.web.pages import make_pages_router
     from backend.web.streams import make_stream_router
     from backend.web.views import Renderer, make_templates
     from nakama.auth import Principal
+    from nakama.sessions import SessionStore
     from nakama.settings import Settings
 
     platform = build_platform(
@@ -608,6 +610,7 @@ def test_the_table_has_every_route_that_names_a_project(tmp_path: Path) -> None:
             raise AssertionError("not called")
 
         projects, variables = platform.projects, platform.variables
+        sessions = SessionStore(platform.db, platform.tokens, max_age_s=60)
         api = FastAPI()
         api.include_router(
             make_api_router(
@@ -615,6 +618,13 @@ def test_the_table_has_every_route_that_names_a_project(tmp_path: Path) -> None:
                 tokens=platform.tokens,
                 variables=variables,
                 limits=platform.limits,
+                sessions=sessions,
+                users=UserRemoval(
+                    db=platform.db,
+                    tokens=platform.tokens,
+                    sessions=sessions,
+                    projects=projects,
+                ),
             )
         )
         # The API nests routers, so its routes are read from its schema (where all of it is).
