@@ -1,10 +1,11 @@
 """Hook bodies from strangers: bounded reads and the checks made before a body is parsed.
 
 Anyone can POST to the receiver, so a body is worth nothing until its token matched. The intake
-reads at most ``max_body_bytes``, finds whose token to check from the URL (or, on the old
-bodyless-URL routes, from one cheap search of the raw bytes), and only then parses, in a worker
-thread: :func:`parse_object` measures the nesting first, so a deeply nested body is a 400 rather
-than a ``RecursionError`` (a 500 and a traceback in the log, review M7).
+finds whose token to check from the URL (or, on the older URLs without a project, from a search
+of the body's first 64 KiB), checks it before reading further, reads at most ``max_body_bytes``
+and only then parses, in a worker thread: :func:`parse_object` measures the nesting first, so
+a deeply nested body is a 400 rather than a ``RecursionError`` (a 500 and a traceback in the
+log, review M7).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from starlette.requests import Request
 BODY_SETTING = "receiver.max_body_bytes (NAKAMA_RECEIVER__MAX_BODY_BYTES)"
 DEPTH_SETTING = "receiver.max_json_depth (NAKAMA_RECEIVER__MAX_JSON_DEPTH)"
 
+# Bytes of a body searched for its project on the URLs without one: GitLab's push hook has it
+# after a few short fields (the ref, the user), before the commits, within 2 KB. A stranger's
+# body is never read further than this before its token is checked.
+PROJECT_WITHIN = 64 * 1024
 # The first "path_with_namespace" of a push hook is its project's (GitLab and local mode alike).
 # A value with escapes is not matched: such a body must use the URL that names the project.
 _PROJECT_PATH = re.compile(rb'"path_with_namespace"\s*:\s*"([^"\\]{1,255})"')
@@ -50,17 +55,44 @@ def check_declared_size(declared: str | None, limit: int) -> None:
         raise too_large(limit)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with a 413 as soon as more than ``limit`` bytes arrived."""
-    check_declared_size(request.headers.get("content-length"), limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+class BodyReader:
+    """Reads a request's body as far as needed, never more than ``limit`` bytes (a 413 as soon
+    as more arrived). ``complete`` says whether all of it was read: a connection whose body was
+    left unread is closed after the answer rather than drained."""
+
+    def __init__(self, request: Request, limit: int) -> None:
+        check_declared_size(request.headers.get("content-length"), limit)
+        self._stream = request.stream()
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.complete = False
+
+    async def _more(self) -> bool:
+        try:
+            chunk = await anext(self._stream)
+        except StopAsyncIteration:
+            self.complete = True
+            return False
+        self._size += len(chunk)
+        if self._size > self._limit:
+            raise too_large(self._limit)
+        self._chunks.append(chunk)
+        return True
+
+    async def project(self) -> str | None:
+        """The project the body names (:func:`find_project`) in its first
+        :data:`PROJECT_WITHIN` bytes, where GitLab and the local hook put it, before commits."""
+        while True:
+            found = find_project(b"".join(self._chunks)[:PROJECT_WITHIN])
+            if found is not None or self._size >= PROJECT_WITHIN or not await self._more():
+                return found
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        while not self.complete:
+            await self._more()
+        return b"".join(self._chunks)
 
 
 def project_of_path(path: str) -> str:

@@ -3,9 +3,9 @@
 Nothing here decides what a push means; it only makes sure a valid event is stored once. A
 body from a stranger costs almost nothing: hooks name their project in the URL
 (``POST /build-image/<project>``), so the token is checked before the body is read, and a body
-is parsed only after that, in a worker thread (see :mod:`webhook_receiver.bodies`). The old
-URLs without a project (hooks made before) still work: their body is read within the size
-limit and searched once for the project, then the token is checked, then the body parsed.
+is parsed only after that, in a worker thread (see :mod:`webhook_receiver.bodies`). The older
+URLs without a project (hooks made before) still work: the project is found in the body's first
+64 KiB, its token checked, and only then is the rest read and the body parsed.
 An unknown project answers exactly as a known one with a wrong token, in the same time.
 """
 
@@ -32,11 +32,11 @@ from nakama.models import PushEvent
 from nakama.names import name_problem
 from nakama.settings import ReceiverSettings
 from webhook_receiver.bodies import (
+    PROJECT_WITHIN,
+    BodyReader,
     Rejection,
-    find_project,
     parse_object,
     project_name,
-    read_body,
 )
 from webhook_receiver.store import EventStore, NewEvent, dedup_key
 
@@ -48,8 +48,9 @@ PUSH_KINDS = ("Push Hook", "Tag Push Hook")
 _DUMMY_SECRET = "x" * 43
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status)
+def _error(status: int, message: str, *, close: bool = False) -> JSONResponse:
+    headers = {"Connection": "close"} if close else None
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -134,19 +135,19 @@ class Intake:
         delivery = headers.get("idempotency-key") or headers.get("x-gitlab-event-uuid")
         structlog.contextvars.bind_contextvars(delivery=delivery, endpoint=endpoint)
         limit = self._settings.max_body_bytes
+        reader: BodyReader | None = None
         try:
             given = headers.get("x-gitlab-token")
             if not given:
                 raise Rejection(401, "missing X-Gitlab-Token header")
-            body: bytes | None = None
+            reader = BodyReader(request, limit)
             if project is None:
-                body = await read_body(request, limit)
-                found = await anyio.to_thread.run_sync(find_project, body)
+                found = await reader.project()
                 if found is None:
                     raise Rejection(
                         422,
-                        "body has no project.path_with_namespace"
-                        f" (or send it to /{endpoint}/<project>)",
+                        f"body has no project.path_with_namespace in its first {PROJECT_WITHIN}"
+                        f" bytes (or send it to /{endpoint}/<project>)",
                     )
                 project = found
             else:
@@ -155,9 +156,11 @@ class Intake:
             kind = headers.get("x-gitlab-event", "")
             if kind not in PUSH_KINDS:
                 log.info("event ignored", kind=kind[:60], project=project)
-                return JSONResponse({"status": "ignored", "reason": f"{kind or 'no'} event"})
-            if body is None:
-                body = await read_body(request, limit)
+                headers = None if reader.complete else {"Connection": "close"}
+                return JSONResponse(
+                    {"status": "ignored", "reason": f"{kind or 'no'} event"}, headers=headers
+                )
+            body = await reader.read()
             _, named = await anyio.to_thread.run_sync(
                 lambda: _decode(body, max_depth=self._settings.max_json_depth)
             )
@@ -186,7 +189,9 @@ class Intake:
             return JSONResponse({"status": "accepted", "event_id": event_id}, status_code=202)
         except Rejection as rej:
             log.warning("delivery rejected", status=rej.status, reason=rej.message)
-            return _error(rej.status, rej.message)
+            # A body left unread is not drained: the connection is closed after the answer.
+            unread = reader is None or not reader.complete
+            return _error(rej.status, rej.message, close=unread)
         finally:
             structlog.contextvars.unbind_contextvars("delivery", "endpoint")
 

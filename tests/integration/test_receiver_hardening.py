@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import statistics
 import time
 import uuid
@@ -155,11 +156,11 @@ def test_one_projects_delivery_ids_do_not_shadow_anothers(
     key = str(uuid.uuid4())  # Bob sends first, with the key Alice's hook will use
     for name in (BOB, ALICE):
         r = client.post(
-            f"/build-image/{name}", json=push_body(name), headers=headers(TOKENS[name], key=key)
+            "/build-image", json=push_body(name), headers=headers(TOKENS[name], key=key)
         )
         assert r.status_code == 202, r.text
     again = client.post(
-        f"/build-image/{ALICE}", json=push_body(ALICE), headers=headers(TOKENS[ALICE], key=key)
+        "/build-image", json=push_body(ALICE), headers=headers(TOKENS[ALICE], key=key)
     )
     assert again.json() == {"status": "duplicate"}
     assert sorted(stored(db)) == [
@@ -192,3 +193,40 @@ def test_an_unknown_project_answers_in_the_time_of_a_known_one(
     known = statistics.mean([medians[ALICE], medians[BOB]])
     unknown = statistics.mean([medians["zz-nosuch-1"], medians["no-such-proj"]])
     assert abs(unknown - known) < 0.1 * known, medians
+
+
+@pytest.mark.parametrize(
+    ("url", "sent"),
+    [
+        (f"/build-image/{ALICE}", b""),  # the URL names the project: no byte of the body is read
+        ("/build-image", b'{"project": {"path_with_namespace": "local/alice-app"}, "a": "'),
+    ],
+)
+def test_a_strangers_body_is_answered_before_it_is_all_sent(
+    client: httpx.Client, url: str, sent: bytes
+) -> None:
+    """The token is checked once the project is known: the 401 comes while the client still
+    has most of its declared megabyte to send (the old receiver waited for all of it)."""
+    port = httpx.URL(str(client.base_url)).port
+    assert port is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(
+            f"POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 20}\r\n"
+            f"X-Gitlab-Token: {TOKENS[BOB]}\r\nX-Gitlab-Event: Push Hook\r\n\r\n".encode()
+            + sent
+            + b"x" * (64 * 1024 - len(sent))
+        )
+        answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert b"connection: close" in answer.lower()
+
+
+def test_an_old_url_body_must_name_its_project_before_its_commits(
+    client: httpx.Client, db: Database
+) -> None:
+    body = push_body(ALICE)
+    late = {"padding": "x" * 70_000, **body}  # the project only after 64 KiB
+    r = client.post("/build-image", json=late, headers=headers(TOKENS[ALICE]))
+    assert r.status_code == 422 and "first 65536 bytes" in r.json()["detail"]
+    r = client.post(f"/build-image/{ALICE}", json=late, headers=headers(TOKENS[ALICE]))
+    assert r.status_code == 202, "the URL that names the project takes it"
