@@ -9,8 +9,8 @@ from nakama.errors import (
     NakamaError,
     NotFound,
     PermanentError,
-    RateLimited,
     QuotaExceeded,
+    RateLimited,
     TemporaryError,
     Unauthorized,
 )
