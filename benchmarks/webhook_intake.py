@@ -4,11 +4,12 @@ What is measured: a throw-away ``nakama up`` (see ``_harness.py``) gets one proj
 token is read from ``<data>/nakama.db`` (``projects.hook_token``). ``wrk -t2 -c64 -d<N>s
 --latency`` then POSTs GitLab's reference Push Hook body (shared/reference/gitlab/webhooks/
 push_hook.json, with ``project.path_with_namespace`` set to the project and ``ref`` set to
-``refs/heads/some-other-branch`` so the processor ignores the events quickly) to ``/code-reload``
-with ``X-Gitlab-Event: Push Hook``, the ``X-Gitlab-Token`` and a unique ``Idempotency-Key`` per
-request (thread id + counter, made in Lua). From wrk: requests/s, p50/p90/p99 latency, non-2xx.
-Then the rows wrk's requests added to ``webhook_events`` are counted: stored rows / duration is
-the figure that matters (targets: >= 1,000 stored events/s, p99 <= 50 ms).
+``refs/heads/some-other-branch`` so the processor ignores the events quickly) to
+``/code-reload/<project>`` with ``X-Gitlab-Event: Push Hook``, the ``X-Gitlab-Token`` and a
+unique ``Idempotency-Key`` per request (thread id + counter, made in Lua). From wrk: requests/s,
+p50/p90/p99 latency, non-2xx. Then the rows wrk's requests added to ``webhook_events`` are
+counted: stored rows / duration is the figure that matters (targets: >= 1,000 stored events/s,
+p99 <= 50 ms).
 
 For scale, the identical wrk load is run against a bare uvicorn (a minimal ASGI app that reads
 the body and answers 202; same ``uvicorn.run`` settings as ``nakama up``) and shown side by side.
@@ -67,7 +68,7 @@ def stored_rows(server, prefix: str) -> int:
         query(
             server,
             "SELECT COUNT(*) FROM webhook_events WHERE dedup_key LIKE ?",
-            (f"code-reload:{prefix}%",),
+            (f"code-reload:{PROJECT}:{prefix}%",),
         )[0][0]
     )
 
@@ -126,7 +127,7 @@ def main() -> int:
         token = query(server, "SELECT hook_token FROM projects WHERE name = ?", (PROJECT,))[0][0]
         body = push_body(PROJECT)
         check = httpx.post(
-            f"{server.url}/code-reload",
+            f"{server.url}/code-reload/{PROJECT}",
             content=body,
             timeout=10,
             headers={
@@ -149,13 +150,13 @@ def main() -> int:
             if i == runs:  # the profiled pass
                 raw = tmp / "profile.txt"
                 with py_spy_record(server.proc.pid, raw, duration=duration):
-                    r = run_wrk(f"{server.url}/code-reload", lua, duration=duration)
+                    r = run_wrk(f"{server.url}/code-reload/{PROJECT}", lua, duration=duration)
                 profile = profile_summary(raw, REPO_ROOT)
                 if os.environ.get("KEEP_PROFILE"):
                     shutil.copy(raw, os.environ["KEEP_PROFILE"])
                 profile.insert(0, f"(profiled pass: {line('', r, stored_rows(server, prefix))})")
                 continue
-            r = loaded(server.proc.pid, f"{server.url}/code-reload", lua, duration)
+            r = loaded(server.proc.pid, f"{server.url}/code-reload/{PROJECT}", lua, duration)
             passes.append((r, stored_rows(server, prefix)))
             if args.verbose:
                 print(r["raw"])
@@ -166,7 +167,7 @@ def main() -> int:
     stored_rates = [n / r["seconds"] for r, n in passes]
     p99s = [r["p99"] for r, _ in passes]
     print()
-    print(f"=== webhook_intake: wrk -t2 -c64 -d{duration}s POST /code-reload (Push Hook) ===")
+    print(f"=== webhook_intake: wrk -t2 -c64 -d{duration}s POST /code-reload/<project> ===")
     print(machine_note())
     for i, (r, n) in enumerate(passes):
         print(line(f"nakama #{i + 1}", r, n))

@@ -180,6 +180,7 @@ def test_oversized_body_is_413(client: httpx.Client, db: Database, endpoint: str
 
 def test_oversized_chunked_body_is_413(client: httpx.Client, db: Database) -> None:
     def chunks() -> Iterator[bytes]:
+        yield b'{"project": {"path_with_namespace": "mike/diaspora"}, "padding": "'
         for _ in range(LIMIT // 1024 + 2):
             yield b"x" * 1024
 
