@@ -51,6 +51,7 @@ from nakama.local.supervisor import (
 )
 from nakama.logs import get_logger
 from nakama.ports import AppStatus
+from nakama.quotas import disk_usage
 from nakama.settings import LimitsSettings, RuntimeSettings
 
 log = get_logger(__name__)
@@ -383,7 +384,7 @@ class LocalRuntime:
         path = self._app_dir(project) / "data"
         if not path.is_dir():
             return None
-        used = _disk_usage(path)
+        used = disk_usage(path)
         self._usage[project] = (now, used)
         return used
 
@@ -525,20 +526,3 @@ class LocalRuntime:
 
     def stop_all(self) -> None:
         self._supervisor.stop_all()
-
-
-def _disk_usage(top: Path) -> int:
-    """Bytes the files under ``top`` take on disk (hard links once); links are not followed."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in [*dirnames, *filenames]:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_blocks * 512
-    return total
