@@ -161,9 +161,9 @@ class Intake:
             kind = headers.get("x-gitlab-event", "")
             if kind not in PUSH_KINDS:
                 log.info("event ignored", kind=kind[:60], project=project)
-                headers = None if reader.complete else {"Connection": "close"}
+                close = None if reader.complete else {"Connection": "close"}
                 return JSONResponse(
-                    {"status": "ignored", "reason": f"{kind or 'no'} event"}, headers=headers
+                    {"status": "ignored", "reason": f"{kind or 'no'} event"}, headers=close
                 )
             body = await reader.read()
             depth = self._settings.max_json_depth
