@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 
+from nakama.catch_up import catch_up_push
 from nakama.cluster.gitlab_forge import GitLabForge, is_receiver_hook
 from nakama.cluster.pipelines import ACTIVE, GitLabPipelines
 from nakama.db.outcomes import apply_pipeline_end
@@ -33,11 +34,9 @@ from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project, WebhookEvent, as_utc, utcnow
 from nakama.errors import NakamaError
 from nakama.logs import get_logger
-from nakama.planning import Action, RefUpdate, plan_push
-from nakama.ports import PipelineRequest, Registry
+from nakama.ports import Registry
 from nakama.rollback import ROLLBACK_PREFIX
 from nakama.settings import PlanningSettings
-from nakama.tagging import dependency_hash
 
 log = get_logger(__name__)
 
@@ -51,7 +50,6 @@ CATCH_UP_AFTER = timedelta(seconds=60)
 # A project must have been "deleting" this long before the reconciler finishes its delete, so
 # that it does not run alongside the delete the API request started.
 DELETE_GRACE = timedelta(minutes=10)
-MISSED_PUSH = "reconcile: missed push; "
 HOOK_MESSAGE = "GitLab disabled the push hook"
 
 
@@ -227,41 +225,19 @@ class Reconciler:
             since = now
         if now - since < self._catch_up_after:
             return None
-        update_ = RefUpdate(ref=f"refs/heads/{branch}", before=base, after=head)
-        patterns = self._planning.dependency_files
-        dep_hash = dependency_hash(self._forge.read_files(project, head, patterns))
-        plan = plan_push(
-            update_,
-            deploy_branch=branch,
-            dependency_patterns=patterns,
-            changed_paths=self._forge.changed_paths(project, update_.before, head),
-            build_exists=self._registry.find(project, dep_hash) is not None,
-        )
-        if plan.action is Action.IGNORE:
-            return None
-        reason = MISSED_PUSH + plan.reason
-        pipeline_id = self._pipelines.submit(
-            PipelineRequest(
-                project=project,
-                kind=plan.action.value,
-                commit=head,
-                branch=branch,
-                reason=reason,
-                dep_hash=dep_hash,
-            )
-        )
-        self._seen.pop(project, None)
-        with self._db.session() as s:
-            found = s.scalar(select(Project).where(Project.name == project))
-            if found is not None:
-                found.last_action, found.last_reason = plan.action.value, reason
-        log.info(
-            "missed push caught up",
+        pipeline_id = catch_up_push(
+            db=self._db,
+            forge=self._forge,
+            registry=self._registry,
+            pipelines=self._pipelines,
+            planning=self._planning,
             project=project,
-            commit=head[:12],
-            action=plan.action.value,
-            pipeline=pipeline_id,
+            branch=branch,
+            base=base,
+            head=head,
         )
+        if pipeline_id is not None:
+            self._seen.pop(project, None)
         return pipeline_id
 
     # --- 3. disabled hooks -----------------------------------------------------------------

@@ -29,22 +29,20 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from nakama.catch_up import catch_up_push
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project, WebhookEvent
 from nakama.errors import NakamaError
 from nakama.logs import get_logger
-from nakama.planning import Action, RefUpdate, plan_push
-from nakama.ports import Forge, PipelineRequest, Pipelines, Registry
+from nakama.ports import Forge, Pipelines, Registry
 from nakama.rollback import ROLLBACK_PREFIX
 from nakama.settings import PlanningSettings
-from nakama.tagging import dependency_hash
 
 log = get_logger(__name__)
 
 # Projects looked after; "creating" is still being made, "deleting" is going.
 LIVE = ("running", "building", "failed")
 ACTIVE = ("pending", "running")
-MISSED_PUSH = "reconcile: missed push; "
 
 
 @dataclass(frozen=True)
@@ -184,42 +182,18 @@ class LocalReconciler:
             since = now
         if wait and now - since < self._catch_up_after_s:
             return None
-        update = RefUpdate(ref=f"refs/heads/{state.branch}", before=base, after=head)
-        patterns = self._planning.dependency_files
-        dep_hash = dependency_hash(self._forge.read_files(project, head, patterns))
-        plan = plan_push(
-            update,
-            deploy_branch=state.branch,
-            dependency_patterns=patterns,
-            changed_paths=self._forge.changed_paths(project, base, head),
-            build_exists=self._registry.find(project, dep_hash) is not None,
-        )
         self._seen.pop(project, None)
-        if plan.action is Action.IGNORE:
-            return None
-        reason = MISSED_PUSH + plan.reason
-        pipeline_id = self._pipelines.submit(
-            PipelineRequest(
-                project=project,
-                kind=plan.action.value,
-                commit=head,
-                branch=state.branch,
-                reason=reason,
-                dep_hash=dep_hash,
-            )
-        )
-        with self._db.session() as s:
-            found = s.scalar(select(Project).where(Project.name == project))
-            if found is not None:
-                found.last_action, found.last_reason = plan.action.value, reason
-        log.info(
-            "missed push caught up",
+        return catch_up_push(
+            db=self._db,
+            forge=self._forge,
+            registry=self._registry,
+            pipelines=self._pipelines,
+            planning=self._planning,
             project=project,
-            commit=head[:12],
-            action=plan.action.value,
-            pipeline=pipeline_id,
+            branch=state.branch,
+            base=base,
+            head=head,
         )
-        return pipeline_id
 
 
 __all__ = ["LocalReconciler", "missed_base"]
