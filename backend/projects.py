@@ -423,7 +423,7 @@ class ProjectService:
         self._runtime.remove(name)
         self._forge.delete_repository(name)
         with self._db.session() as s:
-            mine = set(
+            hashes = set(
                 s.scalars(
                     select(Pipeline.dep_hash).where(
                         Pipeline.project == name, Pipeline.dep_hash.is_not(None)
@@ -435,7 +435,7 @@ class ProjectService:
             # use any environment, and every one is kept (retention removes it later, once
             # unused) rather than removed under a deploy (review finding L6).
             shared = hashes_needed_elsewhere(s, name)
-        mine = {h for h in mine if h}
+        mine = {h for h in hashes if h}
         self._registry.delete_project(
             name, dep_hashes=mine, shared=mine if shared is None else shared
         )

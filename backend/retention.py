@@ -17,7 +17,7 @@ The decisions are pure functions over rows (:func:`pipelines_to_prune`, :func:`n
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -136,7 +136,7 @@ class Needs:
 
 
 def needed(
-    by_project: dict[str, Sequence[PipelineFacts]],
+    by_project: Mapping[str, Sequence[PipelineFacts]],
     *,
     deployed: dict[str, tuple[int, str | None]],
     window: int,
@@ -182,8 +182,10 @@ def pipeline_facts(
     if projects is not None:
         query = query.where(Pipeline.project.in_(list(projects)))
     out: dict[str, list[PipelineFacts]] = {}
-    for project, *facts in s.execute(query):
-        out.setdefault(project, []).append(PipelineFacts(*facts))
+    for project, pid, status, commit, reason, created, dep_hash in s.execute(query):
+        out.setdefault(project, []).append(
+            PipelineFacts(pid, status, commit, reason, created, dep_hash)
+        )
     return out
 
 
@@ -364,13 +366,13 @@ class Retention:
         private_root = private_envs_root(envs_dir)
         if private_root.is_dir():
             for directory in sorted(private_root.iterdir()):
-                project = directory.name
-                if project in needs.unknown or not directory.is_dir():
+                owner = directory.name
+                if owner in needs.unknown or not directory.is_dir():
                     continue
-                mine = needs.hashes.get(project, set()) if project in projects else set()
+                mine = needs.hashes.get(owner, set()) if owner in projects else set()
                 for env in list_environments(directory):
                     if env.dep_hash not in mine and unused_long(env):
-                        candidates.append((directory, env.dep_hash, project))
+                        candidates.append((directory, env.dep_hash, owner))
         if not candidates:
             return 0
         # Read again just before removing: a pipeline submitted meanwhile may want one.

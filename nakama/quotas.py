@@ -151,7 +151,7 @@ def check_build(db: Database, settings: Settings, *, project: str) -> None:
         env.path for name in names for env in list_environments(private_envs_dir(envs_dir, name))
     ]
     environments += [
-        env.path for h in sorted(hashes) if h and (env := find_environment(envs_dir, h))
+        env.path for h in sorted(h for h in hashes if h) if (env := find_environment(envs_dir, h))
     ]
     quotas = settings.quotas
     why = refusal(

@@ -70,7 +70,7 @@ class Group:
         path = self.dirs.get("unified" if self.kind == "cgroup v2" else "memory")
         name = "memory.current" if self.kind == "cgroup v2" else "memory.usage_in_bytes"
         with contextlib.suppress(OSError, ValueError, TypeError):
-            return int((path / name).read_text()) if path else None  # type: ignore[operator]
+            return int((path / name).read_text()) if path else None
         return None
 
     def kill(self) -> None:

@@ -355,7 +355,7 @@ class LocalRuntime:
         if spec.bin_dir is not None:
             ro += [spec.bin_dir.parent, *python_roots(spec.bin_dir / "python")]
         data = self.data_dir(spec.name)
-        files = ()
+        files: tuple[tuple[Path, bytes], ...] = ()
         if spec.env:
             secrets_toml = data / "home" / ".streamlit" / "secrets.toml"
             files = ((secrets_toml, tomli_w.dumps(dict(spec.env)).encode()),)
