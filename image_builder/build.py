@@ -7,7 +7,10 @@ timestamp tags, newest first, for an image labelled with that hash. Then:
 * an older tag has it (the dependencies went back to an earlier state): give that image a new
   timestamp tag, so that Flux's ImagePolicy, which deploys the newest tag, picks it. No build;
 * none has it: build with buildah (the repository's Dockerfile, or a generated one), label,
-  push.
+  push. For a generated one, a lock file is first made into pinned requirements in the build
+  context (``uv export --frozen`` for ``uv.lock``; ``poetry.lock`` and ``Pipfile.lock`` read
+  here) and ``packages.txt`` is checked name by name; a malformed one fails the job, naming
+  the file and where, before buildah runs.
 
 After a new tag, the Flux Receiver is pinged so the rollout need not wait for the next registry
 scan. Every step prints one line to stdout: this is a CI log. Secrets come from files, reach
@@ -40,6 +43,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from pydantic import ValidationError
+from uv import find_uv_bin
 
 from image_builder.dockerfile import (
     DEFAULT_PORT,
@@ -51,7 +55,17 @@ from image_builder.dockerfile import (
     select_base_image,
     tag_time,
 )
+from image_builder.lockfiles import (
+    LOCKED_REQUIREMENTS,
+    UV_LOCK,
+    LockFileError,
+    choose_source,
+    count_requirements,
+    locked_requirements,
+    uv_export_args,
+)
 from image_builder.process import run_step
+from image_builder.system_packages import PACKAGES_FILE, package_names, shown
 from nakama.clients.git import FULL_SHA, mask_credentials, run_git
 from nakama.clients.oci import OciClient, check_repository
 from nakama.errors import InvalidInput, NotFound, PermanentError
@@ -251,8 +265,21 @@ def _build_and_push(options: Options, plan: BuildPlan, checkout: Checkout, out: 
         base_image = select_base_image(options.base_image, python_version or None)
         toml = files.get(CONFIG_FILE)
         run = load_app_config(None if toml is None else toml.decode(errors="replace")).run
+        packages: tuple[str, ...] = ()
+        if PACKAGES_FILE in checkout.paths:
+            text = _content(checkout, PACKAGES_FILE).decode(errors="replace")
+            try:
+                packages = package_names(text)
+            except InvalidInput as exc:  # the commit's content: a failed build, not bad usage
+                raise PermanentError(str(exc)) from None
+            _say(out, "packages", f"{PACKAGES_FILE}: {shown(packages) if packages else 'none'}")
+        _pin_lock_file(checkout, options, out)
         text = render_dockerfile(
-            base_image=base_image, files=checkout.paths, port=options.port, run_command=run
+            base_image=base_image,
+            files=checkout.paths,
+            port=options.port,
+            run_command=run,
+            system_packages=packages,
         )
         dockerfile = workdir / "Dockerfile.nakama"  # outside the context: not copied in
         dockerfile.write_text(text, encoding="utf-8")
@@ -277,6 +304,53 @@ def _build_and_push(options: Options, plan: BuildPlan, checkout: Checkout, out: 
     _say(out, "pushed", f"{ref} ({digest})")
     # The storage is the runner's: leave it as it was (vfs keeps a full copy of every layer).
     subprocess.run([buildah, "rmi", ref], capture_output=True, check=False)
+
+
+def _content(checkout: Checkout, path: str) -> bytes:
+    """A regular file of the checkout: read with the dependency files, or from the context."""
+    found = checkout.files.get(path)
+    return found if found is not None else (checkout.context / path).read_bytes()
+
+
+def _pin_lock_file(checkout: Checkout, options: Options, out: TextIO) -> None:
+    """Write the lock file's pinned requirements into the context, if the install is from one."""
+    source = choose_source(checkout.paths)
+    if source is None:
+        return
+    _say(out, "dependencies", source.describe())
+    if not source.is_lock:
+        return
+    if LOCKED_REQUIREMENTS in checkout.paths:
+        raise PermanentError(
+            f"the repository has a file {LOCKED_REQUIREMENTS}, the name the build gives the "
+            f"requirements pinned from {source.file}: rename it"
+        )
+    target = checkout.context / LOCKED_REQUIREMENTS
+    if source.file == UV_LOCK:
+        if "pyproject.toml" not in checkout.paths:
+            raise LockFileError(
+                f"{UV_LOCK} has no pyproject.toml beside it: commit the pyproject.toml it was "
+                "locked from"
+            )
+        args = uv_export_args(project_dir=str(checkout.context), output=str(target))
+        env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "HOME": str(checkout.workdir),
+            "UV_NO_CONFIG": "1",  # a pushed uv.toml must not steer it
+            "UV_PYTHON_DOWNLOADS": "never",
+            "NO_COLOR": "1",
+            "UV_CACHE_DIR": str(checkout.workdir / "uv-cache"),
+        }
+        deadline = time.monotonic() + min(options.timeout_s, 300)
+        result = run_step([find_uv_bin(), *args], out=out, deadline=deadline,
+                          cwd=checkout.context, env=env, tail_lines=_ERROR_TAIL_LINES)  # fmt: skip
+        if result.timed_out or result.returncode != 0:
+            detail = " | ".join(line.strip() for line in result.tail if line.strip())[-800:]
+            raise LockFileError(f"{UV_LOCK} could not be read by uv export --frozen: {detail}")
+    else:
+        target.write_text(locked_requirements(source.file, _content(checkout, source.file)))
+    count = count_requirements(target.read_text())
+    _say(out, "dependencies", f"{count} package(s) pinned from {source.file}")
 
 
 def _notify_flux(options: Options, ref: str, out: TextIO) -> None:

