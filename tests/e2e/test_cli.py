@@ -210,6 +210,9 @@ def test_logs_tail_and_follow(
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        # Ctrl-C as at a terminal, even when the tests run in the background (where a shell
+        # starts them with SIGINT ignored, which a child would inherit)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as follower:
         reader = threading.Thread(target=lambda: lines.extend(follower.stdout or []), daemon=True)
         reader.start()
