@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from backend.limits import LimitService, LimitsPublic
 from backend.projects import ProjectService
@@ -49,6 +50,17 @@ from nakama.models import (
 )
 from nakama.sessions import SessionStore
 from nakama.settings import LogSettings
+
+
+class CurrentToken(BaseModel):
+    """The token of a request: never the token itself."""
+
+    id: int
+    name: str
+    # None: a token from before users existed.
+    username: str | None
+    is_admin: bool
+
 
 _bearer = HTTPBearer(auto_error=False, description="an API token (the admin token at first)")
 
@@ -174,6 +186,17 @@ def make_api_router(
         tokens.revoke_token(username, token_id)
         sessions.credentials_changed()
         return Response(status_code=204)
+
+    @router.get("/tokens/current", response_model=CurrentToken, tags=["users"])
+    def current_token(caller: Caller) -> CurrentToken:
+        """The token this request carries: its id and name, and whose it is (the CLI learns
+        from it which user it signed in as, and which token to revoke at logout)."""
+        return CurrentToken(
+            id=caller.token_id,
+            name=caller.name,
+            username=caller.username,
+            is_admin=caller.is_admin,
+        )
 
     @router.put("/users/{username}/password", status_code=204, tags=["users"])
     def set_user_password(username: str, body: PasswordSet, caller: Caller) -> Response:

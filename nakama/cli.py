@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from nakama.cli_auth import register as register_auth
 from nakama.cli_commands import EXIT_CODES_HELP, projects_app, register
 from nakama.cli_limits import register_limits
 from nakama.cli_secrets import secrets_app
@@ -160,6 +161,7 @@ register_sharing(projects_app)  # projects share, unshare, members, visibility, 
 register_limits(projects_app)  # projects limits
 app.add_typer(users_app, name="users")
 app.add_typer(secrets_app, name="secrets")  # on this machine's database and data dir
+register_auth(app)  # auth git-credential, auth setup-git, logout
 
 
 def main() -> None:

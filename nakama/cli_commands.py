@@ -109,15 +109,36 @@ def login(
     token: Annotated[
         str | None, typer.Option(help="an API token (asked for, hidden, if not given)")
     ] = None,
+    git: Annotated[
+        bool,
+        typer.Option(
+            "--git/--no-git",
+            help="also make a token for git and register `nakama auth git-credential` as "
+            "git's credential helper for this URL (global git config)",
+        ),
+    ] = True,
 ) -> None:
-    """Check a token against a Nakama server and save both for later commands (mode 0600)."""
+    """Check a token against a Nakama server and save both for later commands (mode 0600);
+    git then clones and pushes with a token of its own, kept beside them, never in a URL."""
+    from nakama.cli_auth import set_up_git
+
     final_url, _ = resolve(url, None)
     if not token:
         token = typer.prompt(f"API token for {final_url}", hide_input=True, err=True)
     with _exit_codes(), NakamaClient(final_url, token) as client:
-        count = len(client.list_projects())
+        found = client.list_projects()
         path = save_login(final_url, str(token))
-    _note(f"logged in to {final_url} ({count} projects); saved to {path}")
+        _note(f"logged in to {final_url} ({len(found)} projects); saved to {path}")
+        if git:
+            _note(set_up_git(client, final_url))
+            elsewhere = sorted(
+                {p["clone_url"] for p in found if not p["clone_url"].startswith(final_url + "/")}
+            )
+            if elsewhere:
+                _note(
+                    f"note: git's helper answers for {final_url} only, and clone URLs such as "
+                    f"{elsewhere[0]} are elsewhere"
+                )
 
 
 # --- projects --------------------------------------------------------------------------------
