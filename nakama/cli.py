@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,6 +36,36 @@ app.add_typer(cluster_app, name="cluster")
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"nakama {package_version()}")
+        raise typer.Exit()
+
+
+def package_version() -> str:
+    """The installed package's version (the source tree's, when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nakama")
+    except PackageNotFoundError:
+        from nakama import __version__
+
+        return __version__
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Options of the command itself (its help is the Typer's)."""
+
+
 @app.command()
 def up(
     data_dir: Annotated[
@@ -44,10 +75,14 @@ def up(
     port: Annotated[int | None, typer.Option(help="port for the API, git and webhooks")] = None,
 ) -> None:
     """Run Nakama in local mode: API, webhook receiver, git server, job runner and apps."""
+    import socket
+
     import uvicorn
     from pydantic import ValidationError
 
     from backend.app import build_platform, create_app
+    from nakama.datadir_lock import DataDirInUse, lock_data_dir
+    from nakama.listening import CannotListen, PortInUse, bind, machine_name, wildcard_problem
     from nakama.logs import configure_logging
     from nakama.settings import Settings
 
@@ -66,32 +101,65 @@ def up(
             message = str(error["msg"]).removeprefix("Value error, ")
             typer.echo(f"error: NAKAMA_{where}: {message}", err=True)
         raise typer.Exit(2) from None
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
-    platform = build_platform(settings)
-    token = platform.bootstrap_admin()
-    typer.echo(f"Nakama {settings.base_url}  (API docs: {settings.base_url}/docs)")
-    typer.echo(f"web UI: {settings.base_url}/  (sign in as admin with the admin token)")
-    typer.echo(f"data dir: {settings.data_dir}")
-    if token is not None:
-        typer.echo(f"admin token: {token}   (also saved to {platform.admin_token_file})")
-    elif settings.admin_token is not None:
-        typer.echo("admin token: the value of NAKAMA_ADMIN_TOKEN")
-    else:
-        typer.echo(f"admin token: in {platform.admin_token_file}")
-    uvicorn.run(
-        create_app(platform),
+    problem = wildcard_problem(
         host=settings.host,
         port=settings.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=15,
-        # Seconds an idle keep-alive connection stays open. uvicorn's 5 s closes connections
-        # that browsers, scripts and a proxy in front still mean to reuse (a request sent as
-        # the server closes gets no answer); proxies keep theirs about a minute, so a little
-        # longer here.
-        timeout_keep_alive=75,
-        **proxy_options(settings.web.trusted_proxies),
+        public_url=settings.public_url,
+        machine=machine_name(socket.getfqdn(), socket.gethostname()),
     )
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
+    # Both before anything in the data dir is read or changed (database, apps, firewall rules):
+    # the data dir's lock, so that a second server never takes the first one's apps over, then
+    # the port, so that a busy one stops the start before any app is started.
+    try:
+        lock = lock_data_dir(settings.data_dir, url=settings.base_url)
+    except DataDirInUse as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(5) from None
+    try:
+        sockets = bind(settings.host, settings.port)
+    except CannotListen as exc:
+        lock.release()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(5 if isinstance(exc, PortInUse) else 2) from None
+    try:
+        configure_logging(level=settings.log_level, fmt=settings.log_format)
+        platform = build_platform(settings)
+        token = platform.bootstrap_admin()
+        typer.echo(f"Nakama {settings.base_url}  (API docs: {settings.base_url}/docs)")
+        typer.echo(f"web UI: {settings.base_url}/  (sign in as admin with the admin token)")
+        typer.echo(f"data dir: {settings.data_dir}")
+        if token is not None:
+            typer.echo(f"admin token: {token}   (also saved to {platform.admin_token_file})")
+        elif settings.admin_token is not None:
+            typer.echo("admin token: the value of NAKAMA_ADMIN_TOKEN")
+        else:
+            typer.echo(f"admin token: in {platform.admin_token_file}")
+        config = uvicorn.Config(
+            create_app(platform),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=15,
+            # Seconds an idle keep-alive connection stays open. uvicorn's 5 s closes
+            # connections that browsers, scripts and a proxy in front still mean to reuse (a
+            # request sent as the server closes gets no answer); proxies keep theirs about a
+            # minute, so a little longer here.
+            timeout_keep_alive=75,
+            **proxy_options(settings.web.trusted_proxies),
+        )
+        server = uvicorn.Server(config)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn raises it once stopped
+            server.run(sockets=sockets)
+        if not server.started:
+            raise typer.Exit(3)  # uvicorn's exit code for a failed start
+    finally:
+        for sock in sockets:
+            sock.close()
+        lock.release()
 
 
 def proxy_options(trusted_proxies: str) -> dict[str, Any]:

@@ -95,8 +95,10 @@ class NakamaProcess:
         uv_cache: Path | None = None,
         port: int | None = None,
         extra_env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.extra_args = list(extra_args or [])  # more options of `nakama up`
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"nakama-{self.port}.log"
@@ -123,7 +125,15 @@ class NakamaProcess:
         assert exe, "the `nakama` console script is not installed (pip install -e .)"
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [exe, "up", "--data-dir", str(self.data_dir), "--port", str(self.port)],
+                [
+                    exe,
+                    "up",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--port",
+                    str(self.port),
+                    *self.extra_args,
+                ],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
