@@ -39,6 +39,7 @@ from nakama.models import (
     PasswordSet,
     PipelinePublic,
     ProjectCreate,
+    ProjectCreated,
     ProjectPublic,
     ProjectUpdate,
     RollbackRequest,
@@ -207,10 +208,13 @@ def make_api_router(
         return Response(status_code=204)
 
     # --- projects --------------------------------------------------------------------------
-    @router.post("/projects", status_code=201, response_model=ProjectPublic, tags=["projects"])
+    @router.post("/projects", status_code=201, response_model=ProjectCreated, tags=["projects"])
     def create_project(
         body: ProjectCreate, request: Request, response: Response, caller: Caller
-    ) -> ProjectPublic:
+    ) -> ProjectCreated:
+        """Create a project from the starter kit, or import an existing git repository
+        (``source``): ``detected`` then says which branch, main file and Python version were
+        taken, and from where. The source's token is used for the import only, kept nowhere."""
         project = projects.create(body, owner_id=caller.user_id)
         response.headers["Location"] = str(request.url_for("get_project", name=project.name))
         return project

@@ -32,7 +32,13 @@ from backend.gateway.viewer import Viewers
 from backend.http_errors import status_of
 from backend.limits import LimitService, stored_limits
 from backend.metrics import install_metrics
-from backend.projects import ProjectService, read_starter_kit
+from backend.projects import (
+    ProjectService,
+    cluster_python_policy,
+    local_python_policy,
+    read_starter_kit,
+    recorded_main_file,
+)
 from backend.retention import LocalFiles, Retention
 from backend.sharing import MemberChanged, Sharing
 from backend.users import UserRemoval
@@ -346,6 +352,7 @@ def local_adapters(settings: Settings, db: Database, secrets: SecretBox) -> Adap
         # Read at every start of an app, so a restart of Nakama brings the variables back too.
         variables=lambda project: stored_environment(db, project, secrets),
         may_start=lambda project, running: check_app_start(db, settings.quotas, project, running),
+        main_file=lambda project: recorded_main_file(db, project),
     )
     pipelines = LocalPipelines(
         db=db, forge=forge, runtime=runtime, settings=settings, limiter=limiter
@@ -493,6 +500,9 @@ def build_platform(settings: Settings) -> Platform:
         refresh_pipelines=adapters.refresh_pipelines,
         quotas=settings.quotas,
         dependency_files=settings.planning.dependency_files,
+        python=cluster_python_policy(settings.flux)
+        if settings.mode == "cluster"
+        else local_python_policy(settings.builder),
     )
     return Platform(
         settings=settings,

@@ -1,4 +1,5 @@
-"""The project service: create, read, roll back and delete projects through the ports.
+"""The project service: create (from the starter kit or by importing an existing repository),
+read, roll back and delete projects through the ports.
 
 Every step of a delete is idempotent, and a delete interrupted by a crash is finished at the
 next start (``finish_deletes``).
@@ -6,7 +7,10 @@ next start (``finish_deletes``).
 
 from __future__ import annotations
 
+import re
 import secrets
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -30,13 +34,32 @@ from nakama.db.tables import (
     WebhookEvent,
 )
 from nakama.errors import Conflict, NakamaError, NotFound
+from nakama.importing import (
+    DEFAULT_USERNAME,
+    ImportSource,
+    PythonPolicy,
+    check_main_file,
+    detect,
+    files_to_read,
+    parse_source_url,
+    scrub,
+)
 from nakama.logs import get_logger
-from nakama.models import LastPush, PipelinePublic, ProjectCreate, ProjectPublic
+from nakama.models import (
+    DetectedFrom,
+    LastPush,
+    PipelinePublic,
+    ProjectCreate,
+    ProjectCreated,
+    ProjectPublic,
+    ProjectSource,
+    SourceDetected,
+)
 from nakama.names import validate_project_name
 from nakama.ports import Forge, LogPiece, PipelineRequest, Pipelines, Registry, Runtime
 from nakama.quotas import check_new_project
 from nakama.rollback import check_target, choose_targets, rollback_reason
-from nakama.settings import QuotaSettings
+from nakama.settings import BuilderSettings, FluxSettings, QuotaSettings
 from nakama.tagging import dependency_hash, is_dependency_file
 
 log = get_logger(__name__)
@@ -74,6 +97,64 @@ def pipeline_public(row: Pipeline) -> PipelinePublic:
     )
 
 
+def import_source(spec: ProjectSource) -> ImportSource:
+    """What to import from, checked before anything is made (InvalidInput says why not)."""
+    url = parse_source_url(spec.url)
+    if spec.main_file is not None:
+        check_main_file(spec.main_file)
+    token = spec.token.get_secret_value() if spec.token is not None else None
+    username = spec.username or url.username or DEFAULT_USERNAME
+    return ImportSource(url=url, token=token, username=username)
+
+
+# When the composition root says nothing: builds of an unknown Python that ignore
+# .python-version (then a chosen version cannot be checked and is taken as it is).
+UNKNOWN_PYTHON = PythonPolicy(
+    default=None, default_from="the builds' default", reads_version_file=False
+)
+_BASE_PYTHON = re.compile(r"^(?:.*/)?python:(\d+\.\d+)(?:[.-].*)?$")
+
+
+def local_python_policy(builder: BuilderSettings) -> PythonPolicy:
+    """Local builds run every app on one interpreter (``builder.python``, else the server's
+    own) and leave ``.python-version`` to cluster builds (image_builder.environments)."""
+    version: str | None
+    if builder.python is None:
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        where = "the server's Python; NAKAMA_BUILDER__PYTHON is not set"
+    else:
+        where = f"NAKAMA_BUILDER__PYTHON={builder.python}"
+        try:
+            out = subprocess.run(
+                [builder.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True,
+                timeout=30,
+                check=True,
+            )
+            version = out.stdout.decode().strip() or None
+        except (OSError, subprocess.SubprocessError):
+            version = None
+    return PythonPolicy(default=version, default_from=where, reads_version_file=False)
+
+
+def cluster_python_policy(flux: FluxSettings) -> PythonPolicy:
+    """Cluster builds take the version from ``.python-version`` when the base image is an
+    official ``python:X.Y`` one (image_builder.dockerfile.select_base_image), else the base's."""
+    match = _BASE_PYTHON.match(flux.base_image)
+    return PythonPolicy(
+        default=match.group(1) if match else None,
+        default_from=f"the base image {flux.base_image}, NAKAMA_FLUX__BASE_IMAGE",
+        reads_version_file=match is not None,
+    )
+
+
+def recorded_main_file(db: Database, project: str) -> str | None:
+    """The script an imported project's app runs when its nakama.toml does not say (None:
+    app.py), as its import recorded it."""
+    with db.session() as s:
+        return s.scalar(select(Project.main_file).where(Project.name == project))
+
+
 class ProjectService:
     def __init__(
         self,
@@ -89,11 +170,14 @@ class ProjectService:
         refresh_pipelines: Callable[[str], None] | None = None,
         quotas: QuotaSettings | None = None,
         dependency_files: tuple[str, ...] | None = None,
+        python: PythonPolicy = UNKNOWN_PYTHON,
     ) -> None:
         """``refresh_pipelines(project)``, if given, brings the project's pipeline rows up to
         date before they are read (cluster mode: pipelines run in GitLab, which is asked).
         ``quotas`` bounds the projects one user owns (None: unbounded); ``dependency_files``
-        (the planner's patterns) gives the first build its dependency hash when submitted."""
+        (the planner's patterns) gives the first build its dependency hash when submitted;
+        ``python`` says which Python the builds use, for an import's detection."""
+        self._python = python
         self._db = db
         self._forge = forge
         self._registry = registry
@@ -247,8 +331,11 @@ class ProjectService:
         return self._runtime.logs(name, tail=tail)
 
     # --- create ----------------------------------------------------------------------------
-    def create(self, request: ProjectCreate, *, owner_id: int | None = None) -> ProjectPublic:
+    def create(self, request: ProjectCreate, *, owner_id: int | None = None) -> ProjectCreated:
+        """Create the project from the starter kit, or import ``request.source``; either way
+        its first build is submitted. A create that fails leaves nothing behind."""
         name = validate_project_name(request.name)
+        source = import_source(request.source) if request.source is not None else None
         if request.maintainer is not None:
             self._forge.check_maintainer(request.maintainer)
         with self._db.session() as s:
@@ -269,12 +356,21 @@ class ProjectService:
         try:
             if owner_id is not None:
                 self.sharing.add_owner(name, owner_id)
-            project = self._provision(name, maintainer=request.maintainer, made=made)
+            if source is None or request.source is None:
+                project = self._provision(name, maintainer=request.maintainer, made=made)
+            else:
+                project = self._provision_import(
+                    name, source=source, spec=request.source, maintainer=request.maintainer,
+                    made=made,
+                )  # fmt: skip
             return project.model_copy(update={"role": "owner"}) if owner_id is not None else project
         except NakamaError as exc:
-            self._undo_create(name, made=made, why=str(exc))
+            # The adapters scrub the token from what they say; this is the last line of defence.
+            why = scrub(str(exc), source.secrets) if source is not None else str(exc)
+            self._undo_create(name, made=made, why=why)
             # Same class (so the same HTTP status), with the project named.
-            raise type(exc)(f"project {name!r} could not be created: {exc}") from exc
+            cause = exc if source is None else None  # an import's vendor error stays unsaid
+            raise type(exc)(f"project {name!r} could not be created: {why}") from cause
         except Exception:
             self._undo_create(name, made=made, why="internal error")
             raise
@@ -295,7 +391,7 @@ class ProjectService:
             return
         log.info("failed create undone; the name is free", project=name, error=why[:500])
 
-    def _provision(self, name: str, *, maintainer: str | None, made: list[str]) -> ProjectPublic:
+    def _provision(self, name: str, *, maintainer: str | None, made: list[str]) -> ProjectCreated:
         row = self._row(name)
         commit = self._forge.create_repository(
             name, files=self._starter_kit, branch=row.branch, hook_token=row.hook_token
@@ -321,7 +417,89 @@ class ProjectService:
             project.status = "building"
             project.last_action, project.last_reason = "build", reason
         log.info("project created", project=name, commit=commit)
-        return self.get(name)
+        return ProjectCreated(**self.get(name).model_dump())
+
+    def _provision_import(
+        self,
+        name: str,
+        *,
+        source: ImportSource,
+        spec: ProjectSource,
+        maintainer: str | None,
+        made: list[str],
+    ) -> ProjectCreated:
+        """The repository from ``source``; the main file and Python version detected in its
+        head (or checked, if chosen) and recorded; the first build of that head, as a push's."""
+        row = self._row(name)
+        imported = self._forge.import_repository(
+            name, source=source, branch=spec.branch, hook_token=row.hook_token
+        )
+        made.append("repository")  # made whole or not at all, by both forges
+        if maintainer is not None:
+            self._forge.add_maintainer(name, maintainer)
+        files = self._forge.read_files(name, imported.commit, files_to_read(spec.main_file))
+        detection = detect(
+            files,
+            branch=imported.branch,
+            branch_from=imported.branch_from,
+            chosen_main=spec.main_file,
+            chosen_python=spec.python_version,
+            python=self._python,
+        )
+        with self._db.session() as s:
+            project = s.scalar(select(Project).where(Project.name == name))
+            assert project is not None
+            project.branch = imported.branch
+            project.source_url = source.url.url
+            project.main_file = detection.recorded_main_file
+        self._runtime.prepare(name, commit=imported.commit)
+        reason = f"first build of the imported {imported.branch} ({imported.commit[:12]})"
+        dep_hash = None
+        if self._dependency_files is not None:
+            dep_hash = dependency_hash(
+                self._forge.read_files(name, imported.commit, self._dependency_files)
+            )
+        self._pipelines.submit(
+            PipelineRequest(
+                project=name,
+                kind="build",
+                commit=imported.commit,
+                branch=imported.branch,
+                reason=reason,
+                dep_hash=dep_hash,
+            )
+        )
+        with self._db.session() as s:
+            project = s.scalar(select(Project).where(Project.name == name))
+            assert project is not None
+            project.status = "building"
+            project.last_action, project.last_reason = "build", reason
+        log.info(
+            "project imported",
+            project=name,
+            source=source.url.url,
+            branch=imported.branch,
+            commit=imported.commit,
+            main_file=detection.main_file,
+            python=detection.python_version,
+        )
+        detected = SourceDetected.model_validate(
+            {
+                "url": source.url.url,
+                "commit": imported.commit,
+                "branch": detection.branch,
+                "main_file": detection.main_file,
+                "python_version": detection.python_version,
+                "from": DetectedFrom(
+                    branch=detection.branch_from,
+                    main_file=detection.main_file_from,
+                    python_version=detection.python_from,
+                ),
+                "notes": list(detection.notes),
+                "summary": detection.summary(),
+            }
+        )
+        return ProjectCreated(**self.get(name).model_dump(), detected=detected)
 
     def _starter_kit_hash(self) -> str | None:
         """The starter kit's dependency hash, as the planner reads it from the first commit:

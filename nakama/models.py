@@ -48,6 +48,71 @@ class PushEvent(_Lenient):
     total_commits_count: int = 0
 
 
+class ProjectSource(BaseModel):
+    """An existing git repository to create the project from, instead of the starter kit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="the repository's https:// clone URL (http:// only for this machine), "
+        "without credentials",
+        examples=["https://github.com/acme/sales-dashboard.git"],
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="for a private repository: a token that may read it; used for the import "
+        "only and kept nowhere",
+        json_schema_extra={"minLength": 8, "maxLength": 4096},
+    )
+    username: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=r"^[^:\s]+$",
+        description="the user name sent with the token (default: the URL's, else 'oauth2'; "
+        "GitLab and GitHub take any with an access token)",
+    )
+    branch: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$",
+        description="the branch to deploy (default: the source's default branch, its HEAD)",
+        examples=["main"],
+    )
+    main_file: str | None = Field(
+        default=None,
+        max_length=255,
+        description="the app's script (default: the repository's nakama.toml run command, else "
+        "streamlit_app.py or app.py at the root); must exist",
+        examples=["streamlit_app.py"],
+    )
+    python_version: str | None = Field(
+        default=None,
+        pattern=r"^3\.\d{1,2}$",
+        description="the Python version the app needs (default: .python-version where the "
+        "builds honour it, else the builds' own); must be the one the builds use",
+        examples=["3.12"],
+    )
+
+    @field_validator("branch")
+    @classmethod
+    def _branch_name(cls, value: str | None) -> str | None:
+        if value is not None and (
+            ".." in value or "//" in value or value.endswith((".", "/", ".lock"))
+        ):
+            raise ValueError("not a branch name git allows")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token_length(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here rather than with min_length, whose error would repeat the value.
+        if value is not None and not 8 <= len(value.get_secret_value()) <= 4096:
+            raise ValueError("a token has 8 to 4096 characters")
+        return value
+
+
 class ProjectCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,6 +125,11 @@ class ProjectCreate(BaseModel):
         description="cluster mode: the GitLab user who becomes the repository's Maintainer",
         pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}$",
         examples=["jsmith"],
+    )
+
+    source: ProjectSource | None = Field(
+        default=None,
+        description="import an existing git repository instead of starting from the starter kit",
     )
 
     @field_validator("name")
@@ -107,6 +177,40 @@ class ProjectPublic(BaseModel):
     last_push: LastPush | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class DetectedFrom(BaseModel):
+    """Where each decision of an import came from, in words."""
+
+    branch: str
+    main_file: str
+    python_version: str
+
+
+class SourceDetected(BaseModel):
+    """What an import found in (or was told about) the repository, and from where."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    url: str = Field(description="the source, without credentials")
+    commit: str = Field(description="the imported head of the branch: the first deploy's commit")
+    branch: str
+    main_file: str | None = Field(
+        description="the script the app runs (None: nakama.toml's run command is not a "
+        "Streamlit one)"
+    )
+    python_version: str | None = Field(description="major.minor the builds use (None: unknown)")
+    from_: DetectedFrom = Field(alias="from", serialization_alias="from")
+    notes: list[str] = Field(default_factory=list, description="what else is worth knowing")
+    summary: list[str] = Field(
+        description='one line per decision, e.g. "main file: streamlit_app.py (found at the root)"'
+    )
+
+
+class ProjectCreated(ProjectPublic):
+    """A new project; ``detected`` says what an import decided (None: the starter kit)."""
+
+    detected: SourceDetected | None = None
 
 
 class ProjectUpdate(BaseModel):

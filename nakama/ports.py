@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from nakama.importing import Imported, ImportSource
 from nakama.limits import AppLimits
 
 
@@ -59,6 +60,15 @@ class Forge(Protocol):
     def create_repository(
         self, project: str, *, files: Mapping[str, bytes], branch: str, hook_token: str
     ) -> str: ...
+
+    def import_repository(
+        self, project: str, *, source: ImportSource, branch: str | None, hook_token: str
+    ) -> Imported:
+        """Create the repository from an existing one (every branch and tag), with the same
+        hooks as :meth:`create_repository`; deploy ``branch`` (None: the source's HEAD branch).
+        Whole or not at all. :class:`InvalidInput` for a source that cannot be fetched (its
+        message never carries the token)."""
+        ...
 
     def delete_repository(self, project: str) -> None: ...
 

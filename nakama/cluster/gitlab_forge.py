@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from nakama.clients.gitlab import GitLabClient
 from nakama.errors import Conflict, InvalidInput, NakamaError, NotFound, PermanentError
+from nakama.importing import Imported, ImportSource
 from nakama.names import validate_project_name
 from nakama.planning import ZERO_SHA
 from nakama.tagging import is_dependency_file
@@ -192,6 +193,11 @@ class GitLabForge:
                 self.delete_repository(project)
             raise
         return str(commit.id)
+
+    def import_repository(
+        self, project: str, *, source: ImportSource, branch: str | None, hook_token: str
+    ) -> Imported:
+        raise InvalidInput("cluster mode does not import repositories yet")
 
     def _user_id(self, username: str) -> int:
         users = self._client.call(

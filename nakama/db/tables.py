@@ -92,6 +92,10 @@ class Project(Base):
     idle_timeout_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # An admin's overrides of the default limits (nakama.limits.LimitOverrides; None: none).
     limits: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Where an imported project's code came from, without credentials (None: the starter kit).
+    source_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    # The script the app runs when the repository's nakama.toml does not say (None: app.py).
+    main_file: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

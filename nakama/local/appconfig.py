@@ -48,11 +48,14 @@ class AppConfig:
     run: tuple[str, ...] | None = None
     health_path: str = DEFAULT_HEALTH_PATH
 
-    def command(self, *, python: str, port: int | str) -> list[str]:
+    def command(self, *, python: str, port: int | str, main_file: str | None = None) -> list[str]:
         """The argument vector that starts the app with ``python`` listening on ``port``
-        (``"$PORT"`` keeps the port to fill in later with :func:`expand_port`)."""
+        (``"$PORT"`` keeps the port to fill in later with :func:`expand_port`). ``main_file``
+        is the project's recorded script for the default Streamlit command (None: app.py);
+        ``run`` wins over it."""
         if self.run is None:
-            return [arg.format(python=python, port=port) for arg in DEFAULT_COMMAND]
+            args = [arg.format(python=python, port=port) for arg in DEFAULT_COMMAND]
+            return [main_file if arg == "app.py" and main_file else arg for arg in args]
         return expand_port(self.run, port=port)
 
 

@@ -4,7 +4,9 @@ It plays GitLab's part on a single machine: repositories are created from the st
 without a work tree, served by :mod:`nakama.local.gitserver`, and each carries a post-receive hook
 (:mod:`nakama.local.post_receive`) that sends a GitLab-format Push Hook to the receiver. The
 compare and file reads the push planner needs come from git plumbing here. Every git command goes
-through :func:`nakama.clients.git.run_git`.
+through :func:`nakama.clients.git.run_git`, but an import's fetch (:mod:`nakama.local.git_import`,
+which watches its size). A repository imported from elsewhere is made the same way: every branch
+and tag of the source fetched into a new bare repository, then the same settings and hook.
 
 Reads are bounded: a dependency file is read only if its size (from the tree listing) is within
 ``max_file_bytes``, so a pushed gigabyte of zeros (a megabyte packed) costs no memory; its blob id
@@ -30,6 +32,8 @@ from pathlib import Path
 import nakama
 from nakama.clients.git import git_text, run_git
 from nakama.errors import Conflict, InvalidInput, NotFound
+from nakama.importing import Imported, ImportSource
+from nakama.local.git_import import fetch_source
 from nakama.names import name_problem, validate_project_name
 from nakama.planning import ZERO_SHA
 from nakama.tagging import is_dependency_file
@@ -149,9 +153,12 @@ class LocalForge:
         hook_python: str = sys.executable,
         max_file_bytes: int = 1024 * 1024,
         max_push_bytes: int = 256 * 1024 * 1024,
+        import_timeout_s: float = 600.0,
     ) -> None:
         """``max_file_bytes``: a dependency file larger is not read (PlanningSettings);
-        ``max_push_bytes``: git's receive.maxInputSize of every repository."""
+        ``max_push_bytes``: git's receive.maxInputSize of every repository, and the most an
+        import may fetch; ``import_timeout_s``: seconds an import may take."""
+        self.import_timeout_s = import_timeout_s
         self.repos_dir = Path(repos_dir)
         self.base_url = base_url.rstrip("/")
         self.hook_python = hook_python
@@ -200,24 +207,66 @@ class LocalForge:
             sha = self._first_commit(
                 tmp, files=files, branch=branch, message=message, executable=executable
             )
-            for key, value in (
-                ("http.receivepack", "true"),
-                ("uploadpack.allowAnySHA1InWant", "true"),
-                ("receive.advertisePushOptions", "true"),
-                ("receive.maxInputSize", str(self.max_push_bytes)),
-            ):
-                run_git(["config", key, value], git_dir=tmp)
-            self._install_hook(
+            self._publish(
                 tmp, project=project, branch=branch, hook_token=hook_token, project_id=project_id
             )
-            try:
-                os.rename(tmp, final)
-            except OSError as exc:
-                raise Conflict(f"a repository for project {project!r} already exists") from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return sha
+
+    def import_repository(
+        self,
+        project: str,
+        *,
+        source: ImportSource,
+        branch: str | None,
+        hook_token: str,
+        project_id: int | None = None,
+    ) -> Imported:
+        """Create the repository from every branch and tag of ``source`` (see
+        :mod:`nakama.local.git_import`), its HEAD and hook on ``branch`` (None: the source's
+        HEAD branch). Built in a temporary directory and renamed into place, as a new one."""
+        final = self.repo_path(project)
+        if final.exists():
+            raise Conflict(f"a repository for project {project!r} already exists")
+        self.repos_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".new-{project}-", dir=self.repos_dir))
+        try:
+            run_git(["init", "--quiet", "--bare", "--template=", str(tmp)])
+            chosen, sha, chosen_from = fetch_source(
+                tmp,
+                source,
+                branch=branch,
+                timeout_s=self.import_timeout_s,
+                max_bytes=self.max_push_bytes,
+            )
+            self._publish(
+                tmp, project=project, branch=chosen, hook_token=hook_token, project_id=project_id
+            )
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return Imported(branch=chosen, commit=sha, branch_from=chosen_from)
+
+    def _publish(
+        self, tmp: Path, *, project: str, branch: str, hook_token: str, project_id: int | None
+    ) -> None:
+        """Configure the repository built at ``tmp``, give it its hook, rename it into place."""
+        for key, value in (
+            ("http.receivepack", "true"),
+            ("uploadpack.allowAnySHA1InWant", "true"),
+            ("receive.advertisePushOptions", "true"),
+            ("receive.maxInputSize", str(self.max_push_bytes)),
+        ):
+            run_git(["config", key, value], git_dir=tmp)
+        self._install_hook(
+            tmp, project=project, branch=branch, hook_token=hook_token, project_id=project_id
+        )
+        try:
+            os.rename(tmp, self.repo_path(project))
+        except OSError as exc:
+            raise Conflict(f"a repository for project {project!r} already exists") from exc
 
     def _first_commit(
         self,

@@ -97,12 +97,15 @@ class LocalRuntime:
         sandbox: Sandbox | None = None,
         limits: Callable[[str], AppLimits] | None = None,
         may_start: Callable[[str, Collection[str]], None] | None = None,
+        main_file: Callable[[str], str | None] | None = None,
     ) -> None:
         """``variables(project)``: the app's environment variables, read at every start;
         ``address(project)``: the URL users open it at (the gateway's); ``limits(project)``:
         what the app may use, read at every start (default: the settings' defaults);
         ``may_start(project, running)`` raises (:class:`QuotaExceeded`) if the app may not
-        start while the apps ``running`` hold ports (its owner's quota)."""
+        start while the apps ``running`` hold ports (its owner's quota); ``main_file(project)``
+        the script the default Streamlit command runs (None: app.py), read at every start."""
+        self._main_file = main_file or (lambda _project: None)
         self.apps_dir = apps_dir
         self.sandbox = sandbox or Sandbox(settings.sandbox)
         defaults = effective_limits(LimitsSettings())
@@ -213,7 +216,9 @@ class LocalRuntime:
         config_file = worktree / APP_CONFIG_FILE
         config = load_app_config(read_config_file(config_file))
         # The port is filled in when the process starts: each start takes a fresh one.
-        command = config.command(python=str(env.python), port="$PORT")
+        command = config.command(
+            python=str(env.python), port="$PORT", main_file=self._main_file(project)
+        )
         cwd = code_root / "current"
         live = live_command(command) if self._settings.reload_strategy == "live" else None
         if live is not None:  # Streamlit runs in a stable copy and reruns what changes in it
