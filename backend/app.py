@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from backend.api import make_api_router
+from backend.docs_ui import install_docs
 from backend.gateway.front import Gateway
 from backend.gateway.metrics import GatewayMetrics
 from backend.gateway.proxy import Upstream
@@ -577,7 +578,11 @@ def create_app(platform: Platform) -> Gateway:
         lifespan=lifespan,
         # No OpenTelemetry here: its per-request checks cost a third of the webhook intake's time.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # FastAPI's pages load Swagger UI and ReDoc from CDNs; install_docs serves /docs itself.
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
 
     @app.exception_handler(NakamaError)
     async def nakama_error(_request: Request, exc: NakamaError) -> JSONResponse:
