@@ -61,6 +61,7 @@ from nakama.limits import effective_limits
 from nakama.local.forge import LocalForge
 from nakama.local.gitserver import make_git_router
 from nakama.local.jobs import LocalPipelines
+from nakama.local.post_receive import PushContext
 from nakama.local.reconcile import LocalReconciler
 from nakama.local.registry import LocalRegistry
 from nakama.local.routes import Routes
@@ -202,11 +203,22 @@ class LocalParts:
                 return False
             return True
 
+        def hook_env(project: str) -> dict[str, str]:
+            """What the post-receive hook needs to tell the pusher what the push will do."""
+            return PushContext(
+                app_url=self.runtime.app_url(project),
+                envs_dir=str(self.pipelines.envs_dir),
+                dependency_files=self.settings.planning.dependency_files,
+                max_file_bytes=self.settings.planning.max_dependency_file_bytes,
+                reload_strategy=self.settings.runtime.reload_strategy,
+            ).to_env()
+
         return [
             make_git_router(
                 repos_dir=self.forge.repos_dir,
                 authenticate=authenticate,
                 may_access=may_develop,
+                hook_env=hook_env,
             )
         ]
 

@@ -63,16 +63,22 @@ from image_builder.lockfiles import (
     uv_export_args,
 )
 from image_builder.process import run_step
+from image_builder.published import HASH_RE, PRIVATE_DIR, check_hash
+from image_builder.published import METADATA_FILE as METADATA_FILE
+from image_builder.published import Environment as Environment
+from image_builder.published import find_environment as find_environment
+from image_builder.published import find_project_environment as find_project_environment
+from image_builder.published import list_environments as list_environments
+from image_builder.published import private_envs_dir as private_envs_dir
+from image_builder.published import private_envs_root as private_envs_root
 from image_builder.system_packages import PACKAGES_FILE, local_mode_note
 from nakama.clients.cgroups import Limiter
 from nakama.clients.sandbox import Jail, Sandbox, python_roots
-from nakama.errors import InvalidInput, PermanentError
+from nakama.errors import PermanentError
 from nakama.limits import AppLimits
 from nakama.settings import BuilderSettings
 
-METADATA_FILE = "nakama-build.json"
 _LOCKS_DIR = ".locks"
-_PRIVATE_DIR = ".private"
 _CACHE_DIR = ".uv-cache"
 # What a build inherits of Nakama's environment: the operator's locale, time zone, proxies and
 # package index; nothing else (NAKAMA_* settings and secrets above all).
@@ -84,21 +90,7 @@ _BUILD_INHERITED_PREFIXES = ("LC_", "UV_INDEX", "UV_DEFAULT_INDEX", "UV_EXTRA_IN
 _BUILD_INHERITED_PROXIES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
 _BUILD_PATH = "/usr/local/bin:/usr/bin:/bin"
 _TMP_PREFIX = ".tmp-"
-_HASH_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _ERROR_TAIL_LINES = 20
-
-
-@dataclass(frozen=True)
-class Environment:
-    """A finished build: a virtualenv holding the dependencies whose hash is ``dep_hash``."""
-
-    dep_hash: str
-    tag: str
-    path: Path
-    python: Path
-    created_at: datetime
-    # What local mode did not honour of the dependency files (packages.txt, ...), for the project.
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,60 +109,9 @@ class BuildSandbox:
     limits: Callable[[str], AppLimits] | None = None
 
 
-def private_envs_dir(envs_dir: Path, project: str) -> Path:
-    """Where environments only ``project`` may use are kept."""
-    return envs_dir / _PRIVATE_DIR / project
-
-
-def private_envs_root(envs_dir: Path) -> Path:
-    """The directory of every project's own environments (one subdirectory per project)."""
-    return envs_dir / _PRIVATE_DIR
-
-
-def find_project_environment(envs_dir: Path, dep_hash: str, project: str) -> Environment | None:
-    """The environment ``project`` runs for ``dep_hash``: its own if it has one, else the
-    shared one."""
-    private = find_environment(private_envs_dir(envs_dir, project), dep_hash)
-    return private or find_environment(envs_dir, dep_hash)
-
-
 def remove_project_environments(envs_dir: Path, project: str) -> None:
     """Delete every environment only ``project`` used."""
     shutil.rmtree(private_envs_dir(envs_dir, project), ignore_errors=True)
-
-
-def find_environment(envs_dir: Path, dep_hash: str) -> Environment | None:
-    """The finished build for ``dep_hash``, or None (absent, partial or broken)."""
-    _check_hash(dep_hash)
-    path = envs_dir / dep_hash
-    try:
-        meta = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
-        env = Environment(
-            dep_hash=dep_hash,
-            tag=str(meta["tag"]),
-            path=path,
-            python=path / str(meta["python"]),
-            created_at=datetime.fromisoformat(str(meta["created_at"])),
-            notes=tuple(str(note) for note in meta.get("notes", [])),
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    # The interpreter is a symlink to the base Python: if that went away, the build is unusable.
-    if meta.get("dep_hash") != dep_hash or not env.python.exists():
-        return None
-    return env
-
-
-def list_environments(envs_dir: Path) -> list[Environment]:
-    """Every finished build, oldest first."""
-    if not envs_dir.is_dir():
-        return []
-    found = (
-        find_environment(envs_dir, entry.name)
-        for entry in envs_dir.iterdir()
-        if _HASH_RE.match(entry.name)
-    )
-    return sorted((env for env in found if env is not None), key=lambda env: env.created_at)
 
 
 def build_environment(
@@ -312,7 +253,7 @@ def _dependency_copy(source_dir: Path, dest: Path, log: TextIO) -> Path:
 
 def remove_environment(envs_dir: Path, dep_hash: str) -> None:
     """Delete the build for ``dep_hash``; nothing happens if there is none."""
-    _check_hash(dep_hash)
+    check_hash(dep_hash)
     final = envs_dir / dep_hash
     if not (final.exists() or final.is_symlink()):
         return
@@ -329,7 +270,7 @@ def clean_partial_builds(envs_dir: Path) -> int:
     if not envs_dir.is_dir():
         return 0
     removed = 0
-    private = envs_dir / _PRIVATE_DIR
+    private = envs_dir / PRIVATE_DIR
     if private.is_dir():
         for project in sorted(private.iterdir()):
             if project.is_dir() and not project.is_symlink():
@@ -338,7 +279,7 @@ def clean_partial_builds(envs_dir: Path) -> int:
         if not entry.name.startswith(_TMP_PREFIX):
             continue
         dep_hash = entry.name[len(_TMP_PREFIX) :].rsplit("-", 1)[0]
-        if not _HASH_RE.match(dep_hash):
+        if not HASH_RE.match(dep_hash):
             removed += _remove_path(entry)
             continue
         with _hash_lock(envs_dir, dep_hash, blocking=False) as acquired:
@@ -607,8 +548,3 @@ def _remove_path(path: Path) -> int:
     except FileNotFoundError:
         return 0
     return 1
-
-
-def _check_hash(dep_hash: str) -> None:
-    if not _HASH_RE.match(dep_hash):
-        raise InvalidInput(f"not a dependency hash: {dep_hash!r}")

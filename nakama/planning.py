@@ -1,7 +1,9 @@
 """The push planner: a pure decision of what one push needs (BUILD, RELOAD or IGNORE).
 
 Inputs are values fetched by the caller (changed paths from the forge's compare, whether a build
-for the commit's dependencies exists); nothing here touches the network, disk or clock.
+for the commit's dependencies exists); nothing here touches the network, disk or clock. The event
+processor acts on the plan; local mode's post-receive hook makes the same plan from the same
+inputs to tell the pusher what the push will do (:func:`push_message`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class Plan:
     reason: str
     commit: str | None = None
     branch: str | None = None
+    # The dependency files whose change makes this a build (empty otherwise).
+    dependency_changes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,8 @@ def plan_push(
     if changed_paths is not None:
         deps = sorted(p for p in changed_paths if is_dependency_file(p, patterns))
         if deps:
-            shown = ", ".join(deps[:5]) + (f" and {len(deps) - 5} more" if len(deps) > 5 else "")
-            return Plan(Action.BUILD, f"dependency files changed: {shown}", commit, branch)
+            reason = f"dependency files changed: {_listed(deps)}"
+            return Plan(Action.BUILD, reason, commit, branch, dependency_changes=tuple(deps))
     if not build_exists:
         return Plan(
             Action.BUILD, "no build exists yet for this commit's dependencies", commit, branch
@@ -99,3 +103,28 @@ def plan_push(
     return Plan(
         Action.RELOAD, f"only code changed ({n} file{'s' if n != 1 else ''})", commit, branch
     )
+
+
+def _listed(paths: Sequence[str]) -> str:
+    return ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+
+
+def push_message(plan: Plan, *, live: bool = False, build: str = "environment") -> str:
+    """One line for the pusher saying what ``plan`` will do and why, e.g. ``requirements.txt
+    changed: building a new environment; the current version keeps serving until it is up``.
+
+    ``live``: a reload the running app takes without a restart (Streamlit rerunning its main
+    script; :func:`code_reloader.live.live_eligible`); ``build``: what a build makes
+    (``environment`` in local mode, ``image`` in cluster mode).
+    """
+    keeps = "the current version keeps serving until the new one is up"
+    if plan.action is Action.BUILD:
+        if plan.dependency_changes:
+            changed = _listed(plan.dependency_changes)
+            return f"{changed} changed: building a new {build}; {keeps}"
+        return f"{plan.reason}: building one; {keeps}"
+    if plan.action is Action.RELOAD:
+        if live:
+            return f"{plan.reason}: live reload, the running app reruns it (no restart, no build)"
+        return f"{plan.reason}: no build; the app restarts on the new code"
+    return f"nothing to deploy: {plan.reason}"

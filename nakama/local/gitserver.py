@@ -5,6 +5,10 @@ its own. The protocol is left to git: each request runs ``git http-backend`` as 
 a subprocess, with the request body streamed into it and its output streamed back, so a large
 push never sits in memory. The route is a raw ASGI endpoint (not a FastAPI handler) because it
 must read the request body while the response is already streaming.
+
+A push (``git-receive-pack``) also hands the repository's post-receive hook what it needs of
+Nakama to tell the pusher what the push will do (``hook_env``: the project's app address, the
+environments directory, the planner's settings); the hook itself asks the server nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import binascii
 import math
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -95,10 +99,12 @@ class GitHttpBackend:
         repos_dir: Path,
         authenticate: Callable[[str, str, str | None], bool],
         may_access: Callable[[str, str, str], bool] | None = None,
+        hook_env: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
         self.repos_dir = Path(repos_dir)
         self.authenticate = authenticate
         self.may_access = may_access
+        self.hook_env = hook_env
         self.backend = find_http_backend()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -148,6 +154,13 @@ class GitHttpBackend:
         env = self._cgi_env(
             scope, headers, project=project, rest=rest, query=query, user=credentials[0]
         )
+        if rest == "git-receive-pack" and self.hook_env is not None:
+            try:  # for the hook's forecast only: a push never fails for want of it
+                extra = await run_in_threadpool(self.hook_env, project)
+            except Exception:
+                log.exception("push context not made", project=project)
+            else:
+                env.update({k: v.replace("\0", "") for k, v in extra.items()})
         await self._run(env, receive, send)
 
     def _cgi_env(
@@ -273,6 +286,7 @@ def make_git_router(
     repos_dir: Path,
     authenticate: Callable[[str, str, str | None], bool],
     may_access: Callable[[str, str, str], bool] | None = None,
+    hook_env: Callable[[str], Mapping[str, str]] | None = None,
 ) -> APIRouter:
     """A router serving ``/git/{project}.git/...`` (clone, fetch, push) for ``app.include_router``.
 
@@ -280,10 +294,13 @@ def make_git_router(
     may raise :class:`~nakama.errors.RateLimited`: 429 for a client with too many wrong ones);
     ``may_access(username, password, project)``, if given, then decides whether they reach
     that project's repository (if not, it is answered 404, as a missing one). Both run in a
-    worker thread and may block.
+    worker thread and may block, as does ``hook_env(project)``: variables for the
+    post-receive hook of a push to ``project``.
     """
     router = APIRouter()
-    backend = GitHttpBackend(repos_dir=repos_dir, authenticate=authenticate, may_access=may_access)
+    backend = GitHttpBackend(
+        repos_dir=repos_dir, authenticate=authenticate, may_access=may_access, hook_env=hook_env
+    )
     # A class instance as endpoint makes Starlette call it as a raw ASGI app.
     router.routes.append(
         Route(ROUTE_PATH, backend, methods=["GET", "POST"], include_in_schema=False)

@@ -7,6 +7,15 @@ the token from ``nakama/hook-token``. It is on the push-to-live path and started
 it uses the standard library's ``http.client`` (half the import time of ``urllib.request``) and
 delivers to all URLs at once. Whatever happens, the pusher gets one ``remote:`` line per ref and
 the hook exits 0: the push has already happened, and webhooks are hints that reconciling repairs.
+
+After delivering a push to the deploy branch it tells the pusher what the push will do and the
+app's address: ``requirements.txt changed: building a new environment; ...`` or ``only code
+changed (1 file): live reload ...``. The plan is :func:`nakama.planning.plan_push`'s, from the
+inputs the event processor gives it (git's compare, the dependency hash, whether that build is
+there), gathered here from the repository and the environments directory without asking the
+server. Nakama's git server hands the hook what it needs of its settings in
+``NAKAMA_PUSH_CONTEXT`` (:class:`PushContext`); a push that did not come through it (a plain
+``git push`` into the directory) gets no such line. A plan that cannot be made is left out.
 """
 
 from __future__ import annotations
@@ -42,6 +51,48 @@ from nakama.planning import BRANCH_PREFIX, TAG_PREFIX, ZERO_SHA
 DELIVERY_TIMEOUT_S = 10.0  # GitLab's default webhook timeout
 _REASON_LIMIT = 200
 _BARE_PATHS = ("/build-image", "/code-reload")
+CONTEXT_ENV = "NAKAMA_PUSH_CONTEXT"
+
+
+@dataclass(frozen=True)
+class PushContext:
+    """What the hook needs of Nakama's settings to plan a push as the event processor will:
+    handed over by the git server in :data:`CONTEXT_ENV` for each push."""
+
+    app_url: str | None
+    envs_dir: str
+    dependency_files: tuple[str, ...]
+    max_file_bytes: int
+    reload_strategy: str
+
+    def to_env(self) -> dict[str, str]:
+        fields = {
+            "app_url": self.app_url,
+            "envs_dir": self.envs_dir,
+            "dependency_files": list(self.dependency_files),
+            "max_file_bytes": self.max_file_bytes,
+            "reload_strategy": self.reload_strategy,
+        }
+        return {CONTEXT_ENV: json.dumps(fields)}
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | os._Environ[str]) -> PushContext | None:
+        """The context the git server handed over; None if there is none (or it is not one:
+        then the push goes without a plan line, delivered all the same)."""
+        raw = environ.get(CONTEXT_ENV)
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+            return cls(
+                app_url=data.get("app_url"),
+                envs_dir=str(data["envs_dir"]),
+                dependency_files=tuple(str(p) for p in data["dependency_files"]),
+                max_file_bytes=int(data["max_file_bytes"]),
+                reload_strategy=str(data.get("reload_strategy", "restart")),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
 
 
 @dataclass(frozen=True)
@@ -233,7 +284,49 @@ def summary(config: HookConfig, *, ref: str, after: str, problems: list[str]) ->
     return line
 
 
-def handle(repo: Path, lines: list[str]) -> list[str]:
+def plan_lines(
+    repo: Path, config: HookConfig, context: PushContext, *, ref: str, before: str, after: str
+) -> list[str]:
+    """What the push of ``ref`` will do and the app's address (nothing for other branches)."""
+    branch = config.project.default_branch
+    if ref != f"{BRANCH_PREFIX}{branch}" or after == ZERO_SHA:
+        return []
+    # Imported here, after the delivery: what only the forecast needs costs the push nothing.
+    from code_reloader.live import live_eligible
+    from image_builder.published import find_project_environment
+    from nakama.local.appconfig import CONFIG_FILE, load_app_config
+    from nakama.local.forge import LocalForge
+    from nakama.planning import Action, RefUpdate, plan_push, push_message
+    from nakama.tagging import dependency_hash
+
+    project = config.project.name
+    forge = LocalForge(
+        repos_dir=repo.parent, base_url=config.instance, max_file_bytes=context.max_file_bytes
+    )
+    patterns = context.dependency_files
+    changed = None if before == ZERO_SHA else forge.changed_paths(project, before, after)
+    dep_hash = dependency_hash(forge.read_files(project, after, patterns))
+    plan = plan_push(
+        RefUpdate(ref=ref, before=before, after=after),
+        deploy_branch=branch,
+        dependency_patterns=patterns,
+        changed_paths=changed,
+        build_exists=find_project_environment(Path(context.envs_dir), dep_hash, project)
+        is not None,
+    )
+    live = False
+    if plan.action is Action.RELOAD and context.reload_strategy == "live" and changed:
+        toml = forge.read_files(project, after, [CONFIG_FILE]).get(CONFIG_FILE)
+        config_text = None if toml is None else toml.decode(errors="replace")
+        command = load_app_config(config_text).command(python="python", port="$PORT")
+        live = live_eligible(changed, command=command)
+    lines = [f"nakama: {push_message(plan, live=live)}"]
+    if context.app_url:
+        lines.append(f"nakama: app: {context.app_url}")
+    return lines
+
+
+def handle(repo: Path, lines: list[str], *, context: PushContext | None = None) -> list[str]:
     """Deliver one event per pushed branch or tag; the lines to show the pusher."""
     config = load_config(repo)
     out: list[str] = []
@@ -247,6 +340,12 @@ def handle(repo: Path, lines: list[str]) -> list[str]:
         payload = build_payload(repo, config, ref=ref, before=before, after=after)
         problems = [p.replace(config.token, "[REDACTED]") for p in deliver(payload, config)]
         out.append(summary(config, ref=ref, after=after, problems=problems))
+        if context is None or problems:
+            continue
+        try:
+            out += plan_lines(repo, config, context, ref=ref, before=before, after=after)
+        except Exception:  # noqa: S112 - a forecast only: the push is delivered, say nothing more
+            continue
     return out
 
 
@@ -254,7 +353,7 @@ def main() -> int:
     repo = Path(os.environ.get("GIT_DIR", ".")).resolve()
     lines = sys.stdin.read().splitlines()
     try:
-        output = handle(repo, lines)
+        output = handle(repo, lines, context=PushContext.from_env(os.environ))
     except Exception as exc:  # the push already happened: report, never crash at the pusher
         reason = mask_credentials(f"{type(exc).__name__}: {exc}")[:300]
         output = [f"nakama: could not notify Nakama of this push: {reason}"]

@@ -8,8 +8,11 @@ download is not used).
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +99,27 @@ def process_cwd(nakama: NakamaProcess, name: str) -> Path:
     return Path(os.readlink(f"/proc/{pid}/cwd"))
 
 
+def environment_python(nakama: NakamaProcess, tag: str) -> Path:
+    """The interpreter of the environment published as ``tag``."""
+    for meta in (nakama.data_dir / "envs").glob("**/nakama-build.json"):
+        if json.loads(meta.read_text())["tag"] == tag:
+            return meta.parent / "bin" / "python"
+    raise AssertionError(f"no environment tagged {tag}")
+
+
+def streamlit_option(python: Path, cwd: Path, option: str) -> str | None:
+    """What ``streamlit config show`` run in the app's directory says ``option`` is."""
+    out = subprocess.run(
+        [str(python), "-m", "streamlit", "config", "show"],
+        cwd=cwd, capture_output=True, text=True, timeout=120, check=True,
+        env={**os.environ, "HOME": str(cwd)},
+    ).stdout  # fmt: skip
+    for line in out.splitlines():
+        if line.startswith(f"{option} = "):
+            return line.split(" = ", 1)[1].strip().strip('"')
+    return None
+
+
 def test_starter_kit_deploys_renders_and_reloads_a_code_push(
     nakama: NakamaProcess, browser: Browser, tmp_path: Path
 ) -> None:
@@ -120,8 +144,17 @@ def test_starter_kit_deploys_renders_and_reloads_a_code_push(
     build_log = nakama.api.get(f"/api/v1/projects/kit-demo/pipelines/{first[0]['id']}/log").text
     assert "streamlit" in build_log.lower()
 
-    # A code-only push: reload, no build; the new code is what runs and what renders.
+    # The new project's repository holds the kit's hidden files too: Streamlit's settings,
+    # which the running app has (visitors get the viewer toolbar: no developer options, no
+    # Deploy button).
     work = clone(nakama, "kit-demo", tmp_path / "work")
+    config = tomllib.loads((work / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["toolbarMode"] == "viewer"
+    assert (work / ".gitignore").is_file()
+    python = environment_python(nakama, image_tag)
+    assert streamlit_option(python, process_cwd(nakama, "kit-demo"), "toolbarMode") == "viewer"
+
+    # A code-only push: reload, no build; the new code is what runs and what renders.
     new_title = f"Sales at a glance {time.time_ns() % 10**6}"
     app_py = work / "app.py"
     source = app_py.read_text()
