@@ -1,25 +1,26 @@
-# One target each for the everyday commands. CI runs .ci/run, which uses the same test command.
+# One target each for the everyday commands. Each runs in the virtual environment scripts/up and
+# scripts/test make (.venv, or the active one); CI runs .ci/run, which uses the same test command.
 .PHONY: install run check test bench screenshots
 
 install:
-	python3 -m pip install -e '.[dev]'
+	./scripts/dev true
 
 run:
-	nakama up
+	./scripts/up
 
 check:
-	ruff check .
-	ruff format --check .
-	mypy
+	./scripts/dev ruff check .
+	./scripts/dev ruff format --check .
+	./scripts/dev mypy
 
 test:
-	python3 -m pytest
+	./scripts/test
 
 bench:
-	python3 benchmarks/push_to_live.py
-	python3 benchmarks/dependency_change.py
-	python3 benchmarks/webhook_intake.py
+	./scripts/dev python benchmarks/push_to_live.py
+	./scripts/dev python benchmarks/dependency_change.py
+	./scripts/dev python benchmarks/webhook_intake.py
 
 # The README's screenshots of the web UI, taken by the browser test.
 screenshots:
-	NAKAMA_SCREENSHOTS=docs/screenshots python3 -m pytest tests/e2e/test_web_ui.py
+	NAKAMA_SCREENSHOTS=docs/screenshots ./scripts/test tests/e2e/test_web_ui.py
