@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from backend.limits import LimitService, LimitsPublic
 from backend.projects import ProjectService
@@ -51,6 +51,12 @@ from nakama.models import (
 )
 from nakama.sessions import SessionStore
 from nakama.settings import LogSettings
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    is_admin: bool
 
 
 class CurrentToken(BaseModel):
@@ -151,6 +157,15 @@ def make_api_router(
     def list_users(caller: Caller) -> list[UserPublic]:
         admin_only(caller)
         return [user_public(u) for u in tokens.list_users()]
+
+    @router.patch("/users/{username}", response_model=UserPublic, tags=["users"])
+    def update_user(username: str, body: UserUpdate, caller: Caller) -> UserPublic:
+        """Make a user an admin or take that away (admins only; 409 for ``admin`` and for the
+        last admin)."""
+        admin_only(caller)
+        user = tokens.set_admin(username, body.is_admin)
+        sessions.credentials_changed()
+        return user_public(user)
 
     @router.delete("/users/{username}", response_model=UserRemoved, tags=["users"])
     def remove_user(

@@ -380,6 +380,27 @@ class TokenStore:
             user.password_hash = hashed
             return user.id
 
+    def set_admin(self, username: str, is_admin: bool) -> UserInfo:
+        """Make ``username`` an admin or take that away; Conflict for the ``admin`` user (the
+        admin token belongs to it) and for the last admin."""
+        with self._db.session() as s:
+            user = s.scalar(select(User).where(User.username == username))
+            if user is None:
+                raise NotFound(f"user {username[:60]!r} not found")
+            if not is_admin and user.is_admin:
+                if user.username == ADMIN_USERNAME:
+                    raise Conflict("the admin user stays an admin (the admin token belongs to it)")
+                others = s.scalar(
+                    select(func.count())
+                    .select_from(User)
+                    .where(User.is_admin.is_(True), User.id != user.id)
+                )
+                if not others:
+                    raise Conflict(f"{username} is the last admin; make another admin first")
+            user.is_admin = is_admin
+            s.flush()
+            return _info(user)
+
     # --- GitLab sign-in ----------------------------------------------------------------------
     def gitlab_user(self, identity: GitLabIdentity) -> Principal:
         """The user linked to the GitLab account ``identity.id``, made at its first sign-in

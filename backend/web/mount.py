@@ -12,8 +12,10 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from backend.limits import LimitService
 from backend.projects import ProjectService
+from backend.users import UserRemoval
 from backend.variables import VariableService
 from backend.web.account import make_account_router
+from backend.web.admin_users import make_admin_users_router
 from backend.web.pages import make_pages_router
 from backend.web.security import (
     SESSION_COOKIE,
@@ -133,7 +135,20 @@ def install_web(
         )
     )
     app.include_router(
-        make_account_router(tokens=tokens, render=render, user=auth.user, csrf=auth.csrf)
+        make_account_router(
+            tokens=tokens, sessions=sessions, render=render, user=auth.user, csrf=auth.csrf
+        )
+    )
+    app.include_router(
+        make_admin_users_router(
+            tokens=tokens,
+            sessions=sessions,
+            users=UserRemoval(db=db, tokens=tokens, sessions=sessions, projects=projects),
+            db=db,
+            render=render,
+            user=auth.user,
+            csrf=auth.csrf,
+        )
     )
     app.include_router(
         make_stream_router(
