@@ -124,7 +124,7 @@ def test_scripts_up_installs_into_the_active_virtual_environment(
     assert not (clone / ".venv").exists(), "no second environment next to the active one"
     where = run(
         [str(env_dir / "bin" / "python"), "-c", "import nakama; print(nakama.__file__)"],
-        cwd=tmp_path,
+        cwd=env_dir,  # not next to the clone, whose directory would shadow the package
         env=active,
     )
     assert where.stdout.strip() == str(clone / "nakama" / "__init__.py"), where.stderr
