@@ -349,7 +349,18 @@ class _Step:
             raise PermanentError(str(exc)) from None
 
     def _interpreter(self) -> str:
-        return self.settings.python or sys.executable
+        return base_interpreter(self.settings.python)
+
+
+def base_interpreter(chosen: str | None) -> str:
+    """The interpreter an app environment is made from: the one chosen, or the one running
+    Nakama, with symbolic links resolved. uv links an environment's ``bin/python`` to the path
+    it is given; Nakama itself often runs from a virtualenv (``.venv`` of scripts/up) whose
+    ``bin/python`` is a link to the real one, and a sandbox binds only the real installation,
+    so a link through Nakama's virtualenv would dangle there. A version request ("3.12") is
+    passed on as it is."""
+    path = chosen or sys.executable
+    return os.path.realpath(path) if os.path.exists(path) else path
 
 
 def _own(path: Path, uid: int) -> None:
@@ -364,7 +375,7 @@ def _own(path: Path, uid: int) -> None:
 def _build_into(tmp: Path, *, source_dir: Path, step: _Step) -> str:
     """Create and fill the virtualenv at ``tmp``; returns the base interpreter used."""
     log = step.log
-    interpreter = step.settings.python or sys.executable
+    interpreter = base_interpreter(step.settings.python)
     uv = str(find_uv_bin())  # the uv Nakama depends on, not whichever is on PATH
     how = " (wheels only)" if step.wheels_only else ""
     log.write(f"building environment with {interpreter}{how}\n")
