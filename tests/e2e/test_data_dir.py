@@ -128,5 +128,10 @@ def test_data_dir_survives_deploys_rollbacks_and_restarts_and_goes_with_the_proj
 
     r = nakama.api.delete(f"/api/v1/projects/{NAME}")
     assert r.status_code == 202, r.text
-    wait_for(lambda: not data.exists(), timeout=60, what="the data dir to go with the project")
-    assert nakama.api.get(f"/api/v1/projects/{NAME}").status_code == 404
+    # the delete runs in the background: the app's files go first, then the project's row
+    wait_for(
+        lambda: nakama.api.get(f"/api/v1/projects/{NAME}").status_code == 404,
+        timeout=60,
+        what="the project to be deleted",
+    )
+    assert not data.exists()
