@@ -47,6 +47,7 @@ from nakama.ports import LogPiece, PipelineRequest
 from nakama.quotas import check_build
 from nakama.settings import Settings
 from nakama.tagging import dependency_hash, image_tag
+from nakama.tar_extract import UnsafeArchive, extract_data
 
 log = get_logger(__name__)
 
@@ -341,8 +342,8 @@ class LocalPipelines:
                 git_stream(archive, git_dir=self._forge.repo_path(project)) as stream,
                 tarfile.open(fileobj=stream, mode="r|") as tar,
             ):
-                tar.extractall(dest, filter="data")
-        except tarfile.FilterError as exc:  # e.g. a link out of the tree
+                extract_data(tar, dest)
+        except UnsafeArchive as exc:  # e.g. a link out of the tree
             raise PermanentError(f"the commit's files cannot be used for a build: {exc}") from exc
 
     def _requeue(self, job: Pipeline) -> None:
