@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
+from backend.http_errors import validation_message
 from backend.limits import LimitService, LimitsPublic
 from backend.projects import ProjectService
 from backend.users import (
@@ -92,11 +93,7 @@ class _NoEchoValidation(APIRoute):
             try:
                 return await handler(request)
             except RequestValidationError as exc:
-                problems = [
-                    f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-                    for error in exc.errors()[:5]
-                ]
-                raise InvalidInput("; ".join(problems)) from None
+                raise InvalidInput(validation_message(exc.errors())) from None
 
         return route
 
@@ -366,6 +363,15 @@ def make_api_router(
     ) -> str:
         develop(name, caller)
         return projects.app_logs(name, tail=tail)
+
+    @router.post("/projects/{name}/restart", response_model=ProjectPublic, tags=["projects"])
+    def restart_project(name: str, caller: Caller) -> ProjectPublic:
+        """Restart the app on the commit and build it runs, with its variables (developers
+        and owners); answers once the new process answers, or with why it did not start. An
+        app that is not running (asleep, or before its first deploy) is left as it is."""
+        develop(name, caller)
+        variables.restart(name)
+        return projects.get(name, caller)
 
     # --- rollback --------------------------------------------------------------------------
     @router.post(

@@ -1,6 +1,10 @@
-"""The one table from Nakama's errors to HTTP statuses, for the API and the web pages."""
+"""The one table from Nakama's errors to HTTP statuses, for the API and the web pages, and the
+words a refused request body is answered with."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from nakama.errors import (
     Conflict,
@@ -37,3 +41,26 @@ def status_of(exc: NakamaError) -> int:
         if isinstance(exc, kind):
             return status
     return 500
+
+
+# What pydantic puts before the message of an error a validator raised (ValueError, assert).
+_VALIDATOR_PREFIXES = ("Value error, ", "Assertion failed, ")
+# Validation problems one answer names at most.
+MAX_PROBLEMS = 5
+
+
+def validation_problem(error: Mapping[str, Any]) -> str:
+    """One validation error in the server's own words, never with the input: a validator's
+    sentence as Nakama wrote it (it names what it is about), else pydantic's message after
+    where it is (``body.role: Field required``)."""
+    message = str(error.get("msg", ""))
+    for prefix in _VALIDATOR_PREFIXES:
+        if message.startswith(prefix):
+            return message.removeprefix(prefix)
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{where}: {message}" if where else message
+
+
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
+    """The first :data:`MAX_PROBLEMS` validation errors, ``; `` between them."""
+    return "; ".join(validation_problem(error) for error in errors[:MAX_PROBLEMS])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel
@@ -20,6 +19,7 @@ from nakama.db.session import Database
 from nakama.db.tables import ApiToken, AppViewer, Project, ProjectMember, User, WebSession
 from nakama.errors import Conflict, NotFound
 from nakama.logs import get_logger
+from nakama.models import UtcDatetime
 from nakama.sessions import SessionStore
 
 log = get_logger(__name__)
@@ -32,8 +32,8 @@ class TokenPublic(BaseModel):
 
     id: int
     name: str
-    created_at: datetime
-    last_used_at: datetime | None
+    created_at: UtcDatetime
+    last_used_at: UtcDatetime | None
     # The bootstrap admin token (NAKAMA_ADMIN_TOKEN, or the generated one).
     bootstrap: bool
 

@@ -150,9 +150,21 @@ class VariableService:
             log.info("variable deleted", project=project, key=key)
             self._apply(project, extra_secret=removed)
 
+    def restart(self, project: str) -> None:
+        """Restart the app on what it runs, with its variables: the restart a change of them
+        makes, so a restart and a change never cross. An app that does not run is left alone
+        (it gets its variables when it starts)."""
+        with self._lock(project):
+            self._check_project(project, changing=True)
+            log.info("app restart asked", project=project)
+            self._apply(
+                project, extra_secret=None, failed=f"the app of {project!r} was not restarted"
+            )
+
     # --- plumbing --------------------------------------------------------------------------
-    def _apply(self, project: str, *, extra_secret: str | None) -> None:
-        """Give the runtime the whole current set; an error it raises comes out redacted."""
+    def _apply(self, project: str, *, extra_secret: str | None, failed: str = "") -> None:
+        """Give the runtime the whole current set; an error it raises comes out redacted and
+        after ``failed`` (by default: the variables were saved, but not applied)."""
         rows = _stored(self._db, project, self._box)
         variables = {key: value for key, value, _ in rows}
         secrets = [value for _, value, secret in rows if secret]
@@ -163,9 +175,8 @@ class VariableService:
         except NakamaError as exc:
             message = redact(str(exc), secrets)
             # Not chained: the original's message may hold a value (an app's log lines).
-            raise type(exc)(
-                f"variables of {project!r} saved, but not applied to the app: {message}"
-            ) from None
+            failed = failed or f"variables of {project!r} saved, but not applied to the app"
+            raise type(exc)(f"{failed}: {message}") from None
 
     def _check_project(self, project: str, *, changing: bool = False) -> None:
         with self._db.session() as s:

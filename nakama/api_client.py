@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 
@@ -87,6 +87,15 @@ def _detail(response: httpx.Response) -> str:
     return str(detail) if detail is not None else response.reason_phrase
 
 
+def _target(path: str) -> str:
+    """What an API path names, for a refusal: ``the variables of project 'x'``."""
+    parts = [unquote(p) for p in path.removeprefix("/api/v1").strip("/").split("/") if p]
+    if len(parts) >= 2 and parts[0] in ("projects", "users"):
+        owner = f"{parts[0][:-1]} {parts[1]!r}"
+        return f"the {parts[2].replace('-', ' ')} of {owner}" if len(parts) > 2 else owner
+    return f"the {parts[0]}" if parts else "this"
+
+
 def raise_for(response: httpx.Response) -> None:
     """Translate an error answer into Nakama's errors (each carries the server's message)."""
     status = response.status_code
@@ -96,8 +105,10 @@ def raise_for(response: httpx.Response) -> None:
     if status == 401:
         raise Unauthorized(f"not authenticated ({status}): {message} (run `nakama login`)")
     if status == 403:
-        # Signed in, but not allowed: the server says what is needed (a role, an admin).
-        raise Forbidden(message)
+        # Signed in, but not allowed: the server says what is needed (a role, an admin). Not a
+        # matter of logging in again.
+        where = _target(response.request.url.path)
+        raise Forbidden(f"you do not have access to {where}: {message}")
     if status == 404:
         raise NotFound(message)
     if status == 409:
@@ -190,6 +201,23 @@ class NakamaClient:
         if idle_timeout_s is not None:
             body["idle_timeout_s"] = idle_timeout_s
         return dict(self._json("PATCH", f"/projects/{name}", json=body))
+
+    def restart(self, name: str) -> dict[str, Any]:
+        """Restart the project's app on what it runs now; the project after."""
+        return dict(self._json("POST", f"/projects/{name}/restart"))
+
+    # --- variables -----------------------------------------------------------------------------
+    def variables(self, name: str) -> list[dict[str, Any]]:
+        """The app's variables by key; a secret without its value."""
+        return list(self._json("GET", f"/projects/{name}/variables"))
+
+    def set_variable(self, name: str, key: str, value: str, *, secret: bool) -> dict[str, Any]:
+        """Create or replace a variable (the value goes in the body only); the app restarts."""
+        path = f"/projects/{name}/variables/{quote(key, safe='')}"
+        return dict(self._json("PUT", path, json={"value": value, "secret": secret}))
+
+    def delete_variable(self, name: str, key: str) -> None:
+        self.request("DELETE", f"/projects/{name}/variables/{quote(key, safe='')}")
 
     # --- sharing -------------------------------------------------------------------------------
     def members(self, name: str) -> list[dict[str, Any]]:

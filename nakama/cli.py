@@ -16,6 +16,7 @@ from nakama.cli_limits import register_limits
 from nakama.cli_secrets import secrets_app
 from nakama.cli_sharing import register_sharing
 from nakama.cli_users import users_app
+from nakama.cli_variables import variables_app
 
 app = typer.Typer(
     help=(
@@ -229,6 +230,7 @@ register_sharing(projects_app)  # projects share, unshare, members, visibility, 
 register_limits(projects_app)  # projects limits
 app.add_typer(users_app, name="users")
 app.add_typer(secrets_app, name="secrets")  # on this machine's database and data dir
+app.add_typer(variables_app, name="variables")  # variables list, set, unset
 register_auth(app)  # auth git-credential, auth setup-git, logout
 
 

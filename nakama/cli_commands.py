@@ -12,8 +12,10 @@ import json
 import os
 import sys
 import time
+import webbrowser
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -67,7 +69,7 @@ def _print_json(data: Any) -> None:
 _EXITS: tuple[tuple[type[NakamaError], str, int], ...] = (
     (WaitFailed, "", EXIT_FAILED),
     (NotFound, "not found: ", EXIT_NOT_FOUND),
-    (Forbidden, "not allowed: ", EXIT_AUTH),
+    (Forbidden, "", EXIT_AUTH),  # its message says what the caller has no access to
     (Unauthorized, "", EXIT_AUTH),
     (Conflict, "conflict: ", EXIT_CONFLICT),
     (InvalidInput, "invalid: ", EXIT_INVALID),
@@ -98,6 +100,36 @@ def _client() -> Iterator[NakamaClient]:
 
 def _short(sha: str | None) -> str:
     return sha[:8] if sha else "-"
+
+
+def local_time(value: str | None) -> str:
+    """An API timestamp (ISO 8601 with its zone) in this machine's local time (``TZ``), to the
+    second: ``2026-12-04 11:03:54+09:00``. A time without a zone (an older server) is UTC."""
+    if not value:
+        return "-"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone().isoformat(sep=" ", timespec="seconds")
+
+
+# What a table cell says of a pipeline's error at most; the whole of it is in the log.
+SHORT_REASON_CHARS = 60
+
+
+def short_reason(error: str | None, limit: int = SHORT_REASON_CHARS) -> str:
+    """An error cut for a table cell: its first line, without a clause that only introduces
+    what follows (``; last log lines:``), at most ``limit`` characters."""
+    if not error:
+        return ""
+    first = error.strip().split("\n", 1)[0].strip()
+    if first.endswith(":"):
+        head, sep, _ = first.rpartition("; ")
+        first = head if sep else first.rstrip(":")
+    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the API's JSON, nothing else")]
@@ -293,8 +325,8 @@ def projects_show(name: str, json_out: JsonOpt = False) -> None:
             "sleeps after",
             f"{p['idle_timeout_s'] // 60} min" if p.get("idle_timeout_s") else "never",
         ),
-        ("created", p["created_at"]),
-        ("updated", p["updated_at"]),
+        ("created", local_time(p["created_at"])),
+        ("updated", local_time(p["updated_at"])),
     ]
     grid = Table.grid(padding=(0, 2))
     for key, value in rows:
@@ -416,7 +448,7 @@ def projects_rollback_targets(name: str, json_out: JsonOpt = False) -> None:
             Text(str(p["id"])),
             Text(p["kind"]),
             Text(_short(p["commit"])),
-            Text(str(p.get("finished_at") or "-")),
+            Text(local_time(p.get("finished_at"))),
             Text(p["reason"]),
         )
     _console(stderr=False).print(table)
@@ -442,18 +474,25 @@ def pipelines(
     if json_out:
         _print_json(rows)
         return
-    table = Table("id", "kind", "status", "commit", "reason", "duration", box=None)
+    table = Table("id", "kind", "status", "commit", "reason", "started", "duration", box=None)
+    failed = None
     for p in rows:
         duration = p.get("duration_s")
+        why = short_reason(p.get("error"))
+        if why and failed is None:
+            failed = p["id"]
         table.add_row(
             Text(str(p["id"])),
             Text(p["kind"]),
-            Text(p["status"] + (f" ({p['error']})" if p.get("error") else "")),
+            Text(p["status"] + (f": {why}" if why else "")),
             Text(_short(p["commit"])),
             Text(p["reason"]),
+            Text(local_time(p.get("started_at") or p.get("created_at"))),
             Text("-" if duration is None else f"{duration:.1f}s"),
         )
     _console(stderr=False).print(table)
+    if failed is not None:
+        _note(f"the whole error and log: nakama pipelines {name} --log {failed}")
 
 
 def _complete_lines(text: str) -> list[str]:
@@ -504,8 +543,59 @@ def _emit(lines: list[str], *, json_out: bool, stream: bool) -> None:
     sys.stdout.flush()
 
 
+# --- restart and open ------------------------------------------------------------------------
+@projects_app.command("restart")
+def projects_restart(name: str, json_out: JsonOpt = False) -> None:
+    """Restart the app on what it runs now, with its variables (developers and owners)."""
+    with _client() as client:
+        project = client.restart(name)
+    if json_out:
+        _print_json(project)
+        return
+    state = project.get("app_state") or "-"
+    _console(stderr=False).print(Text(f"{name}: restarted (app {state})"))
+
+
+def graphical_session() -> bool:
+    """Whether a browser can open here without taking over this terminal: a desktop (macOS,
+    Windows, an X or Wayland display) or a browser named in ``BROWSER``. On a server over SSH
+    Python's webbrowser would start a text browser (lynx, w3m) in the terminal instead."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return any(os.environ.get(v) for v in ("BROWSER", "DISPLAY", "WAYLAND_DISPLAY"))
+
+
+def open_app(
+    name: str,
+    print_only: Annotated[
+        bool, typer.Option("--print", help="print the app's URL instead of opening it")
+    ] = False,
+) -> None:
+    """Open the app's URL in a browser; print it with --print or where no browser can open."""
+    with _client() as client:
+        url = client.get_project(name).get("app_url")
+    if not url:
+        _err(f"{name} has no app URL yet")
+        raise typer.Exit(EXIT_NOT_FOUND)
+    if print_only:
+        typer.echo(url)
+        return
+    opened = False
+    if graphical_session():
+        try:
+            opened = webbrowser.open(url)
+        except webbrowser.Error:
+            opened = False
+    if opened:
+        _note(f"opened {url}")
+    else:
+        typer.echo(url)
+        _note("no browser to open here: open the URL above yourself (or name one in BROWSER)")
+
+
 def register(app: typer.Typer) -> None:
     app.command("login")(login)
     app.add_typer(projects_app, name="projects")
     app.command("pipelines")(pipelines)
     app.command("logs")(logs)
+    app.command("open")(open_app)

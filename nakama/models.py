@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from nakama.names import name_problem
+from nakama.names import NAME_EXAMPLE, name_problem
 
 Sha = str
+
+
+def in_utc(moment: datetime) -> datetime:
+    """``moment`` with its zone, in UTC: SQLite hands stored times back without one (every one
+    of them is UTC), PostgreSQL with the session's zone."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# A time in an API answer: always with its zone, UTC (``2026-12-04T02:09:24.123456Z``), from
+# either database.
+UtcDatetime = Annotated[datetime, AfterValidator(in_utc)]
 
 
 class _Lenient(BaseModel):
@@ -137,7 +148,7 @@ class ProjectCreate(BaseModel):
     def _valid_name(cls, value: str) -> str:
         problem = name_problem(value)
         if problem:
-            raise ValueError(f"{problem} (a DNS-1123 label such as 'sales-dashboard')")
+            raise ValueError(f"{problem} ({NAME_EXAMPLE})")
         return value
 
 
@@ -175,8 +186,8 @@ class ProjectPublic(BaseModel):
     deployed_commit: str | None
     image_tag: str | None = Field(description="tag of the deployed image or environment")
     last_push: LastPush | None = None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class DetectedFrom(BaseModel):
@@ -251,9 +262,9 @@ class PipelinePublic(BaseModel):
     reason: str
     tag: str | None
     error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     duration_s: float | None
 
 
@@ -269,7 +280,7 @@ class UserPublic(BaseModel):
     id: int
     username: str
     is_admin: bool
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class UserToken(BaseModel):
@@ -325,4 +336,4 @@ class VariablePublic(BaseModel):
     preview: str | None = Field(
         description='a secret of at least 12 characters: its last 2, such as "…3f"; else None'
     )
-    updated_at: datetime
+    updated_at: UtcDatetime

@@ -1,4 +1,7 @@
-"""Project names become GitLab paths, Kubernetes object names and hostnames: DNS-1123 labels."""
+"""Project names become GitLab paths, Kubernetes object names and hostnames: DNS-1123 labels.
+
+What is said to users about a name is the same in either mode and names neither GitLab nor
+Kubernetes: what the name may hold, and an example (:data:`NAME_EXAMPLE`)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import re
 from nakama.errors import InvalidInput
 
 MAX_PROJECT_NAME_LENGTH = 40
+# What follows a problem with a name, in every message that tells one.
+NAME_EXAMPLE = "a name such as 'sales-dashboard'"
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -26,7 +31,7 @@ def name_problem(name: str) -> str | None:
         return "the name must start and end with a letter or digit"
     if not name[0].isalpha():
         # Kubernetes Service names (DNS-1035 labels) must start with a letter.
-        return "the name must start with a letter (it also names the app's Kubernetes Service)"
+        return "the name must start with a letter"
     return None
 
 
@@ -34,8 +39,5 @@ def validate_project_name(name: str) -> str:
     """Return ``name`` if it is a valid project name, else raise :class:`InvalidInput`."""
     problem = name_problem(name)
     if problem:
-        raise InvalidInput(
-            f"invalid project name {name[:60]!r}: {problem} "
-            "(a DNS-1123 label such as 'sales-dashboard')"
-        )
+        raise InvalidInput(f"invalid project name {name[:60]!r}: {problem} ({NAME_EXAMPLE})")
     return name

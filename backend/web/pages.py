@@ -28,7 +28,7 @@ from nakama.limits import parse_overrides
 from nakama.limits_text import limit_rows, merge_overrides, stop_reason
 from nakama.logs import get_logger
 from nakama.models import ProjectCreate, ProjectPublic
-from nakama.names import name_problem
+from nakama.names import NAME_EXAMPLE, name_problem
 
 log = get_logger(__name__)
 
@@ -156,7 +156,7 @@ def make_pages_router(
                 status_code=422,
                 projects=listing(caller),
                 name=name,
-                error=f"{problem} (a DNS-1123 label such as 'sales-dashboard')",
+                error=f"{problem} ({NAME_EXAMPLE})",
             )
         try:
             projects.create(body, owner_id=caller.user_id)

@@ -347,7 +347,8 @@ class LocalForge:
     def check_maintainer(self, username: str) -> None:
         """Local repositories have no users of their own: any API token may push."""
         raise InvalidInput(
-            "local mode has no GitLab users: leave out 'maintainer' (any API token can push)"
+            "local mode names no maintainer of a repository: leave out 'maintainer' (the "
+            "project's owners and developers push with their API tokens)"
         )
 
     def add_maintainer(self, project: str, username: str) -> None:

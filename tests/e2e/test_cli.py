@@ -148,7 +148,7 @@ def test_create_waits_until_the_app_answers(
     assert "conflict" in again.stderr
     bad = run("projects", "create", "Bad_Name", "--no-wait")
     assert bad.returncode == 6, bad.stderr
-    assert "DNS-1123" in bad.stderr
+    assert "a name such as 'sales-dashboard'" in bad.stderr
     missing = run("projects", "show", "no-such-project")
     assert missing.returncode == 3
     usage = run("projects", "create")

@@ -85,7 +85,7 @@ def test_a_project_from_sign_in_to_delete(
 
     # Create: an invalid name is explained while typing, and the button waits for a good one.
     page.fill("#project-name", "Sales_Dashboard")
-    expect(page.locator("#name-help")).to_contain_text("DNS-1123")
+    expect(page.locator("#name-help")).to_contain_text("a name such as 'sales-dashboard'")
     expect(page.locator("#create-button")).to_be_disabled()
     snap(page, shots, "02-create-invalid-name")
     page.fill("#project-name", "hello-web")

@@ -327,6 +327,7 @@ CASES = (
     Case("api", "GET", API + "/pipelines/{pipeline_id}", developer, 200),
     Case("api", "GET", API + "/pipelines/{pipeline_id}/log", developer, 200),
     Case("api", "GET", API + "/logs", developer, 200),
+    Case("api", "POST", API + "/restart", developer, 200),
     Case(
         "api",
         "POST",

@@ -29,5 +29,5 @@ def test_valid_names(name: str) -> None:
 def test_invalid_names_say_why(name: str, words: str) -> None:
     problem = name_problem(name)
     assert problem is not None and words in problem
-    with pytest.raises(InvalidInput, match="DNS-1123"):
+    with pytest.raises(InvalidInput, match="a name such as 'sales-dashboard'"):
         validate_project_name(name)

@@ -1,0 +1,56 @@
+"""The installed ``nakama`` CLI run as two users, alice and bob, that the admin made on a real
+``nakama up``: each with their own config directory and token."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from tests.e2e.nakama_server import ADMIN_TOKEN, NakamaProcess
+from tests.e2e.test_cli import NAKAMA, cli_env
+
+
+class Run(Protocol):
+    """``nakama ARGS`` as one user: stdin from ``input`` (None: none at all), more env vars."""
+
+    def __call__(
+        self, *args: str, input: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+def runner(server: NakamaProcess, config_dir: Path, token: str) -> Run:
+    base = cli_env(config_dir, NAKAMA_URL=server.url, NAKAMA_TOKEN=token)
+
+    def run(
+        *args: str, input: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [NAKAMA, *args],
+            env={**base, **(env or {})},
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    run.env = base  # type: ignore[attr-defined]
+    return run
+
+
+def make_users(
+    server: NakamaProcess, tmp_path_factory: pytest.TempPathFactory, *names: str
+) -> dict[str, Run]:
+    """``admin`` and a CLI for each user of ``names``, made with `nakama users create`."""
+    admin = runner(server, tmp_path_factory.mktemp("admin-cfg"), ADMIN_TOKEN)
+    made = {"admin": admin}
+    for username in names:
+        out = admin("users", "create", username, "--json")
+        assert out.returncode == 0, out.stderr
+        token = json.loads(out.stdout)["token"]
+        made[username] = runner(server, tmp_path_factory.mktemp(f"{username}-cfg"), token)
+    return made
