@@ -7,6 +7,7 @@ import pytest
 
 from nakama.datadir_lock import Holder, describe, parse
 from nakama.listening import is_wildcard, machine_name, wildcard_problem
+from nakama.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -63,3 +64,11 @@ def test_wildcard_problem_names_the_setting_and_a_url() -> None:
 )
 def test_lock_holder(text: str, holder: Holder) -> None:
     assert parse(text) == holder
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [("127.0.0.1", "http://127.0.0.1:8123"), ("::1", "http://[::1]:8123")],
+)
+def test_the_base_url_of_an_address_without_a_public_url(host: str, url: str) -> None:
+    assert Settings(host=host, port=8123, public_url=None).base_url == url
