@@ -19,6 +19,7 @@ from tests.e2e.nakama_server import wait_for
 from tests.support import free_port
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
+ADMIN_TOKEN = "install-test-admin-token-0123456789abcdef"
 # A small unit test module with no fixtures of its own.
 SMALL_TESTS = "tests/unit/test_tagging.py"
 
@@ -70,7 +71,7 @@ def run(cmd: list[str], *, cwd: Path, env: dict[str, str]) -> subprocess.Complet
     )
 
 
-def test_scripts_up_installs_and_runs_with_the_system_python(
+def test_scripts_up_installs_and_runs_with_the_system_python_and_deploys(
     clone: Path, home: Path, tmp_path: Path
 ) -> None:
     system_python_with_venv()
@@ -80,7 +81,7 @@ def test_scripts_up_installs_and_runs_with_the_system_python(
         proc = subprocess.Popen(
             ["./scripts/up", "--port", str(port), "--data-dir", str(tmp_path / "data")],
             cwd=clone,
-            env=clean_env(home),
+            env=clean_env(home, NAKAMA_ADMIN_TOKEN=ADMIN_TOKEN),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -94,9 +95,28 @@ def test_scripts_up_installs_and_runs_with_the_system_python(
         except httpx.HTTPError:
             return False
 
+    api = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}/api/v1",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=30,
+    )
+
+    def deployed() -> dict[str, object] | None:
+        pipelines = api.get("/projects/first-app/pipelines").json()
+        failed = [p for p in pipelines if p["status"] == "failed"]
+        if failed:
+            raise AssertionError(f"the first deploy failed: {failed[0]['error']}")
+        project = api.get("/projects/first-app").json()
+        return project if project["status"] == "running" else None
+
     try:
         wait_for(healthy, timeout=900, interval=0.5, what="scripts/up to install and answer")
+        # The starter kit is built and runs on this Python too (its environment, its sandbox).
+        assert api.post("/projects", json={"name": "first-app"}).status_code == 201
+        project = wait_for(deployed, timeout=600, interval=0.5, what="the starter kit to run")
+        assert project["deployed_commit"]
     finally:
+        api.close()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
