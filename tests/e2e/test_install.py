@@ -59,10 +59,21 @@ def clone(tmp_path: Path) -> Path:
     return dest
 
 
+# How this machine reaches the package index (its CA bundle, proxy, index): kept, as a user's
+# login shell would have them; nothing else of the test run's environment is.
+NETWORK = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+NETWORK_PREFIXES = ("PIP_", "UV_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
+                    "https_proxy", "no_proxy")  # fmt: skip
+
+
 def clean_env(home: Path, *, first: Path | None = None, **extra: str) -> dict[str, str]:
-    """What ``env -i PATH=/usr/bin:/bin HOME=home`` leaves, with ``first`` ahead on PATH."""
+    """What ``env -i PATH=/usr/bin:/bin HOME=home`` leaves, with ``first`` ahead on PATH, and
+    the machine's network settings."""
     path = "/usr/bin:/bin" if first is None else f"{first}:/usr/bin:/bin"
-    return {"PATH": path, "HOME": str(home), **extra}
+    network = {
+        k: v for k, v in os.environ.items() if k in NETWORK or k.startswith(NETWORK_PREFIXES)
+    }
+    return {**network, "PATH": path, "HOME": str(home), **extra}
 
 
 def run(cmd: list[str], *, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
