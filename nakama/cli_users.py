@@ -24,6 +24,7 @@ from nakama.cli_commands import (
     _exit_codes,
     _note,
     _print_json,
+    local_time,
 )
 from nakama.errors import InvalidInput
 from nakama.models import PASSWORD_MAX, PASSWORD_MIN
@@ -114,7 +115,7 @@ def users_list(json_out: JsonOpt = False) -> None:
             Text(str(u["id"])),
             Text(u["username"]),
             Text("yes" if u["is_admin"] else "no"),
-            Text(str(u["created_at"])),
+            Text(local_time(u["created_at"])),
         )
     _console(stderr=False).print(table)
 
@@ -149,8 +150,8 @@ def users_tokens(username: str, json_out: JsonOpt = False) -> None:
         table.add_row(
             Text(str(t["id"])),
             Text(t["name"]),
-            Text(str(t["created_at"])),
-            Text(str(t["last_used_at"] or "never")),
+            Text(local_time(t["created_at"])),
+            Text(local_time(t["last_used_at"]) if t["last_used_at"] else "never"),
             Text("admin token (NAKAMA_ADMIN_TOKEN)" if t["bootstrap"] else ""),
         )
     _console(stderr=False).print(table)

@@ -284,6 +284,11 @@ def test_times_are_shown_in_the_readers_zone(server: NakamaProcess, alice: Run) 
     tokyo = alice("projects", "show", PROJECT, env={"TZ": "Asia/Tokyo"}).stdout
     assert "+09:00" in tokyo
 
+    tokens = alice("users", "tokens", "alice", env={"TZ": "Asia/Tokyo"})
+    made = server.api.get("/api/v1/users/alice/tokens").json()[0]["created_at"]
+    in_tokyo = datetime.fromisoformat(made).astimezone(ZoneInfo("Asia/Tokyo"))
+    assert in_tokyo.isoformat(sep=" ", timespec="seconds") in tokens.stdout
+
     first = min(server.pipelines(PROJECT), key=lambda p: p["id"])
     started = datetime.fromisoformat(first["started_at"]).astimezone(ZoneInfo("Asia/Tokyo"))
     table = alice("pipelines", PROJECT, env={"TZ": "Asia/Tokyo"})
