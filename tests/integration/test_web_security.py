@@ -350,7 +350,7 @@ def test_create_form_explains_an_invalid_name(alice: Browser) -> None:
     r = alice.http.get("/projects/name-check", params={"name": "Bad_Name"})
     assert r.status_code == 200
     assert "data-invalid" in r.text
-    assert "DNS-1123" in r.text
+    assert "a name such as" in r.text
     r = alice.http.get("/projects/name-check", params={"name": "good-name"})
     assert "good name" in r.text and "data-invalid" not in r.text
     r = alice.post("/projects", {"name": "9lives"})
