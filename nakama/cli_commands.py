@@ -552,8 +552,17 @@ def projects_restart(name: str, json_out: JsonOpt = False) -> None:
     if json_out:
         _print_json(project)
         return
-    state = project.get("app_state") or "-"
-    _console(stderr=False).print(Text(f"{name}: restarted (app {state})"))
+    state = project.get("app_state")
+    if state == "running":
+        said = f"{name}: restarted (app running)"
+    elif state == "sleeping":
+        said = f"{name}: not restarted: the app is asleep and starts on its next request"
+    else:  # not deployed yet, or it did not come up: say how it is
+        detail = project.get("app_detail")
+        said = f"{name}: the app is {state or 'not deployed yet'}" + (
+            f" ({detail})" if detail else ""
+        )
+    _console(stderr=False).print(Text(said))
 
 
 def graphical_session() -> bool:
