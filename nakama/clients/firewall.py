@@ -2,8 +2,10 @@
 for the gateway and may call out), so without a rule any app could connect to another app's
 loopback port and read a private app past the gateway's sign-in.
 
-As root, Nakama puts one iptables (and ip6tables) chain of its own in front of ``OUTPUT``: TCP
-from a sandbox uid (apps and builds) to the app port range on loopback is refused with a reset.
+As root, Nakama puts one iptables (and ip6tables) chain of its own in front of ``OUTPUT``: a TCP
+connection from a sandbox uid (apps and builds) to the app port range on loopback is refused
+with a reset; only its first packet is matched, so an app's answers on connections it accepted
+pass whatever their destination port.
 Nakama's own connections (the gateway, health checks) are root's and pass. The chain's name
 carries the instance, so two Nakamas on one machine keep their own; a chain left by a Nakama
 that died is replaced at the next start.
@@ -60,7 +62,11 @@ class LoopbackGuard:
             _run(tool, "-F", chain)  # left by an earlier run: start afresh
         _run(
             tool,
-            *("-A", chain, "-p", "tcp", "-d", loopback, "--dport", f"{port_a}:{port_b}"),
+            # --syn: only a connection's first packet. Without it the rule also reset an
+            # app's answers to the gateway whenever the gateway's source port (an ephemeral
+            # one) fell in the app port range: connections from Nakama timed out at random.
+            *("-A", chain, "-p", "tcp", "--syn", "-d", loopback),
+            *("--dport", f"{port_a}:{port_b}"),
             *("-m", "owner", "--uid-owner", f"{uid_a}-{uid_b}"),
             *("-j", "REJECT", "--reject-with", "tcp-reset"),
         )
