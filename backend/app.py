@@ -35,9 +35,10 @@ from backend.limits import LimitService, stored_limits
 from backend.metrics import install_metrics
 from backend.projects import (
     ProjectService,
-    cluster_python_policy,
-    local_python_policy,
+    cluster_build_policy,
+    local_build_policy,
     read_starter_kit,
+    recorded_branch,
     recorded_main_file,
 )
 from backend.retention import LocalFiles, Retention
@@ -446,7 +447,12 @@ def cluster_adapters(settings: Settings, db: Database) -> Adapters:
     # Imported here: the cluster clients are an optional extra (pip install nakama[cluster]).
     from nakama.cluster.wiring import connect
 
-    cluster = connect(settings, db)
+    cluster = connect(
+        settings,
+        db,
+        branch=lambda project: recorded_branch(db, project) or settings.planning.deploy_branch,
+        main_file=lambda project: recorded_main_file(db, project),
+    )
     # Deletes left half-done are finished by the reconciler too (the starter kit is not needed).
     deletes = ProjectService(
         sharing=Sharing(db),
@@ -513,9 +519,9 @@ def build_platform(settings: Settings) -> Platform:
         refresh_pipelines=adapters.refresh_pipelines,
         quotas=settings.quotas,
         dependency_files=settings.planning.dependency_files,
-        python=cluster_python_policy(settings.flux)
+        builds=cluster_build_policy(settings.flux)
         if settings.mode == "cluster"
-        else local_python_policy(settings.builder),
+        else local_build_policy(settings.builder),
     )
     return Platform(
         settings=settings,

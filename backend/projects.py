@@ -36,8 +36,8 @@ from nakama.db.tables import (
 from nakama.errors import Conflict, NakamaError, NotFound
 from nakama.importing import (
     DEFAULT_USERNAME,
+    BuildPolicy,
     ImportSource,
-    PythonPolicy,
     check_main_file,
     detect,
     files_to_read,
@@ -109,13 +109,13 @@ def import_source(spec: ProjectSource) -> ImportSource:
 
 # When the composition root says nothing: builds of an unknown Python that ignore
 # .python-version (then a chosen version cannot be checked and is taken as it is).
-UNKNOWN_PYTHON = PythonPolicy(
+UNKNOWN_BUILDS = BuildPolicy(
     default=None, default_from="the builds' default", reads_version_file=False
 )
 _BASE_PYTHON = re.compile(r"^(?:.*/)?python:(\d+\.\d+)(?:[.-].*)?$")
 
 
-def local_python_policy(builder: BuilderSettings) -> PythonPolicy:
+def local_build_policy(builder: BuilderSettings) -> BuildPolicy:
     """Local builds run every app on one interpreter (``builder.python``, else the server's
     own) and leave ``.python-version`` to cluster builds (image_builder.environments)."""
     version: str | None
@@ -134,18 +134,27 @@ def local_python_policy(builder: BuilderSettings) -> PythonPolicy:
             version = out.stdout.decode().strip() or None
         except (OSError, subprocess.SubprocessError):
             version = None
-    return PythonPolicy(default=version, default_from=where, reads_version_file=False)
+    return BuildPolicy(default=version, default_from=where, reads_version_file=False)
 
 
-def cluster_python_policy(flux: FluxSettings) -> PythonPolicy:
+def cluster_build_policy(flux: FluxSettings) -> BuildPolicy:
     """Cluster builds take the version from ``.python-version`` when the base image is an
-    official ``python:X.Y`` one (image_builder.dockerfile.select_base_image), else the base's."""
+    official ``python:X.Y`` one (image_builder.dockerfile.select_base_image), else the base's;
+    a repository's own Dockerfile makes the image (image_builder.build)."""
     match = _BASE_PYTHON.match(flux.base_image)
-    return PythonPolicy(
+    return BuildPolicy(
         default=match.group(1) if match else None,
         default_from=f"the base image {flux.base_image}, NAKAMA_FLUX__BASE_IMAGE",
         reads_version_file=match is not None,
+        dockerfile_decides=True,
     )
+
+
+def recorded_branch(db: Database, project: str) -> str | None:
+    """The project's deploy branch (an import's may differ from the settings'); None: no
+    such project."""
+    with db.session() as s:
+        return s.scalar(select(Project.branch).where(Project.name == project))
 
 
 def recorded_main_file(db: Database, project: str) -> str | None:
@@ -170,14 +179,15 @@ class ProjectService:
         refresh_pipelines: Callable[[str], None] | None = None,
         quotas: QuotaSettings | None = None,
         dependency_files: tuple[str, ...] | None = None,
-        python: PythonPolicy = UNKNOWN_PYTHON,
+        builds: BuildPolicy = UNKNOWN_BUILDS,
     ) -> None:
         """``refresh_pipelines(project)``, if given, brings the project's pipeline rows up to
         date before they are read (cluster mode: pipelines run in GitLab, which is asked).
         ``quotas`` bounds the projects one user owns (None: unbounded); ``dependency_files``
         (the planner's patterns) gives the first build its dependency hash when submitted;
-        ``python`` says which Python the builds use, for an import's detection."""
-        self._python = python
+        ``builds`` says what the builds do with a repository (its Python, its Dockerfile), for
+        an import's detection."""
+        self._builds = builds
         self._db = db
         self._forge = forge
         self._registry = registry
@@ -444,7 +454,7 @@ class ProjectService:
             branch_from=imported.branch_from,
             chosen_main=spec.main_file,
             chosen_python=spec.python_version,
-            python=self._python,
+            builds=self._builds,
         )
         with self._db.session() as s:
             project = s.scalar(select(Project).where(Project.name == name))

@@ -174,10 +174,16 @@ class NakamaClient:
     def get_project(self, name: str) -> dict[str, Any]:
         return dict(self._json("GET", f"/projects/{name}"))
 
-    def create_project(self, name: str, maintainer: str | None = None) -> dict[str, Any]:
-        body: dict[str, str] = {"name": name}
+    def create_project(
+        self, name: str, maintainer: str | None = None, *, source: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Create a project; with ``source`` (url, token, branch, main_file, python_version,
+        username) by importing that repository."""
+        body: dict[str, Any] = {"name": name}
         if maintainer:
             body["maintainer"] = maintainer
+        if source is not None:
+            body["source"] = source
         return dict(self._json("POST", "/projects", json=body))
 
     def delete_project(self, name: str) -> dict[str, Any]:

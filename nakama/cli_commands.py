@@ -261,17 +261,86 @@ def projects_create(
     maintainer: Annotated[
         str | None, typer.Option(help="cluster mode: the GitLab user who maintains the repo")
     ] = None,
+    source_url: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="import this git repository (its https:// clone URL) instead of the starter kit",
+        ),
+    ] = None,
+    branch: Annotated[
+        str | None, typer.Option(help="with --from: the branch to deploy (default: its HEAD)")
+    ] = None,
+    main_file: Annotated[
+        str | None,
+        typer.Option(
+            help="with --from: the app's script (default: streamlit_app.py or app.py at the root)"
+        ),
+    ] = None,
+    python: Annotated[
+        str | None,
+        typer.Option("--python", help="with --from: the Python version the app needs, e.g. 3.12"),
+    ] = None,
+    username: Annotated[
+        str | None, typer.Option(help="with --from: the user name sent with the token")
+    ] = None,
+    token_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--token-stdin",
+            help="with --from: read the source's token from the first line of stdin",
+        ),
+    ] = False,
+    ask_token: Annotated[
+        bool,
+        typer.Option(
+            "--ask-token",
+            help="with --from: ask for the source's token (hidden), for a private one",
+        ),
+    ] = False,
     wait: Annotated[
         bool, typer.Option(help="follow the first pipeline until the app runs or fails")
     ] = True,
     timeout: Annotated[float, typer.Option(help="seconds to wait at most")] = 900,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a project: its repository with the starter kit, its environment, the app."""
+    """Create a project: its repository with the starter kit (or, with --from, an existing git
+    repository's branches and tags), its environment, the app. A token for a private source is
+    read from stdin or asked for, never taken from the command line; it is used for the import
+    only and kept nowhere."""
+    source: dict[str, str] | None = None
+    with _exit_codes():
+        given = [opt for opt, value in (("--branch", branch), ("--main-file", main_file),
+                 ("--python", python), ("--username", username), ("--token-stdin", token_stdin),
+                 ("--ask-token", ask_token)) if value]  # fmt: skip
+        if source_url is None and given:
+            raise InvalidInput(f"{', '.join(given)} go with --from URL (an import)")
+        if token_stdin and ask_token:
+            raise InvalidInput("--token-stdin and --ask-token: choose one")
+        if source_url is not None:
+            source = {"url": source_url}
+            for key, value in (("branch", branch), ("main_file", main_file),
+                               ("python_version", python), ("username", username)):  # fmt: skip
+                if value:
+                    source[key] = value
+            token = None
+            if token_stdin:
+                token = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+                if not token:
+                    raise InvalidInput("--token-stdin: the first line of stdin is empty")
+            elif ask_token:
+                token = typer.prompt("Token for the source", hide_input=True, err=True)
+            if token:
+                source["token"] = token
+            _note(f"importing {source_url} ...")
     with _client() as client:
-        project = client.create_project(name, maintainer)
+        project = client.create_project(name, maintainer, source=source)
+        detected = project.get("detected")
+        if detected and not json_out:
+            for line in detected.get("summary", []):
+                _note(line)
         if wait:
-            project = _wait_running(client, name, timeout)
+            project = {**_wait_running(client, name, timeout), "detected": detected}
     if json_out:
         _print_json(project)
         return

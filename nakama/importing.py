@@ -12,9 +12,10 @@ read the commit's files; what the project becomes is decided here.
 * **Secrets.** A token is never put in a URL (local mode), a command line, a log line or an
   error: :func:`scrub` removes it, and its URL-encoded and Basic-auth forms, from whatever
   git or GitLab said before it is shown.
-* **Detection.** The main file is the repository's ``nakama.toml`` ``run`` command if it has
-  one, else the chosen file (which must exist), else ``streamlit_app.py`` (Streamlit Community
-  Cloud's default) or ``app.py`` at the root. The Python version is what the builds will use:
+* **Detection.** The main file is decided by the repository's ``Dockerfile`` where builds use
+  it (cluster mode), else by its ``nakama.toml`` ``run`` command if it has one, else it is the
+  chosen file (which must exist), else ``streamlit_app.py`` (Streamlit Community Cloud's
+  default) or ``app.py`` at the root. The Python version is what the builds will use:
   ``.python-version`` where the builds honour it (cluster mode), else the builds' default; a
   chosen version must be the one the builds will use, as nothing in the repository is changed.
 """
@@ -36,7 +37,10 @@ MAX_URL_LENGTH = 2048
 MAIN_CANDIDATES = ("streamlit_app.py", "app.py")  # looked for at the root, in this order
 DEFAULT_MAIN = "app.py"  # what the runtimes run when a project records no main file
 PYTHON_VERSION_FILE = ".python-version"
+FROM_VERSION_FILE = f"from {PYTHON_VERSION_FILE}"
 CONFIG_FILE = "nakama.toml"
+DOCKERFILE = "Dockerfile"
+CHOSEN, AT_THE_ROOT = "chosen", "found at the root"  # where a recorded main file comes from
 # The user name sent with a token when none is given: GitLab takes any name with a personal or
 # project access token ("oauth2" is the one its docs use), GitHub any non-empty one.
 DEFAULT_USERNAME = "oauth2"
@@ -263,14 +267,17 @@ def check_python_version(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class PythonPolicy:
-    """What Python the builds use: ``default`` (major.minor; None: unknown), where that comes
-    from (``default_from``, naming the setting), and whether ``.python-version`` overrides it
-    (``reads_version_file``: cluster builds do, local ones run every app on one interpreter)."""
+class BuildPolicy:
+    """What the builds do with a repository: the Python they use, ``default`` (major.minor;
+    None: unknown) and where that comes from (``default_from``, naming the setting), whether
+    ``.python-version`` overrides it (``reads_version_file``: cluster builds do, local ones run
+    every app on one interpreter), and whether a repository's ``Dockerfile`` makes the image, so
+    that its command runs the app (``dockerfile_decides``: cluster builds)."""
 
     default: str | None
     default_from: str
     reads_version_file: bool
+    dockerfile_decides: bool = False
 
 
 @dataclass(frozen=True)
@@ -288,8 +295,8 @@ class Detection:
     @property
     def recorded_main_file(self) -> str | None:
         """What the project records: None when the runtimes' default (``app.py``) or the
-        repository's ``nakama.toml`` decides how the app runs."""
-        if self.main_file_from.startswith(CONFIG_FILE) or self.main_file == DEFAULT_MAIN:
+        repository (its ``nakama.toml`` or ``Dockerfile``) decides how the app runs."""
+        if self.main_file_from not in (CHOSEN, AT_THE_ROOT) or self.main_file == DEFAULT_MAIN:
             return None
         return self.main_file
 
@@ -307,7 +314,7 @@ class Detection:
 
 def files_to_read(chosen_main: str | None) -> list[str]:
     """The paths detection looks at (exact paths: they match the root's files only)."""
-    paths = [CONFIG_FILE, PYTHON_VERSION_FILE, *MAIN_CANDIDATES]
+    paths = [CONFIG_FILE, PYTHON_VERSION_FILE, DOCKERFILE, *MAIN_CANDIDATES]
     if chosen_main and chosen_main not in paths:
         paths.append(chosen_main)
     return paths
@@ -320,14 +327,14 @@ def detect(
     branch_from: str,
     chosen_main: str | None,
     chosen_python: str | None,
-    python: PythonPolicy,
+    builds: BuildPolicy,
 ) -> Detection:
     """Decide the main file and the Python version from the imported commit's ``files`` (the
     paths of :func:`files_to_read` that exist there). InvalidInput when no main file is found,
     a chosen one is missing, or a chosen Python version is not the one the builds would use."""
     notes: list[str] = []
-    main, main_from = _main_file(files, chosen_main, branch=branch, notes=notes)
-    version, version_from = _python(files, chosen_python, python, notes=notes)
+    main, main_from = _main_file(files, chosen_main, branch=branch, builds=builds, notes=notes)
+    version, version_from = _python(files, chosen_python, builds, notes=notes)
     return Detection(
         branch=branch,
         branch_from=branch_from,
@@ -340,8 +347,20 @@ def detect(
 
 
 def _main_file(
-    files: Mapping[str, bytes], chosen: str | None, *, branch: str, notes: list[str]
+    files: Mapping[str, bytes],
+    chosen: str | None,
+    *,
+    branch: str,
+    builds: BuildPolicy,
+    notes: list[str],
 ) -> tuple[str | None, str]:
+    if builds.dockerfile_decides and DOCKERFILE in files:
+        if chosen is not None:
+            raise InvalidInput(
+                f"the repository's {DOCKERFILE} makes the image and its command runs the app: "
+                "leave out the main file, or change the Dockerfile"
+            )
+        return None, f"the repository's {DOCKERFILE} (its command runs the app)"
     run = _config_run(files.get(CONFIG_FILE))
     if run is not None:
         if chosen is not None:
@@ -356,7 +375,7 @@ def _main_file(
             raise InvalidInput(
                 f"the main file {chosen!r} is not in branch {branch!r} of the source"
             )
-        return chosen, "chosen"
+        return chosen, CHOSEN
     found = [name for name in MAIN_CANDIDATES if name in files]
     if not found:
         raise InvalidInput(
@@ -368,7 +387,7 @@ def _main_file(
         notes.append(
             f"{found[1]} is at the root too; choose it as the main file to run that one instead"
         )
-    return found[0], "found at the root"
+    return found[0], AT_THE_ROOT
 
 
 def _config_run(data: bytes | None) -> tuple[str, ...] | None:
@@ -404,7 +423,7 @@ def _streamlit_script(args: tuple[str, ...]) -> str | None:
 
 
 def _python(
-    files: Mapping[str, bytes], chosen: str | None, policy: PythonPolicy, *, notes: list[str]
+    files: Mapping[str, bytes], chosen: str | None, policy: BuildPolicy, *, notes: list[str]
 ) -> tuple[str | None, str]:
     raw = files.get(PYTHON_VERSION_FILE)
     asked = parse_python_version(raw.decode(errors="replace")) if raw is not None else None
@@ -415,14 +434,14 @@ def _python(
         )
     from_file = policy.reads_version_file and asked is not None
     used = asked if from_file else policy.default
-    used_from = PYTHON_VERSION_FILE if from_file else policy.default_from
+    used_from = FROM_VERSION_FILE if from_file else policy.default_from
     if chosen is not None:
         if used is not None and chosen != used:
             raise InvalidInput(_python_refusal(chosen, used, used_from, policy))
-        return chosen, "chosen" if used is None else f"chosen; {used_from} agrees"
+        return chosen, "chosen" if used is None else f"chosen; the builds agree ({used_from})"
     if asked is not None and not policy.reads_version_file:
         if asked == policy.default:
-            return asked, f"{PYTHON_VERSION_FILE}, the same as {policy.default_from}"
+            return asked, f"{FROM_VERSION_FILE}, the same as {policy.default_from}"
         notes.append(
             f"{PYTHON_VERSION_FILE} asks for Python {asked}, but these builds run every app on "
             f"Python {policy.default or 'of the server'} ({policy.default_from})"
@@ -430,8 +449,8 @@ def _python(
     return used, used_from
 
 
-def _python_refusal(chosen: str, used: str, used_from: str, policy: PythonPolicy) -> str:
-    if used_from == PYTHON_VERSION_FILE:
+def _python_refusal(chosen: str, used: str, used_from: str, policy: BuildPolicy) -> str:
+    if used_from == FROM_VERSION_FILE:
         how = f"change {PYTHON_VERSION_FILE} in the repository, or leave the version out"
     elif policy.reads_version_file:
         how = f"commit a {PYTHON_VERSION_FILE} with {chosen} to the repository first"

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
+from pydantic import ValidationError
 
 from backend.http_errors import status_of
 from backend.limits import LimitService
@@ -27,7 +28,7 @@ from nakama.errors import Forbidden, InvalidInput, NakamaError, NotFound
 from nakama.limits import parse_overrides
 from nakama.limits_text import limit_rows, merge_overrides, stop_reason
 from nakama.logs import get_logger
-from nakama.models import ProjectCreate, ProjectPublic
+from nakama.models import ProjectCreate, ProjectPublic, ProjectSource
 from nakama.names import NAME_EXAMPLE, name_problem
 
 log = get_logger(__name__)
@@ -143,35 +144,68 @@ def make_pages_router(
         )
 
     @router.post("/projects", dependencies=[Csrf])
-    def create(request: Request, caller: User, name: Annotated[str, Form()] = "") -> Response:
+    def create(
+        request: Request,
+        caller: User,
+        name: Annotated[str, Form()] = "",
+        source_url: Annotated[str, Form()] = "",
+        source_token: Annotated[str, Form()] = "",
+        source_username: Annotated[str, Form()] = "",
+        source_branch: Annotated[str, Form()] = "",
+        source_main_file: Annotated[str, Form()] = "",
+        source_python: Annotated[str, Form()] = "",
+    ) -> Response:
+        """Create a project from the starter kit or, with a URL, import that repository. A
+        refusal shows the form again with what was typed, but never the token."""
         name = name.strip()
+        typed = {
+            "url": source_url.strip(),
+            "username": source_username.strip(),
+            "branch": source_branch.strip(),
+            "main_file": source_main_file.strip(),
+            "python_version": source_python.strip(),
+        }
+
+        def refused(status: int, error: str) -> Response:
+            return render(
+                request,
+                "projects.html",
+                user=caller,
+                status_code=status,
+                projects=listing(caller),
+                name=name,
+                source=typed,
+                error=error,
+            )
+
         try:
             body = ProjectCreate(name=name, maintainer=maintainer_of(caller))
         except ValueError:
             problem = name_problem(name) or "invalid name"
-            return render(
-                request,
-                "projects.html",
-                user=caller,
-                status_code=422,
-                projects=listing(caller),
-                name=name,
-                error=f"{problem} ({NAME_EXAMPLE})",
-            )
+            return refused(422, f"{problem} ({NAME_EXAMPLE})")
+        if typed["url"]:
+            fields = {key: value for key, value in typed.items() if value}
+            if source_token:
+                fields["token"] = source_token
+            try:
+                body = body.model_copy(update={"source": ProjectSource.model_validate(fields)})
+            except ValidationError as exc:
+                # Where and what, never the input (it may be the token).
+                problems = [
+                    f"{' '.join(str(part) for part in error['loc'])}: {error['msg']}"
+                    for error in exc.errors()[:3]
+                ]
+                return refused(422, "the import was not started: " + "; ".join(problems))
         try:
-            projects.create(body, owner_id=caller.user_id)
+            created = projects.create(body, owner_id=caller.user_id)
         except NakamaError as exc:
             log.info("project not created from the web", project=name, error=str(exc))
-            return render(
-                request,
-                "projects.html",
-                user=caller,
-                status_code=status_of(exc),
-                projects=listing(caller),
-                name=name,
-                error=str(exc),
-            )
-        flash(request, f"Project {name} created: its first pipeline is running.")
+            return refused(status_of(exc), str(exc))
+        if created.detected is not None:
+            said = "; ".join(created.detected.summary)
+            flash(request, f"Project {name} imported ({said}): its first pipeline is running.")
+        else:
+            flash(request, f"Project {name} created: its first pipeline is running.")
         return RedirectResponse(f"/projects/{name}", status_code=303)
 
     # --- one project -----------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Cluster mode's forge: each app's repository is a private project in one GitLab group.
 
 It does through GitLab's REST API what :class:`nakama.local.forge.LocalForge` does with git on
-disk: a repository created with the starter kit as one commit, two push hooks pointing at the
+disk: a repository created with the starter kit as one commit (or imported from an existing one
+by GitLab's "Repository by URL" import, which runs asynchronously), two push hooks pointing at the
 receiver (``/build-image/<project>`` and ``/code-reload/<project>``), heads, compares and
 dependency-file reads for the push planner. Every call goes through
 :meth:`nakama.clients.gitlab.GitLabClient.call`, so retries and error translation happen in one
@@ -14,6 +15,7 @@ import base64
 import contextlib
 import functools
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,8 +23,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from nakama.clients.gitlab import GitLabClient
-from nakama.errors import Conflict, InvalidInput, NakamaError, NotFound, PermanentError
-from nakama.importing import Imported, ImportSource
+from nakama.errors import (
+    Conflict,
+    InvalidInput,
+    NakamaError,
+    NotFound,
+    PermanentError,
+    TemporaryError,
+)
+from nakama.importing import Imported, ImportSource, scrub, url_with_credentials
 from nakama.names import validate_project_name
 from nakama.planning import ZERO_SHA
 from nakama.tagging import is_dependency_file
@@ -126,7 +135,18 @@ class GitLabForge:
     with the project in the URL the receiver checks the token before it reads a body).
     """
 
-    def __init__(self, client: GitLabClient, *, hook_base_url: str) -> None:
+    def __init__(
+        self,
+        client: GitLabClient,
+        *,
+        hook_base_url: str,
+        import_timeout_s: float = 600.0,
+        import_poll_s: float = 1.0,
+    ) -> None:
+        """``import_timeout_s``: seconds GitLab may take to import a repository by URL;
+        ``import_poll_s``: seconds between two looks at its import status."""
+        self.import_timeout_s = import_timeout_s
+        self.import_poll_s = import_poll_s
         self._client = client
         self._api = client.api
         self.group = client.settings.group.strip("/")
@@ -197,7 +217,106 @@ class GitLabForge:
     def import_repository(
         self, project: str, *, source: ImportSource, branch: str | None, hook_token: str
     ) -> Imported:
-        raise InvalidInput("cluster mode does not import repositories yet")
+        """Create the private project by GitLab's "Repository by URL" import (``import_url``,
+        the token in its user part as GitLab documents; it never leaves this call otherwise),
+        wait for the import (``import_status`` scheduled, started, then finished or failed),
+        drop the credentials GitLab kept with the project, and add the two push hooks for the
+        deploy ``branch`` (None: the source's HEAD, GitLab's default branch after the import).
+        On any failure the project is deleted: whole or not at all."""
+        path = self.project_path(project)
+        secrets = (*source.secrets, url_with_credentials(source))
+        spec = project_spec(project, namespace_id=self._namespace_id(), branch="")
+        del spec["default_branch"]  # the source's HEAD becomes it
+        spec["import_url"] = url_with_credentials(source)
+        what = f"create project {path} from {source.url.url}"
+        try:
+            created = self._client.call(lambda: self._api.projects.create(spec), what=what)
+        except Conflict:
+            raise Conflict(f"a repository for project {project!r} already exists") from None
+        except NakamaError as exc:
+            said = scrub(str(exc), secrets)
+            if "import" in said.lower() and isinstance(exc, PermanentError):
+                raise InvalidInput(f"GitLab refused to import {source.url.url}: {said}") from None
+            raise type(exc)(said) from None
+        try:
+            self._wait_for_import(created, source=source, secrets=secrets)
+            self._forget_credentials(created, source=source)
+            chosen, chosen_from = self._deploy_branch(created, branch, source=source)
+            commit = self.head(project, chosen)
+            if commit is None:  # the listing just named it
+                raise PermanentError(f"branch {chosen!r} of {path} has no commit")
+            for suffix in HOOK_PATHS:
+                url = f"{self.hook_base_url}{suffix}/{project}"
+                hook = hook_spec(url, token=hook_token, branch=chosen)
+                self._client.call(
+                    functools.partial(created.hooks.create, hook),
+                    what=f"add hook {hook['url']} to {path}",
+                )
+        except BaseException:
+            with contextlib.suppress(NakamaError):
+                self.delete_repository(project)
+            raise
+        return Imported(branch=chosen, commit=commit, branch_from=chosen_from)
+
+    def _wait_for_import(
+        self, created: Any, *, source: ImportSource, secrets: tuple[str, ...]
+    ) -> None:
+        path = f"{self.group}/{created.path}"
+        deadline = time.monotonic() + self.import_timeout_s
+        status = "scheduled"
+        while True:
+            state = self._client.call(
+                lambda: created.imports.get(), what=f"get the import status of {path}"
+            )
+            status = str(state.import_status)
+            if status == "finished":
+                return
+            if status == "failed":
+                error = scrub(
+                    str(state.attributes.get("import_error") or "no reason given"), secrets
+                )
+                raise InvalidInput(f"GitLab could not import {source.url.url}: {error[:1000]}")
+            if time.monotonic() > deadline:
+                raise TemporaryError(
+                    f"GitLab did not finish importing {source.url.url} within "
+                    f"{self.import_timeout_s:g} s (import status: {status}); try again later"
+                )
+            time.sleep(self.import_poll_s)
+
+    def _forget_credentials(self, created: Any, *, source: ImportSource) -> None:
+        """GitLab keeps an import URL's credentials with the project (for a retry); giving it
+        the URL without them leaves none."""
+        if source.token is None:
+            return
+        body = {"import_url": source.url.url}
+        self._client.call(
+            lambda: self._api.projects.update(created.id, body),
+            what=f"forget the import credentials of {self.group}/{created.path}",
+        )
+
+    def _deploy_branch(
+        self, created: Any, branch: str | None, *, source: ImportSource
+    ) -> tuple[str, str]:
+        path = f"{self.group}/{created.path}"
+        branches = self._client.call(
+            lambda: created.branches.list(get_all=True), what=f"list the branches of {path}"
+        )
+        names = sorted(str(b.name) for b in branches)
+        if not names:
+            raise InvalidInput(f"the source {source.url.url} has no branches (an empty repository)")
+        if branch is not None:
+            if branch not in names:
+                shown = ", ".join(names[:20])
+                where = f"the source {source.url.url}"
+                raise InvalidInput(f"branch {branch!r} is not in {where}; its branches: {shown}")
+            return branch, "chosen"
+        fresh = self._client.call(lambda: self._api.projects.get(created.id), what=f"get {path}")
+        head = fresh.attributes.get("default_branch")
+        if not head or head not in names:
+            raise InvalidInput(
+                f"the source {source.url.url} names no default branch: choose the branch"
+            )
+        return str(head), "the source's default branch (its HEAD)"
 
     def _user_id(self, username: str) -> int:
         users = self._client.call(

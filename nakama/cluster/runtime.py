@@ -70,6 +70,7 @@ from flux.manifests import (
     render_files,
 )
 from flux.resources import mib_quantity
+from image_builder.dockerfile import DEFAULT_PORT, default_command
 from nakama.access import DEFAULT_VISIBILITY, VISIBILITIES
 from nakama.clients.gitlab import GitLabClient
 from nakama.clients.kubernetes import RetryPolicy, kube_call, to_json
@@ -106,6 +107,12 @@ def app_status(deployment: dict[str, Any]) -> AppStatus:
     return AppStatus("starting", rollout.message)
 
 
+def streamlit_command(main_file: str, port: int = DEFAULT_PORT) -> tuple[str, ...]:
+    """The generated image's Streamlit command (image_builder.dockerfile.default_command), on
+    ``main_file`` instead of app.py."""
+    return tuple(main_file if arg == "app.py" else arg for arg in default_command(port))
+
+
 class KubernetesRuntime:
     """The :class:`nakama.ports.Runtime` of cluster mode."""
 
@@ -119,9 +126,17 @@ class KubernetesRuntime:
         gitlab: GitLabClient,
         layout: GitOpsLayout | None = None,
         limits: Callable[[str], AppLimits] | None = None,
+        branch: Callable[[str], str] | None = None,
+        main_file: Callable[[str], str | None] | None = None,
     ) -> None:
         """``gitlab`` mints the apps' deploy tokens; ``limits`` tells a project's limits (its
-        overrides on the settings' defaults), None: the settings' defaults for every app."""
+        overrides on the settings' defaults), None: the settings' defaults for every app;
+        ``branch`` a project's deploy branch (None: the settings' for every app), whose name
+        its image tags start with; ``main_file`` the script an imported project's app runs
+        when its repository does not say (None: the image's command)."""
+        deploy_branch = settings.planning.deploy_branch
+        self._branch: Callable[[str], str] = branch or (lambda _project: deploy_branch)
+        self._main_file: Callable[[str], str | None] = main_file or (lambda _project: None)
         self._gitlab = gitlab
         defaults = effective_limits(settings.limits)
         self._limits: Callable[[str], AppLimits] = limits or (lambda _project: defaults)
@@ -151,10 +166,12 @@ class KubernetesRuntime:
         the project's (the ``limits`` callable's); ``image`` (repository, tag) None: the
         registry's repository and a placeholder tag Flux replaces."""
         repository, tag = image if image else (None, None)
+        main_file = self._main_file(project)
         app = AppProject(
             name=project,
             repo_url=self._forge.clone_url(project),
-            branch=self._settings.planning.deploy_branch,
+            branch=self._branch(project),
+            command=None if main_file is None else streamlit_command(main_file),
             tag=tag,
             initial_commit=commit,
             image_repository=repository,

@@ -63,10 +63,16 @@ class ClusterAdapters:
 
 
 def connect(
-    settings: Settings, db: Database, *, limits: Callable[[str], AppLimits] | None = None
+    settings: Settings,
+    db: Database,
+    *,
+    limits: Callable[[str], AppLimits] | None = None,
+    branch: Callable[[str], str] | None = None,
+    main_file: Callable[[str], str | None] | None = None,
 ) -> ClusterAdapters:
     """GitLab (repositories, CI), Harbor (images), Kubernetes and Flux (apps), per ``settings``.
-    ``limits`` tells a project's limits to the runtime (None: the settings' defaults for all).
+    ``limits`` tells a project's limits to the runtime (None: the settings' defaults for all),
+    ``branch`` its deploy branch and ``main_file`` its recorded script (KubernetesRuntime).
 
     The Kubernetes client is configured as ``kubectl`` is: the pod's service account inside a
     cluster, else ``$KUBECONFIG`` or ``~/.kube/config``. No connection is made here.
@@ -95,6 +101,8 @@ def connect(
             settings=settings,
             layout=layout,
             limits=limits,
+            branch=branch,
+            main_file=main_file,
         ),
         pipelines=GitLabPipelines(db=db, gitlab=gitlab, forge=forge, kube=kube, settings=settings),
         _gitlab=gitlab,

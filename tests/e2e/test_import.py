@@ -6,7 +6,11 @@ no project behind. alice imports; bob, another user, sees none of it."""
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,7 +181,7 @@ def test_public_import_detects_and_deploys_then_pushes_deploy(
         "main_file": "found at the root",
         "python_version": detected["from"]["python_version"],
     }
-    assert detected["from"]["python_version"].startswith(".python-version")
+    assert detected["from"]["python_version"].startswith("from .python-version")
     assert "main file: streamlit_app.py (found at the root)" in detected["summary"]
     assert body["role"] == "owner" and body["status"] == "building"
 
@@ -318,3 +322,106 @@ def test_a_taken_name_is_a_conflict_that_changes_nothing(
     assert [p["reason"] for p in nakama.pipelines("dashboard")] == [
         "first build of the starter kit"
     ]
+
+
+def cli(nakama: NakamaProcess, token: str, *args: str, stdin: str | None = None) -> Any:
+    """`nakama ARGS` as alice's (or anyone's) command line client."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NAKAMA_")}
+    env |= {"NAKAMA_URL": nakama.url, "NAKAMA_TOKEN": token, "COLUMNS": "200"}
+    return subprocess.run(
+        [shutil.which("nakama") or "nakama", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_imports_with_the_token_from_stdin(nakama: NakamaProcess, private: GitSource) -> None:
+    alice = user_api(nakama, "alice")
+    token = alice.headers["Authorization"].removeprefix("Bearer ")
+    url = private.repo_url("secret-dashboard")
+    args = ["projects", "create", "from-cli", "--from", url, "--username", "reader"]
+    wrong = cli(nakama, token, *args, "--token-stdin", "--no-wait", stdin=WRONG + "\n")
+    assert wrong.returncode == 6, wrong.stderr
+    assert "refused the token" in wrong.stderr and WRONG not in wrong.stderr + wrong.stdout
+    nothing_left(nakama, "from-cli")
+    misuse = cli(nakama, token, "projects", "create", "from-cli", "--branch", "main")
+    assert misuse.returncode == 6 and "--branch go with --from URL" in misuse.stderr
+
+    out = cli(nakama, token, *args, "--token-stdin", "--json", stdin=TOKEN + "\n")
+    assert out.returncode == 0, out.stderr
+    assert TOKEN not in out.stdout + out.stderr
+    created = json.loads(out.stdout)
+    assert created["status"] == "running"
+    assert created["detected"]["main_file"] == "streamlit_app.py"
+    assert fetch_text(created["app_url"], token=token) == "private v1 from streamlit_app.py"
+    shown = cli(nakama, token, "projects", "create", "from-cli-2", "--from", url, "--username",
+                "reader", "--token-stdin", "--no-wait", stdin=TOKEN + "\n")  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "main file: streamlit_app.py (found at the root)" in shown.stderr
+    assert "branch: main (the source's default branch (its HEAD))" in shown.stderr
+
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Browser:
+    """A signed-in web session: an httpx client with a cookie jar, filling in forms."""
+
+    def __init__(self, nakama: NakamaProcess, username: str, password: str) -> None:
+        self.http = httpx.Client(base_url=nakama.url, timeout=120, follow_redirects=False)
+        _CLIENTS.append(self.http)
+        page = self.http.get("/login")
+        r = self.http.post(
+            "/login",
+            data={"username": username, "password": password, "csrf_token": self.csrf(page.text)},
+        )
+        assert r.status_code == 303, r.text
+
+    @staticmethod
+    def csrf(html: str) -> str:
+        found = _CSRF.search(html)
+        assert found, "no CSRF field on the page"
+        return found.group(1)
+
+    def create(self, **fields: str) -> httpx.Response:
+        page = self.http.get("/projects")
+        return self.http.post("/projects", data={"csrf_token": self.csrf(page.text), **fields})
+
+
+def test_web_form_imports_and_never_shows_the_token(
+    nakama: NakamaProcess, private: GitSource
+) -> None:
+    for username in ("alice", "bob"):
+        r = nakama.api.post(
+            "/api/v1/users", json={"username": username, "password": f"{username}-password-1"}
+        )
+        assert r.status_code == 201, r.text
+    alice = Browser(nakama, "alice", "alice-password-1")
+    page = alice.http.get("/projects").text
+    assert "Import from a git URL" in page
+    assert re.search(r'<input name="source_token"[^>]*type="password"', page)
+    url = private.repo_url("secret-dashboard")
+
+    r = alice.create(name="web-import", source_url=url, source_token=WRONG,
+                     source_username="reader", source_main_file="streamlit_app.py")  # fmt: skip
+    assert r.status_code == 422
+    assert "refused the token" in r.text
+    assert WRONG not in r.text  # the form comes back with what was typed, but the token
+    assert f'value="{url}"' in r.text and 'value="streamlit_app.py"' in r.text
+    nothing_left(nakama, "web-import")
+
+    r = alice.create(name="web-import", source_url=url, source_token=TOKEN,
+                     source_username="reader")  # fmt: skip
+    assert r.status_code == 303, r.text
+    assert r.headers["location"] == "/projects/web-import"
+    shown = alice.http.get("/projects/web-import").text
+    assert "main file: streamlit_app.py (found at the root)" in shown
+    assert TOKEN not in shown
+    assert nakama.project("web-import")["status"] in ("building", "running")
+
+    bob = Browser(nakama, "bob", "bob-password-1")
+    assert bob.http.get("/projects/web-import").status_code == 404
+    assert "web-import" not in bob.http.get("/projects").text

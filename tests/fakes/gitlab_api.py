@@ -4,6 +4,22 @@ Shapes, status codes and messages follow ``shared/reference/gitlab/REST_API.md``
 API entities; repository reads and writes go to real git through :mod:`tests.fakes.gitlab_git`.
 Handlers are plain functions ``(fake, req) -> body`` run in a worker thread under the fake's lock;
 :class:`tests.fakes.gitlab.GitLabFake` holds the state and :func:`install_routes` wires them up.
+
+Importing a repository by URL (``POST /projects`` with ``import_url``) is asynchronous, as in
+GitLab. What was checked: ``shared/reference/gitlab/REST_API.md`` section 6 ("Repository by URL";
+poll ``GET /projects/:id`` or ``GET /projects/:id/import`` for ``import_status`` none, scheduled,
+started, finished or failed, and ``import_error``), GitLab's issue that the create answers
+before the import is done (gitlab-foss#33314), the import status entity's fields
+(``import_status``, ``import_error``, ``correlation_id``, ``failed_relations``: go-gitlab#1391,
+gitlab!28662), GitLab's failure text ("Error importing repository <url> into <path> - <git's
+message>", ansible#36495) with the URL's password masked (gitlabhq#7601), and that the
+credentials in the URL are kept apart from it (``import_data``) and replaced when ``import_url``
+is edited. Here: the answer says ``scheduled``; a thread moves the project to ``started`` after
+:data:`IMPORT_DELAY_S` (or the fake's ``import_delay_s``), clones every branch and tag with real
+git (the credentials through a credential helper), takes the source's HEAD as the default branch,
+then ``finished``; a git failure (a bad URL, wrong credentials) is ``failed`` with
+``import_error``. No push hook fires for an import. The fake allows imports from the local network
+(GitLab's admin setting), unless its ``import_allow_local`` is False.
 """
 
 from __future__ import annotations
@@ -16,12 +32,14 @@ import math
 import re
 import secrets
 import shutil
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -243,6 +261,13 @@ class FakeProject:
     hooks: list[FakeHook] = field(default_factory=list)
     members: dict[int, int] = field(default_factory=dict)  # user id → access level
     deploy_tokens: list[FakeDeployToken] = field(default_factory=list)
+    # Repository by URL: the URL without its credentials, which are kept apart (GitLab's
+    # import_data); the states the import went through, oldest first.
+    import_url: str | None = None
+    import_credentials: tuple[str, str] | None = None
+    import_status: str = "none"
+    import_error: str | None = None
+    import_history: list[str] = field(default_factory=list)
 
     @property
     def full_path(self) -> str:
@@ -397,7 +422,10 @@ def project_entity(fake: GitLabFake, project: FakeProject) -> dict[str, Any]:
         "visibility": project.visibility,
         "empty_repo": not git.refs(project.repo),
         "archived": False,
-        "import_status": "none",
+        "import_url": project.import_url,
+        "import_type": "git" if project.import_url else None,
+        "import_status": project.import_status,
+        "import_error": project.import_error,
         "ci_pipeline_variables_minimum_override_role": "developer",
     }
 
@@ -539,8 +567,12 @@ def create_project(fake: GitLabFake, req: Req) -> Any:
     visibility = str(p.get("visibility") or "private")
     if visibility not in ("private", "internal", "public"):
         raise ApiError(400, "visibility does not have a valid value", key="error")
+    import_url = p.get("import_url")
+    source = _import_source(fake, str(import_url)) if import_url else None
     files = (
-        {"README.md": f"# {name}\n".encode()} if _bool(p.get("initialize_with_readme")) else None
+        {"README.md": f"# {name}\n".encode()}
+        if _bool(p.get("initialize_with_readme")) and source is None
+        else None
     )
     project = fake.create_project(
         f"{group.full_path}/{path}",
@@ -550,7 +582,110 @@ def create_project(fake: GitLabFake, req: Req) -> Any:
         description=str(p.get("description") or ""),
     )
     project.name = name
+    if source is not None:
+        project.import_url, project.import_credentials = source
+        _set_import_status(project, "scheduled")
+        threading.Thread(
+            target=_run_import, args=(fake, project.id), name="fake-import", daemon=True
+        ).start()
     return 201, project_entity(fake, project)
+
+
+# --- repository by URL ------------------------------------------------------------------------
+IMPORT_DELAY_S = 0.05  # between "scheduled" and "started", as a queue's worker picks it up
+
+
+def _import_source(fake: GitLabFake, url: str) -> tuple[str, tuple[str, str] | None]:
+    """``import_url`` split into the URL GitLab shows (no credentials) and the credentials it
+    keeps apart; GitLab's refusals of a URL it will not import from."""
+    parts = urlsplit(url)
+    try:
+        host, _port = parts.hostname, parts.port
+    except ValueError:
+        host = None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ApiError(400, {"import_url": ["is blocked: Only allowed schemes are http, https"]})
+    local = host in ("localhost",) or host.startswith("127.") or host == "::1"
+    if local and not getattr(fake, "import_allow_local", True):
+        raise ApiError(400, {"import_url": ["is blocked: Requests to localhost are not allowed"]})
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    credentials = None
+    if parts.username is not None or parts.password is not None:
+        credentials = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return clean, credentials
+
+
+def _set_import_status(project: FakeProject, status: str, error: str | None = None) -> None:
+    project.import_status, project.import_error = status, error
+    project.import_history.append(status)
+
+
+def _run_import(fake: GitLabFake, project_id: int) -> None:
+    """The import worker: started, real git, then finished or failed."""
+    time.sleep(getattr(fake, "import_delay_s", IMPORT_DELAY_S))
+    with fake.lock:
+        project = fake.projects.get(project_id)
+        if project is None or project.import_url is None:
+            return  # deleted meanwhile
+        _set_import_status(project, "started")
+        url, credentials, repo = project.import_url, project.import_credentials, project.repo
+        full_path = project.full_path
+    try:
+        head = git.import_repository(repo, url, credentials=credentials)
+        error = None
+    except (git.GitApiError, OSError) as exc:
+        head = None
+        message = str(exc)
+        for secret in credentials or ():
+            if secret:
+                message = message.replace(secret, "*****")
+        error = f"Error importing repository {url} into {full_path} - {message}"
+    with fake.lock:
+        project = fake.projects.get(project_id)
+        if project is None:
+            return
+        if error is not None:
+            _set_import_status(project, "failed", error[:2000])
+            return
+        if head is not None:
+            project.default_branch = head
+        _set_import_status(project, "finished")
+
+
+def get_import(fake: GitLabFake, req: Req) -> Any:
+    """``GET /projects/:id/import``: the import status entity."""
+    project = _project(fake, req)
+    group = project.group
+    return {
+        "id": project.id,
+        "description": project.description,
+        "name": project.name,
+        "name_with_namespace": f"{group.path} / {project.name}",
+        "path": project.path,
+        "path_with_namespace": project.full_path,
+        "created_at": project.created_at,
+        "import_status": project.import_status,
+        "import_type": "git" if project.import_url else None,
+        "correlation_id": f"fake-{project.id}",
+        "failed_relations": [],
+        "import_error": project.import_error,
+    }
+
+
+def edit_project(fake: GitLabFake, req: Req) -> Any:
+    """``PUT /projects/:id``, for what Nakama edits: ``import_url`` (its credentials replace the
+    kept ones: a URL without any leaves none) and ``default_branch``."""
+    project = _project(fake, req)
+    p = req.params
+    if p.get("import_url"):
+        project.import_url, project.import_credentials = _import_source(fake, str(p["import_url"]))
+    if p.get("default_branch"):
+        branch = str(p["default_branch"])
+        if git.branch_head(project.repo, branch) is None:
+            raise ApiError(400, {"default_branch": ["is invalid"]})
+        project.default_branch = branch
+    return project_entity(fake, project)
 
 
 def get_project(fake: GitLabFake, req: Req) -> Any:
@@ -1029,6 +1164,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/groups/{id}", get_group),
     ("POST", "/projects", create_project),
     ("GET", "/projects/{id}", get_project),
+    ("PUT", "/projects/{id}", edit_project),
+    ("GET", "/projects/{id}/import", get_import),
     ("DELETE", "/projects/{id}", delete_project),
     ("GET", "/user", current_user),
     ("GET", "/users", list_users),

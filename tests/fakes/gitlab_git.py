@@ -341,3 +341,54 @@ def compare(
         "compare_same_ref": base_rev == head_rev,
         "web_url": f"{web_url}/-/compare/{base}...{head}",
     }
+
+
+_IMPORT_HELPER = (
+    '!f() { test "$1" = get || exit 0; '
+    'printf "username=%s\\npassword=%s\\n" "$FAKE_IMPORT_USER" "$FAKE_IMPORT_PASSWORD"; }; f'
+)
+
+
+def import_repository(
+    repo: Path, url: str, *, credentials: tuple[str, str] | None, timeout: float = 120.0
+) -> str | None:
+    """What GitLab's "Repository by URL" import does with git: every branch and tag of ``url``
+    into the (empty) bare repository ``repo``; returns the source's HEAD branch (None: it names
+    none). The credentials reach git through a credential helper reading the environment.
+    GitApiError(422, git's message) when git fails."""
+    env = {
+        "GIT_ALLOW_PROTOCOL": "http:https",
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "credential.helper",
+        "GIT_CONFIG_VALUE_0": "",
+    }
+    if credentials is not None:
+        env |= {
+            "GIT_CONFIG_COUNT": "2",
+            "GIT_CONFIG_KEY_1": "credential.helper",
+            "GIT_CONFIG_VALUE_1": _IMPORT_HELPER,
+            "FAKE_IMPORT_USER": credentials[0],
+            "FAKE_IMPORT_PASSWORD": credentials[1],
+        }
+    listing = run_git(["ls-remote", "--symref", url], env=env, timeout=timeout, check=False)
+    if listing.returncode != 0:
+        raise GitApiError(422, listing.stderr.decode(errors="replace").strip())
+    head = None
+    for line in listing.stdout.decode(errors="replace").splitlines():
+        left, _, ref = line.partition("\t")
+        if left.startswith("ref: refs/heads/") and ref == "HEAD":
+            head = left.removeprefix("ref: refs/heads/").strip()
+    fetched = run_git(
+        ["fetch", "--quiet", "--no-write-fetch-head", url,
+         "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+        git_dir=repo,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )  # fmt: skip
+    if fetched.returncode != 0:
+        raise GitApiError(422, fetched.stderr.decode(errors="replace").strip())
+    if head is not None and branch_head(repo, head) is not None:
+        run_git(["symbolic-ref", "HEAD", f"refs/heads/{head}"], git_dir=repo)
+        return head
+    return None

@@ -8,8 +8,8 @@ import pytest
 
 from nakama.errors import InvalidInput
 from nakama.importing import (
+    BuildPolicy,
     ImportSource,
-    PythonPolicy,
     check_main_file,
     detect,
     fetch_problem,
@@ -19,9 +19,12 @@ from nakama.importing import (
     url_with_credentials,
 )
 
-LOCAL = PythonPolicy(default="3.11", default_from="the server's Python", reads_version_file=False)
-CLUSTER = PythonPolicy(
-    default="3.11", default_from="the base image python:3.11-slim", reads_version_file=True
+LOCAL = BuildPolicy(default="3.11", default_from="the server's Python", reads_version_file=False)
+CLUSTER = BuildPolicy(
+    default="3.11",
+    default_from="the base image python:3.11-slim",
+    reads_version_file=True,
+    dockerfile_decides=True,
 )
 
 
@@ -134,14 +137,14 @@ def test_main_files_that_may_not_be_chosen(path: str) -> None:
 
 
 def decide(files: dict[str, bytes], *, main: str | None = None, python: str | None = None,
-           policy: PythonPolicy = LOCAL):  # type: ignore[no-untyped-def]  # fmt: skip
+           policy: BuildPolicy = LOCAL):  # type: ignore[no-untyped-def]  # fmt: skip
     return detect(
         files,
         branch="main",
         branch_from="the source's default branch (its HEAD)",
         chosen_main=main,
         chosen_python=python,
-        python=policy,
+        builds=policy,
     )
 
 
@@ -193,19 +196,21 @@ def test_nakama_toml_run_decides_and_nothing_is_recorded() -> None:
 @pytest.mark.parametrize(
     ("files", "chosen", "policy", "version", "from_"),
     [
-        ({".python-version": b"3.12\n"}, None, CLUSTER, "3.12", ".python-version"),
-        ({".python-version": b"3.12.4"}, None, CLUSTER, "3.12", ".python-version"),
+        ({".python-version": b"3.12\n"}, None, CLUSTER, "3.12", "from .python-version"),
+        ({".python-version": b"3.12.4"}, None, CLUSTER, "3.12", "from .python-version"),
         ({}, None, CLUSTER, "3.11", "the base image python:3.11-slim"),
-        ({}, "3.11", CLUSTER, "3.11", "chosen; the base image python:3.11-slim agrees"),
-        ({".python-version": b"3.12"}, "3.12", CLUSTER, "3.12", "chosen; .python-version agrees"),
-        ({".python-version": b"3.11"}, None, LOCAL, "3.11", ".python-version, the same as the "
+        ({}, "3.11", CLUSTER, "3.11", "chosen; the builds agree (the base image "
+         "python:3.11-slim)"),
+        ({".python-version": b"3.12"}, "3.12", CLUSTER, "3.12", "chosen; the builds agree (from "
+         ".python-version)"),
+        ({".python-version": b"3.11"}, None, LOCAL, "3.11", "from .python-version, the same as the "
          "server's Python"),
         ({".python-version": b"3.12"}, None, LOCAL, "3.11", "the server's Python"),
         ({}, None, LOCAL, "3.11", "the server's Python"),
     ],
 )  # fmt: skip
 def test_python_version_is_what_the_builds_use(
-    files: dict[str, bytes], chosen: str | None, policy: PythonPolicy, version: str, from_: str
+    files: dict[str, bytes], chosen: str | None, policy: BuildPolicy, version: str, from_: str
 ) -> None:
     found = decide({"app.py": b"", **files}, python=chosen, policy=policy)
     assert (found.python_version, found.python_from) == (version, from_)
@@ -227,7 +232,18 @@ def test_local_builds_note_a_python_version_they_cannot_honour() -> None:
     ],
 )
 def test_a_chosen_python_the_builds_would_not_use_is_refused(
-    files: dict[str, bytes], chosen: str, policy: PythonPolicy, says: str
+    files: dict[str, bytes], chosen: str, policy: BuildPolicy, says: str
 ) -> None:
     with pytest.raises(InvalidInput, match=says):
         decide({"app.py": b"", **files}, python=chosen, policy=policy)
+
+
+def test_a_dockerfile_decides_where_builds_use_it() -> None:
+    files = {"Dockerfile": b"FROM python:3.12\n", "streamlit_app.py": b""}
+    found = decide(files, policy=CLUSTER)
+    assert found.main_file is None and found.recorded_main_file is None
+    assert found.main_file_from == "the repository's Dockerfile (its command runs the app)"
+    with pytest.raises(InvalidInput, match="makes the image"):
+        decide(files, main="streamlit_app.py", policy=CLUSTER)
+    # Local builds make no image: the Dockerfile is no main file.
+    assert decide(files).recorded_main_file == "streamlit_app.py"
