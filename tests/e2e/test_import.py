@@ -78,13 +78,9 @@ def app_files(version: str = "imported v1", *, main: str = "streamlit_app.py") -
     }
 
 
-# Environments are built on the interpreter itself, not on a symbolic link to it: a link in a
-# virtualenv outside the system's directories is not inside the app's sandbox. A push restarts
-# the app: the shim above cannot rerun a changed script in place as Streamlit does.
-BUILDER = {
-    "NAKAMA_BUILDER__PYTHON": os.path.realpath(sys.executable),
-    "NAKAMA_RUNTIME__RELOAD_STRATEGY": "restart",
-}
+# A push restarts the app: the shim above cannot rerun a changed script in place as Streamlit
+# does with the live strategy.
+BUILDER = {"NAKAMA_RUNTIME__RELOAD_STRATEGY": "restart"}
 
 
 @pytest.fixture
