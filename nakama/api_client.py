@@ -96,6 +96,11 @@ def _target(path: str) -> str:
     return f"the {parts[0]}" if parts else "this"
 
 
+# Seconds a create that imports a repository may take to answer: the server's bound on an import
+# (600 s, local mode's fetch and GitLab's import alike) and a minute for the rest.
+IMPORT_WAIT_S = 660.0
+
+
 def raise_for(response: httpx.Response) -> None:
     """Translate an error answer into Nakama's errors (each carries the server's message)."""
     status = response.status_code
@@ -182,9 +187,11 @@ class NakamaClient:
         body: dict[str, Any] = {"name": name}
         if maintainer:
             body["maintainer"] = maintainer
-        if source is not None:
-            body["source"] = source
-        return dict(self._json("POST", "/projects", json=body))
+        if source is None:
+            return dict(self._json("POST", "/projects", json=body))
+        body["source"] = source
+        # The server answers once the import is done (it gives up after 600 s).
+        return dict(self._json("POST", "/projects", json=body, timeout=IMPORT_WAIT_S))
 
     def delete_project(self, name: str) -> dict[str, Any]:
         return dict(self._json("DELETE", f"/projects/{name}"))

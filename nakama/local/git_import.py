@@ -66,6 +66,8 @@ def parse_ls_remote(text: str) -> RemoteRefs:
 
 def _env(source: ImportSource) -> dict[str, str]:
     config = [("credential.helper", ""), ("transfer.fsckObjects", "true")]
+    if source.url.scheme == "http":  # this machine only: nothing to redirect to
+        config.append(("http.followRedirects", "false"))
     extra = {"GIT_ALLOW_PROTOCOL": source.url.allowed_protocols}
     if source.token is not None:
         config.append(("credential.helper", _CREDENTIAL_HELPER))
