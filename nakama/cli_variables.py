@@ -55,7 +55,7 @@ def _refuse(message: str) -> typer.Exit:
 
 def _from_stdin() -> str:
     """The value piped in, without one trailing line ending (``echo`` adds one)."""
-    text = sys.stdin.read(STDIN_MAX_CHARS + 1)
+    text = sys.stdin.read(STDIN_MAX_CHARS + 1) if sys.stdin is not None else ""
     if len(text) > STDIN_MAX_CHARS:
         raise _refuse(f"more than {STDIN_MAX_CHARS} characters on standard input; nothing set")
     if not text:

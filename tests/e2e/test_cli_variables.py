@@ -10,6 +10,7 @@ import json
 import os
 import pty
 import select
+import subprocess
 import termios
 import time
 from collections.abc import Iterator
@@ -170,6 +171,16 @@ def test_a_secrets_value_on_the_command_line_is_refused(server: NakamaProcess, a
     empty = alice("variables", "set", PROJECT, "OTHER", "--secret", input="")
     assert empty.returncode == 2
     assert "nothing on standard input" in empty.stderr
+    closed = subprocess.run(  # a script started with no standard input at all
+        [NAKAMA, "variables", "set", PROJECT, "OTHER", "--secret"],
+        env=alice.env,  # type: ignore[attr-defined]
+        preexec_fn=lambda: os.close(0),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert closed.returncode == 2, closed.stderr
+    assert "nothing on standard input" in closed.stderr
     assert "OTHER" not in api_variables(server)
 
 
