@@ -51,7 +51,8 @@ def projects_by_user(db: Database) -> dict[int, list[str]]:
         ]
     found: dict[int, set[str]] = {}
     for user_id, name in rows:
-        found.setdefault(int(user_id), set()).add(str(name))
+        if user_id is not None:  # the owner query leaves out projects without one
+            found.setdefault(int(user_id), set()).add(str(name))
     return {user_id: sorted(names) for user_id, names in found.items()}
 
 
