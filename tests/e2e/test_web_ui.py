@@ -19,7 +19,15 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.browser import chromium
-from tests.e2e.nakama_server import NakamaProcess, fetch_text, git, git_push, running, wait_for
+from tests.e2e.nakama_server import (
+    ADMIN_TOKEN,
+    NakamaProcess,
+    fetch_text,
+    git,
+    git_push,
+    running,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -193,3 +201,71 @@ def test_a_project_from_sign_in_to_delete(
 
     assert not errors, errors
     context.close()
+
+
+def sign_in(browser: Browser, nakama: NakamaProcess, username: str, password: str) -> Page:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(f"{nakama.url}/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button.primary")
+    expect(page.get_by_test_id("signed-in-as")).to_contain_text(username)
+    return page
+
+
+def test_tokens_users_import_and_a_phones_width(
+    nakama: NakamaProcess, browser: Browser, shots: Path
+) -> None:
+    for name in ("alice", "bob"):
+        r = nakama.api.post("/api/v1/users", json={"username": name, "password": PASSWORD})
+        assert r.status_code == 201, r.text
+
+    # alice's account: a named token, shown once, then listed (never its value).
+    alice = sign_in(browser, nakama, "alice", PASSWORD)
+    alice.goto(f"{nakama.url}/account")
+    alice.fill("input[name=name]", "laptop")
+    alice.click("#new-token-button")
+    token = alice.locator("#new-token").inner_text().strip()
+    assert len(token) >= 32
+    expect(alice.locator("#tokens")).to_contain_text("laptop")
+    expect(alice.locator("#tokens")).not_to_contain_text(token)
+    snap(alice, shots, "09-account-tokens")
+
+    # The create form's import: a git URL, a token field that does not show what is typed.
+    alice.goto(f"{nakama.url}/projects")
+    alice.click("#import-source summary")
+    expect(alice.locator("#source-token")).to_have_attribute("type", "password")
+    alice.fill("#project-name", "phone-app")
+    alice.fill("#source-url", "https://git.example.org/alice/phone-app.git")
+    snap(alice, shots, "10-import")
+    alice.fill("#source-url", "")
+    alice.click("#create-button")
+    expect(alice).to_have_url(f"{nakama.url}/projects/phone-app")
+    expect(alice.locator(pipeline_row(alice, 1))).to_have_attribute("data-status", "success")
+
+    # The same page on a phone: nothing wider than the screen.
+    state = alice.context.storage_state()
+    phone = browser.new_context(viewport={"width": 375, "height": 800}, storage_state=state)
+    page = phone.new_page()
+    page.goto(f"{nakama.url}/projects/phone-app")
+    expect(page.locator(pipeline_row(page, 1))).to_have_attribute("data-status", "success")
+    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], widths
+    snap(page, shots, "12-project-phone")
+    phone.close()
+    alice.context.close()
+
+    # The admin's users page: alice and bob, bob's tokens one click away; bob sees no such page.
+    admin = sign_in(browser, nakama, "admin", ADMIN_TOKEN)
+    admin.goto(f"{nakama.url}/users")
+    for name in ("alice", "bob"):
+        expect(admin.locator(f"tr[data-user={name}]")).to_be_visible()
+    expect(admin.locator("tr[data-user=alice]")).to_contain_text("1")  # her one project
+    snap(admin, shots, "11-users")
+    admin.context.close()
+    bob = sign_in(browser, nakama, "bob", PASSWORD)
+    assert bob.goto(f"{nakama.url}/users").status == 404  # type: ignore[union-attr]
+    expect(bob.locator("nav")).not_to_contain_text("Users")
+    bob.context.close()
