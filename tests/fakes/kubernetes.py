@@ -5,8 +5,14 @@ No API server can run on these machines (DESIGN.md), yet the code under test mus
 real ``kubernetes`` client: its URL layout, content types, auth header and error bodies. So this is
 a small in-memory API server, not a mock. It keeps objects as the JSON the API would send, plays
 the Deployment controller (a template change bumps ``generation`` and, at once or after a delay,
-replaces the pods; a deleted pod is recreated by its "ReplicaSet"), checks bearer tokens per
-namespace (least privilege), answers errors with ``Status`` bodies, and can inject failures.
+replaces the pods; a deleted pod is recreated by its "ReplicaSet"), authorises every request
+with verb-level RBAC read from the Roles and RoleBindings in deploy/ (:mod:`tests.fakes.kube_rbac`:
+a bearer token is a ServiceAccount's, and what its bound Roles do not grant is a 403 ``Forbidden``
+Status), answers errors with ``Status`` bodies, and can inject failures.
+
+The default token (``kube_fake.token``, the ``kubeconfig`` fixture's) is the backend's
+ServiceAccount ``nakama/nakama``, so everything the backend does in tests is checked against the
+Role an operator applies; :meth:`KubeFake.service_account_token` gives other accounts' tokens.
 """
 
 from __future__ import annotations
@@ -27,9 +33,16 @@ from typing import Any, Literal
 
 import pytest
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from kubernetes.client import ApiClient, Configuration
 
+from tests.fakes.kube_rbac import (
+    Attributes,
+    Authorizer,
+    Rule,
+    request_attributes,
+    service_account_user,
+)
 from tests.support import serve
 
 NAME_LABEL = "app.kubernetes.io/name"
@@ -72,9 +85,17 @@ class _Rollout:
 class KubeError(Exception):
     """Answered as a Kubernetes ``Status`` body."""
 
-    def __init__(self, code: int, reason: str, message: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.code, self.reason, self.message, self.headers = code, reason, message, headers or {}
+        self.details = details
 
 
 def _merge(target: Any, patch: Any, *, strategic: bool) -> Any:
@@ -97,6 +118,21 @@ def _merge(target: Any, patch: Any, *, strategic: bool) -> Any:
     return result
 
 
+def _status_response(exc: KubeError) -> JSONResponse:
+    body: Json = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": exc.message,
+        "reason": exc.reason,
+        "code": exc.code,
+    }
+    if exc.details is not None:
+        body["details"] = exc.details
+    return JSONResponse(body, status_code=exc.code, headers=exc.headers)
+
+
 def _matches(labels: dict[str, str], selector: str | None) -> bool:
     for term in filter(None, (selector or "").split(",")):
         if "!=" in term:
@@ -115,13 +151,19 @@ def _matches(labels: dict[str, str], selector: str | None) -> bool:
 class KubeFake:
     """The fake's state and its FastAPI app; see the ``kube_fake`` fixture."""
 
-    def __init__(self, *, namespace: str = "nakama-apps") -> None:
+    def __init__(
+        self, *, namespace: str = "nakama-apps", authorizer: Authorizer | None = None
+    ) -> None:
         self.namespace = namespace
-        self.token = secrets.token_urlsafe(24)
+        self.authorizer = authorizer or Authorizer.from_files()
         self.url = ""  # set once served
         self.rollout_delay_s = 0.0  # seconds from a template change to the pods being replaced
         self.requests: list[Recorded] = []
-        self._tokens: dict[str, frozenset[str]] = {self.token: frozenset({namespace})}
+        self.refused: list[Attributes] = []  # every request RBAC refused, for assertions
+        # (namespace, deployment, container) -> the log its pods print
+        self.logs: dict[tuple[str, str, str], str] = {}
+        self._tokens: dict[str, str] = {}  # bearer token -> user name
+        self.token = self.service_account_token("nakama", "nakama")
         self._objects: dict[tuple[str, str, str], Json] = {}  # (kind, namespace, name) -> JSON
         self._rollouts: dict[tuple[str, str], _Rollout] = {}
         self._next_outcome: dict[tuple[str, str], Outcome] = {}
@@ -133,10 +175,24 @@ class KubeFake:
 
     # --- set-up and inspection helpers for tests ---------------------------------------------
 
-    def add_token(self, namespaces: set[str]) -> str:
-        """A new bearer token allowed in ``namespaces`` only."""
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A new token of ServiceAccount ``namespace/name`` (as its token Secret would hold): it
+        may do what the Roles bound to that account grant, nothing else."""
         token = secrets.token_urlsafe(24)
-        self._tokens[token] = frozenset(namespaces)
+        self._tokens[token] = service_account_user(namespace, name)
+        return token
+
+    def add_token(self, namespaces: set[str]) -> str:
+        """A new token that may do anything in ``namespaces`` only (a namespace admin)."""
+        token = secrets.token_urlsafe(24)
+        user = f"admin-{token[:8]}"
+        self._tokens[token] = user
+        for namespace in namespaces:
+            name = f"admin-{user}"
+            self.authorizer.roles[(namespace, name)] = [
+                Rule(frozenset({"*"}), frozenset({"*"}), frozenset({"*"}))
+            ]
+            self.authorizer.bindings.append((namespace, "Role", name, (user,)))
         return token
 
     def api_client(self, token: str | None = None) -> ApiClient:
@@ -372,19 +428,11 @@ class KubeFake:
 
     def _build_app(self) -> FastAPI:
         app = FastAPI(dependencies=[Depends(self._gate)])
+        app.middleware("http")(self._authorise)
 
         @app.exception_handler(KubeError)
         async def _status(_: Request, exc: KubeError) -> JSONResponse:
-            body = {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Failure",
-                "message": exc.message,
-                "reason": exc.reason,
-                "code": exc.code,
-            }
-            return JSONResponse(body, status_code=exc.code, headers=exc.headers)
+            return _status_response(exc)
 
         deps = "/apis/apps/v1/namespaces/{ns}/deployments"
         app.get(deps)(lambda ns, labelSelector=None: self._list("deployments", ns, labelSelector))
@@ -394,6 +442,7 @@ class KubeFake:
         app.get(pods)(lambda ns, labelSelector=None: self._list("pods", ns, labelSelector))
         app.get(pods + "/{name}")(lambda ns, name: self._get("pods", ns, name))
         app.delete(pods + "/{name}")(self._delete_pod)
+        app.get(pods + "/{name}/log")(self._pod_log)
         sec = "/api/v1/namespaces/{ns}/secrets"
         app.get(sec)(lambda ns, labelSelector=None: self._list("secrets", ns, labelSelector))
         app.get(sec + "/{name}")(lambda ns, name: self._get("secrets", ns, name))
@@ -405,10 +454,14 @@ class KubeFake:
         app.delete(pvc + "/{name}")(self._delete_claim)
         return app
 
-    async def _gate(self, request: Request) -> None:
-        """Record, authenticate, authorise, inject failures, and let rollouts progress."""
+    async def _authorise(self, request: Request, call_next: Any) -> Any:
+        """Record, authenticate and authorise every request before it is routed, as the API
+        server's filters do: a refused request never reaches a handler (nor a 404 or 405)."""
         raw = await request.body()
-        body = json.loads(raw) if raw else None
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
         path, method = request.url.path, request.method
         self.requests.append(
             Recorded(
@@ -416,19 +469,19 @@ class KubeFake:
             )
         )
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        allowed = self._tokens.get(token) if scheme.lower() == "bearer" else None
-        if allowed is None:
-            raise KubeError(401, "Unauthorized", "Unauthorized")
-        namespace = request.path_params.get("ns")
-        if namespace not in allowed:
-            parts = path.split("/")
-            kind = parts[parts.index("namespaces") + 2] if len(parts) > 5 else "resources"
-            raise KubeError(
-                403,
-                "Forbidden",
-                f'{kind} is forbidden: User "nakama" cannot '
-                f'{method.lower()} resource "{kind}" in the namespace "{namespace}"',
-            )
+        user = self._tokens.get(token) if scheme.lower() == "bearer" else None
+        if user is None:
+            return _status_response(KubeError(401, "Unauthorized", "Unauthorized"))
+        attrs = request_attributes(user, method, path, request.query_params)
+        if attrs is not None and not self.authorizer.allowed(attrs):
+            self.refused.append(attrs)
+            message, details = attrs.forbidden()
+            return _status_response(KubeError(403, "Forbidden", message, details=details))
+        return await call_next(request)
+
+    async def _gate(self, request: Request) -> None:
+        """Inject failures, and let rollouts progress."""
+        path, method = request.url.path, request.method
         with self._lock:
             for failure in self._failures:
                 if (
@@ -494,6 +547,16 @@ class KubeFake:
             elif new["spec"] != dep["spec"]:
                 new["status"]["observedGeneration"] = new["metadata"]["generation"]
             return copy.deepcopy(new)
+
+    def _pod_log(
+        self, ns: str, name: str, container: str | None = None, tailLines: int | None = None
+    ) -> PlainTextResponse:
+        """A pod's log: what :attr:`logs` holds for its Deployment, the last ``tailLines``."""
+        with self._lock:
+            pod = self._get_obj("pods", ns, name)
+            owner = (pod["metadata"].get("labels") or {}).get(NAME_LABEL, "")
+            lines = self.logs.get((ns, owner, container or "app"), "").splitlines(keepends=True)
+        return PlainTextResponse("".join(lines[-tailLines:] if tailLines else lines))
 
     def _delete_pod(self, ns: str, name: str) -> Json:
         """Delete a pod; its ReplicaSet at once makes a new one from the same template."""
