@@ -15,10 +15,16 @@ import json
 import re
 from typing import Any
 
-from starlette.requests import Request
+import anyio
+from starlette.requests import ClientDisconnect, Request
 
 BODY_SETTING = "receiver.max_body_bytes (NAKAMA_RECEIVER__MAX_BODY_BYTES)"
 DEPTH_SETTING = "receiver.max_json_depth (NAKAMA_RECEIVER__MAX_JSON_DEPTH)"
+
+# Bytes and seconds a refused body is read for after the answer, to be dropped (see
+# BodyReader.discard): GitLab caps hook bodies at 25 MB and gives up on a hook after 10 s.
+DISCARD_BYTES = 32 * 1024 * 1024
+DISCARD_WITHIN_S = 10.0
 
 # Bytes of a body searched for its project on the URLs without one: GitLab's push hook has it
 # after a few short fields (the ref, the user), before the commits, within 2 KB. A stranger's
@@ -55,44 +61,91 @@ def check_declared_size(declared: str | None, limit: int) -> None:
         raise too_large(limit)
 
 
+def discard_bound(limit: int) -> int:
+    """Bytes of a refused body read and dropped after the answer (see :meth:`BodyReader.discard`):
+    every body GitLab sends (it caps them at 25 MB), twice the limit if that is more."""
+    return max(DISCARD_BYTES, 2 * limit)
+
+
 class BodyReader:
     """Reads a request's body as far as needed, never more than ``limit`` bytes (a 413 as soon
-    as more arrived). ``complete`` says whether all of it was read: a connection whose body was
-    left unread is closed after the answer rather than drained."""
+    as more arrived). ``complete`` says whether all of it was read; :meth:`discard` drops the
+    rest of a refused one, so that the client reads its answer rather than a connection reset."""
 
     def __init__(self, request: Request, limit: int) -> None:
-        check_declared_size(request.headers.get("content-length"), limit)
+        self._declared = request.headers.get("content-length")
+        # A client that waits for "100 Continue" sends no body unless it is asked for it.
+        self._waits_for_continue = request.headers.get("expect", "").lower() == "100-continue"
         self._stream = request.stream()
         self._limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
+        self._asked = False
         self.complete = False
 
-    async def _more(self) -> bool:
+    def check_declared_size(self) -> None:
+        """A 413 on the Content-Length header alone (a 400 for an invalid one)."""
+        check_declared_size(self._declared, self._limit)
+
+    async def _next(self) -> bytes | None:
+        self._asked = True
         try:
-            chunk = await anext(self._stream)
+            return await anext(self._stream)
         except StopAsyncIteration:
             self.complete = True
+            return None
+
+    async def _more(self) -> bool:
+        chunk = await self._next()
+        if chunk is None:
             return False
         self._size += len(chunk)
-        if self._size > self._limit:
-            raise too_large(self._limit)
         self._chunks.append(chunk)
         return True
 
     async def project(self) -> str | None:
         """The project the body names (:func:`find_project`) in its first
-        :data:`PROJECT_WITHIN` bytes, where GitLab and the local hook put it, before commits."""
+        :data:`PROJECT_WITHIN` bytes, where GitLab and the local hook put it, before commits.
+
+        No 413 here, whatever the limit: the token is checked first (one chunk past
+        PROJECT_WITHIN is read at most)."""
         while True:
             found = find_project(b"".join(self._chunks)[:PROJECT_WITHIN])
             if found is not None or self._size >= PROJECT_WITHIN or not await self._more():
                 return found
 
     async def read(self) -> bytes:
-        """The whole body."""
-        while not self.complete:
+        """The whole body; a 413 as soon as more than the limit arrived."""
+        while self._size <= self._limit and not self.complete:
             await self._more()
+        if self._size > self._limit:
+            raise too_large(self._limit)
         return b"".join(self._chunks)
+
+    async def discard(self, *, up_to: int, within_s: float) -> bool:
+        """Read the rest of the body and drop it, as long as the body stays within ``up_to``
+        bytes and ``within_s`` seconds; whether all of it was read.
+
+        Call it once the answer is sent (for a refused body). A server that closes a
+        connection with part of the body unread makes the kernel reset it, and the client
+        loses the answer it has not read yet: a client that writes its whole body before it
+        reads (GitLab does) would see a reset, not the 401 or 413, and GitLab counts that as
+        a failed delivery (it disables a hook after four)."""
+        declared_ok = self._declared is None or (
+            self._declared.isdigit() and int(self._declared) <= up_to
+        )
+        if self.complete or not declared_ok or (self._waits_for_continue and not self._asked):
+            return self.complete
+        self._chunks.clear()
+        with anyio.move_on_after(within_s):
+            try:
+                while (chunk := await self._next()) is not None:
+                    self._size += len(chunk)
+                    if self._size > up_to:
+                        break
+            except ClientDisconnect:
+                pass
+        return self.complete
 
 
 def project_of_path(path: str) -> str:

@@ -32,9 +32,10 @@ from nakama.models import PushEvent
 from nakama.names import name_problem
 from nakama.settings import ReceiverSettings
 from webhook_receiver.bodies import (
-    PROJECT_WITHIN,
+    DISCARD_WITHIN_S,
     BodyReader,
     Rejection,
+    discard_bound,
     parse_object,
     project_name,
 )
@@ -53,9 +54,32 @@ PARSE_ON_LOOP_BYTES = 16 * 1024
 _DUMMY_SECRET = "x" * 43
 
 
-def _error(status: int, message: str, *, close: bool = False) -> JSONResponse:
-    headers = {"Connection": "close"} if close else None
-    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+class _AnswerThenDiscard(JSONResponse):
+    """An answer to a delivery whose body was not all read: it is sent whole (its
+    Content-Length tells the client it is complete), then the rest of the body is read and
+    dropped, within bounds (:meth:`BodyReader.discard`), and only then is the connection closed,
+    so that the client reads the answer rather than a reset."""
+
+    def __init__(self, content: Any, *, status_code: int, reader: BodyReader, limit: int) -> None:
+        super().__init__(content, status_code=status_code, headers={"Connection": "close"})
+        self._reader = reader
+        self._limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        await send({"type": "http.response.body", "body": self.body, "more_body": True})
+        await self._reader.discard(up_to=discard_bound(self._limit), within_s=DISCARD_WITHIN_S)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _answer(
+    content: Any, *, status: int = 200, reader: BodyReader | None, limit: int
+) -> JSONResponse:
+    if reader is None or reader.complete:
+        return JSONResponse(content, status_code=status)
+    return _AnswerThenDiscard(content, status_code=status, reader=reader, limit=limit)
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -140,30 +164,33 @@ class Intake:
         delivery = headers.get("idempotency-key") or headers.get("x-gitlab-event-uuid")
         structlog.contextvars.bind_contextvars(delivery=delivery, endpoint=endpoint)
         limit = self._settings.max_body_bytes
-        reader: BodyReader | None = None
+        reader = BodyReader(request, limit)
         try:
             given = headers.get("x-gitlab-token")
             if not given:
                 raise Rejection(401, "missing X-Gitlab-Token header")
-            reader = BodyReader(request, limit)
             if project is None:
                 found = await reader.project()
                 if found is None:
+                    # No project, no token to check this one against: a 401 as for a wrong
+                    # token, never a word on what the body lacks (review: 401 before 422).
                     raise Rejection(
-                        422,
-                        f"body has no project.path_with_namespace in its first {PROJECT_WITHIN}"
-                        f" bytes (or send it to /{endpoint}/<project>)",
+                        401,
+                        f"invalid token: no project to check it against (send the hook to"
+                        f" /{endpoint}/<project>)",
                     )
                 project = found
             else:
                 project = project.lower()
             await self._check_token(project, given)
+            reader.check_declared_size()
             kind = headers.get("x-gitlab-event", "")
             if kind not in PUSH_KINDS:
                 log.info("event ignored", kind=kind[:60], project=project)
-                close = None if reader.complete else {"Connection": "close"}
-                return JSONResponse(
-                    {"status": "ignored", "reason": f"{kind or 'no'} event"}, headers=close
+                return _answer(
+                    {"status": "ignored", "reason": f"{kind or 'no'} event"},
+                    reader=reader,
+                    limit=limit,
                 )
             body = await reader.read()
             depth = self._settings.max_json_depth
@@ -196,9 +223,7 @@ class Intake:
             return JSONResponse({"status": "accepted", "event_id": event_id}, status_code=202)
         except Rejection as rej:
             log.warning("delivery rejected", status=rej.status, reason=rej.message)
-            # A body left unread is not drained: the connection is closed after the answer.
-            unread = reader is None or not reader.complete
-            return _error(rej.status, rej.message, close=unread)
+            return _answer({"detail": rej.message}, status=rej.status, reader=reader, limit=limit)
         finally:
             structlog.contextvars.unbind_contextvars("delivery", "endpoint")
 

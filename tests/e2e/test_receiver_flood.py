@@ -95,6 +95,6 @@ def test_unauthenticated_megabyte_bodies_do_not_slow_healthz(nakama: NakamaProce
         f"/healthz p90 {p90(baseline) * 1e3:.1f} ms before, {p90(during) * 1e3:.1f} ms during"
         f" the flood (max {max(during) * 1e3:.1f} ms, {len(during)} probes); answers: {out}"
     )
-    assert "401" in out and "422" in out, out  # the flood was answered, never with a 202
-    assert "202" not in out and "500" not in out, out
+    assert "401" in out, out  # the flood was answered (a body without a project: 401 too)
+    assert "202" not in out and "422" not in out and "500" not in out, out
     assert p90(during) < 0.1, f"p90 {p90(during) * 1e3:.0f} ms under the flood"

@@ -227,6 +227,6 @@ def test_an_old_url_body_must_name_its_project_before_its_commits(
     body = push_body(ALICE)
     late = {"padding": "x" * 70_000, **body}  # the project only after 64 KiB
     r = client.post("/build-image", json=late, headers=headers(TOKENS[ALICE]))
-    assert r.status_code == 422 and "first 65536 bytes" in r.json()["detail"]
+    assert r.status_code == 401 and "/build-image/<project>" in r.json()["detail"]
     r = client.post(f"/build-image/{ALICE}", json=late, headers=headers(TOKENS[ALICE]))
     assert r.status_code == 202, "the URL that names the project takes it"
