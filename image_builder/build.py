@@ -6,16 +6,27 @@ timestamp tags, newest first, for an image labelled with that hash. Then:
 * the newest tag has it: nothing to do (``skip: …``);
 * an older tag has it (the dependencies went back to an earlier state): give that image a new
   timestamp tag, so that Flux's ImagePolicy, which deploys the newest tag, picks it. No build;
-* none has it: build with buildah (the repository's Dockerfile, or a generated one), label,
-  push. For a generated one, a lock file is first made into pinned requirements in the build
-  context (``uv export --frozen`` for ``uv.lock``; ``poetry.lock`` and ``Pipfile.lock`` read
-  here) and ``packages.txt`` is checked name by name; a malformed one fails the job, naming
-  the file and where, before buildah runs.
+* none has it: build, label, push. A lock file is first made into pinned requirements in the
+  checkout (``uv export --frozen`` for ``uv.lock``; ``poetry.lock`` and ``Pipfile.lock`` read
+  here). Two builders (:func:`image_builder.oci_image.choose_builder`):
+
+  - **layer** (every app without a Dockerfile or ``packages.txt``): the environment is
+    installed with uv and the job's own Python (the job runs in the base image) and pushed as
+    one layer on the base image's layers, with a config and manifest written here
+    (:mod:`image_builder.layer_build`). No container runtime, no privileges: it runs on any
+    runner.
+  - **buildah** (the repository's own Dockerfile, or a generated one for ``packages.txt``,
+    whose names are checked one by one first): ``buildah build`` and ``buildah push``. Its
+    ``RUN`` steps need a user namespace and mounts, so the runner must allow them (privileged,
+    or seccomp and AppArmor unconfined with SETUID/SETGID); on one that does not, the job fails
+    saying so.
 
 After a new tag, the Flux Receiver is pinged so the rollout need not wait for the next registry
 scan. Every step prints one line to stdout: this is a CI log. Secrets come from files, reach
 buildah through a 0600 auth file and git through a credential helper's environment, and never
-appear on a command line or in the log.
+appear on a command line or in the log. The registry password file may hold Harbor's robot JSON
+(``{"name": "robot$…", "secret": "…"}``), whose name then is the user: a GitLab variable would
+expand the ``$`` of a robot name (:func:`registry_credentials`).
 
 Exit codes: 0 built, re-tagged or skipped; 2 bad arguments; 1 failed (one line on stderr).
 """
@@ -55,6 +66,8 @@ from image_builder.dockerfile import (
     select_base_image,
     tag_time,
 )
+from image_builder.environments import base_interpreter
+from image_builder.layer_build import LayerJob, build_layer_image
 from image_builder.lockfiles import (
     LOCKED_REQUIREMENTS,
     UV_LOCK,
@@ -64,6 +77,7 @@ from image_builder.lockfiles import (
     locked_requirements,
     uv_export_args,
 )
+from image_builder.oci_image import BUILDERS, choose_builder
 from image_builder.process import run_step
 from image_builder.system_packages import PACKAGES_FILE, package_names, shown
 from nakama.clients.git import FULL_SHA, mask_credentials, run_git
@@ -110,6 +124,8 @@ class Options:
     port: int
     timeout_s: float
     buildah: str
+    builder: str = "auto"
+    python: str | None = None
 
     @property
     def image(self) -> str:
@@ -167,6 +183,11 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     add("--port", type=int, default=DEFAULT_PORT, help="port the app listens on in the image")
     add("--timeout-s", type=float, default=settings.builder.build_timeout_s, help="build limit")
     add("--buildah", default="buildah", help="buildah executable")
+    add("--builder", choices=BUILDERS, default="auto", help="layer: base image + an "
+        "environment layer, no container runtime; buildah: buildah build (needs a runner that "
+        "allows it); auto: buildah only for an own Dockerfile or packages.txt")  # fmt: skip
+    add("--python", help="the interpreter the layer builder makes the environment from: the "
+        "base image's, at its path in the image (default: the one running this)")  # fmt: skip
     return parser
 
 
@@ -230,7 +251,7 @@ def run_build(options: Options, *, out: TextIO) -> str:
                 message = f"image {found} has dependencies {plan.dep_hash}; tagged it {plan.tag}"
                 _say(out, "retag", f"{message} ({digest})")
             else:
-                _build_and_push(options, plan, checkout, out)
+                _build_and_push(options, plan, checkout, registry, out)
     _notify_flux(options, f"{options.image}:{plan.tag}", out)
     return plan.tag
 
@@ -252,7 +273,57 @@ def _find(
     return candidates, found
 
 
-def _build_and_push(options: Options, plan: BuildPlan, checkout: Checkout, out: TextIO) -> None:
+def _build_and_push(
+    options: Options, plan: BuildPlan, checkout: Checkout, registry: OciClient, out: TextIO
+) -> None:
+    choice = choose_builder(options.builder, checkout.paths)
+    if choice.builder == "layer":
+        _say(out, "builder", f"layer: {choice.reason}")
+        _build_layer(options, plan, checkout, registry, out)
+        return
+    _say(out, "builder", f"buildah: {choice.reason} (the runner must allow buildah's RUN steps)")
+    _build_with_buildah(options, plan, checkout, out)
+
+
+def _build_layer(
+    options: Options, plan: BuildPlan, checkout: Checkout, registry: OciClient, out: TextIO
+) -> None:
+    files = checkout.files
+    python_version = files.get(".python-version", b"").decode(errors="replace").strip()
+    base_image = select_base_image(options.base_image, python_version or None)
+    toml = files.get(CONFIG_FILE)
+    run = load_app_config(None if toml is None else toml.decode(errors="replace")).run
+    _pin_lock_file(checkout, options, out)
+    source = choose_source(checkout.paths)
+    requirements = None
+    if source is not None:
+        requirements = LOCKED_REQUIREMENTS if source.is_lock else source.file
+    ref = f"{options.image}:{plan.tag}"
+    _say(out, "build", f"{ref} from {base_image}")
+    job = LayerJob(
+        repository=options.repository,
+        tag=plan.tag,
+        labels=plan.labels,
+        base_image=base_image,
+        registry_host=options.registry_host,
+        python=options.python or base_interpreter(None),
+        context=checkout.context,
+        workdir=checkout.workdir,
+        requirements=requirements,
+        installed_from=source.file if source is not None else "nothing",
+        port=options.port,
+        run_command=run,
+        created=datetime.now(UTC),
+        deadline=time.monotonic() + options.timeout_s,
+        timeout_s=options.timeout_s,
+    )
+    pushed = build_layer_image(job, registry=registry, out=out)
+    _say(out, "pushed", f"{ref} ({pushed.digest}): {pushed.uploaded_bytes} bytes uploaded; base "
+         f"layers: {pushed.mounted} mounted, {pushed.copied} copied, {pushed.present} there "
+         "already")  # fmt: skip
+
+
+def _build_with_buildah(options: Options, plan: BuildPlan, checkout: Checkout, out: TextIO) -> None:
     buildah = shutil.which(options.buildah)
     if buildah is None:
         raise PermanentError(f"{options.buildah} is not installed")
@@ -542,6 +613,8 @@ def _options(args: argparse.Namespace, settings: Settings) -> Options:
         port=args.port,
         timeout_s=args.timeout_s,
         buildah=args.buildah,
+        builder=args.builder,
+        python=args.python,
     )
 
 

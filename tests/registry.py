@@ -20,7 +20,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,3 +265,185 @@ def _shared_libraries(binary: Path) -> list[Path]:
         if path.startswith("/"):
             found.append(Path(path))
     return found
+
+
+# --- a Python base image and pulling images back ---------------------------------------------
+def python_probe(python: str, *imports: str) -> tuple[str, list[Path]]:
+    """The base prefix of ``python`` and the standard library files it loads to import
+    ``imports`` (its startup included)."""
+    code = (
+        "import json, sys\n"
+        f"for name in {list(imports)!r}: __import__(name)\n"
+        "files = [m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)]\n"
+        "print(json.dumps([sys.base_prefix, files]))\n"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout
+    prefix, files = json.loads(out)
+    stdlib = Path(prefix) / "lib"
+    keep = [Path(f) for f in files if Path(f).is_relative_to(stdlib) and "site-packages" not in f]
+    return prefix, keep
+
+
+def python_rootfs(rootfs: Path, *, python: str, imports: tuple[str, ...] = ()) -> dict[str, str]:
+    """A root file system holding ``python`` at its own path with the part of its standard
+    library that its startup and ``imports`` need, its shared libraries, ``/tmp``; returns the
+    environment an official python image sets (PATH, PYTHON_VERSION)."""
+    real = Path(os.path.realpath(python))
+    prefix, modules = python_probe(str(real), *imports)
+    version = subprocess.run(
+        [str(real), "-c", "import platform; print(platform.python_version())"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    lib = Path(prefix) / "lib" / f"python{version.rsplit('.', 1)[0]}"
+    wanted = {real, *modules, lib / "os.py", *_shared_libraries(real)}
+    for module in modules:
+        if module.suffix == ".so":
+            wanted.update(_shared_libraries(module))
+    for path in sorted(wanted):
+        target = rootfs / path.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    (rootfs / lib.relative_to("/") / "lib-dynload").mkdir(parents=True, exist_ok=True)
+    bindir = rootfs / real.parent.relative_to("/")
+    for alias in ("python3", "python"):
+        if not (bindir / alias).exists():
+            (bindir / alias).symlink_to(real.name)
+    (rootfs / "tmp").mkdir(mode=0o1777, exist_ok=True)
+    os.chmod(rootfs / "tmp", 0o1777)  # noqa: S103 - /tmp, as in every image
+    for mountpoint in ("proc", "dev"):  # where a runtime mounts them, as in any image
+        (rootfs / mountpoint).mkdir(exist_ok=True)
+    return {"PATH": f"{real.parent}:/usr/local/bin:/usr/bin:/bin", "PYTHON_VERSION": version}
+
+
+def _tar_layer(add: Callable[[tarfile.TarFile], None]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        add(tar)
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def _rooted(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def push_rootfs_image(
+    registry: Registry,
+    repo: str,
+    tag: str,
+    rootfs: Path,
+    *,
+    env: Mapping[str, str],
+    whiteouts: tuple[str, ...] = (),
+) -> str:
+    """Push ``rootfs`` as a base image (an OCI manifest written here, not by Nakama's layer
+    writer): its first layer the tree, a second one holding a whiteout per ``whiteouts``
+    path, as an image whose build deleted files has. Returns the manifest digest."""
+
+    def tree(tar: tarfile.TarFile) -> None:
+        for child in sorted(rootfs.iterdir()):
+            tar.add(child, arcname=child.name, filter=_rooted)
+
+    def deletions(tar: tarfile.TarFile) -> None:
+        for path in whiteouts:
+            parent, _, name = path.strip("/").rpartition("/")
+            entry = tarfile.TarInfo(f"{parent}/.wh.{name}" if parent else f".wh.{name}")
+            tar.addfile(entry, io.BytesIO(b""))
+
+    layers = [_tar_layer(tree)] + ([_tar_layer(deletions)] if whiteouts else [])
+    with httpx.Client(base_url=registry.url, auth=registry.auth, timeout=60) as client:
+        digests = [_push_blob(client, repo, layer) for layer in layers]
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Env": [f"{k}={v}" for k, v in env.items()], "Cmd": ["python3"]},
+                "rootfs": {
+                    "type": "layers",
+                    "diff_ids": [_digest(gzip.decompress(layer)) for layer in layers],
+                },
+                "history": [{"created_by": "tests.registry"} for _ in layers],
+            },
+            sort_keys=True,
+        ).encode()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": _push_blob(client, repo, config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": digest,
+                    "size": len(layer),
+                }
+                for digest, layer in zip(digests, layers, strict=True)
+            ],
+        }
+        body = json.dumps(manifest).encode()
+        response = client.put(f"/v2/{repo}/manifests/{tag}", content=body,
+                              headers={"Content-Type": OCI_MANIFEST})  # fmt: skip
+        response.raise_for_status()
+    return _digest(body)
+
+
+@dataclass(frozen=True)
+class Pulled:
+    manifest: dict[str, object]
+    config: dict[str, object]
+    layer_digests: list[str]
+
+
+def pull_rootfs(registry: Registry, repo: str, ref: str, dest: Path) -> Pulled:
+    """Pull ``repo:ref`` and unpack its layers in order into ``dest`` as a container runtime
+    does: a ``.wh.<name>`` entry deletes ``<name>`` of the layers below, ``.wh..wh..opq``
+    empties its directory of them."""
+    accept = ", ".join([OCI_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json"])
+    with httpx.Client(base_url=registry.url, auth=registry.auth, timeout=60) as client:
+        response = client.get(f"/v2/{repo}/manifests/{ref}", headers={"Accept": accept})
+        response.raise_for_status()
+        manifest = response.json()
+        config = client.get(f"/v2/{repo}/blobs/{manifest['config']['digest']}")
+        config.raise_for_status()
+        digests = [str(layer["digest"]) for layer in manifest["layers"]]
+        dest.mkdir(parents=True, exist_ok=True)
+        for digest in digests:
+            blob = client.get(f"/v2/{repo}/blobs/{digest}")
+            blob.raise_for_status()
+            assert _digest(blob.content) == digest
+            _apply_layer(gzip.decompress(blob.content), dest)
+    return Pulled(manifest=manifest, config=config.json(), layer_digests=digests)
+
+
+def _apply_layer(tar_bytes: bytes, dest: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
+        members = tar.getmembers()
+        for member in members:  # whiteouts first: they act on the layers below only
+            name = os.path.normpath(member.name.lstrip("/"))
+            parent, base = os.path.split(name)
+            if base == ".wh..wh..opq":
+                for child in (dest / parent).iterdir() if (dest / parent).is_dir() else ():
+                    _remove(child)
+            elif base.startswith(".wh."):
+                _remove(dest / parent / base[len(".wh.") :])
+        for member in members:
+            name = os.path.normpath(member.name.lstrip("/"))
+            if name.startswith("..") or os.path.basename(name).startswith(".wh."):
+                continue
+            target = dest / name
+            if target.is_symlink() or (target.exists() and not target.is_dir()):
+                target.unlink()
+            if member.isdir() and target.is_dir():
+                continue
+            tar.extract(member, dest, filter="tar")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

@@ -106,6 +106,7 @@ def _args(
         *(flags if creds else []),
         "--no-tls-verify",
         "--base-image", BASE_IMAGE,
+        "--builder", "buildah",  # the layer builder: test_oci_layer_build.py
         *extra,
     ]  # fmt: skip
 

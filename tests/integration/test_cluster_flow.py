@@ -182,6 +182,7 @@ def run_ci_job(pipeline: FakePipeline, tmp_path: Path, token: str) -> str:
             "--git-password-file", str(secrets / "git-token"),
             "--no-tls-verify",
             "--base-image", BASE_IMAGE,
+            "--builder", "buildah",  # BASE_IMAGE is in buildah's storage, not the registry
         ],
         out=out,
     )  # fmt: skip

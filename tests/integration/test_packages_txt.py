@@ -97,6 +97,7 @@ def _build(
         "--repo", str(bare), "--commit", sha, "--image", f"{registry.host}/{REPO}",
         "--registry-username", USERNAME, "--registry-password-file", str(password_file),
         "--no-tls-verify", "--base-image", APT_BASE, "--workdir", str(workdir),
+        "--builder", "buildah",  # lock files through the layer builder: test_oci_layer_build.py
     ])  # fmt: skip
     captured = capsys.readouterr()
     return code, captured.out, captured.err, workdir / "context"
