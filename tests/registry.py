@@ -2,19 +2,28 @@
 
 The registry is Debian's ``docker-registry`` (the CNCF distribution registry, the engine inside
 Harbor) on a free loopback port, storing into a temporary directory, optionally behind htpasswd
-Basic auth. buildah gets its own vfs storage and chroot isolation through the environment, so
-tests touch nothing of the machine's. Nothing can be pulled from the internet here, so tests make
-their own base image: this machine's ``dash`` and C library, plus ``pip`` and ``uv`` stand-ins that
-print their arguments, which is all a generated Dockerfile's ``RUN`` steps need.
+Basic auth or behind a Docker token service (:class:`TokenService`: Bearer challenges, JWTs
+granting per-repository actions, as Harbor's registry answers).
+
+buildah gets its own vfs storage and chroot isolation through the environment, so tests touch
+nothing of the machine's. Nothing can be pulled from the internet here, so tests make their own
+base images: for buildah, this machine's ``dash`` and C library, plus ``pip`` and ``uv``
+stand-ins that print their arguments, which is all a generated Dockerfile's ``RUN`` steps need;
+for the layer builder, this machine's Python at its own path with the part of its standard
+library a test imports (:func:`python_rootfs`), pushed straight through the HTTP API, and
+pulled back and unpacked as a container runtime would (:func:`pull_rootfs`).
 """
 
 from __future__ import annotations
 
+import base64
+import fnmatch
 import gzip
 import hashlib
 import io
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import tarfile
@@ -22,8 +31,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -59,9 +70,23 @@ def _require(binary: str, package: str) -> str:
     return found
 
 
+@dataclass(frozen=True)
+class TokenAuth:
+    """docker-registry's ``auth: token:`` settings: tokens from ``realm``, for ``service``,
+    signed by ``issuer``'s key whose certificate is the file ``certificate``."""
+
+    realm: str
+    service: str
+    issuer: str
+    certificate: Path
+
+
 @contextmanager
-def registry_server(root: Path | None = None, *, with_auth: bool = False) -> Iterator[Registry]:
-    """Run docker-registry until the block ends; yield where it listens."""
+def registry_server(
+    root: Path | None = None, *, with_auth: bool = False, token: TokenAuth | None = None
+) -> Iterator[Registry]:
+    """Run docker-registry until the block ends; yield where it listens. ``with_auth``: Basic
+    auth for :data:`USERNAME`; ``token``: Bearer tokens from a token service (Harbor's way)."""
     binary = _require(REGISTRY_BIN if os.path.exists(REGISTRY_BIN) else "docker-registry",
                       "docker-registry")  # fmt: skip
     own_root = root is None
@@ -80,6 +105,15 @@ def registry_server(root: Path | None = None, *, with_auth: bool = False) -> Ite
     if with_auth:
         (root / "htpasswd").write_text(f"{USERNAME}:{_PASSWORD_BCRYPT}\n")
         config["auth"] = {"htpasswd": {"realm": "nakama-test", "path": str(root / "htpasswd")}}
+    if token is not None:
+        config["auth"] = {
+            "token": {
+                "realm": token.realm,
+                "service": token.service,
+                "issuer": token.issuer,
+                "rootcertbundle": str(token.certificate),
+            }
+        }
     (root / "config.yml").write_text(json.dumps(config))  # JSON is YAML
     log = (root / "registry.log").open("wb")
     proc = subprocess.Popen(
@@ -336,6 +370,7 @@ def push_rootfs_image(
     *,
     env: Mapping[str, str],
     whiteouts: tuple[str, ...] = (),
+    credentials: tuple[str, str] | None = None,
 ) -> str:
     """Push ``rootfs`` as a base image (an OCI manifest written here, not by Nakama's layer
     writer): its first layer the tree, a second one holding a whiteout per ``whiteouts``
@@ -352,7 +387,7 @@ def push_rootfs_image(
             tar.addfile(entry, io.BytesIO(b""))
 
     layers = [_tar_layer(tree)] + ([_tar_layer(deletions)] if whiteouts else [])
-    with httpx.Client(base_url=registry.url, auth=registry.auth, timeout=60) as client:
+    with _http(registry, credentials) as client:
         digests = [_push_blob(client, repo, layer) for layer in layers]
         config = json.dumps(
             {
@@ -398,12 +433,19 @@ class Pulled:
     layer_digests: list[str]
 
 
-def pull_rootfs(registry: Registry, repo: str, ref: str, dest: Path) -> Pulled:
+def pull_rootfs(
+    registry: Registry,
+    repo: str,
+    ref: str,
+    dest: Path,
+    *,
+    credentials: tuple[str, str] | None = None,
+) -> Pulled:
     """Pull ``repo:ref`` and unpack its layers in order into ``dest`` as a container runtime
     does: a ``.wh.<name>`` entry deletes ``<name>`` of the layers below, ``.wh..wh..opq``
     empties its directory of them."""
     accept = ", ".join([OCI_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json"])
-    with httpx.Client(base_url=registry.url, auth=registry.auth, timeout=60) as client:
+    with _http(registry, credentials) as client:
         response = client.get(f"/v2/{repo}/manifests/{ref}", headers={"Accept": accept})
         response.raise_for_status()
         manifest = response.json()
@@ -417,6 +459,18 @@ def pull_rootfs(registry: Registry, repo: str, ref: str, dest: Path) -> Pulled:
             assert _digest(blob.content) == digest
             _apply_layer(gzip.decompress(blob.content), dest)
     return Pulled(manifest=manifest, config=config.json(), layer_digests=digests)
+
+
+def _http(registry: Registry, credentials: tuple[str, str] | None) -> httpx.Client:
+    """A client that logs in as ``credentials`` (default: the registry's own user) whichever
+    way the registry asks: Basic, or a Bearer token from its token service."""
+    from pydantic import SecretStr
+
+    from nakama.clients.oci import RegistryAuth
+
+    user, password = credentials or registry.auth or (None, None)
+    auth = RegistryAuth(user, SecretStr(password) if password is not None else None)
+    return httpx.Client(base_url=registry.url, auth=auth, timeout=60)
 
 
 def _apply_layer(tar_bytes: bytes, dest: Path) -> None:
@@ -447,3 +501,137 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+# --- a Docker token service (Harbor's way of authenticating registry clients) ---------------
+@dataclass
+class Grant:
+    """A token service user: its password and, per repository pattern (fnmatch), the actions
+    it may be given (Harbor: a robot's project permissions)."""
+
+    password: str
+    access: dict[str, set[str]]
+
+
+@dataclass
+class TokenRequest:
+    user: str | None  # None: anonymous
+    service: str
+    scopes: list[str]  # as requested, one per scope parameter
+    granted: list[dict[str, object]]  # the token's access claim
+
+
+@dataclass
+class TokenService:
+    """A token endpoint as the distribution spec describes it (``GET /token?service=…&scope=…``
+    with Basic credentials; anonymous gets no access): each requested scope is granted the
+    actions the user has on that repository, and no more, so a wider scope comes back from the
+    registry as ``401 error="insufficient_scope"``. Tokens are JWTs (RS256) whose ``x5c``
+    header carries the certificate docker-registry trusts."""
+
+    users: dict[str, Grant]
+    service: str = "nakama-test-registry"
+    issuer: str = "nakama-test-token-issuer"
+    lifetime_s: int = 300
+    requests: list[TokenRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.issuer)])
+        now = datetime.now(UTC)
+        self._cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self._key, hashes.SHA256())
+        )
+
+    def certificate_pem(self) -> bytes:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return self._cert.public_bytes(Encoding.PEM)
+
+    def grant(self, user: str | None, scope: str) -> dict[str, object] | None:
+        kind, _, rest = scope.partition(":")
+        name, _, actions = rest.rpartition(":")
+        if kind != "repository" or not name:
+            return None
+        allowed: set[str] = set()
+        if user is not None:
+            for pattern, granted in self.users[user].access.items():
+                if fnmatch.fnmatchcase(name, pattern):
+                    allowed |= granted
+        wanted = [a for a in actions.split(",") if a]
+        return {"type": kind, "name": name, "actions": [a for a in wanted if a in allowed]}
+
+    def issue(self, user: str | None, scopes: list[str]) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        access = [g for scope in scopes if (g := self.grant(user, scope)) is not None]
+        self.requests.append(TokenRequest(user, self.service, scopes, access))
+        now = int(time.time())
+        der = self._cert.public_bytes(Encoding.DER)
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
+        claims = {
+            "iss": self.issuer, "sub": user or "", "aud": self.service,
+            "exp": now + self.lifetime_s, "nbf": now - 5, "iat": now,
+            "jti": secrets.token_hex(8), "access": access,
+        }  # fmt: skip
+        signing_input = f"{_b64url(header)}.{_b64url(claims)}".encode()
+        signature = self._key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input.decode()}.{_b64url(signature)}"
+
+    async def token(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        user: str | None = None
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("basic "):
+            name, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            grant = self.users.get(name)
+            if grant is None or not secrets.compare_digest(grant.password, password):
+                body = {"errors": [{"code": "UNAUTHORIZED", "message": "invalid credentials"}]}
+                return JSONResponse(body, status_code=401)
+            user = name
+        if request.query_params.get("service") != self.service:
+            return JSONResponse({"errors": [{"code": "DENIED"}]}, status_code=400)
+        scopes = request.query_params.getlist("scope")
+        token = self.issue(user, scopes)
+        return JSONResponse({"token": token, "access_token": token,
+                             "expires_in": self.lifetime_s})  # fmt: skip
+
+
+def _b64url(data: object) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@contextmanager
+def token_registry_server(root: Path, service: TokenService) -> Iterator[Registry]:
+    """docker-registry behind ``service``'s tokens (served on loopback); the yielded Registry
+    carries no credentials: each test logs in as one of the service's users."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from tests.support import serve
+
+    root.mkdir(parents=True, exist_ok=True)
+    certificate = root / "token-issuer.pem"
+    certificate.write_bytes(service.certificate_pem())
+    app = Starlette(routes=[Route("/token", service.token)])
+    with serve(app) as url:
+        auth = TokenAuth(f"{url}/token", service.service, service.issuer, certificate)
+        with registry_server(root, token=auth) as registry:
+            yield registry
