@@ -12,9 +12,28 @@ disabled as GitLab.com does. Triggered pipelines are recorded with their variabl
 them with :meth:`GitLabFake.set_pipeline_status`. :meth:`GitLabFake.fail_next` makes the next API
 calls answer 429 or 5xx.
 
-Use the ``gitlab_fake`` fixture: the fake serving on a free port, with the group ``nakama-apps``,
-the user ``root`` owning :attr:`GitLabFake.token`, and the pipelines project ``nakama/pipelines``
-whose trigger token is :attr:`GitLabFake.trigger_token`.
+Tokens are principals (:mod:`tests.fakes.gitlab_rules`): a personal access token acts as its user
+with that user's memberships, a group or project access token as a bot user with one membership,
+and the administrator ``root`` (:data:`ADMIN_TOKEN`) sees everything. A project or group the
+token's user cannot see is answered 404. The fake refuses what GitLab refuses: hook URLs on the
+local network unless :attr:`GitLabFake.allow_local_requests` (the admin setting), pipeline
+variables below the project's ``ci_pipeline_variables_minimum_override_role``, a trigger whose CI
+rules select no job, pushes to the protected default branch below Maintainer and every force
+push to it, a membership below an inherited one, a second membership of a bot. A deleted project
+is marked and renamed (delayed deletion) until :meth:`GitLabFake.purge`; compares are cut at
+:attr:`GitLabFake.diff_max_files`.
+
+Use the ``gitlab_fake`` fixture: the fake serving on a free port with the layout of
+``docs/cluster-install.md`` ("GitLab" prerequisites): the apps' group ``nakama-apps``, the GitOps
+and pipelines projects under the group ``nakama``, and Nakama's token :attr:`GitLabFake.token`, a
+personal access token of the dedicated user ``nakama``: Owner of ``nakama-apps``, Maintainer of
+``nakama`` (so of the GitOps project the tests create there) and Owner of ``nakama/pipelines``,
+whose trigger token :attr:`GitLabFake.trigger_token` it owns. The fixture allows hooks to the
+local network (``allow_local_requests``), as an operator whose Nakama has a private address must
+(the tests' receivers listen on 127.0.0.1). ``layout="group-token"`` builds the other documented
+layout (one group access token on a top-level group holding the apps' subgroup, the GitOps and
+the pipelines projects); ``layout="apps-group-token"`` the one the guide used to describe (a
+group access token on the apps' group only), which GitLab does not allow to reach the rest.
 """
 
 from __future__ import annotations
@@ -25,10 +44,12 @@ import itertools
 import json
 import queue
 import re
+import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,9 +69,11 @@ from nakama.local.post_receive import branch_commits, tag_target
 from nakama.local.push_payload import ProjectInfo, Pusher, build_push_payload
 from nakama.settings import GitLabSettings
 from tests.fakes import gitlab_git as git
+from tests.fakes import gitlab_rules as rules
 from tests.fakes.gitlab_api import (
     ACTIVE,
     ApiError,
+    FakeAccessToken,
     FakeDeployToken,
     FakeGroup,
     FakeHook,
@@ -58,14 +81,18 @@ from tests.fakes.gitlab_api import (
     FakePipeline,
     FakeProject,
     FakeUser,
+    default_branch,
     install_routes,
     now_iso,
 )
 from tests.fakes.gitlab_oauth import OAuthProvider
 from tests.support import free_port, serve
 
-TOKEN = "glpat-fake-admin-token-0123456789"
+TOKEN = "glpat-fake-nakama-token-0123456789"  # Nakama's token in every layout
+ADMIN_TOKEN = "glpat-fake-admin-token-0123456789"
 TRIGGER_TOKEN = "glptt-fake-trigger-token-0123456789"
+NAKAMA_USER = "nakama"
+LAYOUTS = ("user", "group-token", "apps-group-token")
 VERSION = "17.4.0"
 _BRANCH, _TAG = "refs/heads/", "refs/tags/"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -113,16 +140,6 @@ class _Outgoing:
     idempotency_key: uuid.UUID
 
 
-def default_jobs(variables: dict[str, str]) -> list[tuple[str, str]]:
-    """(name, stage) of the jobs a triggered pipeline gets, as gitlab-ci-templates/ define."""
-    kind = variables.get("NAKAMA_KIND")
-    if kind == "build":
-        return [("build-image", "build")]
-    if kind == "reload":
-        return [("reload-code", "deploy")]
-    return [("job", "test")]
-
-
 class GitLabFake:
     """The fake's state, its ASGI app (:attr:`asgi`) and the helpers tests inspect it with."""
 
@@ -134,10 +151,20 @@ class GitLabFake:
         group: str = "nakama-apps",
         trigger_token: str = TRIGGER_TOKEN,
         pipelines_project: str = "nakama/pipelines",
+        layout: str = "user",
+        profile: str = "self-managed",
+        allow_local_requests: bool = False,
         auto_disable_hooks: bool = True,
         push_event_hooks_limit: int = 3,
-        jobs_for: Callable[[dict[str, str]], list[tuple[str, str]]] = default_jobs,
+        diff_max_files: int = 1000,
+        instance_default_branch: str = "main",
+        jobs_for: Callable[[dict[str, str]], list[tuple[str, str]]] | None = None,
     ) -> None:
+        """``profile`` "gitlab.com" makes new projects refuse pipeline variables
+        (``no_one_allowed``, GitLab.com's default since 17.7); "self-managed" lets Developers
+        use them. ``jobs_for`` replaces reading the pipelines project's CI configuration."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}")
         self.root = Path(root)
         self.repos_dir = self.root / "repos"
         self.url = ""
@@ -147,10 +174,23 @@ class GitLabFake:
         self.auto_disable_hooks = auto_disable_hooks
         self.push_event_hooks_limit = push_event_hooks_limit
         self.jobs_for = jobs_for
+        self.diff_max_files = diff_max_files
+        self.instance_default_branch = instance_default_branch
+        self.pipeline_variables_default_role = (
+            "no_one_allowed" if profile == "gitlab.com" else "developer"
+        )
+        # Admin area → Settings → Network → Outbound requests: "Allow requests to the local
+        # network from webhooks and integrations", and the allowlist of hosts and addresses.
+        self.allow_local_requests = allow_local_requests
+        self.outbound_local_requests_allowlist: list[str] = []
+        self.hosts: dict[str, str] = {}  # name → address, the resolver the URL blocker asks
+        self.refused_hook_urls: list[tuple[str, str]] = []  # (url, why), as GitLab logs them
         self.lock = threading.RLock()
         self._ids: dict[str, Iterator[int]] = {}
         self.users: dict[int, FakeUser] = {}
-        self.tokens: dict[str, FakeUser] = {}
+        self.tokens: dict[str, FakeUser] = {}  # every active API token → its user
+        self.access_tokens: dict[str, FakeAccessToken] = {}
+        self.trigger_owners: dict[str, int] = {}  # trigger token → its owner's user id
         self.groups: dict[int, FakeGroup] = {}
         self.projects: dict[int, FakeProject] = {}
         self.pipelines: dict[int, FakePipeline] = {}
@@ -171,10 +211,34 @@ class GitLabFake:
         )
         self.asgi = _Gate(self.app, self)
         self.admin = self.add_user("root", name="Administrator", email="admin@example.com")
-        self.tokens[token] = self.admin
+        self.admin.admin = True
+        self.add_personal_token(self.admin, ADMIN_TOKEN)
+        self.layout = layout
         self.group_id = self.add_group(group).id
         self.pipelines_project = self.create_project(pipelines_project, files=_pipeline_files())
-        self.trigger_tokens[trigger_token] = self.pipelines_project.id
+        self.pipelines_project.ci_pipeline_variables_minimum_override_role = (
+            self.pipeline_variables_default_role
+        )
+        self.nakama = self._build_layout(layout, token=token, group=group)
+        owner = self.nakama if layout != "apps-group-token" else self.admin
+        self.add_trigger_token(pipelines_project, trigger_token, owner=owner)
+
+    def _build_layout(self, layout: str, *, token: str, group: str) -> FakeUser:
+        """Nakama's token and what it may reach; the user it acts as."""
+        pipelines = self.pipelines_project
+        if layout == "user":
+            user = self.add_user(NAKAMA_USER, name="Nakama")
+            self.add_personal_token(user, token)
+            self.set_membership(group, user, rules.OWNER)
+            self.set_membership(pipelines.group.full_path, user, rules.MAINTAINER)
+            self.set_membership(pipelines.full_path, user, rules.OWNER)
+            return user
+        if layout == "group-token":
+            top = group.split("/", 1)[0]
+            if "/" not in group or pipelines.full_path.split("/", 1)[0] != top:
+                raise ValueError("group-token: the apps' group needs a parent holding all")
+            return self.add_group_access_token(top, token, rules.OWNER)
+        return self.add_group_access_token(group, token, rules.OWNER)
 
     # --- running ---------------------------------------------------------------------------
     @contextmanager
@@ -248,6 +312,9 @@ class GitLabFake:
                 description,
                 repo,
             )
+            project.ci_pipeline_variables_minimum_override_role = (
+                self.pipeline_variables_default_role
+            )
             self.projects[project.id] = project
             if files:
                 actions = [
@@ -270,10 +337,175 @@ class GitLabFake:
                 )
             return project
 
-    def add_trigger_token(self, project_path: str, token: str | None = None) -> str:
+    def add_trigger_token(
+        self, project_path: str, token: str | None = None, *, owner: FakeUser | None = None
+    ) -> str:
+        """A pipeline trigger token of the project, owned by ``owner`` (the user its pipelines
+        run as; the administrator if None)."""
         token = token or f"glptt-{uuid.uuid4().hex}"
-        self.trigger_tokens[token] = self.project(project_path).id
+        with self.lock:
+            self.trigger_tokens[token] = self.project(project_path).id
+            self.trigger_owners[token] = (owner or self.admin).id
         return token
+
+    # --- tokens and memberships --------------------------------------------------------------
+    def _add_token(self, found: FakeAccessToken) -> FakeAccessToken:
+        with self.lock:
+            found.id = self.next_id("access_token")
+            self.access_tokens[found.token] = found
+            self.tokens[found.token] = self.users[found.user_id]
+        return found
+
+    def add_personal_token(
+        self,
+        user: FakeUser,
+        token: str | None = None,
+        *,
+        scopes: tuple[str, ...] = ("api",),
+        expires_at: str | None = None,
+    ) -> str:
+        """A personal access token of ``user``: it acts with the user's memberships."""
+        token = token or f"glpat-{uuid.uuid4().hex}"
+        self._add_token(
+            FakeAccessToken(token, user.id, "personal", "personal", scopes, expires_at=expires_at)
+        )
+        return token
+
+    def _bot(self, kind: str, resource: Any) -> FakeUser:
+        # GitLab names them group_<id>_bot_<hash> / project_<id>_bot_<hash>.
+        name = f"{kind}_{resource.id}_bot_{uuid.uuid4().hex[:8]}"
+        bot = self.add_user(name, name=f"{resource.path} bot", email=f"{name}@noreply.example")
+        bot.bot = True
+        return bot
+
+    def add_group_access_token(
+        self,
+        group_path: str,
+        token: str | None = None,
+        access_level: int = rules.OWNER,
+        *,
+        scopes: tuple[str, ...] = ("api",),
+        expires_at: str | None = None,
+    ) -> FakeUser:
+        """A group access token: a bot user, member of ``group_path`` (and so of everything in
+        it) at ``access_level``, and of nothing else, ever. Its user."""
+        with self.lock:
+            group = self.add_group(group_path)
+            bot = self._bot("group", group)
+            group.members[bot.id] = access_level
+            self._add_token(
+                FakeAccessToken(
+                    token or f"glpat-{uuid.uuid4().hex}", bot.id, "group", "nakama", scopes,
+                    access_level=access_level, resource_id=group.id, expires_at=expires_at,
+                )
+            )  # fmt: skip
+            return bot
+
+    def add_project_access_token(
+        self,
+        project_path: str,
+        token: str | None = None,
+        access_level: int = rules.MAINTAINER,
+        *,
+        name: str = "token",
+        scopes: tuple[str, ...] = ("api",),
+        expires_at: str | None = None,
+    ) -> FakeUser:
+        """A project access token: a bot user, member of the project only. Its user."""
+        with self.lock:
+            project = self.project(project_path)
+            bot = self._bot("project", project)
+            project.members[bot.id] = access_level
+            self._add_token(
+                FakeAccessToken(
+                    token or f"glpat-{uuid.uuid4().hex}", bot.id, "project", name, scopes,
+                    access_level=access_level, resource_id=project.id, expires_at=expires_at,
+                )
+            )  # fmt: skip
+            return bot
+
+    def set_membership(self, path: str, user: FakeUser, access_level: int | None) -> None:
+        """Make ``user`` a direct member of the group or project ``path`` (None: no member),
+        directly in the state, as an administrator would in the UI."""
+        with self.lock:
+            project = self.find_project(path)
+            target = project.members if project is not None else self.add_group(path).members
+            if access_level is None:
+                target.pop(user.id, None)
+            else:
+                target[user.id] = access_level
+
+    def memberships_of(self, user_id: int) -> list[str]:
+        """Full paths of the groups and projects ``user_id`` is a direct member of."""
+        with self.lock:
+            groups = [g.full_path for g in self.groups.values() if user_id in g.members]
+            projects = [p.full_path for p in self.projects.values() if user_id in p.members]
+        return groups + projects
+
+    def access_token_for(self, headers: Any) -> FakeAccessToken | None:
+        token = headers.get("private-token")
+        auth = headers.get("authorization", "")
+        if not token and auth[:7].lower() == "bearer ":
+            token = auth[7:].strip()
+        found = self.access_tokens.get(token or "")
+        return found if found is not None and found.active else None
+
+    # --- delayed deletion ----------------------------------------------------------------------
+    def mark_for_deletion(self, project: FakeProject) -> None:
+        """What ``DELETE /projects/:id`` does: mark, and rename path and name so that the old
+        path is free at once; the repository moves with the path."""
+        with self.lock:
+            suffix = f"-deletion_scheduled-{project.id}"
+            project.path_before_deletion = project.path
+            project.marked_for_deletion_on = now_iso()[:10]
+            new_repo = project.repo.with_name(f"{project.path}{suffix}.git")
+            project.repo.rename(new_repo)
+            project.repo = new_repo
+            project.path, project.name = project.path + suffix, project.name + suffix
+
+    def purge(self, path: str | None = None) -> list[str]:
+        """Delete for good the projects marked for deletion (GitLab does it after the retention
+        period), with their hooks, deploy tokens, pipelines and trigger tokens; their paths."""
+        with self.lock:
+            marked = [
+                p
+                for p in self.projects.values()
+                if p.marked_for_deletion_on and path in (None, p.full_path)
+            ]
+            for project in marked:
+                del self.projects[project.id]
+                for pid in [i for i, x in self.pipelines.items() if x.project_id == project.id]:
+                    del self.pipelines[pid]
+                for token in [t for t, pid in self.trigger_tokens.items() if pid == project.id]:
+                    del self.trigger_tokens[token]
+                shutil.rmtree(project.repo, ignore_errors=True)
+            return [p.full_path for p in marked]
+
+    def marked_for_deletion(self) -> list[FakeProject]:
+        return [p for p in self.projects.values() if p.marked_for_deletion_on]
+
+    # --- pipelines -------------------------------------------------------------------------------
+    def jobs_for_pipeline(
+        self, project: FakeProject, *, sha: str, ref: str, variables: dict[str, str]
+    ) -> list[tuple[str, str]]:
+        """The jobs a trigger pipeline of ``project`` at ``sha`` gets: its ``.gitlab-ci.yml``
+        (with local includes) evaluated for source ``trigger`` and ``variables``."""
+        if self.jobs_for is not None:
+            return self.jobs_for(variables)
+        files = {
+            path: git.read_blob(project.repo, blob)
+            for path, (_mode, blob) in git.list_tree(project.repo, sha).items()
+            if path.endswith((".yml", ".yaml"))
+        }
+        predefined = {
+            "CI_PIPELINE_SOURCE": "trigger",
+            "CI_COMMIT_REF_NAME": ref,
+            "CI_COMMIT_BRANCH": ref,
+            "CI_COMMIT_SHA": sha,
+            "CI_DEFAULT_BRANCH": project.default_branch,
+            "CI_PROJECT_PATH": project.full_path,
+        }
+        return rules.triggered_jobs(files, {**predefined, **variables}) or []
 
     # --- lookups and inspection --------------------------------------------------------------
     def find_group(self, full_path: str) -> FakeGroup | None:
@@ -388,11 +620,14 @@ class GitLabFake:
         return None
 
     def user_for(self, headers: Any) -> FakeUser | None:
-        token = headers.get("private-token")
+        """The user an API request acts as: its access token's (not expired, not revoked) or
+        its OAuth token's; None answers 401."""
+        found = self.access_token_for(headers)
+        if found is not None:
+            return self.users.get(found.user_id)
         auth = headers.get("authorization", "")
-        if not token and auth[:7].lower() == "bearer ":
-            token = auth[7:].strip()
-        return self.tokens.get(token or "") or self.oauth.user_for_token(token or "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        return self.oauth.user_for_token(token) if token else None
 
     def api_refusal(self, headers: Any, method: str, path: str) -> Response | None:
         """GitLab's 403 for an authenticated API request it refuses: the user is blocked or
@@ -404,6 +639,9 @@ class GitLabFake:
                 "Please log back in to reactivate your account.",
             }.get(user.state, "Your account has been blocked.")
             return JSONResponse({"message": f"403 Forbidden - {reason}"}, status_code=403)
+        found = self.access_token_for(headers)
+        if found is not None:
+            return _scope_refusal(found.scopes, method, path)
         return self.oauth.refusal(headers, method, path)
 
     # --- pushes and hooks --------------------------------------------------------------------
@@ -555,6 +793,27 @@ class GitLabFake:
         hook.disabled_until = now + timedelta(seconds=backoff)
 
 
+def _scope_refusal(scopes: tuple[str, ...], method: str, path: str) -> Response | None:
+    """GitLab's 403 for an access token whose scopes do not cover the request: ``api`` covers
+    all, ``read_api`` reads, ``read_user`` reads /user and /users; ``read_repository`` and
+    ``write_repository`` are for git only."""
+    reads = method in ("GET", "HEAD")
+    if "api" in scopes or (reads and "read_api" in scopes):
+        return None
+    if reads and "read_user" in scopes and path.startswith(("/api/v4/user", "/api/v4/users")):
+        return None
+    return JSONResponse(
+        {
+            "error": "insufficient_scope",
+            "error_description": (
+                "The request requires higher privileges than provided by the access token."
+            ),
+            "scope": "api read_api" if reads else "api",
+        },
+        status_code=403,
+    )
+
+
 def _pipeline_files() -> dict[str, bytes]:
     """The pipelines project: a .gitlab-ci.yml including the repository's templates."""
     files = {}
@@ -610,10 +869,19 @@ class _Gate:
         return "/".join(parts)
 
 
+_NOT_FOUND = (
+    "The project you were looking for could not be found or you don't have permission to view it.\n"
+)
+# What the receive-pack's pre-receive hook (gitlab_git.PRE_RECEIVE) is told about the pusher.
+_PUSH_ENV: ContextVar[dict[str, str] | None] = ContextVar("fake_gitlab_push_env", default=None)
+
+
 class _GitRoute:
     """Git smart HTTP for ``/<namespace>/<project>.git/...`` through ``git http-backend``;
-    after a push, the refs it moved fire the project's hooks. A personal token (any user name)
-    reads and writes every repository; a deploy token (its user name and token) with
+    after a push, the refs it moved fire the project's hooks. An access token (any user name)
+    reads the repositories its user may see (Reporter and up) and pushes as Developer and up,
+    the protected default branch as Maintainer, never by force (the repository's pre-receive
+    hook refuses with GitLab's messages); a deploy token (its user name and token) with
     ``read_repository`` reads its own project's repository only."""
 
     def __init__(self, fake: GitLabFake) -> None:
@@ -622,50 +890,70 @@ class _GitRoute:
         self.locks: dict[int, asyncio.Lock] = {}
 
     def _authenticate(self, user: str, password: str, _client: str | None = None) -> bool:
-        # A deploy token's project and scope are checked in __call__, before this runs.
-        return password in self.fake.tokens or self.fake.deploy_token(user, password) is not None
+        # What the credentials may reach is checked in __call__, before this runs.
+        found = self.fake.access_tokens.get(password)
+        if found is not None:
+            return found.active
+        return self.fake.deploy_token(user, password) is not None
 
-    def _deploy_token_refusal(self, scope: dict[str, Any], project: Any) -> Response | None:
-        """GitLab's answer to a deploy token that may not do this request, else None."""
+    def _refusal(self, scope: dict[str, Any], project: Any) -> tuple[Response | None, int]:
+        """GitLab's answer to credentials that may not do this request (None: go on), and the
+        pusher's access level."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         credentials = parse_basic_auth(headers.get("authorization"))
-        if credentials is None or credentials[1] in self.fake.tokens:
-            return None
+        query = scope.get("query_string", b"").decode("latin-1")
+        rest = scope["path_params"]["rest"]
+        pushing = "git-receive-pack" in (rest, query.removeprefix("service="))
+
+        def text(status: int, body: str) -> Response:
+            return Response(body, status_code=status, media_type="text/plain")
+
+        if credentials is None:
+            return None, 0  # the backend asks for credentials
+        token = self.fake.access_tokens.get(credentials[1])
+        if token is not None:
+            if not token.active:
+                return None, 0  # the backend answers 401
+            user = self.fake.users[token.user_id]
+            if project is None or not rules.can_see_project(self.fake, user, project):
+                return text(404, _NOT_FOUND), 0
+            level = rules.project_access(self.fake, user, project)
+            writes = bool({"api", "write_repository"} & set(token.scopes))
+            reads = writes or "read_repository" in token.scopes
+            if not reads or level < rules.REPORTER:
+                return text(404 if not reads else 403, _NOT_FOUND), 0
+            if pushing and (not writes or level < rules.DEVELOPER):
+                return text(403, "You are not allowed to push code to this project.\n"), 0
+            return None, level
         found = self.fake.deploy_token(*credentials)
         if found is None:
-            return None  # the backend answers 401
-        owner, token = found
-        if project is None or owner.id != project.id or "read_repository" not in token.scopes:
-            return Response(
-                "The project you were looking for could not be found or you don't have "
-                "permission to view it.\n",
-                status_code=404,
-                media_type="text/plain",
-            )
-        query = scope.get("query_string", b"").decode("latin-1")
-        if "git-receive-pack" in (scope["path_params"]["rest"], query.removeprefix("service=")):
-            return Response(
-                "You are not allowed to push code to this project.\n",
-                status_code=403,
-                media_type="text/plain",
-            )
-        return None
+            return None, 0  # the backend answers 401
+        owner, deploy = found
+        if project is None or owner.id != project.id or "read_repository" not in deploy.scopes:
+            return text(404, _NOT_FOUND), 0
+        if pushing:
+            return text(403, "You are not allowed to push code to this project.\n"), 0
+        return None, 0
+
+    def _hook_env(self, _project: str) -> dict[str, str]:
+        return _PUSH_ENV.get() or {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         params = scope["path_params"]
         namespace = str(params["namespace"])
-        found = self.fake.find_project(f"{namespace}/{params['project']}")
-        refusal = self._deploy_token_refusal(scope, found)
+        project = self.fake.find_project(f"{namespace}/{params['project']}")
+        refusal, level = self._refusal(scope, project)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
         backend = self.backends.get(namespace)
         if backend is None:
             backend = GitHttpBackend(
-                repos_dir=self.fake.repos_dir / namespace, authenticate=self._authenticate
+                repos_dir=self.fake.repos_dir / namespace,
+                authenticate=self._authenticate,
+                hook_env=self._hook_env,
             )
             self.backends[namespace] = backend
-        project = self.fake.find_project(f"{namespace}/{params['project']}")
         if project is None or (scope["method"], params["rest"]) != ("POST", "git-receive-pack"):
             await backend(scope, receive, send)
             return
@@ -676,6 +964,11 @@ class _GitRoute:
         try:
             lock = self.locks.setdefault(project.id, asyncio.Lock())
             async with lock:
+                protected = await run_in_threadpool(self._protected_branch, project)
+                env = {"FAKE_GITLAB_LEVEL": str(level), "FAKE_GITLAB_PROTECTED": protected}
+                if project.allow_force_push:
+                    env["FAKE_GITLAB_FORCE"] = "1"
+                _PUSH_ENV.set(env)
                 before = await run_in_threadpool(git.refs, project.repo)
                 await backend(scope, receive, send)
                 after = await run_in_threadpool(git.refs, project.repo)
@@ -689,11 +982,15 @@ class _GitRoute:
         finally:
             self.fake.end_work()
 
+    def _protected_branch(self, project: FakeProject) -> str:
+        with self.fake.lock:
+            return default_branch(project)
+
 
 @pytest.fixture
 def gitlab_fake(tmp_path: Path) -> Iterator[GitLabFake]:
     """A serving GitLab fake; see the module docstring for what it holds."""
-    with GitLabFake(tmp_path / "gitlab-fake").serving() as fake:
+    with GitLabFake(tmp_path / "gitlab-fake", allow_local_requests=True).serving() as fake:
         yield fake
 
 
@@ -712,6 +1009,7 @@ def gitlab_client(gitlab_fake: GitLabFake) -> Iterator[GitLabClient]:
 
 
 __all__ = [
+    "ADMIN_TOKEN",
     "ApiError",
     "Delivery",
     "FakeDeployToken",

@@ -31,7 +31,6 @@ import json
 import math
 import re
 import secrets
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from tests.fakes import gitlab_git as git
+from tests.fakes import gitlab_rules as rules
 
 if TYPE_CHECKING:
     from tests.fakes.gitlab import GitLabFake
@@ -72,6 +72,9 @@ class FakeUser:
     email: str
     # "active", "blocked" or "deactivated": only an active user may use the API or sign in.
     state: str = "active"
+    # A group or project access token's user (GitLab's project bot): one membership only.
+    bot: bool = False
+    admin: bool = False
     # When the account was made, as GitLab's /user says it (ISO 8601, UTC, milliseconds).
     created_at: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
@@ -90,11 +93,47 @@ class FakeUser:
 
 
 @dataclass
+class FakeAccessToken:
+    """A token of the REST API: a user's personal access token, or a group or project access
+    token, whose user is a bot made for it with one membership (its ``access_level`` in the
+    group or project ``resource_id``)."""
+
+    token: str
+    user_id: int
+    kind: str  # "personal", "group" or "project"
+    name: str
+    scopes: tuple[str, ...] = ("api",)
+    access_level: int | None = None
+    resource_id: int | None = None
+    expires_at: str | None = None  # YYYY-MM-DD; the token works until that day begins
+    revoked: bool = False
+    id: int = 0
+
+    @property
+    def active(self) -> bool:
+        return not self.revoked and (self.expires_at is None or now_iso()[:10] < self.expires_at)
+
+    def entity(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "user_id": self.user_id,
+            "scopes": list(self.scopes),
+            "access_level": self.access_level,
+            "active": self.active,
+            "revoked": self.revoked,
+            "expires_at": self.expires_at,
+            "created_at": now_iso(),
+        }
+
+
+@dataclass
 class FakeGroup:
     id: int
     path: str
     full_path: str
     parent_id: int | None = None
+    members: dict[int, int] = field(default_factory=dict)  # user id → access level
 
     def entity(self, base: str) -> dict[str, Any]:
         return {
@@ -201,6 +240,7 @@ class FakePipeline:
     variables: dict[str, str]
     source: str = "trigger"
     status: str = "pending"
+    user_id: int | None = None  # the trigger's owner, whom the pipeline runs as
     jobs: list[FakeJob] = field(default_factory=list)
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
@@ -268,6 +308,13 @@ class FakeProject:
     import_status: str = "none"
     import_error: str | None = None
     import_history: list[str] = field(default_factory=list)
+    # The least role whose pipelines may carry variables (gitlab_rules.PIPELINE_VARIABLE_ROLES).
+    ci_pipeline_variables_minimum_override_role: str = "developer"
+    # Delayed deletion: the day it was marked, and the path it had before the rename.
+    marked_for_deletion_on: str | None = None
+    path_before_deletion: str | None = None
+    # The protected default branch's "Allowed to force push" (off unless a Maintainer turns it on).
+    allow_force_push: bool = False
 
     @property
     def full_path(self) -> str:
@@ -374,12 +421,26 @@ def _paged(req: Req, items: list[Any]) -> Response:
     return JSONResponse(chunk, headers=headers)
 
 
-def _project(fake: GitLabFake, req: Req) -> FakeProject:
+def _project(fake: GitLabFake, req: Req, level: int = rules.GUEST) -> FakeProject:
+    """The project of the path, if the token's user may see it (else 404 "404 Project Not Found",
+    as for a project that does not exist) and has ``level`` in it (else 403)."""
     raw = req.path.get("id", "")
     project = fake.projects.get(int(raw)) if raw.isdigit() else None
-    if project is None:
+    if project is None or not rules.can_see_project(fake, req.user, project):
         raise ApiError(404, "404 Project Not Found")
+    if rules.project_access(fake, req.user, project) < level:
+        raise ApiError(403, "403 Forbidden")
     return project
+
+
+def _group(fake: GitLabFake, req: Req, level: int = rules.GUEST) -> FakeGroup:
+    raw = req.path.get("id", "")
+    group = fake.groups.get(int(raw)) if raw.isdigit() else None
+    if group is None or not rules.can_see_group(fake, req.user, group):
+        raise ApiError(404, "404 Group Not Found")
+    if rules.group_access(fake, req.user, group) < level:
+        raise ApiError(403, "403 Forbidden")
+    return group
 
 
 def _int(value: str, what: str) -> int:
@@ -401,7 +462,7 @@ def project_entity(fake: GitLabFake, project: FakeProject) -> dict[str, Any]:
         "path_with_namespace": project.full_path,
         "created_at": project.created_at,
         "last_activity_at": project.created_at,
-        "default_branch": project.default_branch,
+        "default_branch": default_branch(project),
         "tag_list": [],
         "topics": [],
         "ssh_url_to_repo": f"git@{host}:{project.full_path}.git",
@@ -426,12 +487,38 @@ def project_entity(fake: GitLabFake, project: FakeProject) -> dict[str, Any]:
         "import_type": "git" if project.import_url else None,
         "import_status": project.import_status,
         "import_error": project.import_error,
-        "ci_pipeline_variables_minimum_override_role": "developer",
+        "ci_pipeline_variables_minimum_override_role": (
+            project.ci_pipeline_variables_minimum_override_role
+        ),
+        "marked_for_deletion_on": project.marked_for_deletion_on,
+        "marked_for_deletion_at": project.marked_for_deletion_on,
     }
+
+
+def _permissions(fake: GitLabFake, user: FakeUser | None, project: FakeProject) -> dict[str, Any]:
+    """``permissions`` of ``GET /projects/:id``: the user's direct membership and their highest
+    membership of the project's groups (``API::Entities::ProjectWithAccess``)."""
+    direct = project.members.get(user.id) if user is not None else None
+    from_group = rules.inherited(fake, user.id, project.group)[0] if user is not None else 0
+
+    def access(level: int | None) -> dict[str, int] | None:
+        return {"access_level": level, "notification_level": 3} if level else None
+
+    return {"project_access": access(direct), "group_access": access(from_group)}
 
 
 def _web(fake: GitLabFake, project: FakeProject) -> str:
     return f"{fake.url}/{project.full_path}"
+
+
+def default_branch(project: FakeProject) -> str:
+    """The project's default branch as GitLab reports it: HEAD's branch, or, when HEAD names a
+    branch that does not exist (a first push to another branch of an empty repository), the
+    one Gitaly's ``FindDefaultBranchName`` picks: ``main``, ``master``, else the first."""
+    heads = sorted(r[len(_BRANCH) :] for r in git.refs(project.repo) if r.startswith(_BRANCH))
+    if not heads or project.default_branch in heads:
+        return project.default_branch
+    return next((b for b in ("main", "master") if b in heads), heads[0])
 
 
 def _member_entity(fake: GitLabFake, user_id: int, level: int) -> dict[str, Any]:
@@ -468,7 +555,7 @@ def pipeline_entity(
                 "before_sha": git.ZERO_SHA,
                 "tag": False,
                 "yaml_errors": None,
-                "user": fake.admin.entity(fake.url),
+                "user": _pipeline_user(fake, pipeline),
                 "started_at": None,
                 "finished_at": pipeline.finished_at,
                 "committed_at": None,
@@ -484,6 +571,11 @@ def pipeline_entity(
             }
         )
     return body
+
+
+def _pipeline_user(fake: GitLabFake, pipeline: FakePipeline) -> dict[str, Any] | None:
+    user = fake.users.get(pipeline.user_id or 0)
+    return user.entity(fake.url) if user is not None else None
 
 
 def job_entity(fake: GitLabFake, pipeline: FakePipeline, job: FakeJob) -> dict[str, Any]:
@@ -510,7 +602,7 @@ def job_entity(fake: GitLabFake, pipeline: FakePipeline, job: FakeJob) -> dict[s
             "status": pipeline.status,
         },
         "commit": {"id": pipeline.sha},
-        "user": fake.admin.entity(fake.url),
+        "user": _pipeline_user(fake, pipeline),
         "runner": None,
         "artifacts": [],
     }
@@ -518,10 +610,7 @@ def job_entity(fake: GitLabFake, pipeline: FakePipeline, job: FakeJob) -> dict[s
 
 # --- groups, projects, users, members ------------------------------------------------------
 def get_group(fake: GitLabFake, req: Req) -> Any:
-    group = fake.groups.get(_int(req.path["id"], "Group"))
-    if group is None:
-        raise ApiError(404, "404 Group Not Found")
-    return group.entity(fake.url)
+    return _group(fake, req).entity(fake.url)
 
 
 def create_project(fake: GitLabFake, req: Req) -> Any:
@@ -540,6 +629,13 @@ def create_project(fake: GitLabFake, req: Req) -> Any:
     )
     if group is None:
         raise ApiError(404, "404 Namespace Not Found")
+    # Projects::CreateService: "unless ... current_user.can?(:create_projects, namespace)" adds
+    # "namespace is not valid" (a group's project_creation_level is Maintainer by default).
+    if (
+        not rules.can_see_group(fake, req.user, group)
+        or rules.group_access(fake, req.user, group) < rules.MAINTAINER
+    ):
+        raise ApiError(400, {"namespace": ["is not valid"]})
     if not _PATH_RULE.match(path) or path.endswith((".git", ".atom")):
         raise ApiError(
             400,
@@ -569,19 +665,21 @@ def create_project(fake: GitLabFake, req: Req) -> Any:
         raise ApiError(400, "visibility does not have a valid value", key="error")
     import_url = p.get("import_url")
     source = _import_source(fake, str(import_url)) if import_url else None
-    files = (
-        {"README.md": f"# {name}\n".encode()}
-        if _bool(p.get("initialize_with_readme")) and source is None
-        else None
-    )
+    initialize = _bool(p.get("initialize_with_readme")) and source is None
+    files = {"README.md": f"# {name}\n".encode()} if initialize else None
+    # default_branch takes effect only with initialize_with_readme: an empty repository's HEAD
+    # is the instance's default branch name (gitlab#26261, gitlab#333426: "the repository must
+    # be initialized in order to apply the requested branch name").
+    branch = str(p.get("default_branch") or "") if initialize else ""
     project = fake.create_project(
         f"{group.full_path}/{path}",
         files=files,
-        default_branch=str(p.get("default_branch") or "main"),
+        default_branch=branch or fake.instance_default_branch,
         visibility=visibility,
         description=str(p.get("description") or ""),
     )
     project.name = name
+    project.ci_pipeline_variables_minimum_override_role = fake.pipeline_variables_default_role
     if source is not None:
         project.import_url, project.import_credentials = source
         _set_import_status(project, "scheduled")
@@ -650,6 +748,7 @@ def _run_import(fake: GitLabFake, project_id: int) -> None:
             return
         if head is not None:
             project.default_branch = head
+            git.set_head(project.repo, head)
         _set_import_status(project, "finished")
 
 
@@ -675,9 +774,26 @@ def get_import(fake: GitLabFake, req: Req) -> Any:
 
 def edit_project(fake: GitLabFake, req: Req) -> Any:
     """``PUT /projects/:id``, for what Nakama edits: ``import_url`` (its credentials replace the
-    kept ones: a URL without any leaves none) and ``default_branch``."""
-    project = _project(fake, req)
+    kept ones: a URL without any leaves none), ``default_branch`` (HEAD moves to it) and
+    ``ci_pipeline_variables_minimum_override_role``. Editing a project needs Maintainer."""
+    project = _project(fake, req, rules.MAINTAINER)
     p = req.params
+    role = p.get("ci_pipeline_variables_minimum_override_role")
+    if role is not None:
+        if role not in rules.PIPELINE_VARIABLE_ROLES:
+            raise ApiError(
+                400,
+                "ci_pipeline_variables_minimum_override_role does not have a valid value",
+                key="error",
+            )
+        # GitLab's docs: "If the minimum role was previously set to `owner` or
+        # `no_one_allowed`, then you must have the Owner role in the project."
+        strict = ("owner", "no_one_allowed")
+        current = project.ci_pipeline_variables_minimum_override_role
+        if (role in strict or current in strict) and rules.project_access(
+            fake, req.user, project
+        ) < rules.OWNER:
+            raise ApiError(403, "403 Forbidden")
     if p.get("import_url"):
         project.import_url, project.import_credentials = _import_source(fake, str(p["import_url"]))
     if p.get("default_branch"):
@@ -685,21 +801,26 @@ def edit_project(fake: GitLabFake, req: Req) -> Any:
         if git.branch_head(project.repo, branch) is None:
             raise ApiError(400, {"default_branch": ["is invalid"]})
         project.default_branch = branch
+        git.set_head(project.repo, branch)
+    if role is not None:
+        project.ci_pipeline_variables_minimum_override_role = str(role)
     return project_entity(fake, project)
 
 
 def get_project(fake: GitLabFake, req: Req) -> Any:
-    return project_entity(fake, _project(fake, req))
+    project = _project(fake, req)
+    return {**project_entity(fake, project), "permissions": _permissions(fake, req.user, project)}
 
 
 def delete_project(fake: GitLabFake, req: Req) -> Any:
-    project = _project(fake, req)
-    del fake.projects[project.id]
-    for pipeline_id in [i for i, p in fake.pipelines.items() if p.project_id == project.id]:
-        del fake.pipelines[pipeline_id]
-    for token in [t for t, pid in fake.trigger_tokens.items() if pid == project.id]:
-        del fake.trigger_tokens[token]
-    shutil.rmtree(project.repo, ignore_errors=True)
+    """Delayed deletion: the project is marked and renamed to ``<path>-deletion_scheduled-<id>``
+    (gitlab#526081; gitlab!76675 renames so that the path is free at once), keeping its hooks,
+    deploy tokens and pipelines until :meth:`GitLabFake.purge` (GitLab's deletion after the
+    retention period). Deleting a project needs Owner."""
+    project = _project(fake, req, rules.OWNER)
+    if project.marked_for_deletion_on is not None:
+        raise ApiError(400, "Project has been already marked for deletion")
+    fake.mark_for_deletion(project)
     return 202, {"message": "202 Accepted"}
 
 
@@ -722,7 +843,8 @@ def current_user(fake: GitLabFake, req: Req) -> Any:
         "email": user.email,
         "public_email": "",
         "commit_email": user.email,
-        "bot": False,
+        "bot": user.bot,
+        "is_admin": user.admin,
         "external": False,
         "two_factor_enabled": False,
     }
@@ -751,9 +873,59 @@ def _level(req: Req) -> int:
     return level
 
 
+def check_membership(
+    fake: GitLabFake,
+    user: FakeUser,
+    level: int,
+    *,
+    project: FakeProject | None = None,
+    group: FakeGroup | None = None,
+) -> None:
+    """``Member``'s validations (``app/models/member.rb``) for a new or changed membership:
+
+    * ``validates :user_id, uniqueness: {message: 'project bots cannot be added to other groups
+      / projects'}, if: :project_bot?``: a group or project access token's bot has the one
+      membership it was made with (GitLab's spec ``members_spec.rb``: "returns 400" with
+      ``json_response['message']['user_id']``);
+    * ``higher_access_level_than_group``: a level below the user's highest membership of the
+      source's ancestors is refused, "should be greater than or equal to %{access} inherited
+      membership from group %{group_name}" (``members_spec.rb``: 400 with
+      ``message.access_level``)."""
+    source_members = project.members if project is not None else (group.members if group else {})
+    if user.bot and user.id not in source_members and fake.memberships_of(user.id):
+        raise ApiError(
+            400, {"user_id": ["project bots cannot be added to other groups / projects"]}
+        )
+    parent = project.group if project is not None else None
+    if group is not None and group.parent_id is not None:
+        parent = fake.groups[group.parent_id]
+    if parent is None:
+        return
+    highest, where = rules.inherited(fake, user.id, parent)
+    if where is not None and highest > level:
+        access = rules.ROLE_NAMES.get(highest, str(highest))
+        raise ApiError(
+            400,
+            {
+                "access_level": [
+                    f"should be greater than or equal to {access} inherited membership "
+                    f"from group {where.path}"
+                ]
+            },
+        )
+
+
+def _may_grant(fake: GitLabFake, req: Req, project: FakeProject, level: int) -> None:
+    """Maintainers manage members up to Maintainer; making an Owner takes an Owner."""
+    mine = rules.project_access(fake, req.user, project)
+    if mine < rules.MAINTAINER or (level == rules.OWNER and mine < rules.OWNER):
+        raise ApiError(403, "403 Forbidden")
+
+
 def add_member(fake: GitLabFake, req: Req) -> Any:
     project = _project(fake, req)
     level = _level(req)
+    _may_grant(fake, req, project, level)
     if req.params.get("username"):
         user = next((u for u in fake.users.values() if u.username == req.params["username"]), None)
     else:
@@ -763,6 +935,7 @@ def add_member(fake: GitLabFake, req: Req) -> Any:
         raise ApiError(404, "404 User Not Found")
     if user.id in project.members:
         raise ApiError(409, "Member already exists")
+    check_membership(fake, user, level, project=project)
     project.members[user.id] = level
     return 201, _member_entity(fake, user.id, level)
 
@@ -782,19 +955,163 @@ def get_member(fake: GitLabFake, req: Req) -> Any:
 
 def edit_member(fake: GitLabFake, req: Req) -> Any:
     project, user_id = _member(fake, req)
-    project.members[user_id] = _level(req)
+    level = _level(req)
+    _may_grant(fake, req, project, max(level, project.members[user_id]))
+    check_membership(fake, fake.users[user_id], level, project=project)
+    project.members[user_id] = level
     return _member_entity(fake, user_id, project.members[user_id])
 
 
 def remove_member(fake: GitLabFake, req: Req) -> Any:
     project, user_id = _member(fake, req)
+    _may_grant(fake, req, project, project.members[user_id])
     del project.members[user_id]
     return 204, None
 
 
-# --- repository ------------------------------------------------------------------------------
-def create_commit(fake: GitLabFake, req: Req) -> Any:
+def project_member_all(fake: GitLabFake, req: Req) -> Any:
+    """``GET /projects/:id/members/all/:user_id``: the user's effective (inherited) membership."""
     project = _project(fake, req)
+    user_id = _int(req.path["user_id"], "Member")
+    user = fake.users.get(user_id)
+    level = max(project.members.get(user_id, 0), rules.inherited(fake, user_id, project.group)[0])
+    if user is None or not level:
+        raise ApiError(404, "404 Member Not Found")
+    return _member_entity(fake, user_id, level)
+
+
+def group_member_all(fake: GitLabFake, req: Req) -> Any:
+    """``GET /groups/:id/members/all/:user_id``."""
+    group = _group(fake, req)
+    user_id = _int(req.path["user_id"], "Member")
+    level = rules.inherited(fake, user_id, group)[0]
+    if user_id not in fake.users or not level:
+        raise ApiError(404, "404 Member Not Found")
+    return _member_entity(fake, user_id, level)
+
+
+def token_self(fake: GitLabFake, req: Req) -> Any:
+    """``GET /personal_access_tokens/self``: the token used, its scopes and expiry."""
+    found = fake.access_token_for(req.headers)
+    if found is None:
+        raise ApiError(404, "404 Not Found")
+    return found.entity()
+
+
+def list_access_tokens(fake: GitLabFake, req: Req) -> Any:
+    """``GET /projects/:id/access_tokens``: the project's access tokens (Maintainer)."""
+    project = _project(fake, req, rules.MAINTAINER)
+    found = [
+        t.entity()
+        for t in fake.access_tokens.values()
+        if t.kind == "project" and t.resource_id == project.id
+    ]
+    return _paged(req, found)
+
+
+def _protected(fake: GitLabFake, project: FakeProject) -> list[dict[str, Any]]:
+    """The default branch, protected as GitLab protects it by default: Maintainers push and
+    merge, nobody force-pushes (the instance's ``default_branch_protection_defaults``)."""
+    return [
+        {
+            "id": project.id,
+            "name": default_branch(project),
+            "push_access_levels": [
+                {"id": 1, "access_level": 40, "access_level_description": "Maintainers"}
+            ],
+            "merge_access_levels": [
+                {"id": 1, "access_level": 40, "access_level_description": "Maintainers"}
+            ],
+            "allow_force_push": project.allow_force_push,
+            "code_owner_approval_required": False,
+        }
+    ]
+
+
+def list_protected_branches(fake: GitLabFake, req: Req) -> Any:
+    return _paged(req, _protected(fake, _project(fake, req, rules.MAINTAINER)))
+
+
+def get_protected_branch(fake: GitLabFake, req: Req) -> Any:
+    found = [
+        b
+        for b in _protected(fake, _project(fake, req, rules.MAINTAINER))
+        if b["name"] == req.path["name"]
+    ]
+    if not found:
+        raise ApiError(404, "404 Not found")
+    return found[0]
+
+
+def list_triggers(fake: GitLabFake, req: Req) -> Any:
+    """``GET /projects/:id/triggers`` (Maintainer): a trigger's token in full for its owner
+    only, the first four characters for others (``API::Entities::Trigger``)."""
+    project = _project(fake, req, rules.MAINTAINER)
+    return _paged(
+        req,
+        [
+            trigger_entity(fake, token, req.user)
+            for token, pid in fake.trigger_tokens.items()
+            if pid == project.id
+        ],
+    )
+
+
+def trigger_entity(fake: GitLabFake, token: str, viewer: FakeUser | None) -> dict[str, Any]:
+    owner = fake.users.get(fake.trigger_owners.get(token, 0))
+    mine = owner is not None and viewer is not None and owner.id == viewer.id
+    shown = token if mine else token[:4]
+    return {
+        "id": abs(hash(token)) % 100000,
+        "description": "trigger",
+        "token": shown,
+        "owner": owner.entity(fake.url) if owner else None,
+        "created_at": now_iso(),
+        "last_used": None,
+    }
+
+
+def create_trigger(fake: GitLabFake, req: Req) -> Any:
+    project = _project(fake, req, rules.MAINTAINER)
+    _required(req, "description")
+    token = fake.add_trigger_token(project.full_path, owner=req.user)
+    return 201, {**trigger_entity(fake, token, req.user), "description": req.params["description"]}
+
+
+def application_settings(fake: GitLabFake, req: Req) -> Any:
+    """``GET /application/settings``: administrators only."""
+    if req.user is None or not req.user.admin:
+        raise ApiError(403, "403 Forbidden")
+    return {
+        "allow_local_requests_from_web_hooks_and_services": fake.allow_local_requests,
+        "outbound_local_requests_whitelist": list(fake.outbound_local_requests_allowlist),
+        "default_branch_name": fake.instance_default_branch,
+        "diff_max_files": fake.diff_max_files,
+    }
+
+
+# --- repository ------------------------------------------------------------------------------
+def push_refusal(
+    fake: GitLabFake, user: FakeUser | None, project: FakeProject, branch: str, *, force: bool
+) -> str | None:
+    """Why ``user`` may not push ``branch`` (a force push if ``force``), or None. The default
+    branch is protected by default: Maintainers push, Developers do not (not even the first
+    push), nobody force-pushes (``default_branch_protection_defaults``: ``allowed_to_push``
+    Maintainer, ``allow_force_push`` false, ``developer_can_initial_push`` false)."""
+    level = rules.project_access(fake, user, project)
+    if level < rules.DEVELOPER:
+        return "You are not allowed to push code to this project."
+    if branch != default_branch(project):
+        return None
+    if level < rules.MAINTAINER:
+        return "You are not allowed to push code to protected branches on this project."
+    if force and not project.allow_force_push:
+        return "You are not allowed to force push code to a protected branch on this project."
+    return None
+
+
+def create_commit(fake: GitLabFake, req: Req) -> Any:
+    project = _project(fake, req, rules.REPORTER)
     _required(req, "branch", "commit_message", "actions")
     p = req.params
     branch, actions = str(p["branch"]), p["actions"]
@@ -803,6 +1120,10 @@ def create_commit(fake: GitLabFake, req: Req) -> Any:
     head = git.branch_head(project.repo, branch)
     start = p.get("start_sha") or p.get("start_branch")
     force = _bool(p.get("force"))
+    refused = push_refusal(fake, req.user, project, branch, force=force and head is not None)
+    if refused is not None:
+        # The commits API: authorize_push_to_branch! -> forbidden!
+        raise ApiError(403, f"403 Forbidden - {refused}")
     if head is not None and start and not force:
         raise ApiError(
             400,
@@ -849,7 +1170,7 @@ def create_commit(fake: GitLabFake, req: Req) -> Any:
 
 
 def get_commit(fake: GitLabFake, req: Req) -> Any:
-    project = _project(fake, req)
+    project = _project(fake, req, rules.REPORTER)
     sha = git.resolve(project.repo, req.path["sha"])
     if sha is None:
         raise ApiError(404, "404 Commit Not Found")
@@ -857,7 +1178,7 @@ def get_commit(fake: GitLabFake, req: Req) -> Any:
 
 
 def compare(fake: GitLabFake, req: Req) -> Any:
-    project = _project(fake, req)
+    project = _project(fake, req, rules.REPORTER)
     _required(req, "from", "to")
     try:
         return git.compare(
@@ -866,14 +1187,15 @@ def compare(fake: GitLabFake, req: Req) -> Any:
             str(req.params["to"]),
             straight=_bool(req.params.get("straight")),
             web_url=_web(fake, project),
+            max_files=fake.diff_max_files,
         )
     except git.GitApiError as exc:
         raise ApiError(exc.status, exc.message) from exc
 
 
 def tree(fake: GitLabFake, req: Req) -> Any:
-    project = _project(fake, req)
-    ref = str(req.params.get("ref") or project.default_branch)
+    project = _project(fake, req, rules.REPORTER)
+    ref = str(req.params.get("ref") or default_branch(project))
     sha = git.resolve(project.repo, ref)
     if sha is None:
         raise ApiError(404, "404 Tree Not Found")
@@ -887,10 +1209,10 @@ def tree(fake: GitLabFake, req: Req) -> Any:
 
 
 def _file(fake: GitLabFake, req: Req, *, ref_required: bool) -> tuple[FakeProject, str, str, str]:
-    project = _project(fake, req)
+    project = _project(fake, req, rules.REPORTER)
     if ref_required:
         _required(req, "ref")
-    ref = str(req.params.get("ref") or project.default_branch)
+    ref = str(req.params.get("ref") or default_branch(project))
     commit = git.resolve(project.repo, ref)
     if commit is None:
         raise ApiError(404, "404 Commit Not Found")
@@ -926,7 +1248,7 @@ def get_raw_file(fake: GitLabFake, req: Req) -> Any:
 
 
 def _branch_entity(fake: GitLabFake, project: FakeProject, name: str, sha: str) -> dict[str, Any]:
-    default = name == project.default_branch
+    default = name == default_branch(project)
     return {
         "name": name,
         "commit": git.commit_entity(project.repo, sha, web_url=_web(fake, project)),
@@ -941,7 +1263,7 @@ def _branch_entity(fake: GitLabFake, project: FakeProject, name: str, sha: str) 
 
 
 def list_branches(fake: GitLabFake, req: Req) -> Any:
-    project = _project(fake, req)
+    project = _project(fake, req, rules.REPORTER)
     heads = {
         r[len(_BRANCH) :]: s for r, s in git.refs(project.repo).items() if r.startswith(_BRANCH)
     }
@@ -949,7 +1271,7 @@ def list_branches(fake: GitLabFake, req: Req) -> Any:
 
 
 def get_branch(fake: GitLabFake, req: Req) -> Any:
-    project = _project(fake, req)
+    project = _project(fake, req, rules.REPORTER)
     name = req.path["branch"]
     sha = git.branch_head(project.repo, name)
     if sha is None:
@@ -959,7 +1281,7 @@ def get_branch(fake: GitLabFake, req: Req) -> Any:
 
 # --- hooks -----------------------------------------------------------------------------------
 def _hook(fake: GitLabFake, req: Req) -> tuple[FakeProject, FakeHook]:
-    project = _project(fake, req)
+    project = _project(fake, req, rules.MAINTAINER)
     hook_id = _int(req.path["hook_id"], "Hook")
     hook = next((h for h in project.hooks if h.id == hook_id), None)
     if hook is None:
@@ -967,11 +1289,23 @@ def _hook(fake: GitLabFake, req: Req) -> tuple[FakeProject, FakeHook]:
     return project, hook
 
 
-def _apply_hook_fields(hook: FakeHook, p: dict[str, Any]) -> None:
+def _apply_hook_fields(fake: GitLabFake, hook: FakeHook, p: dict[str, Any]) -> None:
     url = p.get("url")
     if url is not None:
-        if not re.match(r"^https?://[^/\s]+", str(url)):
-            raise ApiError(422, "Invalid url given")
+        refused = (
+            "URI is invalid"
+            if not re.match(r"^https?://[^/\s]+", str(url))
+            else rules.hook_url_refusal(
+                str(url),
+                allow_local=fake.allow_local_requests,
+                allowlist=fake.outbound_local_requests_allowlist,
+                instance=fake.url,
+                hosts=fake.hosts,
+            )
+        )
+        if refused is not None:
+            fake.refused_hook_urls.append((str(url), refused))
+            raise ApiError(422, "Invalid url given", key="error")
         if str(url) != hook.url and "token" not in p:
             hook.token = None  # GitLab resets the secret when the URL changes
         hook.url = str(url)
@@ -993,14 +1327,14 @@ def _apply_hook_fields(hook: FakeHook, p: dict[str, Any]) -> None:
 
 
 def list_hooks(fake: GitLabFake, req: Req) -> Any:
-    return _paged(req, [h.entity() for h in _project(fake, req).hooks])
+    return _paged(req, [h.entity() for h in _project(fake, req, rules.MAINTAINER).hooks])
 
 
 def add_hook(fake: GitLabFake, req: Req) -> Any:
-    project = _project(fake, req)
+    project = _project(fake, req, rules.MAINTAINER)
     _required(req, "url")
     hook = FakeHook(id=fake.next_id("hook"), project_id=project.id, url="", token=None)
-    _apply_hook_fields(hook, req.params)
+    _apply_hook_fields(fake, hook, req.params)
     project.hooks.append(hook)
     return 201, hook.entity()
 
@@ -1011,7 +1345,7 @@ def get_hook(fake: GitLabFake, req: Req) -> Any:
 
 def edit_hook(fake: GitLabFake, req: Req) -> Any:
     hook = _hook(fake, req)[1]
-    _apply_hook_fields(hook, req.params)
+    _apply_hook_fields(fake, hook, req.params)
     return hook.entity()
 
 
@@ -1023,7 +1357,7 @@ def delete_hook(fake: GitLabFake, req: Req) -> Any:
 
 # --- deploy tokens ---------------------------------------------------------------------------
 def _deploy_token(fake: GitLabFake, req: Req) -> tuple[FakeProject, FakeDeployToken]:
-    project = _project(fake, req)
+    project = _project(fake, req, rules.MAINTAINER)
     token_id = _int(req.path["token_id"], "Deploy Token")
     found = next((t for t in project.deploy_tokens if t.id == token_id), None)
     if found is None:
@@ -1032,7 +1366,7 @@ def _deploy_token(fake: GitLabFake, req: Req) -> tuple[FakeProject, FakeDeployTo
 
 
 def list_deploy_tokens(fake: GitLabFake, req: Req) -> Any:
-    tokens = _project(fake, req).deploy_tokens
+    tokens = _project(fake, req, rules.MAINTAINER).deploy_tokens
     active = req.params.get("active")
     if active is not None:
         tokens = [t for t in tokens if (not t.revoked and not t.expired) == _bool(active)]
@@ -1040,7 +1374,7 @@ def list_deploy_tokens(fake: GitLabFake, req: Req) -> Any:
 
 
 def create_deploy_token(fake: GitLabFake, req: Req) -> Any:
-    project = _project(fake, req)
+    project = _project(fake, req, rules.MAINTAINER)
     _required(req, "name", "scopes")
     scopes = req.params["scopes"]
     if isinstance(scopes, str):
@@ -1077,8 +1411,12 @@ def trigger_pipeline(fake: GitLabFake, req: Req) -> Any:
     if req.headers.get("x-gitlab-event", "").lower() == "pipeline hook":
         raise ApiError(403, "403 Forbidden")
     _required(req, "token", "ref")
-    project = _project(fake, req)
-    if fake.trigger_tokens.get(str(req.params["token"])) != project.id:
+    # lib/api/ci/triggers.rb: find_project(params[:id]), then the trigger token alone decides;
+    # the caller is not authenticated. The pipeline runs as the trigger's owner.
+    raw = req.path.get("id", "")
+    project = fake.projects.get(int(raw)) if raw.isdigit() else None
+    token = str(req.params["token"])
+    if project is None or fake.trigger_tokens.get(token) != project.id:
         raise ApiError(404, "404 Not Found")
     variables = req.params.get("variables") or {}
     if not isinstance(variables, dict) or not all(
@@ -1089,18 +1427,38 @@ def trigger_pipeline(fake: GitLabFake, req: Req) -> Any:
     sha = git.branch_head(project.repo, ref) or git.resolve(project.repo, f"{_TAG}{ref}")
     if sha is None:
         raise ApiError(400, {"base": ["Reference not found"]})
+    # Ci::CreatePipelineService's chain (validate/variables): "if variables.present? &&
+    # !can?(current_user, :set_pipeline_variables, project) -> error('Insufficient permissions
+    # to set pipeline variables')"; the pipeline is not persisted, so the trigger API answers
+    # 400 with the errors (Ci::PipelineTriggerService#pipeline_service_response).
+    owner = fake.users.get(fake.trigger_owners.get(token, 0))
+    needed = rules.PIPELINE_VARIABLE_ROLES[project.ci_pipeline_variables_minimum_override_role]
+    if variables and rules.project_access(fake, owner, project) < needed:
+        raise ApiError(400, {"base": ["Insufficient permissions to set pipeline variables"]})
+    try:
+        jobs = fake.jobs_for_pipeline(project, sha=sha, ref=ref, variables=dict(variables))
+    except rules.CiConfigError as exc:
+        raise ApiError(400, {"base": [str(exc)]}) from exc
+    if not jobs:
+        raise ApiError(
+            400,
+            {
+                "base": [
+                    "Pipeline will not run for the selected trigger. The rules configuration "
+                    "prevented any jobs from being added to the pipeline."
+                ]
+            },
+        )
     iid = 1 + sum(1 for p in fake.pipelines.values() if p.project_id == project.id)
     pipeline = FakePipeline(fake.next_id("pipeline"), iid, project.id, ref, sha, dict(variables))
-    pipeline.jobs = [
-        FakeJob(fake.next_id("job"), name, stage)
-        for name, stage in fake.jobs_for(pipeline.variables)
-    ]
+    pipeline.user_id = owner.id if owner is not None else None
+    pipeline.jobs = [FakeJob(fake.next_id("job"), name, stage) for name, stage in jobs]
     fake.pipelines[pipeline.id] = pipeline
     return 201, pipeline_entity(fake, pipeline, detailed=True)
 
 
-def _pipeline(fake: GitLabFake, req: Req) -> FakePipeline:
-    project = _project(fake, req)
+def _pipeline(fake: GitLabFake, req: Req, level: int = rules.REPORTER) -> FakePipeline:
+    project = _project(fake, req, level)
     pipeline = fake.pipelines.get(_int(req.path["pipeline_id"], "Pipeline"))
     if pipeline is None or pipeline.project_id != project.id:
         raise ApiError(404, "404 Not found")
@@ -1108,7 +1466,7 @@ def _pipeline(fake: GitLabFake, req: Req) -> FakePipeline:
 
 
 def list_pipelines(fake: GitLabFake, req: Req) -> Any:
-    project = _project(fake, req)
+    project = _project(fake, req, rules.REPORTER)
     p = req.params
     found = [
         pipeline
@@ -1133,14 +1491,14 @@ def pipeline_variables(fake: GitLabFake, req: Req) -> Any:
 
 
 def cancel_pipeline(fake: GitLabFake, req: Req) -> Any:
-    pipeline = _pipeline(fake, req)
+    pipeline = _pipeline(fake, req, rules.DEVELOPER)
     if pipeline.status in ACTIVE:
         fake.set_pipeline_status(pipeline.id, "canceled")
     return pipeline_entity(fake, pipeline, detailed=True)
 
 
 def delete_pipeline(fake: GitLabFake, req: Req) -> Any:
-    del fake.pipelines[_pipeline(fake, req).id]
+    del fake.pipelines[_pipeline(fake, req, rules.OWNER).id]
     return 204, None
 
 
@@ -1150,7 +1508,7 @@ def pipeline_jobs(fake: GitLabFake, req: Req) -> Any:
 
 
 def job_trace(fake: GitLabFake, req: Req) -> Any:
-    project = _project(fake, req)
+    project = _project(fake, req, rules.REPORTER)
     job_id = _int(req.path["job_id"], "Job")
     for pipeline in fake.pipelines.values():
         for job in pipeline.jobs:
@@ -1162,6 +1520,9 @@ def job_trace(fake: GitLabFake, req: Req) -> Any:
 # --- wiring ----------------------------------------------------------------------------------
 ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/groups/{id}", get_group),
+    ("GET", "/groups/{id}/members/all/{user_id}", group_member_all),
+    ("GET", "/application/settings", application_settings),
+    ("GET", "/personal_access_tokens/self", token_self),
     ("POST", "/projects", create_project),
     ("GET", "/projects/{id}", get_project),
     ("PUT", "/projects/{id}", edit_project),
@@ -1175,6 +1536,12 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/projects/{id}/members/{user_id}", get_member),
     ("PUT", "/projects/{id}/members/{user_id}", edit_member),
     ("DELETE", "/projects/{id}/members/{user_id}", remove_member),
+    ("GET", "/projects/{id}/members/all/{user_id}", project_member_all),
+    ("GET", "/projects/{id}/access_tokens", list_access_tokens),
+    ("GET", "/projects/{id}/protected_branches", list_protected_branches),
+    ("GET", "/projects/{id}/protected_branches/{name:path}", get_protected_branch),
+    ("GET", "/projects/{id}/triggers", list_triggers),
+    ("POST", "/projects/{id}/triggers", create_trigger),
     ("POST", "/projects/{id}/repository/commits", create_commit),
     ("GET", "/projects/{id}/repository/commits/{sha}", get_commit),
     ("GET", "/projects/{id}/repository/compare", compare),

@@ -31,11 +31,44 @@ class GitApiError(Exception):
         self.message = message
 
 
+# GitLab's default branch protection for pushes over HTTP, as its pre-receive check answers
+# (``Gitlab::Checks``' messages): Maintainers push to the protected branch, nobody force-pushes
+# or deletes it. The fake's git route sets FAKE_GITLAB_LEVEL (the pusher's access level) and
+# FAKE_GITLAB_PROTECTED (the default branch), and FAKE_GITLAB_FORCE when a Maintainer allowed
+# force pushes to it; a push without them (git on the bare repository
+# itself) is not checked.
+PRE_RECEIVE = """#!/bin/sh
+[ -n "$FAKE_GITLAB_PROTECTED" ] || exit 0
+zero=0000000000000000000000000000000000000000
+while read -r old new ref; do
+  [ "$ref" = "refs/heads/$FAKE_GITLAB_PROTECTED" ] || continue
+  if [ "${FAKE_GITLAB_LEVEL:-0}" -lt 40 ]; then
+    echo "GitLab: You are not allowed to push code to protected branches on this project."
+    exit 1
+  fi
+  if [ "$new" = "$zero" ]; then
+    echo "GitLab: You can only delete protected branches using the web interface."
+    exit 1
+  fi
+  if [ -z "$FAKE_GITLAB_FORCE" ] && [ "$old" != "$zero" ] \
+      && ! git merge-base --is-ancestor "$old" "$new"; then
+    echo "GitLab: You are not allowed to force push code to a protected branch on this project."
+    exit 1
+  fi
+done
+exit 0
+"""
+
+
 def init_bare(path: Path, *, default_branch: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     run_git(["init", "--quiet", "--bare", "--template=", "-b", default_branch, str(path)])
     for key, value in (("http.receivepack", "true"), ("uploadpack.allowAnySHA1InWant", "true")):
         run_git(["config", key, value], git_dir=path)
+    hook = path / "hooks" / "pre-receive"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(PRE_RECEIVE)
+    hook.chmod(0o755)
 
 
 def resolve(repo: Path, rev: str) -> str | None:
@@ -294,10 +327,21 @@ def _patch(repo: Path, base: str, head: str, paths: list[str]) -> str:
 
 
 def compare(
-    repo: Path, base_rev: str, head_rev: str, *, straight: bool, web_url: str
+    repo: Path,
+    base_rev: str,
+    head_rev: str,
+    *,
+    straight: bool,
+    web_url: str,
+    max_files: int = 1000,
 ) -> dict[str, Any]:
     """GitLab's ``API::Entities::Compare`` for ``from`` → ``to``; GitApiError 404 for an
-    unknown ref. ``straight`` diffs the two trees; otherwise merge-base(from, to) → to."""
+    unknown ref. ``straight`` diffs the two trees; otherwise merge-base(from, to) → to.
+
+    The entity's ``diffs`` are ``compare.diffs(expanded: true).diffs.to_a`` under the instance's
+    diff limits and ``compare_timeout`` is ``compare.diffs.diffs.overflow?``
+    (``lib/api/entities/compare.rb``): past ``diff_max_files`` files (1000 by default) the list
+    is cut there and ``compare_timeout`` is true."""
     base, head = resolve(repo, base_rev), resolve(repo, head_rev)
     if base is None or head is None:
         raise GitApiError(404, "404 Ref Not Found")
@@ -309,6 +353,7 @@ def compare(
     tokens = raw.split(b"\0")
     diffs: list[dict[str, Any]] = []
     i = 0
+    overflow = False
     while i < len(tokens):
         meta = tokens[i].decode()
         i += 1
@@ -319,6 +364,9 @@ def compare(
         paths = [t.decode(errors="surrogateescape") for t in tokens[i : i + count]]
         i += count
         old, new = paths[0], paths[-1]
+        if len(diffs) >= max_files:
+            overflow = True
+            break
         diffs.append(
             {
                 "old_path": old,
@@ -337,7 +385,7 @@ def compare(
         "commit": commits[-1] if commits else None,
         "commits": commits,
         "diffs": diffs,
-        "compare_timeout": False,
+        "compare_timeout": overflow,
         "compare_same_ref": base_rev == head_rev,
         "web_url": f"{web_url}/-/compare/{base}...{head}",
     }
@@ -392,3 +440,8 @@ def import_repository(
         run_git(["symbolic-ref", "HEAD", f"refs/heads/{head}"], git_dir=repo)
         return head
     return None
+
+
+def set_head(repo: Path, branch: str) -> None:
+    """Point HEAD at ``branch`` (GitLab's "change default branch")."""
+    run_git(["symbolic-ref", "HEAD", f"refs/heads/{branch}"], git_dir=repo)

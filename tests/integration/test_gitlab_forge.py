@@ -422,7 +422,18 @@ def test_changed_paths_after_two_commits_and_after_a_force_push(
     ]
     assert gitlab_fake.requests_to("GET", "/repository/compare")[-1].query["straight"] == "True"
 
-    # Drop both commits and push something else instead.
+    # Drop both commits and push something else instead: GitLab refuses force pushes to the
+    # protected default branch unless a Maintainer allows them (or the deploy branch is
+    # another, unprotected one).
+    git("reset", "-q", "--hard", demo, cwd=work)
+    forced = commit(work, {"app.py": "print('rewritten')\n"}, "Rewrite")
+    refused = subprocess.run(
+        ["git", "push", "-q", "--force", "origin", "HEAD:main"],
+        cwd=work, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "not allowed to force push code to a protected branch" in refused.stderr
+    gitlab_fake.project("demo").allow_force_push = True
     git("reset", "-q", "--hard", demo, cwd=work)
     forced = commit(work, {"app.py": "print('rewritten')\n"}, "Rewrite")
     git("push", "-q", "--force", "origin", "HEAD:main", cwd=work)
