@@ -8,8 +8,22 @@ GitOps layout (paths relative to the GitOps repository root)::
     <layout.kustomizations_path>/<name>.yaml   the Flux Kustomization applying the folder above
 
 The Flux Kustomization sits outside the folder it applies so that each object has one owner: the
-bootstrap Kustomization (``flux bootstrap --path=clusters/nakama``) applies the per-app
-Kustomizations, each of which applies and prunes one app. Removing both paths deletes the app.
+Kustomization ``flux-system/nakama-apps`` (deploy/flux/apps-kustomization.yaml, path
+``./clusters/nakama/apps``) applies the per-app Kustomizations, each of which applies and prunes
+one app. No other Kustomization may have a parent folder of either as its path (kustomize-
+controller walks folders recursively, so ``flux bootstrap --path=clusters/nakama`` would apply
+every per-app Kustomization a second time, with two owners). Removing both paths deletes the app.
+
+The workload (the Deployment, and its autoscaler) is committed only once the app has an image
+(:func:`render_files` with ``workload=False`` leaves it out, and nakama.cluster.runtime adds it
+with the first build's tag): a Deployment pointing at an image that does not exist would sit in
+ImagePullBackOff and fail the Kustomization's health check until the first build was done.
+
+The app container's probes follow ``nakama.toml`` (:func:`probe_for`): its ``health_path`` as an
+HTTP probe (Kubernetes counts 200-399 as healthy), Streamlit's ``/_stcore/health`` for an app on
+the default command, and a TCP probe (the port accepts connections) for an app with its own
+``run`` command and no ``health_path``: local mode counts any answer below 500 as up, and the
+closest Kubernetes has to that without running a program in the app's container is a connection.
 
 Which commit's code runs is the pod-template annotation ``nakama.dev/commit``. The manifests never
 set it (Flux would undo every reload at its next reconcile); the code reloader's restart patch
@@ -105,6 +119,16 @@ _DOCKER_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _BRANCH_GROUP = "(?P<branch>[A-Za-z0-9_.-]+)"
 # The oldest possible build: every real build's tag sorts after it, so Flux replaces it at once.
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+STREAMLIT_HEALTH_PATH = "/_stcore/health"  # Streamlit's own: 200 once the server is up
+WORKLOAD_FILES = ("deployment.yaml", "horizontalpodautoscaler.yaml")
+
+
+def probe_for(*, health_path: str | None, custom_run: bool) -> str | None:
+    """The probe path of an app whose ``nakama.toml`` says ``health_path`` (None: not given)
+    and has (``custom_run``) or has not its own ``run`` command; None means a TCP probe."""
+    if health_path is not None:
+        return health_path
+    return None if custom_run else STREAMLIT_HEALTH_PATH
 
 
 @dataclass(frozen=True)
@@ -113,7 +137,8 @@ class GitOpsLayout:
 
     source_name: str = "gitops"  # GitRepository of the GitOps repository (needs write access)
     source_namespace: str = "flux-system"
-    kustomizations_path: str = "clusters/nakama/apps"  # applied by the bootstrap Kustomization
+    # applied by the Kustomization flux-system/nakama-apps (deploy/flux/apps-kustomization.yaml)
+    kustomizations_path: str = "clusters/nakama/apps"
     pull_secret: str = "harbor-pull"  # noqa: S105 - the name of the pull robot's Secret
     author_name: str = "Nakama"
     author_email: str = "nakama@users.noreply.nakama.dev"
@@ -131,7 +156,10 @@ class GitOpsLayout:
     ingress_pod_labels: Mapping[str, str] | None = None
     # Seconds between automation runs; it also runs whenever its ImagePolicy picks a new tag.
     automation_interval_s: int = 300
-    # Seconds between Kustomization reconciles (drift repair); a new GitOps commit applies at once.
+    # Seconds between Kustomization reconciles (drift repair). A new GitOps commit is applied as
+    # soon as the GitRepository has fetched it: within seconds when GitLab's push hook on the
+    # GitOps project calls the Receiver flux-system/gitops (deploy/flux/receiver-gitops.yaml),
+    # else at the GitRepository's next poll (its interval, 1m).
     kustomization_interval_s: int = 600
 
 
@@ -146,7 +174,8 @@ class AppProject:
     initial_commit: str | None = None  # full sha synced until a reload sets the annotation
     image_repository: str | None = None
     port: int = 8501  # where the image's CMD listens (the builder's default port)
-    health_path: str = "/_stcore/health"
+    # The probes' HTTP path; None: a TCP probe (see :func:`probe_for`)
+    health_path: str | None = STREAMLIT_HEALTH_PATH
     # None = the image's CMD (the builder writes nakama.toml's ``run`` or Streamlit on app.py
     # there); it resolves relative paths against the synced code, the working directory.
     command: tuple[str, ...] | None = None
@@ -323,8 +352,11 @@ def render_files(
     harbor: HarborSettings,
     namespace: str,
     layout: GitOpsLayout | None = None,
+    workload: bool = True,
 ) -> dict[str, str]:
-    """GitOps-repository path -> YAML text, one object per file, sorted by path."""
+    """GitOps-repository path -> YAML text, one object per file, sorted by path. ``workload``
+    False leaves out the Deployment and its autoscaler (:data:`WORKLOAD_FILES`), for an app
+    that has no image yet."""
     lay = layout or GitOpsLayout()
     folder = app_dir(project.name, settings)
     files: dict[str, str] = {}
@@ -333,7 +365,10 @@ def render_files(
         if doc["apiVersion"] == KUSTOMIZE_API:
             files[f"{lay.kustomizations_path.strip('/')}/{project.name}.yaml"] = to_yaml([doc])
         else:
-            listed.append(_file_name(doc, project.name, taken=listed))
+            name = _file_name(doc, project.name, taken=listed)
+            if not workload and name in WORKLOAD_FILES:
+                continue
+            listed.append(name)
             files[f"{folder}/{listed[-1]}"] = to_yaml([doc])
     files[f"{folder}/kustomization.yaml"] = kustomize_config(listed)
     return dict(sorted(files.items()))
@@ -359,6 +394,7 @@ class DeploymentPins:
     image_repository: str
     tag: str
     initial_commit: str | None
+    health_path: str | None = STREAMLIT_HEALTH_PATH  # None: a TCP probe
 
 
 def deployment_pins(text: str) -> DeploymentPins:
@@ -374,7 +410,14 @@ def deployment_pins(text: str) -> DeploymentPins:
         for env in container.get("env") or []:
             if env.get("name") == "NAKAMA_INITIAL_COMMIT" and env.get("value"):
                 commit = str(env["value"])
-    return DeploymentPins(image_repository=repository, tag=tag, initial_commit=commit)
+    probe = apps[0].get("readinessProbe") or {}
+    path = (probe.get("httpGet") or {}).get("path") if "tcpSocket" not in probe else None
+    return DeploymentPins(
+        image_repository=repository,
+        tag=tag,
+        initial_commit=commit,
+        health_path=str(path) if path else None,
+    )
 
 
 def grown_claim(text: str, wanted: str) -> str | None:
@@ -450,7 +493,11 @@ def _pod(
     }
     app = CommentedMap(name="app", image=image)
     app.yaml_add_eol_comment(marker, "image", column=0)
-    probe = {"httpGet": {"path": project.health_path, "port": "http"}, "timeoutSeconds": 3}
+    check: dict[str, Any] = {"port": "http"}
+    if project.health_path is None:
+        probe: dict[str, Any] = {"tcpSocket": check, "timeoutSeconds": 3}
+    else:
+        probe = {"httpGet": {"path": project.health_path, **check}, "timeoutSeconds": 3}
     app["imagePullPolicy"] = "IfNotPresent"
     if project.command:
         app["command"] = list(project.command)
@@ -518,7 +565,9 @@ def _problem(p: AppProject, namespace: str) -> str | None:
         return f"branch {p.branch[:100]!r}: not a valid branch name"
     if not p.repo_url.startswith(("https://", "http://")):
         return "repository URL: must be an http(s) clone URL"
-    if not p.health_path.startswith("/") or any(c.isspace() for c in p.health_path):
+    if p.health_path is not None and (
+        not p.health_path.startswith("/") or any(c.isspace() for c in p.health_path)
+    ):
         return f"health path {p.health_path[:100]!r}: must start with '/' and have no spaces"
     if not 1 <= p.port <= 65535:
         return f"port {p.port}: out of range"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes.client import ApiClient
@@ -98,7 +99,12 @@ class GitLabPipelines:
         forge: Forge,
         kube: ApiClient,
         settings: Settings,
+        deploy: Callable[..., str] | None = None,
     ) -> None:
+        """``deploy(project, commit=, dep_hash=)`` makes the app run a built commit
+        (:meth:`nakama.cluster.runtime.KubernetesRuntime.deploy_build`); None: restart its
+        Deployment on the commit here."""
+        self._deploy = deploy
         self._db = db
         self._gitlab = gitlab
         self._forge = forge
@@ -252,6 +258,10 @@ class GitLabPipelines:
         previous push. Returns an error message, or None.
         """
         try:
+            if self._deploy is not None:
+                outcome = self._deploy(row.project, commit=row.commit_sha, dep_hash=row.dep_hash)
+                log.info("app moved to the built commit", project=row.project, outcome=outcome)
+                return None
             self._restart_app(row.project, row.commit_sha)
         except NotFound:
             # Flux has not created the Deployment yet; it will, with the commit the manifests

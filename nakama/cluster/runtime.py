@@ -45,9 +45,10 @@ from __future__ import annotations
 import base64
 import functools
 import posixpath
+import tomllib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, V1ObjectMeta, V1Secret
 
@@ -55,6 +56,8 @@ from code_reloader.restart import NAME_LABEL, restart_app, rollout_status
 from flux.manifests import (
     GIT_TOKEN_KEY,
     GIT_USERNAME_KEY,
+    STREAMLIT_HEALTH_PATH,
+    WORKLOAD_FILES,
     AppProject,
     GitOpsLayout,
     app_dir,
@@ -65,8 +68,10 @@ from flux.manifests import (
     gateway_paths,
     git_secret_name,
     grown_claim,
+    image_repository,
     kustomize_config,
     limits_paths,
+    probe_for,
     render_files,
 )
 from flux.resources import mib_quantity
@@ -77,9 +82,10 @@ from nakama.clients.kubernetes import RetryPolicy, kube_call, to_json
 from nakama.cluster.gitops import GitOpsRepository
 from nakama.errors import Conflict, InvalidInput, NakamaError, NotFound, PermanentError
 from nakama.limits import AppLimits, effective_limits
+from nakama.local.appconfig import CONFIG_FILE, load_app_config
 from nakama.logs import get_logger
 from nakama.names import validate_project_name
-from nakama.ports import AppStatus, Forge
+from nakama.ports import AppStatus, BuildRef, Forge
 from nakama.settings import Settings
 from nakama.variables import redact
 
@@ -107,6 +113,17 @@ def app_status(deployment: dict[str, Any]) -> AppStatus:
     return AppStatus("starting", rollout.message)
 
 
+class BuildFinder(Protocol):
+    """What the runtime asks of the registry: the image built for a dependency hash."""
+
+    def find(self, project: str, dep_hash: str) -> BuildRef | None: ...
+
+
+def _toml_keys(text: bytes) -> set[str]:
+    """The top-level keys of a TOML file that load_app_config has already accepted."""
+    return set(tomllib.loads(text.decode("utf-8", "replace")))
+
+
 def streamlit_command(main_file: str, port: int = DEFAULT_PORT) -> tuple[str, ...]:
     """The generated image's Streamlit command (image_builder.dockerfile.default_command), on
     ``main_file`` instead of app.py."""
@@ -128,8 +145,11 @@ class KubernetesRuntime:
         limits: Callable[[str], AppLimits] | None = None,
         branch: Callable[[str], str] | None = None,
         main_file: Callable[[str], str | None] | None = None,
+        registry: BuildFinder | None = None,
     ) -> None:
-        """``gitlab`` mints the apps' deploy tokens; ``limits`` tells a project's limits (its
+        """``gitlab`` mints the apps' deploy tokens; ``registry`` finds the image a build made
+        (:meth:`deploy_build`; None: the workload is committed with a placeholder tag at once);
+        ``limits`` tells a project's limits (its
         overrides on the settings' defaults), None: the settings' defaults for every app;
         ``branch`` a project's deploy branch (None: the settings' for every app), whose name
         its image tags start with; ``main_file`` the script an imported project's app runs
@@ -138,6 +158,7 @@ class KubernetesRuntime:
         self._branch: Callable[[str], str] = branch or (lambda _project: deploy_branch)
         self._main_file: Callable[[str], str | None] = main_file or (lambda _project: None)
         self._gitlab = gitlab
+        self._registry = registry
         defaults = effective_limits(settings.limits)
         self._limits: Callable[[str], AppLimits] = limits or (lambda _project: defaults)
         self._gitops = gitops
@@ -160,11 +181,15 @@ class KubernetesRuntime:
         visibility: str = DEFAULT_VISIBILITY,
         limits: AppLimits | None = None,
         image: tuple[str, str] | None = None,
+        health_path: str | None = STREAMLIT_HEALTH_PATH,
+        workload: bool = True,
     ) -> dict[str, str]:
         """The app's GitOps files, path -> YAML text. ``commit`` is the one the app runs until
         its first reload (None: none, as for files that do not mention it); ``limits`` None:
         the project's (the ``limits`` callable's); ``image`` (repository, tag) None: the
-        registry's repository and a placeholder tag Flux replaces."""
+        registry's repository and a placeholder tag Flux replaces; ``health_path`` the probes'
+        path (None: a TCP probe; :meth:`health_path` reads it from the app's nakama.toml);
+        ``workload`` False: without the Deployment and its autoscaler."""
         repository, tag = image if image else (None, None)
         main_file = self._main_file(project)
         app = AppProject(
@@ -175,6 +200,7 @@ class KubernetesRuntime:
             tag=tag,
             initial_commit=commit,
             image_repository=repository,
+            health_path=health_path,
             visibility=visibility,
             limits=limits or self._limits(project),
         )
@@ -184,6 +210,22 @@ class KubernetesRuntime:
             harbor=self._settings.harbor,
             namespace=self._namespace,
             layout=self._layout,
+            workload=workload,
+        )
+
+    def health_path(self, project: str, commit: str) -> str | None:
+        """The probes' path for the app at ``commit``, from its nakama.toml (as local mode
+        reads it; :func:`flux.manifests.probe_for`); None: a TCP probe. A nakama.toml that
+        does not parse is the app author's to fix: InvalidInput names the file and key."""
+        found = self._forge.read_files(project, commit, [CONFIG_FILE])
+        text = found.get(CONFIG_FILE)
+        if text is None:
+            return probe_for(health_path=None, custom_run=False)
+        config = load_app_config(text.decode("utf-8", "replace"))
+        explicit = "health_path" in _toml_keys(text)
+        return probe_for(
+            health_path=config.health_path if explicit else None,
+            custom_run=config.run is not None,
         )
 
     def _kustomization_file(self, project: str) -> str:
@@ -191,15 +233,76 @@ class KubernetesRuntime:
 
     def prepare(self, project: str, *, commit: str) -> None:
         """Give the app its git read credentials, then commit its manifests (one commit, only
-        files that are missing)."""
+        files that are missing). Without a registry to ask, the workload comes too (with a
+        placeholder tag); with one, the workload waits for the first image (:meth:`deploy_build`),
+        so that Flux never applies a Deployment whose image does not exist."""
         self._ensure_git_secret(project)
-        files = self.manifests(project, commit=commit)
+        files = self.manifests(
+            project,
+            commit=commit,
+            health_path=self.health_path(project, commit),
+            workload=self._registry is None,
+        )
         sha = self._gitops.ensure_files(
             files,
             message=f"nakama: add app {project}",
             folders=[app_dir(project, self._settings.flux)],
         )
         log.info("app manifests committed", project=project, gitops_commit=sha)
+
+    def deploy_build(self, project: str, *, commit: str, dep_hash: str | None) -> str:
+        """After a build of ``commit`` succeeded: make the app run it. An app without its
+        workload in the GitOps repository (its first image) gets it now, with the build's tag
+        and ``commit`` baked in, in one commit (``"committed"``); Flux then applies it. An app
+        that has one is restarted on ``commit`` (``"restarted"``; ``"no deployment"`` when Flux
+        has not created it yet: it will, from the files). ``"no image"``: the registry has no
+        image for ``dep_hash``, so nothing is committed."""
+        folder = app_dir(validate_project_name(project), self._settings.flux)
+        present = self._gitops.files_under(folder)
+        if present and f"{folder}/deployment.yaml" not in present:
+            return self._commit_workload(project, commit=commit, dep_hash=dep_hash, folder=folder)
+        try:
+            restart_app(
+                self._kube,
+                namespace=self._namespace,
+                name=project,
+                commit=commit,
+                method=self._settings.kubernetes.restart_method,
+                now=datetime.now(UTC),
+            )
+        except NotFound:
+            return "no deployment"
+        return "restarted"
+
+    def _commit_workload(
+        self, project: str, *, commit: str, dep_hash: str | None, folder: str
+    ) -> str:
+        found = self._registry.find(project, dep_hash) if self._registry and dep_hash else None
+        if found is None:
+            log.warning("no image for the app's workload yet", project=project, dep_hash=dep_hash)
+            return "no image"
+        repository = image_repository(project, self._settings.harbor)
+        wanted = self.manifests(
+            project,
+            commit=commit,
+            image=(repository, found.tag),
+            health_path=self.health_path(project, commit),
+        )
+        config = f"{folder}/kustomization.yaml"
+        workload = {f"{folder}/{name}" for name in WORKLOAD_FILES} & set(wanted)
+        listed = config_resources(self._gitops_text(config))
+        order = config_resources(wanted[config])
+        new = [posixpath.basename(p) for p in sorted(workload)]
+        resources = sorted(
+            set(listed) | set(new), key=lambda n: order.index(n) if n in order else len(order)
+        )
+        actions = [self._file_action(path, wanted[path], set()) for path in sorted(workload)]
+        actions.append(self._file_action(config, kustomize_config(resources), {config}))
+        sha = self._gitops.commit(
+            actions, message=f"nakama: deploy app {project} on its first image {found.tag}"
+        )
+        log.info("app workload committed", project=project, tag=found.tag, gitops_commit=sha)
+        return "committed"
 
     def remove(self, project: str) -> None:
         """Delete the app's manifests in one commit (none if they are gone), which Flux prunes,
@@ -249,11 +352,14 @@ class KubernetesRuntime:
             )
         flux = self._settings.flux
         folder = app_dir(validate_project_name(project), flux)
-        wanted = self.manifests(project, commit=None, visibility=visibility)
+        full = self.manifests(project, commit=None, visibility=visibility)
+        bare = self.manifests(project, commit=None, visibility=visibility, workload=False)
         owned = gateway_paths(project, flux)
-        listed = {p for p in wanted if p.startswith(f"{folder}/") and p not in owned}
 
         def plan(present: set[str]) -> list[dict[str, str]]:
+            # An app still waiting for its first image has no workload files to list.
+            wanted = full if f"{folder}/deployment.yaml" in present else bare
+            listed = {p for p in wanted if p.startswith(f"{folder}/") and p not in owned}
             missing = sorted(listed - present)
             if missing:  # kustomization.yaml would list files that are not there
                 raise PermanentError(
@@ -380,19 +486,23 @@ class KubernetesRuntime:
             f"{folder}/persistentvolumeclaim-data.yaml",
             f"{folder}/kustomization.yaml",
         )
-        for needed in (deployment, config):
-            if needed not in present:
-                raise PermanentError(
-                    f"the GitOps folder {folder} lacks {needed}; prepare the app again"
-                )
-        pins = deployment_pins(self._gitops_text(deployment))
-        wanted = self.manifests(
-            project,
-            commit=pins.initial_commit,
-            limits=limits,
-            image=(pins.image_repository, pins.tag),
-        )
+        if config not in present:
+            raise PermanentError(
+                f"the GitOps folder {folder} lacks {config}; prepare the app again"
+            )
         owned = set(limits_paths(project, flux))
+        if deployment in present:
+            pins = deployment_pins(self._gitops_text(deployment))
+            wanted = self.manifests(
+                project,
+                commit=pins.initial_commit,
+                limits=limits,
+                image=(pins.image_repository, pins.tag),
+                health_path=pins.health_path,
+            )
+        else:  # no image yet: the workload comes with the first one, with these limits
+            wanted = self.manifests(project, commit=None, limits=limits, workload=False)
+            owned -= {f"{folder}/{name}" for name in WORKLOAD_FILES}
         texts: dict[str, str | None] = {}  # path -> new text, None: delete
         for path in sorted(owned):
             text = wanted.get(path)

@@ -90,21 +90,31 @@ def connect(
         author_name=layout.author_name,
         author_email=layout.author_email,
     )
+    registry = HarborRegistry(harbor=harbor, oci=oci, project=settings.harbor.project)
+    runtime = KubernetesRuntime(
+        gitops=gitops,
+        kube=kube,
+        forge=forge,
+        gitlab=gitlab,
+        settings=settings,
+        layout=layout,
+        limits=limits,
+        branch=branch,
+        main_file=main_file,
+        registry=registry,
+    )
     return ClusterAdapters(
         forge=forge,
-        registry=HarborRegistry(harbor=harbor, oci=oci, project=settings.harbor.project),
-        runtime=KubernetesRuntime(
-            gitops=gitops,
-            kube=kube,
-            forge=forge,
+        registry=registry,
+        runtime=runtime,
+        pipelines=GitLabPipelines(
+            db=db,
             gitlab=gitlab,
+            forge=forge,
+            kube=kube,
             settings=settings,
-            layout=layout,
-            limits=limits,
-            branch=branch,
-            main_file=main_file,
+            deploy=runtime.deploy_build,
         ),
-        pipelines=GitLabPipelines(db=db, gitlab=gitlab, forge=forge, kube=kube, settings=settings),
         _gitlab=gitlab,
         _harbor=harbor,
         _oci=oci,

@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,6 +118,30 @@ def _merge(target: Any, patch: Any, *, strategic: bool) -> Any:
     return result
 
 
+def plural(kind: str) -> str:
+    """The resource name of a kind, as the API's paths spell it (``NetworkPolicy`` ->
+    ``networkpolicies``); already plural names are kept."""
+    lower = kind.lower()
+    if lower.endswith("s") and lower not in ("ingress",):
+        return lower
+    if lower.endswith("y"):
+        return lower[:-1] + "ies"
+    return lower + ("es" if lower.endswith("ss") else "s")
+
+
+def _drop_unapplied(live: Any, previous: Any, applied: Any) -> None:
+    """Remove from ``live`` the mapping keys ``previous`` set and ``applied`` no longer sets
+    (lists are replaced whole by the merge, so only mappings need this)."""
+    if not isinstance(live, dict) or not isinstance(previous, dict):
+        return
+    applied = applied if isinstance(applied, dict) else {}
+    for key, value in previous.items():
+        if key not in applied:
+            live.pop(key, None)
+        elif isinstance(value, dict):
+            _drop_unapplied(live.get(key), value, applied[key])
+
+
 def _status_response(exc: KubeError) -> JSONResponse:
     body: Json = {
         "kind": "Status",
@@ -160,6 +184,10 @@ class KubeFake:
         self.rollout_delay_s = 0.0  # seconds from a template change to the pods being replaced
         self.requests: list[Recorded] = []
         self.refused: list[Attributes] = []  # every request RBAC refused, for assertions
+        # (namespace, deployment, pod) -> the pod's status; None: every pod runs and is ready
+        self.pod_status: Callable[[str, str, Json], Json] | None = None
+        # (kind plural, namespace, name) -> {field manager: the config it last applied}
+        self._applied: dict[tuple[str, str, str], dict[str, Json]] = {}
         # (namespace, deployment, container) -> the log its pods print
         self.logs: dict[tuple[str, str, str], str] = {}
         self._tokens: dict[str, str] = {}  # bearer token -> user name
@@ -279,6 +307,65 @@ class KubeFake:
             found = self._objects.get(("persistentvolumeclaims", namespace or self.namespace, name))
             return copy.deepcopy(found) if found is not None else None
 
+    # --- server-side apply, for the Flux stand-in ---------------------------------------------
+
+    def apply(self, obj: Json, *, manager: str) -> Json:
+        """Server-side apply ``obj`` as field manager ``manager`` (with force, as Flux's
+        kustomize-controller applies): the fields it sets are set, the fields it set last time
+        and no longer sets are removed, and fields other managers set stay (the restart
+        annotations of ``nakama-reloader``). A Deployment whose pod template changes rolls out
+        (unless paused), as any update's would. Returns the stored object."""
+        kind = plural(obj["kind"])
+        meta = obj["metadata"]
+        ns = meta.get("namespace") or self.namespace
+        key = (kind, ns, meta["name"])
+        with self._lock:
+            self._tick()
+            live = self._objects.get(key)
+            previous = self._applied.get(key, {}).get(manager)
+            merged = _merge(copy.deepcopy(live) if live else {}, obj, strategic=True)
+            if previous is not None:
+                _drop_unapplied(merged, previous, obj)
+            self._applied.setdefault(key, {})[manager] = copy.deepcopy(obj)
+            if live is None:
+                merged["metadata"]["generation"] = 1
+                merged.setdefault("status", {})
+                stored = self._store(kind, ns, merged)
+                if kind == "deployments":
+                    self._start_rollout(stored)
+                return copy.deepcopy(stored)
+            if merged.get("spec") != live.get("spec"):
+                merged["metadata"]["generation"] = live["metadata"].get("generation", 1) + 1
+            stored = self._store(kind, ns, merged)
+            if kind == "deployments" and merged["spec"]["template"] != live["spec"]["template"]:
+                if not merged["spec"].get("paused"):
+                    self._start_rollout(stored)
+            elif kind == "deployments" and merged.get("spec") != live.get("spec"):
+                stored["status"]["observedGeneration"] = stored["metadata"]["generation"]
+            return copy.deepcopy(stored)
+
+    def delete_object(self, kind: str, name: str, *, namespace: str | None = None) -> bool:
+        """Delete any object (Flux's prune); a Deployment's pods go with it."""
+        ns = namespace or self.namespace
+        with self._lock:
+            gone = self._objects.pop((plural(kind), ns, name), None)
+            self._applied.pop((plural(kind), ns, name), None)
+            if plural(kind) == "deployments":
+                for pod in self._select("pods", ns, f"{NAME_LABEL}={name}"):
+                    del self._objects[("pods", ns, pod["metadata"]["name"])]
+                self._rollouts.pop((ns, name), None)
+            return gone is not None
+
+    def get_object(self, kind: str, name: str, *, namespace: str | None = None) -> Json | None:
+        with self._lock:
+            self._tick()
+            found = self._objects.get((plural(kind), namespace or self.namespace, name))
+            return copy.deepcopy(found) if found is not None else None
+
+    def managers(self, kind: str, name: str, *, namespace: str | None = None) -> set[str]:
+        """The field managers that applied ``kind/name`` (server-side apply only)."""
+        return set(self._applied.get((plural(kind), namespace or self.namespace, name), {}))
+
     def fail_next(
         self,
         status: int = 500,
@@ -377,25 +464,54 @@ class KubeFake:
             return
         for pod in self._select("pods", meta["namespace"], f"{NAME_LABEL}={meta['name']}"):
             del self._objects[("pods", meta["namespace"], pod["metadata"]["name"])]
-        for _ in range(replicas):
+        ready = sum(
             self._new_pod(meta["namespace"], meta["name"], spec["template"])
-        progressing = {
-            "type": "Progressing",
-            "status": "True",
-            "reason": "NewReplicaSetAvailable",
-            "message": f'ReplicaSet "{meta["name"]}" has successfully progressed.',
-        }
-        available = {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}
+            for _ in range(replicas)
+        )
+        self._set_deployment_status(dep, ready=ready)
+
+    def _set_deployment_status(self, dep: Json, *, ready: int) -> None:
+        """The status the Deployment controller reports once its new pods exist, ``ready`` of
+        them ready (a pod that cannot pull its image or fails its probes is not)."""
+        meta, replicas = dep["metadata"], dep["spec"].get("replicas", 1)
+        if ready >= replicas:
+            progressing = {
+                "type": "Progressing",
+                "status": "True",
+                "reason": "NewReplicaSetAvailable",
+                "message": f'ReplicaSet "{meta["name"]}" has successfully progressed.',
+            }
+            available = {
+                "type": "Available",
+                "status": "True",
+                "reason": "MinimumReplicasAvailable",
+            }
+        else:
+            progressing = {
+                "type": "Progressing",
+                "status": "True",
+                "reason": "ReplicaSetUpdated",
+                "message": f'ReplicaSet "{meta["name"]}" is progressing.',
+            }
+            available = {
+                "type": "Available",
+                "status": "False",
+                "reason": "MinimumReplicasUnavailable",
+                "message": "Deployment does not have minimum availability.",
+            }
         dep["status"] = {
             "observedGeneration": meta["generation"],
             "replicas": replicas,
             "updatedReplicas": replicas,
-            "readyReplicas": replicas,
-            "availableReplicas": replicas,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "unavailableReplicas": replicas - ready,
             "conditions": [available, progressing],
         }
 
-    def _new_pod(self, namespace: str, deployment: str, template: Json) -> None:
+    def _new_pod(self, namespace: str, deployment: str, template: Json) -> bool:
+        """A pod of ``template``; whether it is ready. Running and ready unless
+        :attr:`pod_status` (e.g. the Flux stand-in's kubelet) says otherwise."""
         digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
         rs_name = f"{deployment}-{digest}"
         meta = copy.deepcopy(template.get("metadata") or {})
@@ -412,17 +528,18 @@ class KubeFake:
                 }
             ],
         )
-        self._store(
-            "pods",
-            namespace,
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": meta,
-                "spec": copy.deepcopy(template["spec"]),
-                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
-            },
-        )
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta,
+            "spec": copy.deepcopy(template["spec"]),
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+        }
+        if self.pod_status is not None:
+            pod["status"] = self.pod_status(namespace, deployment, pod)
+        self._store("pods", namespace, pod)
+        ready = [c for c in pod["status"].get("conditions") or [] if c.get("type") == "Ready"]
+        return bool(ready) and ready[0].get("status") == "True"
 
     # --- the HTTP API -----------------------------------------------------------------------------
 

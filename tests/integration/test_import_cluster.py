@@ -278,10 +278,13 @@ def test_create_by_import_through_the_api(
             assert pipeline.variables["NAKAMA_REF"] == "trunk"
             assert pipeline.variables["NAKAMA_REPO"] == f"{gitlab_fake.url}/nakama-apps/dash.git"
 
-            # The app runs the detected main file; its images are the imported branch's.
-            deployment = YAML(typ="safe").load(
-                gitops_file(gitlab_fake, "apps/dash/deployment.yaml")
-            )
+            # The app runs the detected main file; its images are the imported branch's. Its
+            # Deployment is committed with the first image (none exists yet), as rendered here.
+            assert "deployment.yaml" not in gitops_file(gitlab_fake, "apps/dash/kustomization.yaml")
+            rendered = platform.runtime.manifests("dash", commit=commit)[
+                "apps/dash/deployment.yaml"
+            ]
+            deployment = YAML(typ="safe").load(rendered)
             [app] = [
                 c
                 for c in deployment["spec"]["template"]["spec"]["containers"]
@@ -290,10 +293,7 @@ def test_create_by_import_through_the_api(
             assert app["command"][:5] == ["python", "-m", "streamlit", "run", "streamlit_app.py"]
             policy = YAML(typ="safe").load(gitops_file(gitlab_fake, "apps/dash/imagepolicy.yaml"))
             assert policy["spec"]["filterTags"]["pattern"].startswith("^trunk-")
-            documents = [
-                YAML(typ="safe").load(gitops_file(gitlab_fake, f"apps/dash/{name}"))
-                for name in ("deployment.yaml", "imagepolicy.yaml")
-            ]
+            documents = [deployment, policy]
             assert validate_documents(documents) == []
 
             bob = {"Authorization": f"Bearer {bob_token}"}

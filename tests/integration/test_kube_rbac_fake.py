@@ -33,6 +33,7 @@ from nakama.cluster.gitops import GitOpsRepository
 from nakama.cluster.runtime import KubernetesRuntime
 from nakama.errors import Unauthorized
 from nakama.settings import FluxSettings, GitLabSettings, HarborSettings, Settings
+from tests.fakes import gitlab_git
 from tests.fakes.gitlab import TOKEN, GitLabFake
 from tests.fakes.kube_rbac import DEPLOY_RBAC, Authorizer
 from tests.fakes.kubernetes import KubeFake, kube_fake
@@ -189,10 +190,12 @@ def test_the_backend_adapters_stay_within_the_backend_role(
     tmp_path: Path, gitlab_fake: GitLabFake, gitlab_client: GitLabClient, kube_fake: KubeFake
 ) -> None:
     gitlab_fake.create_project("nakama/gitops", files={"README.md": b"the cluster\n"})
-    gitlab_fake.create_project("nakama-apps/demo", files={"app.py": b"print(1)\n"})
+    app = gitlab_fake.create_project("nakama-apps/demo", files={"app.py": b"print(1)\n"})
+    head = gitlab_git.branch_head(app.repo, "main")
+    assert head is not None
     runtime = make_runtime(tmp_path, gitlab_fake, gitlab_client, kube_fake, kube_fake.token)
-    runtime.prepare("demo", commit=COMMIT)  # the git Secret: read, then create
-    runtime.prepare("demo", commit=COMMIT)  # complete: read only
+    runtime.prepare("demo", commit=head)  # the git Secret: read, then create
+    runtime.prepare("demo", commit=head)  # complete: read only
     kube_fake.add_deployment("demo", replicas=2)
     kube_fake.add_claim("demo-data")
     assert runtime.status("demo").state == "running"
