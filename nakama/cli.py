@@ -234,5 +234,35 @@ app.add_typer(variables_app, name="variables")  # variables list, set, unset
 register_auth(app)  # auth git-credential, auth setup-git, logout
 
 
+# The modules of pyproject.toml's optional dependencies, by extra: a base install
+# (`pip install nakama`) runs local mode on SQLite, and a command that needs one of these
+# says which extra to install instead of ending in a traceback.
+EXTRA_MODULES = {
+    "gitlab": "cluster",
+    "kubernetes": "cluster",
+    "authlib": "cluster",
+    "jsonschema": "cluster",
+    "kubernetes_validate": "cluster",
+    "psycopg": "postgres",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The extra whose module ``exc`` did not find; None for any other missing module."""
+    return EXTRA_MODULES.get((exc.name or "").partition(".")[0])
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        extra = missing_extra(exc)
+        if extra is None:
+            raise
+        what = "cluster mode's libraries are" if extra == "cluster" else "the PostgreSQL driver is"
+        typer.echo(
+            f"error: {what} not installed (no module named {exc.name!r}):"
+            f" pip install 'nakama[{extra}]'",
+            err=True,
+        )
+        raise SystemExit(2) from None

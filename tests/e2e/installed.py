@@ -60,9 +60,10 @@ def make_venv(path: Path, *, home: Path) -> Path:
 
 
 def imported_from(venv: Path, module: str, *, cwd: Path, home: Path) -> str:
-    """Where ``venv``'s Python imports ``module`` from (run in ``cwd``)."""
+    """The folder from which ``venv``'s Python imports the package ``module`` (run in
+    ``cwd``)."""
     done = run(
-        [str(venv / "bin" / "python"), "-c", f"import {module}; print({module}.__file__)"],
+        [str(venv / "bin" / "python"), "-c", f"import {module} as m; print(list(m.__path__)[0])"],
         cwd=cwd,
         env=clean_env(home, venv=venv),
     )

@@ -178,12 +178,15 @@ def signed_in(server: str, username: str, password: str) -> httpx.Client:
 def test_projects_start_from_the_installed_starter_kit(
     installed: Installed, server: str, tmp_path: Path
 ) -> None:
-    admin = httpx.Client(
-        base_url=server, timeout=30, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    )
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     tokens = {}
     for username, password in PASSWORDS.items():
-        r = admin.post("/api/v1/users", json={"username": username, "password": password})
+        r = httpx.post(
+            f"{server}/api/v1/users",
+            json={"username": username, "password": password},
+            headers=admin,
+            timeout=30,
+        )
         assert r.status_code == 201, r.text
         tokens[username] = r.json()["token"]
     kit = installed.clone / "app_starter_kit"
@@ -193,28 +196,35 @@ def test_projects_start_from_the_installed_starter_kit(
     }
     assert {"app.py", ".streamlit/config.toml", "requirements.txt"} <= set(expected)
     for username, token in tokens.items():
-        api = httpx.Client(
-            base_url=server, timeout=30, headers={"Authorization": f"Bearer {token}"}
+        r = httpx.post(
+            f"{server}/api/v1/projects",
+            json={"name": f"{username}-kit"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
         )
-        r = api.post("/api/v1/projects", json={"name": f"{username}-kit"})
         assert r.status_code == 201, r.text
         clone_url = r.json()["clone_url"].replace("http://", f"http://{username}:{token}@")
         dest = tmp_path / username
-        done = run(["git", "clone", "-q", clone_url, str(dest)], cwd=tmp_path,
-                   env=clean_env(installed.home))  # fmt: skip
+        done = run(
+            ["git", "clone", "-q", clone_url, str(dest)],
+            cwd=tmp_path,
+            env=clean_env(installed.home),
+        )
         assert done.returncode == 0, done.stderr
         files = run(["git", "ls-files"], cwd=dest, env=clean_env(installed.home)).stdout.split()
         assert {f: (dest / f).read_bytes() for f in files} == expected
     # Each sees their own project on the web UI's pages (templates), not the other's.
     for username, other in (("alice", "bob"), ("bob", "alice")):
         browser = signed_in(server, username, PASSWORDS[username])
-        page = browser.get("/projects")
-        assert page.status_code == 200
-        assert f"{username}-kit" in page.text and f"{other}-kit" not in page.text
-        assert browser.get(f"/projects/{other}-kit").status_code == 404
-        stranger = tokens[other]
-        theirs = f"{server}/git/{username}-kit.git".replace(
-            "http://", f"http://{other}:{stranger}@"
+        try:
+            page = browser.get("/projects")
+            assert page.status_code == 200
+            assert f"{username}-kit" in page.text and f"{other}-kit" not in page.text
+            assert browser.get(f"/projects/{other}-kit").status_code == 404
+        finally:
+            browser.close()
+        theirs = f"{server}/git/{other}-kit.git".replace(
+            "http://", f"http://{username}:{tokens[username]}@"
         )
         denied = run(["git", "ls-remote", theirs], cwd=tmp_path, env=clean_env(installed.home))
-        assert denied.returncode != 0
+        assert denied.returncode != 0, f"{username} read {other}'s repository"
