@@ -47,7 +47,11 @@ def render_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--visibility", choices=VISIBILITIES, default=DEFAULT_VISIBILITY)
     parser.add_argument("--branch", help="deploy branch (default: the planning deploy branch)")
     parser.add_argument("--tag", help="first image tag (default: a placeholder Flux replaces)")
-    parser.add_argument("--commit", help="full commit hash to run until the first reload")
+    parser.add_argument(
+        "--commit",
+        help="full commit hash to run until the first reload (without it the init container "
+        "has no commit to sync until a reload names one)",
+    )
     parser.add_argument("--repo-url", help="HTTPS clone URL (default: from the GitLab settings)")
     parser.add_argument("--namespace", help="namespace (default: the Kubernetes settings')")
     # The app's limits: the settings' defaults (NAKAMA_LIMITS__*) with these on top.
@@ -93,6 +97,13 @@ def render_main(argv: list[str] | None = None) -> int:
         return exc.code
     except (InvalidInput, ValidationError) as exc:
         return _fail(prog, str(exc), 2)
+    if args.project and not args.commit:
+        print(
+            f"{prog}: warning: no --commit: the Deployment's init container has no commit to "
+            "sync, so its pods fail to start until a reload names one (nakama reload restart "
+            "--commit ...); give --commit <full hash> of the code the app should run",
+            file=sys.stderr,
+        )
     try:
         if args.validate and (problems := _check_files(files, args.reference_dir)):
             for problem in problems:

@@ -201,7 +201,7 @@ def build(ctx: typer.Context) -> None:
     raise typer.Exit(build_main(list(ctx.args)))
 
 
-@flux_app.command("render", context_settings=_PASS_THROUGH)
+@flux_app.command("render", context_settings=_PASS_THROUGH, add_help_option=False)
 def flux_render(ctx: typer.Context) -> None:
     """Write an app's manifests (Deployment, Service, Ingress, Flux image automation …)."""
     from flux.cli import render_main
@@ -209,7 +209,7 @@ def flux_render(ctx: typer.Context) -> None:
     raise typer.Exit(render_main(list(ctx.args)))
 
 
-@flux_app.command("validate", context_settings=_PASS_THROUGH)
+@flux_app.command("validate", context_settings=_PASS_THROUGH, add_help_option=False)
 def flux_validate(ctx: typer.Context) -> None:
     """Check YAML files against the Flux CRDs and Kubernetes' own schemas."""
     from flux.cli import validate_main

@@ -415,7 +415,7 @@ def test_render_reports_a_write_failure_with_exit_1(
 ) -> None:
     blocker = tmp_path / "out"
     blocker.write_text("a file where the folder should be")
-    assert render_main(["--project", "demo", "--out", str(blocker)]) == 1
+    assert render_main(["--project", "demo", "--out", str(blocker), "--commit", SHA]) == 1
     assert capsys.readouterr().err.startswith("nakama flux render: error:")
 
 
@@ -437,3 +437,31 @@ def test_validate_reports_problems_with_exit_1(
 def test_validate_missing_path_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert validate_main([str(tmp_path / "nope.yaml")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_render_without_commit_warns_that_the_init_container_cannot_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review D15: without --commit the Deployment's init container has nothing to sync
+    (``${NAKAMA_INITIAL_COMMIT:?...}`` with no annotation), so every pod fails to start."""
+    assert render_main(["--project", "demo", "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: no --commit" in err and "fail to start" in err
+    assert render_main(["--project", "demo", "--out", str(tmp_path / "b"), "--commit", SHA]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert render_main(["--gateway", "--out", str(tmp_path / "c")]) == 0  # no app, no pods
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_flux_render_and_validate_help_show_their_options() -> None:
+    from typer.testing import CliRunner
+
+    from nakama.cli import app
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["flux", "render", "--help"])
+    assert shown.exit_code == 0
+    for option in ("--project", "--commit", "--tag", "--out", "--validate", "--memory-mib"):
+        assert option in shown.output, option
+    shown = runner.invoke(app, ["flux", "validate", "--help"])
+    assert shown.exit_code == 0 and "--reference-dir" in shown.output
