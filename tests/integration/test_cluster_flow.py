@@ -50,6 +50,7 @@ from nakama.settings import (
 from nakama.tagging import DEPENDENCY_HASH_LABEL, TAG_PATTERN, dependency_hash
 from tests.e2e.nakama_server import wait_for
 from tests.fakes import gitlab_git
+from tests.fakes.flux_standin import FluxStandIn
 from tests.fakes.gitlab import TOKEN, TRIGGER_TOKEN, FakePipeline, FakeProject, GitLabFake
 from tests.fakes.kubernetes import KubeFake, kube_fake, kubeconfig
 from tests.registry import PASSWORD, USERNAME, Registry, buildah_env, make_base_image
@@ -204,6 +205,30 @@ def restarted_on(kube: KubeFake) -> str | None:
     return (template.get("annotations") or {}).get(COMMIT_ANNOTATION)
 
 
+def flux_standin(gitlab: GitLabFake, kube: KubeFake, registry: Registry) -> FluxStandIn:
+    """Flux and the kubelet in the test (tests/fakes/flux_standin.py), on the real registry."""
+
+    def tags(repository: str) -> list[str]:
+        with OciClient(registry.url, username=USERNAME, password=PASSWORD) as oci:
+            try:
+                return oci.list_tags(repository)
+            except NotFound:
+                return []
+
+    def exists(image: str) -> bool:
+        reference, _, tag = image.rpartition(":")
+        return tag in tags(reference.split("/", 1)[1])
+
+    return FluxStandIn(
+        gitlab=gitlab,
+        kube=kube,
+        gitops=GITOPS,
+        registry_host=registry.host,
+        image_exists=exists,
+        list_tags=tags,
+    )
+
+
 def db_rows(platform: Platform, name: str) -> list[Any]:
     with platform.db.session() as s:
         found: list[Any] = []
@@ -277,12 +302,13 @@ def test_create_push_build_reload_delete(
 
             gitops_created = commits(gitops)
             assert len(gitops_created) == len(gitops_start) + 1  # one commit, every file
-            manifests = platform.runtime.manifests(NAME, commit=starter)
+            # Everything but the workload: no image exists yet (review D6).
+            manifests = platform.runtime.manifests(NAME, commit=starter, workload=False)
             committed = files_at(gitops, gitops_created[0])
             assert {p: t.decode() for p, t in committed.items() if p != "README.md"} == manifests
             docs = [d for text in manifests.values() for d in YAML(typ="safe").load_all(text) if d]
             assert validate_documents(docs) == []
-            assert starter in manifests[f"apps/{NAME}/deployment.yaml"]
+            assert f"apps/{NAME}/deployment.yaml" not in manifests
             # The init container's git read credentials: a read-only deploy token of the app.
             [deploy_token] = app_repo.deploy_tokens
             assert deploy_token.scopes == ["read_repository"]
@@ -313,8 +339,15 @@ def test_create_push_build_reload_delete(
             [build1] = api.get(f"/projects/{NAME}/pipelines").json()
             assert (build1["kind"], build1["status"]) == ("build", "success")
             assert api.get(f"/projects/{NAME}/pipelines/{build1['id']}/log").text == trace
-            kube_fake.add_deployment(NAME)  # Flux applies the committed manifests
+            # The first image exists: Nakama committed the workload with its tag; Flux (the
+            # stand-in) applies it, and the kubelet pulls the real image from the registry.
+            standin = flux_standin(gitlab_fake, kube_fake, registry)
+            standin.poll()
+            [pod] = standin.live_pods(NAME)
+            assert pod.image.startswith(f"{registry.host}/nakama-apps/{NAME}:main-{starter[:8]}-")
+            assert (pod.ready, pod.commit) == (True, starter)
             assert api.get(f"/projects/{NAME}").json()["app_state"] == "running"
+            gitops_created = commits(gitops)
 
             # 2. A dependency change: hook -> receiver -> compare -> BUILD -> trigger.
             work = tmp_path / "work"
@@ -485,7 +518,8 @@ def test_rollback_retags_the_old_image_and_the_next_push_deploys(
             )
             [first] = gitlab_fake.triggered("nakama/pipelines")
             finish(first)
-            kube_fake.add_deployment(NAME)
+            api.get(f"/projects/{NAME}")  # GitLab's status read: the workload is committed
+            flux_standin(gitlab_fake, kube_fake, registry).poll()
             work = tmp_path / "work"
             git("clone", "-q", gitlab_fake.git_url(NAME), str(work))
             requirements = (work / "requirements.txt").read_text() + "plotly==5.24.1\n"
