@@ -39,6 +39,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -81,6 +82,7 @@ from image_builder.oci_image import BUILDERS, choose_builder
 from image_builder.process import run_step
 from image_builder.system_packages import PACKAGES_FILE, package_names, shown
 from nakama.clients.git import FULL_SHA, mask_credentials, run_git
+from nakama.clients.harbor import parse_robot_file
 from nakama.clients.oci import OciClient, check_repository
 from nakama.errors import InvalidInput, NotFound, PermanentError
 from nakama.local.appconfig import CONFIG_FILE, load_app_config
@@ -99,6 +101,22 @@ _ERROR_TAIL_LINES = 20
 # Read besides the dependency files (they shape the generated Dockerfile, not the hash).
 _ALSO_READ = (CONFIG_FILE, ".python-version")
 _FLUX_ATTEMPTS = 3
+# What buildah says where the runner refuses it a user namespace or a mount (seccomp's EPERM,
+# a disabled user namespace's ENOSPC, newuidmap without its setuid bit, AppArmor's mount denial).
+_RUNNER_REFUSED = re.compile(
+    r"unshare|CLONE_NEWUSER|newuidmap|newgidmap|user namespace|cannot re-exec"
+    r"|mount.*(operation not permitted|permission denied)",
+    re.IGNORECASE,
+)
+RUNNER_REFUSED_HINT = (
+    "this runner does not let buildah run a Dockerfile's RUN steps (it refused a user namespace "
+    "or a mount): an app's own Dockerfile, or packages.txt, requires a privileged or "
+    "seccomp/AppArmor-unconfined runner (docs/cluster-install.md, 'The image builder'); apps "
+    "without them are built by the layer builder, which needs no privileges"
+)
+# robot$nakama-apps+push after GitLab expanded "$nakama" (no such variable, so empty): the
+# variable name takes letters, digits and "_", so what is left starts with "-", "." or "+".
+_EXPANDED_ROBOT = re.compile(r"^robot[-.+][a-z0-9._+-]*$")
 
 
 @dataclass(frozen=True)
@@ -158,9 +176,10 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     add("--image", required=True, help="REGISTRY/PROJECT/NAME, without a tag")
     add("--registry-url", help="registry API base URL (default: NAKAMA_HARBOR__URL for its "
         "host, else https://REGISTRY)")  # fmt: skip
-    add("--registry-username", help="registry user (default: NAKAMA_HARBOR__USERNAME)")
-    add("--registry-password-file", type=Path, help="file holding the registry password "
-        "(default: NAKAMA_HARBOR__PASSWORD)")  # fmt: skip
+    add("--registry-username", help="registry user (default: the name in the password file's "
+        "robot JSON, else NAKAMA_HARBOR__USERNAME)")  # fmt: skip
+    add("--registry-password-file", type=Path, help="file holding the registry password, or a "
+        "robot's JSON with its name and secret (default: NAKAMA_HARBOR__PASSWORD)")  # fmt: skip
     add(
         "--tls-verify",
         action=argparse.BooleanOptionalAction,
@@ -562,7 +581,10 @@ def _run(args: Sequence[str], *, deadline: float, timeout_s: float, out: TextIO)
         raise PermanentError(f"build timed out after {timeout_s:g}s")
     if result.returncode != 0:
         last = " | ".join([line for line in result.tail if line.strip()][-3:])[-800:]
-        raise PermanentError(f"buildah {args[1]} failed ({result.returncode}): {last}")
+        message = f"buildah {args[1]} failed ({result.returncode}): {last}"
+        if any(_RUNNER_REFUSED.search(line) for line in result.tail):
+            message += f" -- {RUNNER_REFUSED_HINT}"
+        raise PermanentError(message)
 
 
 # --- arguments ---------------------------------------------------------------------------
@@ -575,10 +597,9 @@ def _options(args: argparse.Namespace, settings: Settings) -> Options:
     if not args.repo or args.repo.startswith("-"):
         raise InvalidInput(f"not a repository URL: {mask_credentials(args.repo)!r}")
     host, repository = _split_image(args.image)
-    if (args.registry_password_file is None) != (args.registry_username is None):
-        raise InvalidInput("--registry-username and --registry-password-file go together")
-    username, registry_url = args.registry_username, args.registry_url
-    password = _read_secret(args.registry_password_file, "registry password")
+    username, password = registry_credentials(args.registry_username or None,
+                                              args.registry_password_file)  # fmt: skip
+    registry_url = args.registry_url
     harbor = settings.harbor
     if urlsplit(harbor.url).netloc == host:  # Nakama's own settings name this registry
         registry_url = registry_url or harbor.url
@@ -626,6 +647,44 @@ def _split_image(image: str) -> tuple[str, str]:
     if "@" in repository or ":" in repository:
         raise InvalidInput(f"--image must not name a tag or digest, got {image!r}")
     return host, check_repository(repository)
+
+
+def registry_credentials(username: str | None, path: Path | None) -> tuple[str | None, str | None]:
+    """The registry user and password: the password file holds the secret alone (the user is
+    ``username``), or a robot's JSON (:func:`nakama.clients.harbor.robot_file`), whose name is
+    the user. GitLab expands ``$NAME`` in variables that are not raw, so a robot name given as
+    ``robot$nakama-apps+push`` in a plain variable arrives as ``robot-apps+push``: with a
+    robot file the file's name wins over ``username``, and a name that looks expanded is
+    refused with the reason."""
+    if path is None:
+        if username is not None:
+            raise InvalidInput("--registry-username needs --registry-password-file")
+        return None, None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot read the registry password file {path}: {exc.strerror}"
+        ) from None
+    try:
+        robot = parse_robot_file(text)
+    except ValueError as exc:
+        raise InvalidInput(f"the registry password file {path}: {exc}") from None
+    if robot is not None and robot[0] is not None:
+        return robot[0], robot[1]
+    secret = robot[1] if robot is not None else _read_secret(path, "registry password")
+    if username is None:
+        raise InvalidInput(
+            f"the registry password file {path} names no user: give --registry-username, or "
+            'write the robot\'s JSON ({"name": ..., "secret": ...}) into the file'
+        )
+    if _EXPANDED_ROBOT.match(username):
+        raise InvalidInput(
+            f"registry user {username!r} looks like a Harbor robot name whose '$...' part GitLab "
+            "expanded away: mark the variable raw (untick 'Expand variable reference'), or put "
+            "the robot's JSON into the password file (nakama cluster setup --push-robot-file)"
+        )
+    return username, secret
 
 
 def _read_secret(path: Path | None, what: str) -> str | None:
