@@ -43,12 +43,11 @@ CLUSTER_HINT = "pip install 'nakama[cluster]'"
 POSTGRES_HINT = "pip install 'nakama[postgres]'"
 # Every command and group of the installed CLI, with its path, as JSON.
 LIST_COMMANDS = """
-import json, click, typer.main, nakama.cli
+import json, typer.main, nakama.cli
 def walk(cmd, path):
     yield path
-    if isinstance(cmd, click.Group):
-        for name, sub in sorted(cmd.commands.items()):
-            yield from walk(sub, [*path, name])
+    for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+        yield from walk(sub, [*path, name])
 print(json.dumps(list(walk(typer.main.get_command(nakama.cli.app), []))))
 """
 
