@@ -4,6 +4,7 @@ repositories on one port."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import math
@@ -413,6 +414,8 @@ class ClusterParts:
 
     close: Callable[[], None]
     step: Callable[[], None]
+    # Run once when the loop starts: what the GitLab token cannot reach, logged.
+    check: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -423,6 +426,11 @@ class ClusterParts:
         self._thread.start()
 
     def _loop(self) -> None:
+        if self.check is not None:
+            try:
+                self.check()
+            except Exception:
+                log.exception("start-up check failed")
         while not self._stop.wait(RECONCILE_INTERVAL_S):
             try:
                 self.step()
@@ -445,6 +453,7 @@ class ClusterParts:
 def cluster_adapters(settings: Settings, db: Database) -> Adapters:
     """GitLab, Harbor, Kubernetes and Flux (see :mod:`nakama.cluster.wiring`)."""
     # Imported here: the cluster clients are an optional extra (pip install nakama[cluster]).
+    from nakama.cluster.gitlab_access import log_access
     from nakama.cluster.wiring import connect
 
     cluster = connect(
@@ -472,7 +481,11 @@ def cluster_adapters(settings: Settings, db: Database) -> Adapters:
         registry=cluster.registry,
         runtime=cluster.runtime,
         pipelines=cluster.pipelines,
-        parts=ClusterParts(close=cluster.close, step=reconciler.step),
+        parts=ClusterParts(
+            close=cluster.close,
+            step=reconciler.step,
+            check=functools.partial(log_access, cluster.forge.client, settings),
+        ),
         refresh_pipelines=cluster.pipelines.refresh,
     )
 

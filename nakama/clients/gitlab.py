@@ -7,7 +7,8 @@
   exponentially; ``settings.max_attempts`` attempts in all, then :class:`TemporaryError`;
 * 401/403 become :class:`Unauthorized`, 404 :class:`NotFound`, 409 and "has already been taken"
   :class:`Conflict`, anything else GitLab refuses :class:`PermanentError`;
-* messages are cut short and never carry a token.
+* messages are cut short and never carry a token; a refusal whose cause is a GitLab setting
+  (:data:`HINTS`) says which one and how to fix it.
 
 python-gitlab's own retry loop is kept out of the way: it sleeps with ``time.sleep`` up to ten
 times per request, whatever ``max_attempts`` says, and its exceptions do not keep the
@@ -50,6 +51,60 @@ BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0
 _MESSAGE_LIMIT = 300
 _CONFLICT_HINTS = ("has already been taken", "already exists")
+GUIDE = "docs/cluster-install.md, section GitLab"
+# GitLab's words for a refusal whose cause is a setting of the operator's, and what to do.
+HINTS: tuple[tuple[str, str], ...] = (
+    (
+        "Insufficient permissions to set pipeline variables",
+        "the pipelines project's 'Minimum role to use pipeline variables' "
+        "(ci_pipeline_variables_minimum_override_role) is above the role of the trigger token's "
+        "owner: set it to that role (Settings > CI/CD > Variables) or run "
+        f"'nakama cluster setup gitlab' ({GUIDE})",
+    ),
+    (
+        "Pipeline will not run for the selected trigger",
+        "no job of the pipelines project's .gitlab-ci.yml matches: it must include "
+        "gitlab-ci-templates/image-builder.gitlab-ci.yml and code-reloader.gitlab-ci.yml "
+        "(docs/cluster-install.md, step 2)",
+    ),
+    (
+        "Invalid url given",
+        "GitLab refuses webhooks to localhost and the local network unless an administrator "
+        "allows them: Admin area > Settings > Network > Outbound requests, 'Allow requests to "
+        "the local network from webhooks and integrations', or add Nakama's host to the "
+        f"allowlist there; also check NAKAMA_PUBLIC_URL ({GUIDE})",
+    ),
+    (
+        "project bots cannot be added to other groups",
+        "a group or project access token's bot user can be a member of its own group or "
+        f"project only: use the layouts of {GUIDE}",
+    ),
+    (
+        "push code to protected branches",
+        "the branch is protected: only Maintainers push to it, so the token's user needs the "
+        "Maintainer role",
+    ),
+    (
+        "not allowed to push into this branch",
+        "the branch is protected: only Maintainers push to it, so the token's user needs the "
+        "Maintainer role",
+    ),
+    (
+        "Project Not Found",
+        "GitLab answers 404 both for a project that does not exist and for one the token's "
+        "user may not see",
+    ),
+    (
+        "Group Not Found",
+        "GitLab answers 404 both for a group that does not exist and for one the token's user "
+        "may not see",
+    ),
+)
+
+
+def hint(message: str) -> str | None:
+    """What to do about the GitLab refusal ``message``, if it is one of :data:`HINTS`."""
+    return next((advice for words, advice in HINTS if words in message), None)
 
 
 class RetryableResponse(Exception):
@@ -132,7 +187,9 @@ def translate_error(exc: BaseException, *, what: str, secrets: Iterable[str]) ->
     secrets = tuple(secrets)
 
     def say(detail: str) -> str:
-        return redact(f"GitLab: {what}: {detail}", secrets)
+        said = redact(f"GitLab: {what}: {detail}", secrets)
+        advice = hint(detail)
+        return f"{said} ({advice})" if advice else said
 
     if isinstance(exc, RetryableResponse):
         return TemporaryError(say(str(exc)))

@@ -7,6 +7,20 @@ receiver (``/build-image/<project>`` and ``/code-reload/<project>``), heads, com
 dependency-file reads for the push planner. Every call goes through
 :meth:`nakama.clients.gitlab.GitLabClient.call`, so retries and error translation happen in one
 place.
+
+What real GitLab does that this relies on or works around:
+
+* Hooks to localhost or the local network are refused (422 "Invalid url given") unless an
+  administrator allows them; :meth:`GitLabForge.check_hook_url` tries the receiver's URL once on
+  the pipelines project, so that a create fails before anything is made.
+* ``default_branch`` of ``POST /projects`` applies to an initialized repository only; an empty
+  one gets the instance's default branch name, so the deploy branch is made the default
+  explicitly after the first commit.
+* A user with a higher inherited role (an Owner of the group) cannot be made a project
+  Maintainer (400 "should be greater than or equal to ... inherited membership"): they have the
+  access already.
+* Deleting a project may only mark it for deletion (and rename it, freeing the path), keeping
+  its hooks and deploy tokens for days: they are removed first.
 """
 
 from __future__ import annotations
@@ -30,11 +44,15 @@ from nakama.errors import (
     NotFound,
     PermanentError,
     TemporaryError,
+    Unauthorized,
 )
 from nakama.importing import Imported, ImportSource, scrub, url_with_credentials
+from nakama.logs import get_logger
 from nakama.names import validate_project_name
 from nakama.planning import ZERO_SHA
 from nakama.tagging import is_dependency_file
+
+log = get_logger(__name__)
 
 MAINTAINER = 40  # gitlab.const.AccessLevel.MAINTAINER
 # Levels a project member can have (Gitlab::Access): Guest, Planner (17.7+), Reporter, Security
@@ -67,6 +85,12 @@ class HookStatus:
     @property
     def delivering(self) -> bool:
         return self.alert_status == "executable"
+
+
+def _inherited_higher(exc: BaseException) -> bool:
+    """GitLab's 400 for a project role below the user's role from a group (``Member``'s
+    ``higher_access_level_than_group``)."""
+    return "inherited membership" in str(exc)
 
 
 def _check_sha(value: str) -> str:
@@ -152,6 +176,12 @@ class GitLabForge:
         self.group = client.settings.group.strip("/")
         self.hook_base_url = hook_base_url.rstrip("/")
         self._group_id: int | None = None
+        self._hook_url_ok = False
+
+    @property
+    def client(self) -> GitLabClient:
+        """The GitLab client this forge calls through (shared with the other adapters)."""
+        return self._client
 
     def project_path(self, project: str) -> str:
         return f"{self.group}/{validate_project_name(project)}"
@@ -175,6 +205,59 @@ class GitLabForge:
             self._group_id = int(group.id)
         return self._group_id
 
+    def check_hook_url(self) -> None:
+        """Fail with what to do if GitLab refuses the receiver's URL as a hook URL (it refuses
+        localhost and the local network unless an administrator allows them), before anything is
+        made: a hook with every event off is added to the pipelines project and removed at once.
+        Once it passed, it is not tried again. Where the token may not add hooks to the
+        pipelines project nothing is checked (creating the app's hooks will tell)."""
+        if self._hook_url_ok:
+            return
+        where = self._client.settings.pipelines_project.strip("/")
+        handle = self._api.projects.get(where, lazy=True)
+        spec = {**hook_spec(f"{self.hook_base_url}/build-image", token="", branch=""),
+                "push_events": False}  # fmt: skip
+        del spec["token"], spec["push_events_branch_filter"], spec["branch_filter_strategy"]
+        try:
+            hook = self._client.call(
+                functools.partial(handle.hooks.create, spec),
+                what=f"check that GitLab accepts hooks to {self.hook_base_url}",
+            )
+        except (NotFound, Unauthorized) as exc:
+            log.info("hook url not checked", reason=str(exc)[:200])
+            return
+        except PermanentError as exc:
+            if "Invalid url given" in str(exc):
+                raise InvalidInput(
+                    f"GitLab refuses webhooks to {self.hook_base_url}, so no app can get its "
+                    f"push hooks: {exc}"
+                ) from exc
+            raise
+        with contextlib.suppress(NakamaError):
+            self._client.call(
+                lambda: handle.hooks.delete(hook.id), what=f"remove the check hook of {where}"
+            )
+        self._hook_url_ok = True
+
+    def _taken(self, project: str) -> Conflict:
+        """The Conflict for a name GitLab has a project for: one marked for deletion (where
+        GitLab keeps the path until it deletes it) says so."""
+        path = self.project_path(project)
+        try:
+            found = self._client.call(lambda: self._api.projects.get(path), what=f"get {path}")
+        except NakamaError:
+            return Conflict(f"a repository for project {project!r} already exists")
+        marked = found.attributes.get("marked_for_deletion_on") or found.attributes.get(
+            "marked_for_deletion_at"
+        )
+        if marked:
+            return Conflict(
+                f"project {project!r} was deleted, but GitLab keeps its repository {path} until "
+                f"it removes it for good (marked for deletion on {str(marked)[:10]}); the name "
+                "is free once it is gone, or when a GitLab administrator deletes it now"
+            )
+        return Conflict(f"a repository for project {project!r} already exists")
+
     # --- create and delete ----------------------------------------------------------------
     def create_repository(
         self,
@@ -190,17 +273,24 @@ class GitLabForge:
         repository is either complete or absent."""
         path = self.project_path(project)
         spec = project_spec(project, namespace_id=self._namespace_id(), branch=branch)
+        self.check_hook_url()
         try:
             created = self._client.call(
                 lambda: self._api.projects.create(spec), what=f"create project {path}"
             )
         except Conflict as exc:
-            raise Conflict(f"a repository for project {project!r} already exists") from exc
+            raise self._taken(project) from exc
         try:
             commit = self._client.call(
                 lambda: created.commits.create(starter_commit(files, branch, message)),
                 what=f"commit the starter kit to {path}",
             )
+            if str(created.attributes.get("default_branch") or "") != branch:
+                body = {"default_branch": branch}
+                self._client.call(
+                    lambda: self._api.projects.update(created.id, body),
+                    what=f"make {branch} the default branch of {path}",
+                )
             for suffix in HOOK_PATHS:
                 url = f"{self.hook_base_url}{suffix}/{project}"
                 hook = hook_spec(url, token=hook_token, branch=branch)
@@ -229,10 +319,11 @@ class GitLabForge:
         del spec["default_branch"]  # the source's HEAD becomes it
         spec["import_url"] = url_with_credentials(source)
         what = f"create project {path} from {source.url.url}"
+        self.check_hook_url()
         try:
             created = self._client.call(lambda: self._api.projects.create(spec), what=what)
         except Conflict:
-            raise Conflict(f"a repository for project {project!r} already exists") from None
+            raise self._taken(project) from None
         except NakamaError as exc:
             said = scrub(str(exc), secrets)
             if "import" in said.lower() and isinstance(exc, PermanentError):
@@ -342,6 +433,11 @@ class GitLabForge:
                 lambda: handle.members.create({"user_id": user_id, "access_level": MAINTAINER}),
                 what=f"add {username} to {path}",
             )
+        except PermanentError as exc:
+            if not _inherited_higher(exc):
+                raise
+            # An Owner of the group (or of a parent group) has more than Maintainer already.
+            log.info("maintainer has a higher role from the group", project=project, user=username)
         except Conflict:
             member = self._client.call(
                 lambda: handle.members.get(user_id), what=f"get member {username} of {path}"
@@ -378,22 +474,38 @@ class GitLabForge:
                         lambda: handle.members.delete(user_id), what=f"remove member {what}"
                     )
             return
-        if member is None:
-            spec = {"user_id": user_id, "access_level": access_level}
-            try:
-                self._client.call(lambda: handle.members.create(spec), what=f"add member {what}")
-                return
-            except Conflict:  # added meanwhile: set its level below
-                member = self._client.call(
-                    lambda: handle.members.get(user_id), what=f"get member {what}"
-                )
-        if int(member.access_level) != access_level:
-            member.access_level = access_level
-            self._client.call(member.save, what=f"set access level {access_level} for {what}")
+        try:
+            if member is None:
+                spec = {"user_id": user_id, "access_level": access_level}
+                try:
+                    self._client.call(
+                        lambda: handle.members.create(spec), what=f"add member {what}"
+                    )
+                    return
+                except Conflict:  # added meanwhile: set its level below
+                    member = self._client.call(
+                        lambda: handle.members.get(user_id), what=f"get member {what}"
+                    )
+            if int(member.access_level) != access_level:
+                member.access_level = access_level
+                self._client.call(member.save, what=f"set access level {access_level} for {what}")
+        except PermanentError as exc:
+            if not _inherited_higher(exc):
+                raise
+            # GitLab refuses a project role below one inherited from a group: the user keeps
+            # the group's (higher) role, which only the group's Owners can change.
+            log.warning(
+                "member has a higher role from the group", project=project, user=gitlab_username
+            )
 
     def delete_repository(self, project: str) -> None:
-        """Delete the project; a missing one (or one already marked for deletion) is fine."""
+        """Delete the project; a missing one (or one already marked for deletion) is fine.
+
+        GitLab may only mark it for deletion (and rename it) and delete it days later, keeping
+        its hooks and deploy tokens meanwhile: they are removed first, so that the project neither
+        calls the receiver nor lets the app's old deploy token read it in those days."""
         path = self.project_path(project)
+        self._strip(project)
         try:
             self._client.call(lambda: self._api.projects.delete(path), what=f"delete {path}")
         except NotFound:
@@ -401,6 +513,23 @@ class GitLabForge:
         except PermanentError as exc:
             if "marked for deletion" not in str(exc):
                 raise
+
+    def _strip(self, project: str) -> None:
+        """Remove the project's hooks and deploy tokens, as far as it goes (best effort)."""
+        path = self.project_path(project)
+        handle = self._project(project)
+        try:
+            hooks = self._client.call(
+                lambda: handle.hooks.list(get_all=True), what=f"list hooks of {path}"
+            )
+            tokens = self._client.call(
+                lambda: handle.deploytokens.list(get_all=True), what=f"list deploy tokens of {path}"
+            )
+            for found in [*hooks, *tokens]:
+                with contextlib.suppress(NotFound):
+                    self._client.call(found.delete, what=f"remove {found.id} of {path}")
+        except NakamaError as exc:
+            log.info("hooks and deploy tokens not removed before the delete", error=str(exc)[:200])
 
     # --- reads for the push planner --------------------------------------------------------
     def head(self, project: str, branch: str) -> str | None:

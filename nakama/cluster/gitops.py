@@ -77,7 +77,11 @@ class GitOpsRepository:
         try:
             self._client.call(lambda: self._client.api.projects.get(path), what=f"get {path}")
         except NotFound as exc:
-            raise NotFound(f"the GitOps project {path!r} does not exist in GitLab") from exc
+            raise NotFound(
+                f"the GitOps project {path!r} does not exist in GitLab, or Nakama's token may not "
+                "see it (GitLab answers 404 for both): make the token's user a Maintainer of it "
+                "(docs/cluster-install.md, section GitLab)"
+            ) from exc
 
     def existing(self, paths: Iterable[str], *, folders: Iterable[str] = ()) -> set[str]:
         """Which of ``paths`` exist, and every file below ``folders``: one tree listing per

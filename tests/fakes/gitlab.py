@@ -185,6 +185,9 @@ class GitLabFake:
         self.outbound_local_requests_allowlist: list[str] = []
         self.hosts: dict[str, str] = {}  # name → address, the resolver the URL blocker asks
         self.refused_hook_urls: list[tuple[str, str]] = []  # (url, why), as GitLab logs them
+        # Delayed deletion renames the project (GitLab since gitlab!76675); False: the path stays
+        # taken until the purge, as in older GitLab.
+        self.rename_on_delete = True
         self.lock = threading.RLock()
         self._ids: dict[str, Iterator[int]] = {}
         self.users: dict[int, FakeUser] = {}
@@ -458,6 +461,8 @@ class GitLabFake:
             suffix = f"-deletion_scheduled-{project.id}"
             project.path_before_deletion = project.path
             project.marked_for_deletion_on = now_iso()[:10]
+            if not self.rename_on_delete:
+                return
             new_repo = project.repo.with_name(f"{project.path}{suffix}.git")
             project.repo.rename(new_repo)
             project.repo = new_repo
