@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from tests.e2e.installed import clean_env, clone_head, imported_from, make_venv, run, wait_healthy
+from tests.e2e.nakama_server import wait_for
 from tests.support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -163,6 +164,27 @@ def test_up_serves_the_sign_in_page_with_its_static_files(server: str) -> None:
         assert http.get("/docs").status_code == 200
 
 
+def pushed_to(server: str, clone: Path, *, username: str, token: str, home: Path) -> None:
+    """A push to the project: the installed package's post-receive hook says what it will do
+    and its hook reaches the receiver (a pipeline for the commit)."""
+    (clone / "app.py").write_text((clone / "app.py").read_text() + "\n# changed\n")
+    email = f"{username}@example.org"
+    env = clean_env(home, GIT_AUTHOR_NAME=username, GIT_AUTHOR_EMAIL=email,
+                    GIT_COMMITTER_NAME=username, GIT_COMMITTER_EMAIL=email)  # fmt: skip
+    assert run(["git", "commit", "-qam", "a change"], cwd=clone, env=env).returncode == 0
+    commit = run(["git", "rev-parse", "HEAD"], cwd=clone, env=env).stdout.strip()
+    done = run(["git", "push", "-q", "origin", "HEAD:main"], cwd=clone, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"nakama: push to main received ({commit[:8]})" in done.stderr, done.stderr
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def pipeline() -> bool:
+        url = f"{server}/api/v1/projects/{username}-kit/pipelines"
+        return any(p["commit"] == commit for p in httpx.get(url, headers=auth, timeout=30).json())
+
+    wait_for(pipeline, timeout=60, what=f"a pipeline for {username}'s push")
+
+
 def signed_in(server: str, username: str, password: str) -> httpx.Client:
     browser = httpx.Client(base_url=server, timeout=30, follow_redirects=False)
     page = browser.get("/login")
@@ -213,6 +235,7 @@ def test_projects_start_from_the_installed_starter_kit(
         assert done.returncode == 0, done.stderr
         files = run(["git", "ls-files"], cwd=dest, env=clean_env(installed.home)).stdout.split()
         assert {f: (dest / f).read_bytes() for f in files} == expected
+        pushed_to(server, dest, username=username, token=token, home=installed.home)
     # Each sees their own project on the web UI's pages (templates), not the other's.
     for username, other in (("alice", "bob"), ("bob", "alice")):
         browser = signed_in(server, username, PASSWORDS[username])
