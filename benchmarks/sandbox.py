@@ -62,6 +62,8 @@ from tests.e2e.nakama_server import TINY_APP, clone, set_version, wait_for
 TARGET_ADDED_S = 0.050
 TARGET_LIVE_S = 1.0
 BENCH_UID = 399_999  # below Nakama's sandbox uids (400000-): no other Nakama's rule applies
+# The interpreter itself, not a virtualenv's link to it: a jail binds only the installation.
+PYTHON = os.path.realpath(sys.executable)
 SANDBOX_OFF = {"NAKAMA_RUNTIME__SANDBOX": "off"}
 VARIANTS = ("plain", "limits", "sandboxed")
 
@@ -104,7 +106,7 @@ def startup(starts: int, interval: float) -> dict[str, list[float]]:
     with app_dir() as root:
         code, data = root / "code", root / "data"
         jail = Jail(
-            ro=(code, *python_roots(Path(sys.executable))),
+            ro=(code, *python_roots(Path(PYTHON))),
             rw=(data,),
             cwd=code,
             uid=BENCH_UID if os.geteuid() == 0 else None,
@@ -115,7 +117,7 @@ def startup(starts: int, interval: float) -> dict[str, list[float]]:
             return AppSpec(
                 name=f"bench-{variant}",
                 cwd=code,
-                command=[sys.executable, "app.py"],
+                command=[PYTHON, "app.py"],
                 port=port,
                 env={"DATA_DIR": str(data), "HOME": str(data)},
                 log_path=root / f"{variant}.log",
@@ -197,9 +199,9 @@ def breakdown(jail: Jail, limiter: Limiter, limits: object, times: int = 30) -> 
         rows.append(("the wrapper, joining the app's cgroup first", join))
         rows.append((f"cgroup made (mkdir + limits) and removed ({limiter.kind})", group_times))
     rows += [
-        ("python -c pass", timed_runs([sys.executable, "-c", "pass"], times)),
+        ("python -c pass", timed_runs([PYTHON, "-c", "pass"], times)),
         ("python -c pass in the sandbox",
-         timed_runs(sandbox.wrap([sys.executable, "-c", "pass"], jail), times)),
+         timed_runs(sandbox.wrap([PYTHON, "-c", "pass"], jail), times)),
     ]  # fmt: skip
     print(f"\nwhere a sandboxed start's time goes ({times}x each, subprocess.run wall time):")
     for label, values in rows:

@@ -23,7 +23,8 @@ from nakama.local.supervisor import listener_uids
 
 ROOT = os.geteuid() == 0
 UID = 399_998  # below Nakama's range: no rule of a running Nakama applies to it
-PYTHON = sys.executable
+# The interpreter itself, not a virtualenv's link to it: a jail binds only the installation.
+PYTHON = os.path.realpath(sys.executable)
 
 
 def run_in(
