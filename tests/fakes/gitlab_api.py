@@ -1333,8 +1333,9 @@ def list_hooks(fake: GitLabFake, req: Req) -> Any:
 def add_hook(fake: GitLabFake, req: Req) -> Any:
     project = _project(fake, req, rules.MAINTAINER)
     _required(req, "url")
-    hook = FakeHook(id=fake.next_id("hook"), project_id=project.id, url="", token=None)
-    _apply_hook_fields(fake, hook, req.params)
+    hook = FakeHook(id=0, project_id=project.id, url="", token=None)
+    _apply_hook_fields(fake, hook, req.params)  # a refused URL makes no hook, uses no id
+    hook.id = fake.next_id("hook")
     project.hooks.append(hook)
     return 201, hook.entity()
 
