@@ -219,10 +219,16 @@ def flux_validate(ctx: typer.Context) -> None:
 
 @cluster_app.command("setup", context_settings=_PASS_THROUGH)
 def cluster_setup(ctx: typer.Context) -> None:
-    """Ensure the Harbor project, its tag retention, a pull robot and a push robot."""
+    """Ensure the Harbor project, its tag retention, a pull robot and a push robot; with
+    ``gitlab``: the GitOps and pipelines projects, the trigger token, and check GitLab."""
+    args = list(ctx.args)
+    if args[:1] == ["gitlab"]:
+        from nakama.cluster.gitlab_setup import gitlab_setup_main
+
+        raise typer.Exit(gitlab_setup_main(args[1:]))
     from nakama.cluster.setup import setup_main
 
-    raise typer.Exit(setup_main(list(ctx.args)))
+    raise typer.Exit(setup_main(args))
 
 
 register(app)  # login, projects, pipelines, logs: the client of a running Nakama

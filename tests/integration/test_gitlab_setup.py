@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from nakama.cli import app as cli_app
 from nakama.cluster.gitlab_setup import gitlab_setup_main
 from tests.fakes import gitlab_git
 from tests.fakes.gitlab import TOKEN, TRIGGER_TOKEN, GitLabFake
@@ -78,6 +80,10 @@ def test_first_run_makes_the_gitops_project_and_says_what_is_left_then_nothing_c
         again = [f"{r.method} {r.path}" for r in fake.requests[before:] if r.method != "GET"]
         assert again == ["POST /api/v4/projects/1/hooks", "DELETE /api/v4/projects/1/hooks/1"]
         assert fake.hooks("nakama/pipelines") == []
+        # The command of docs/cluster-install.md, step 2, through the CLI.
+        result = CliRunner().invoke(cli_app, ["cluster", "setup", "gitlab"])
+        assert result.exit_code == 0, result.output
+        assert "GitLab is set up." in result.output
 
 
 def test_gitlab_com_defaults_no_trigger_token_and_a_developer_flux_token(
