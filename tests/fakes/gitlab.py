@@ -746,7 +746,21 @@ class GitLabFake:
             for client in clients.values():
                 client.close()
 
-    def _deliver(self, item: _Outgoing, client: httpx.Client) -> None:
+    def deliver_test(self, hook: FakeHook, project: FakeProject, pusher: FakeUser) -> Delivery:
+        """``POST /projects/:id/hooks/:hook_id/test/push_events``: a push event for the default
+        branch's head, sent now, even to a disabled hook; a success enables it again (GitLab's
+        TestHookService, and WebHookService re-enabling a hook whose delivery succeeded)."""
+        branch = default_branch(project)
+        head = git.branch_head(project.repo, branch) or git.ZERO_SHA
+        payload = self._push_payload(
+            project, before=git.ZERO_SHA, after=head, ref=f"{_BRANCH}{branch}", pusher=pusher
+        )
+        item = _Outgoing(hook, project.full_path, payload, "Push Hook", uuid.uuid4(), uuid.uuid4())
+        with httpx.Client(timeout=10.0, verify=hook.enable_ssl_verification) as client:
+            self._deliver(item, client, test=True)
+        return self.deliveries[-1]
+
+    def _deliver(self, item: _Outgoing, client: httpx.Client, *, test: bool = False) -> None:
         hook = item.hook
         headers = {
             "Content-Type": "application/json",
@@ -761,7 +775,10 @@ class GitLabFake:
             headers["X-Gitlab-Token"] = hook.token
         record = Delivery(hook.id, item.project, hook.url, item.event, headers, item.payload)
         now = datetime.now(UTC)
-        if hook.alert_status == "disabled" or (hook.disabled_until and now < hook.disabled_until):
+        off = hook.alert_status == "disabled" or bool(
+            hook.disabled_until and now < hook.disabled_until
+        )
+        if off and not test:
             record.skipped = True
             self.deliveries.append(record)
             return

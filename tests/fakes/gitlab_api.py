@@ -1350,6 +1350,17 @@ def edit_hook(fake: GitLabFake, req: Req) -> Any:
     return hook.entity()
 
 
+def hook_test(fake: GitLabFake, req: Req) -> Any:
+    """``POST /projects/:id/hooks/:hook_id/test/:trigger`` (push_events only)."""
+    project, hook = _hook(fake, req)
+    if req.path["trigger"] != "push_events":
+        raise ApiError(400, "trigger does not have a valid value", key="error")
+    if git.branch_head(project.repo, default_branch(project)) is None:
+        raise ApiError(422, "Ensure the project has at least one commit.")
+    fake.deliver_test(hook, project, req.user or fake.admin)
+    return 201, {"message": "201 Created"}
+
+
 def delete_hook(fake: GitLabFake, req: Req) -> Any:
     project, hook = _hook(fake, req)
     project.hooks.remove(hook)
@@ -1556,6 +1567,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/projects/{id}/hooks/{hook_id}", get_hook),
     ("PUT", "/projects/{id}/hooks/{hook_id}", edit_hook),
     ("DELETE", "/projects/{id}/hooks/{hook_id}", delete_hook),
+    ("POST", "/projects/{id}/hooks/{hook_id}/test/{trigger}", hook_test),
     ("GET", "/projects/{id}/deploy_tokens", list_deploy_tokens),
     ("POST", "/projects/{id}/deploy_tokens", create_deploy_token),
     ("GET", "/projects/{id}/deploy_tokens/{token_id}", get_deploy_token),

@@ -24,6 +24,7 @@ from gitlab.exceptions import GitlabError
 
 from tests.fakes.gitlab import ADMIN_TOKEN, TOKEN, TRIGGER_TOKEN, GitLabFake
 from tests.fakes.gitlab_rules import DEVELOPER, MAINTAINER, OWNER, REPORTER
+from tests.support import free_port, serve
 
 BUILD = {"NAKAMA_KIND": "build", "NAKAMA_PROJECT": "demo"}
 
@@ -351,3 +352,37 @@ def test_developers_cannot_push_to_the_default_branch_and_nobody_force_pushes(
         assert branches.allow_force_push is False
         assert [a["access_level"] for a in branches.push_access_levels] == [MAINTAINER]
         assert project.default_branch == "main"
+
+
+# --- docs/cluster-install.md, troubleshooting: re-enable a disabled hook --------------------------
+def test_a_hook_disabled_after_four_failures_is_enabled_again_by_a_test_push_event(
+    tmp_path: Path,
+) -> None:
+    """The guide's fix for hooks GitLab disabled: once the receiver answers again, send a test
+    push event (``POST /projects/:id/hooks/:hook_id/test/push_events``)."""
+    answers = {"status": 500}
+
+    async def receiver(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": answers["status"], "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    port = free_port()
+    with fake_gitlab(tmp_path, allow_local_requests=True) as fake, serve(receiver, port=port):
+        demo(fake)
+        handle = api(fake).projects.get("nakama-apps/demo")
+        hook = handle.hooks.create({"url": f"http://127.0.0.1:{port}/build-image/demo"})
+        for i in range(4):
+            commit(handle, {f"n{i}.txt": "x"})
+        fake.wait_for_deliveries()
+        assert handle.hooks.get(hook.id).alert_status == "temporarily_disabled"
+        commit(handle, {"skipped.txt": "x"})
+        assert fake.wait_for_deliveries()[-1].skipped  # GitLab sends nothing now
+
+        answers["status"] = 200
+        handle.hooks.get(hook.id).test("push_events")
+        assert fake.deliveries[-1].status == 200 and not fake.deliveries[-1].skipped
+        assert handle.hooks.get(hook.id).alert_status == "executable"
