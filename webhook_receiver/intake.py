@@ -6,7 +6,10 @@ body from a stranger costs almost nothing: hooks name their project in the URL
 is parsed only after that, in a worker thread (see :mod:`webhook_receiver.bodies`). The older
 URLs without a project (hooks made before) still work: the project is found in the body's first
 64 KiB, its token checked, and only then is the rest read and the body parsed.
-An unknown project answers exactly as a known one with a wrong token, in the same time.
+An unknown project answers exactly as a known one with a wrong token, in the same time, and
+without the right token nothing is said about the body (401 before any 413 or 422). A refused
+body is answered at once, then read to its end (within bounds) and dropped, so that a client
+that writes all of it before reading gets the answer rather than a connection reset.
 """
 
 from __future__ import annotations
