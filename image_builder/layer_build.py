@@ -21,6 +21,7 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -95,9 +96,10 @@ def build_layer_image(job: LayerJob, *, registry: OciClient, out: TextIO) -> Pus
             raise PermanentError(problem)
         venv = job.workdir / "image" / "venv"
         _build_environment(job, venv, out)
+        started = time.monotonic()
         layer = write_layer(venv, prefix=VENV, target=job.workdir / "layer.tar.gz")
         _say(out, "layer", f"{layer.digest} ({layer.entries} entries, {layer.tar_size} bytes, "
-             f"{layer.size} compressed)")  # fmt: skip
+             f"{layer.size} compressed, {time.monotonic() - started:.1f} s)")  # fmt: skip
         config = app_config(
             base_config,
             diff_id=layer.diff_id,
@@ -153,16 +155,20 @@ def _build_environment(job: LayerJob, venv: Path, out: TextIO) -> None:
         _say(out, "environment", "no dependency file: the environment has only the standard "
              "library")  # fmt: skip
     else:
+        started = time.monotonic()
         install = [uv, "pip", "install", "--python", str(python), "-r", job.requirements]
         _step(install, job=job, env=env, out=out, what="uv pip install")
+        _say(out, "environment", f"installed in {time.monotonic() - started:.1f} s")
     # Paths inside the .pyc files name the image's place, not the workdir's (tracebacks).
     compile_ = [
         str(python), "-m", "compileall", "-q", "-j", "0",
         "--invalidation-mode", "unchecked-hash",
         "-s", str(venv), "-p", VENV, str(venv / "lib"),
     ]  # fmt: skip
+    started = time.monotonic()
     result = run_step(compile_, out=out, deadline=job.deadline, cwd=job.workdir,
                       env=env, tail_lines=_TAIL_LINES)  # fmt: skip
+    _say(out, "environment", f"byte-compiled in {time.monotonic() - started:.1f} s")
     if result.timed_out:
         raise PermanentError(f"build timed out after {job.timeout_s:g}s")
     if result.returncode != 0:  # a package's file Python cannot compile: it is never imported

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from image_builder.dockerfile import default_command
-from image_builder.layer import LAYER_MTIME, write_layer
+from image_builder.layer import LAYER_MTIME, _ParallelGzip, write_layer
 from image_builder.oci_image import (
     VENV,
     app_config,
@@ -232,3 +232,31 @@ def test_a_layer_refuses_what_it_cannot_hold(tmp_path: Path) -> None:
         write_layer(root, prefix="opt/x", target=tmp_path / "l.tar.gz")
     with pytest.raises(ValueError, match="prefix"):
         write_layer(root, prefix="../etc", target=tmp_path / "l.tar.gz")
+
+
+def test_blocks_deflated_in_parallel_make_one_gzip_stream_whatever_the_cores(
+    tmp_path: Path,
+) -> None:
+    """Several 1 MiB blocks (and a partial one): gzip reads them back as the tar, and one
+    worker or four give the same bytes, so a digest does not depend on the runner's cores."""
+    data = b"".join(hashlib.sha256(str(i).encode()).digest() * 40 for i in range(3000))
+    outputs = []
+    for workers in (1, 4):
+        sink = io.BytesIO()
+        writer = _ParallelGzip(sink, level=6, workers=workers)
+        for start in range(0, len(data), 100_000):
+            writer.write(data[start : start + 100_000])
+        writer.close()
+        outputs.append(sink.getvalue())
+    assert outputs[0] == outputs[1]
+    assert gzip.decompress(outputs[0]) == data and len(data) > 3 * 1024 * 1024
+    assert len(outputs[0]) < len(data) // 10
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "big.bin").write_bytes(data)
+    layer = write_layer(root, prefix="opt/x", target=tmp_path / "l.tar.gz")
+    plain = gzip.decompress((tmp_path / "l.tar.gz").read_bytes())
+    assert layer.diff_id == f"sha256:{hashlib.sha256(plain).hexdigest()}"
+    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
+        member = tar.extractfile("opt/x/big.bin")
+        assert member is not None and member.read() == data
