@@ -83,7 +83,7 @@ from image_builder.process import run_step
 from image_builder.system_packages import PACKAGES_FILE, package_names, shown
 from nakama.clients.git import FULL_SHA, mask_credentials, run_git
 from nakama.clients.harbor import parse_robot_file
-from nakama.clients.oci import OciClient, check_repository
+from nakama.clients.oci import OciClient, check_repository, registry_api_url
 from nakama.errors import InvalidInput, NotFound, PermanentError
 from nakama.local.appconfig import CONFIG_FILE, load_app_config
 from nakama.settings import Settings
@@ -335,6 +335,7 @@ def _build_layer(
         created=datetime.now(UTC),
         deadline=time.monotonic() + options.timeout_s,
         timeout_s=options.timeout_s,
+        tls_verify=options.tls_verify,
     )
     pushed = build_layer_image(job, registry=registry, out=out)
     _say(out, "pushed", f"{ref} ({pushed.digest}): {pushed.uploaded_bytes} bytes uploaded; base "
@@ -538,24 +539,12 @@ def _read_tree(
 
 # --- registry ----------------------------------------------------------------------------
 def _registry_client(options: Options) -> OciClient:
-    url = options.registry_url or _api_url(options.registry_host, tls_verify=options.tls_verify)
+    url = options.registry_url or registry_api_url(
+        options.registry_host, tls_verify=options.tls_verify
+    )
     return OciClient(
         url, username=options.username, password=options.password, verify=options.tls_verify
     )
-
-
-def _api_url(host: str, *, tls_verify: bool) -> str:
-    """``https://host``; without TLS verification, ``http://host`` if HTTPS is not spoken there
-    (what buildah does with ``--tls-verify=false``)."""
-    if tls_verify:
-        return f"https://{host}"
-    try:
-        httpx.get(f"https://{host}/v2/", verify=False, timeout=10)  # noqa: S501 - asked for
-    except httpx.ConnectError:
-        return f"http://{host}"
-    except httpx.HTTPError:
-        pass
-    return f"https://{host}"
 
 
 @contextmanager

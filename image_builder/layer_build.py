@@ -34,7 +34,7 @@ from uv import find_uv_bin
 from image_builder.layer import Layer, write_layer
 from image_builder.oci_image import VENV, app_config, app_manifest, canonical, python_mismatch
 from image_builder.process import run_step
-from nakama.clients.oci import Manifest, OciClient, parse_image_reference
+from nakama.clients.oci import Manifest, OciClient, parse_image_reference, registry_api_url
 from nakama.errors import PermanentError
 
 _TAIL_LINES = 20
@@ -64,6 +64,7 @@ class LayerJob:
     created: datetime
     deadline: float
     timeout_s: float
+    tls_verify: bool = True  # False: a base in another registry may be plain HTTP, unverified
 
 
 @dataclass
@@ -226,11 +227,13 @@ def _base_client(
     host: str, api_host: str, job: LayerJob, registry: OciClient
 ) -> Iterator[OciClient]:
     """The base image's registry: the target one when the base lies there (its credentials,
-    and blobs can be mounted), else that registry over HTTPS, without credentials."""
+    and blobs can be mounted), else that registry without credentials, over HTTPS (plain HTTP
+    only where TLS verification is off and HTTPS is not spoken)."""
     if host == job.registry_host:
         yield registry
         return
-    with OciClient(f"https://{api_host}") as other:
+    url = registry_api_url(api_host, tls_verify=job.tls_verify)
+    with OciClient(url, verify=job.tls_verify) as other:
         yield other
 
 

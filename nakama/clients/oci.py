@@ -137,6 +137,20 @@ def parse_image_reference(name: str) -> ImageReference:
     return ImageReference(registry, path, tag or None, digest or None)
 
 
+def registry_api_url(host: str, *, tls_verify: bool) -> str:
+    """``https://host``; without TLS verification, ``http://host`` if HTTPS is not spoken there
+    (what buildah does with ``--tls-verify=false``)."""
+    if tls_verify:
+        return f"https://{host}"
+    try:
+        httpx.get(f"https://{host}/v2/", verify=False, timeout=10)  # noqa: S501 - asked for
+    except httpx.ConnectError:
+        return f"http://{host}"
+    except httpx.HTTPError:
+        pass
+    return f"https://{host}"
+
+
 class RegistryAuth(httpx.Auth):
     """The Docker registry token flow (Basic or Bearer, whichever the registry asks for)."""
 

@@ -241,3 +241,29 @@ def test_a_lock_file_is_what_the_layer_holds(
     history = pulled.config["history"]
     assert isinstance(history, list)
     assert history[-1]["created_by"] == f"nakama build: uv pip install from {lock} into {VENV}"
+
+
+def test_a_base_in_another_registry_is_copied_layer_by_layer(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """The base lies in a second registry (anonymous reads, as a public one): its layers are
+    read from there, their digests checked, and uploaded to the app's registry."""
+    rootfs = tmp_path / "base"
+    rootfs.mkdir()
+    env = python_rootfs(rootfs, python=PYTHON, imports=SIX_IMPORTS)
+    with registry_server(tmp_path / "public") as public:
+        base_digest = push_rootfs_image(public, "library/python", "3.11", rootfs, env=env)
+        repo = Repo(tmp_path / "app")
+        sha = repo.commit({"app.py": "\n", "requirements.txt": "six==1.17.0\n"})
+        base = f"{public.host}/library/python:3.11"
+        code, out, err = build(repo, sha, registry, tmp_path, "--base-image", base, app="copied")
+        assert code == 0, out + err
+        assert f"base: {base} ({base_digest}, 1 layer(s))" in out
+        assert "base layers: 0 mounted, 1 copied, 0 there already" in out
+        with OciClient(public.url) as source:
+            base_layer = source.get_manifest("library/python", "3.11")["layers"][0]
+    with OciClient(registry.url, username=USERNAME, password=PASSWORD) as client:
+        [tag] = client.list_tags("nakama-apps/copied")
+        layers = client.get_manifest("nakama-apps/copied", tag)["layers"]
+        assert layers[0] == base_layer
+        assert client.blob_size("nakama-apps/copied", base_layer["digest"]) == base_layer["size"]

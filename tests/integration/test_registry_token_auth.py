@@ -22,8 +22,9 @@ import httpx
 import pytest
 
 from image_builder.build import build_main
+from nakama.clients.harbor import robot_file
 from nakama.clients.oci import OCI_MANIFEST, Manifest, OciClient
-from nakama.errors import NotFound, Unauthorized
+from nakama.errors import NotFound, PermanentError, Unauthorized
 from tests.integration.test_build_cli import Repo
 from tests.registry import (
     Grant,
@@ -155,10 +156,10 @@ def test_wrong_password_at_the_token_service_is_unauthorized_without_echo(
 def test_a_layer_build_mounts_the_base_with_one_token_for_both_repositories(
     registry: Registry, tokens: TokenService, tmp_path: Path
 ) -> None:
-    """``nakama build`` as the push robot: the base image in the public ``nakama`` project is
-    mounted into the app's repository, which needs a token for the push and for the pull of the
-    source at once (distribution puts both scopes in one challenge, space-separated; the client
-    asks for them as two scope parameters)."""
+    """``nakama build`` as the push robot, from its robot file: the base image in the public
+    ``nakama`` project is mounted into the app's repository, which needs a token for the push
+    and for the pull of the source at once (distribution puts both scopes in one challenge,
+    space-separated; the client asks for them as two scope parameters)."""
     rootfs = tmp_path / "base"
     rootfs.mkdir()
     env = python_rootfs(rootfs, python=os.path.realpath(sys.executable))
@@ -166,15 +167,17 @@ def test_a_layer_build_mounts_the_base_with_one_token_for_both_repositories(
                       credentials=(ADMIN, SECRETS[ADMIN]))  # fmt: skip
     repo = Repo(tmp_path / "app")
     sha = repo.commit({"app.py": "\n"})
+    # The File variable as `nakama cluster setup --push-robot-file` writes it, and the user name
+    # variable as GitLab hands it over when it is not raw: the file's name is the one used.
     password = tmp_path / "password"
-    password.write_text(SECRETS[PUSH])
+    password.write_text(robot_file(PUSH, SECRETS[PUSH]))
     tokens.requests.clear()
     out = io.StringIO()
     code = build_main(
         [
             "--repo", str(repo.bare), "--commit", sha,
             "--image", f"{registry.host}/nakama-apps/mounted",
-            "--registry-username", PUSH, "--registry-password-file", str(password),
+            "--registry-username", "robot-apps+push", "--registry-password-file", str(password),
             "--no-tls-verify", "--base-image", f"{registry.host}/nakama/python:3.11-slim",
         ],
         out=out,
@@ -184,6 +187,7 @@ def test_a_layer_build_mounts_the_base_with_one_token_for_both_repositories(
     both = sorted(["repository:nakama-apps/mounted:pull,push", "repository:nakama/python:pull"])
     assert both in [sorted(norm(scope) for scope in r.scopes) for r in tokens.requests]
     assert SECRETS[PUSH] not in out.getvalue()
+    assert {r.user for r in tokens.requests} == {PUSH}
     with client(registry, PULL) as pull:
         [tag] = pull.list_tags("nakama-apps/mounted")
     pulled = pull_rootfs(registry, "nakama-apps/mounted", tag, tmp_path / "rootfs",
@@ -212,3 +216,24 @@ def _manifest(config: bytes, layer: bytes) -> Manifest:
         }
     ).encode()
     return Manifest(media_type=OCI_MANIFEST, digest=_sha256(body), content=body)
+
+
+def test_a_large_blob_goes_in_chunks_and_arrives_whole(registry: Registry, tmp_path: Path) -> None:
+    """Above the client's chunk size a blob is sent as PATCH chunks with Content-Range, then a
+    closing PUT with the digest; the registry checks the digest, the pull checks it again."""
+    data = os.urandom(10_000) + b"tail"
+    blob = tmp_path / "blob"
+    blob.write_bytes(data)
+    with OciClient(registry.url, username=PUSH, password=SECRETS[PUSH], chunk_bytes=4096) as push:
+        assert push.push_blob("nakama-apps/chunks", blob, digest=_sha256(data))
+        assert push.blob_size("nakama-apps/chunks", _sha256(data)) == len(data)
+    with client(registry, PULL) as pull:
+        target = tmp_path / "back"
+        assert pull.download_blob("nakama-apps/chunks", _sha256(data), target) == len(data)
+    assert target.read_bytes() == data
+    # A blob whose digest is not its content's is refused by the registry, not stored.
+    with (
+        OciClient(registry.url, username=PUSH, password=SECRETS[PUSH], chunk_bytes=4096) as push,
+        pytest.raises(PermanentError, match="DIGEST_INVALID"),
+    ):
+        push.push_blob("nakama-apps/chunks", blob, digest=_sha256(b"something else"))
