@@ -161,6 +161,8 @@ class HarborSettings(BaseModel):
     username: str = "admin"
     password: SecretStr | None = None
     project: str = "nakama-apps"  # one Harbor project; one repository per app inside it
+    # Harbor's system setting robot_name_prefix: a project robot is <prefix><project>+<name>.
+    robot_name_prefix: str = "robot$"
     # Builds kept per app by the tag-retention policy: the rollback window.
     keep_builds: int = 10
     verify_ssl: bool = True

@@ -67,6 +67,34 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+def robot_file(name: str, secret: str) -> str:
+    """A robot's name and secret as the content of a GitLab File variable: Harbor's own answer
+    to a robot's creation (``{"name": "robot$…", "secret": "…"}``), with every ``$`` written as
+    ``\\u0024``. GitLab expands ``$NAME`` in the values of variables (File variables too)
+    unless they are marked raw, which would turn ``robot$nakama-apps+push`` into
+    ``robot-apps+push``; JSON reads ``\\u0024`` back as ``$``."""
+    text = json.dumps({"name": name, "secret": secret}, ensure_ascii=True)
+    return text.replace("$", "\\u0024") + "\n"
+
+
+def parse_robot_file(text: str) -> tuple[str | None, str] | None:
+    """(name, secret) from a :func:`robot_file` (or Harbor's answer as it is), None if ``text``
+    is not such a JSON object; a JSON object without a secret is a ValueError."""
+    stripped = text.strip()
+    if not stripped.startswith("{"):
+        return None
+    try:
+        data = json.loads(stripped)
+    except ValueError:
+        raise ValueError("it starts with '{' but is not JSON") from None
+    secret, name = data.get("secret"), data.get("name")
+    if not isinstance(secret, str) or not secret:
+        raise ValueError('it is JSON without a "secret" string')
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ValueError('its "name" is not a string')
+    return name, secret
+
+
 def robot_request(*, project: str, name: str, access: Literal["pull", "push"]) -> dict[str, Any]:
     """A ``RobotCreate`` body for a project-level robot that never expires."""
     accesses = [
@@ -155,6 +183,7 @@ class HarborClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._project = settings.project
+        self._robot_prefix = settings.robot_name_prefix
         self._max_attempts = settings.max_attempts
         self._sleep = sleep
         password = settings.password.get_secret_value() if settings.password else ""
@@ -243,8 +272,13 @@ class HarborClient:
         headers = {"X-Is-Resource-Name": "true"}  # the name is a name even if it looks numeric
         return self._request("GET", f"/projects/{self._project}", headers=headers).json()
 
+    def robot_name(self, name: str) -> str:
+        """The full name Harbor gives the project robot ``name``: its ``robot_name_prefix``
+        (a system setting, ``robot$`` unless changed) + project + ``+`` + name."""
+        return f"{self._robot_prefix}{self._project}+{name}"
+
     def _find_robot(self, name: str) -> dict[str, Any] | None:
-        full_name = f"robot${self._project}+{name}"  # with Harbor's default robot_name_prefix
+        full_name = self.robot_name(name)
         query = {"q": f"Level=project,ProjectID={self._project_info()['project_id']}"}
         return next((r for r in self._paginate("/robots", query) if r["name"] == full_name), None)
 

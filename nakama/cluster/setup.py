@@ -4,22 +4,28 @@ It ensures the apps' (private) Harbor project, its tag-retention policy keeping
 ``NAKAMA_HARBOR__KEEP_BUILDS`` builds per app, a pull-only robot for the cluster's ``harbor-pull``
 Secret and a push robot for CI. Harbor shows a robot's secret only when it is created, so a robot
 created here has its secret printed once, on stdout; an existing robot is left alone unless
-``--rotate-robots`` asks for a new secret. Errors are one line on stderr without credentials.
+``--rotate-robots`` asks for a new secret. With ``--push-robot-file PATH`` the push robot's name
+and secret are also written (0600) into PATH as the content for the pipelines project's File
+variable ``NAKAMA_REGISTRY_PASSWORD_FILE`` (:func:`nakama.clients.harbor.robot_file`: JSON whose
+``$`` GitLab's variable expansion cannot reach). Errors are one line on stderr without
+credentials.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
 from contextlib import closing
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from nakama.clients.harbor import HarborClient, Robot
+from nakama.clients.harbor import HarborClient, Robot, robot_file
 from nakama.errors import NakamaError, NotFound, Unauthorized
 from nakama.settings import HarborSettings, Settings
 
@@ -45,8 +51,8 @@ def _robots(settings: Settings) -> list[tuple[str, Literal["pull", "push"], str]
         (
             "push",
             "push",
-            "the pipelines project's File variable NAKAMA_REGISTRY_PASSWORD_FILE, "
-            "with the name in NAKAMA_REGISTRY_USERNAME (docs/cluster-install.md, step 2)",
+            "the pipelines project's File variable NAKAMA_REGISTRY_PASSWORD_FILE, as "
+            "--push-robot-file writes it (docs/cluster-install.md, step 2)",
         ),
     ]
 
@@ -61,6 +67,13 @@ def setup_main(
         action="store_true",
         help="give robots that exist already a new secret (the old one stops working) and print it",
     )
+    parser.add_argument(
+        "--push-robot-file",
+        type=Path,
+        metavar="PATH",
+        help="also write the push robot's name and secret, when shown, into PATH (a new file, "
+        "0600): the content of the File variable NAKAMA_REGISTRY_PASSWORD_FILE",
+    )
     try:
         args = _parse(parser, argv)
         settings = Settings()
@@ -72,6 +85,8 @@ def setup_main(
     harbor = settings.harbor
     if harbor.password is None or not harbor.password.get_secret_value():
         return _fail("NAKAMA_HARBOR__PASSWORD is not set", 2)
+    if args.push_robot_file is not None and args.push_robot_file.exists():
+        return _fail(f"--push-robot-file {args.push_robot_file} exists already: give a new path", 2)
     if harbor.keep_builds < 1:
         return _fail(f"NAKAMA_HARBOR__KEEP_BUILDS must be at least 1, not {harbor.keep_builds}", 2)
 
@@ -93,7 +108,8 @@ def setup_main(
             print(f"tag retention: keeps the {harbor.keep_builds} newest builds per app (daily)")
             for name, access, where in _robots(settings):
                 step = f"{access} robot"
-                _robot(client, harbor, name, access, where, rotate=args.rotate_robots)
+                robot_file = args.push_robot_file if access == "push" else None
+                _robot(client, name, access, where, rotate=args.rotate_robots, file=robot_file)
     except Unauthorized as exc:
         return _fail(
             f"{step}: Harbor refused user {harbor.username!r} ({_safe(exc, harbor)}); check "
@@ -109,15 +125,15 @@ def setup_main(
 
 def _robot(
     client: HarborClient,
-    harbor: HarborSettings,
     name: str,
     access: Literal["pull", "push"],
     where: str,
     *,
     rotate: bool,
+    file: Path | None,
 ) -> None:
     robot: Robot | None = client.ensure_robot(name=name, access=access)
-    full_name = f"robot${harbor.project}+{name}"  # Harbor's default robot name prefix
+    full_name = client.robot_name(name)
     if robot is not None:
         print(f"{access} robot {robot.name}: created")
     elif rotate:
@@ -134,6 +150,12 @@ def _robot(
     print(f"  name:   {robot.name}")
     print(f"  secret: {robot.secret.get_secret_value()}")
     print(f"  Store this secret now, it is not shown again: in {where}.")
+    if file is not None:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(robot_file(robot.name, robot.secret.get_secret_value()))
+        print(f"  Written to {file} as well: its content is the File variable's whole value, "
+              "and NAKAMA_REGISTRY_USERNAME is then not needed.")  # fmt: skip
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:

@@ -141,9 +141,12 @@ class _Fault:
 
 
 class FakeHarbor:
-    """Harbor's REST API for one admin user, kept in dicts."""
+    """Harbor's REST API for one admin user, kept in dicts. ``robot_prefix`` is Harbor's system
+    setting ``robot_name_prefix`` (``robot$`` unless an admin changed it): a project robot's
+    full name is ``<prefix><project>+<name>``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, robot_prefix: str = "robot$") -> None:
+        self.robot_prefix = robot_prefix
         self.projects: dict[str, dict[str, Any]] = {}
         self.robots: dict[int, dict[str, Any]] = {}
         self.robot_projects: dict[int, int] = {}
@@ -370,7 +373,7 @@ class FakeHarbor:
                 return harbor_error(400, "BAD_REQUEST", message)
         if body.get("duration") != -1 and not body.get("duration", 0) > 0:
             return harbor_error(400, "BAD_REQUEST", "duration must be -1 or positive")
-        full_name = f"robot${project['name']}+{body['name']}"
+        full_name = f"{self.robot_prefix}{project['name']}+{body['name']}"
         if any(robot["name"] == full_name for robot in self.robots.values()):
             return harbor_error(409, "CONFLICT", f"robot account {full_name} already exists")
         robot_id = next(self._ids)
@@ -893,3 +896,27 @@ def test_a_whole_setup_sends_only_valid_bodies(client: HarborClient, harbor: Fak
     assert len(harbor.bodies) == len(writes) == 6
     definitions = {d for d, _ in harbor.bodies}
     assert definitions == {"ProjectReq", "RobotCreate", "RobotSec", "RetentionPolicy"}
+
+
+@pytest.mark.parametrize("prefix", ["robot_", "svc-"])
+def test_a_non_default_robot_prefix_is_taken_from_the_settings(
+    prefix: str, sleeps: list[float]
+) -> None:
+    """Harbor's robot_name_prefix is a system setting; the client must find its robots by it."""
+    fake = FakeHarbor(robot_prefix=prefix)
+    with respx.mock(assert_all_called=False) as router:
+        fake.install(router)
+        client = make_client(sleeps, robot_name_prefix=prefix)
+        client.ensure_project()
+        created = client.ensure_robot(name="builder", access="push")
+        assert created is not None and created.name == f"{prefix}{PROJECT}+builder"
+        assert client.robot_name("builder") == created.name
+        assert client.ensure_robot(name="builder", access="push") is None  # found, not re-made
+        assert statuses(fake, "POST") == [201, 201]
+        refreshed = client.refresh_robot_secret(name="builder")
+        assert refreshed.id == created.id
+        assert fake.robot_secrets[created.id] == refreshed.secret.get_secret_value()
+        # With Harbor's default assumed instead, the robot is not found.
+        wrong = make_client(sleeps)
+        with pytest.raises(NotFound, match="builder"):
+            wrong.refresh_robot_secret(name="builder")
