@@ -4,8 +4,11 @@ of its own (not editable), run from outside the clone with a clean environment."
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -96,3 +99,32 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
             return False
 
     wait_for(healthy, timeout=90, what="nakama up to answer /healthz")
+
+
+@contextmanager
+def serving(
+    nakama: str, *, data: Path, port: int, cwd: Path, env: dict[str, str], log: Path
+) -> Iterator[str]:
+    """``nakama up`` of an installed ``nakama`` on ``data`` and ``port``, from /healthz
+    answering to its stop (Ctrl-C, then SIGKILL); yields its URL."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [nakama, "up", "--data-dir", str(data), "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, log)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)

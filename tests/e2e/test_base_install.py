@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from tests.e2e.installed import (
     make_venv,
     missing_modules,
     run,
-    wait_healthy,
+    serving,
 )
 from tests.support import free_port
 
@@ -189,28 +188,15 @@ def test_up_without_the_extra_says_which_to_install_and_frees_its_port(
 @contextmanager
 def up(base: Base, data: Path, port: int) -> Iterator[str]:
     """Local mode's ``nakama up`` of the base install, from /healthz answering to its stop."""
-    log = data.parent / f"up-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [base.nakama, "up", "--data-dir", str(data), "--port", str(port)],
-            cwd=base.work,
-            env=base.env(NAKAMA_ADMIN_TOKEN=ADMIN_TOKEN, UV_OFFLINE="1"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, log)
+    with serving(
+        base.nakama,
+        data=data,
+        port=port,
+        cwd=base.work,
+        env=base.env(NAKAMA_ADMIN_TOKEN=ADMIN_TOKEN, UV_OFFLINE="1"),
+        log=data.parent / f"up-{port}.log",
+    ) as url:
         yield url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
 
 
 @pytest.fixture

@@ -25,9 +25,8 @@ from tests.e2e.nakama_server import (
     git,
     git_push,
     wait_for,
-    write_tiny_kit,
 )
-from tests.e2e.two_users import Run, make_users
+from tests.e2e.two_users import Run, alice_and_bob_with_a_project, serve_tiny_kit
 from tests.integration.test_web_security import csrf_of
 
 PROJECT = "frictions-app"
@@ -47,21 +46,12 @@ start()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, uv_cache: Path) -> Iterator[NakamaProcess]:
-    root = tmp_path_factory.mktemp("cli-frictions")
-    kit = write_tiny_kit(root / "kit")
-    nakama = NakamaProcess(data_dir=root / "data", starter_kit=kit, uv_cache=uv_cache)
-    nakama.start()
-    yield nakama
-    nakama.close()
-    nakama.kill_apps()
+    yield from serve_tiny_kit(tmp_path_factory.mktemp("cli-frictions"), uv_cache)
 
 
 @pytest.fixture(scope="module")
 def users(server: NakamaProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
-    made = make_users(server, tmp_path_factory, "alice", "bob")
-    out = made["alice"]("projects", "create", PROJECT, "--json")
-    assert out.returncode == 0, out.stderr
-    return made
+    return alice_and_bob_with_a_project(server, tmp_path_factory, PROJECT)
 
 
 @pytest.fixture(scope="module")

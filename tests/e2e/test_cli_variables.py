@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.nakama_server import NakamaProcess, app_request, wait_for, write_tiny_kit
+from tests.e2e.nakama_server import NakamaProcess, app_request, wait_for
 from tests.e2e.test_cli import NAKAMA
-from tests.e2e.two_users import Run, make_users
+from tests.e2e.two_users import Run, alice_and_bob_with_a_project, serve_tiny_kit
 
 # The app answers with the variables it was started with: LEVEL as it is, TOKEN as a hash.
 ENV_APP = """\
@@ -51,21 +51,12 @@ PROJECT = "vars-app"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, uv_cache: Path) -> Iterator[NakamaProcess]:
-    root = tmp_path_factory.mktemp("cli-variables")
-    kit = write_tiny_kit(root / "kit", app=ENV_APP)
-    nakama = NakamaProcess(data_dir=root / "data", starter_kit=kit, uv_cache=uv_cache)
-    nakama.start()
-    yield nakama
-    nakama.close()
-    nakama.kill_apps()
+    yield from serve_tiny_kit(tmp_path_factory.mktemp("cli-variables"), uv_cache, app=ENV_APP)
 
 
 @pytest.fixture(scope="module")
 def users(server: NakamaProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
-    made = make_users(server, tmp_path_factory, "alice", "bob")
-    out = made["alice"]("projects", "create", PROJECT, "--json")
-    assert out.returncode == 0, out.stderr
-    return made
+    return alice_and_bob_with_a_project(server, tmp_path_factory, PROJECT)
 
 
 @pytest.fixture(scope="module")

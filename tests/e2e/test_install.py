@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.installed import clean_env, clone_head, run
 from tests.e2e.nakama_server import wait_for
 from tests.support import free_port
 
@@ -46,40 +47,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def clone(tmp_path: Path) -> Path:
     """A fresh clone of the HEAD of the repository these tests run in."""
-    here = Path(__file__).resolve().parent
-    top = subprocess.run(
-        ["git", "rev-parse", "--show-toplevel"],
-        cwd=here,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    dest = tmp_path / "nakama"
-    subprocess.run(["git", "clone", "-q", top, str(dest)], check=True, capture_output=True)
-    return dest
-
-
-# How this machine reaches the package index (its CA bundle, proxy, index): kept, as a user's
-# login shell would have them; nothing else of the test run's environment is.
-NETWORK = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
-NETWORK_PREFIXES = ("PIP_", "UV_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy",
-                    "https_proxy", "no_proxy")  # fmt: skip
-
-
-def clean_env(home: Path, *, first: Path | None = None, **extra: str) -> dict[str, str]:
-    """What ``env -i PATH=/usr/bin:/bin HOME=home`` leaves, with ``first`` ahead on PATH, and
-    the machine's network settings."""
-    path = "/usr/bin:/bin" if first is None else f"{first}:/usr/bin:/bin"
-    network = {
-        k: v for k, v in os.environ.items() if k in NETWORK or k.startswith(NETWORK_PREFIXES)
-    }
-    return {**network, "PATH": path, "HOME": str(home), **extra}
-
-
-def run(cmd: list[str], *, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False
-    )
+    return clone_head(tmp_path / "nakama")
 
 
 def test_scripts_up_installs_and_runs_with_the_system_python_and_deploys(
@@ -148,7 +116,7 @@ def test_scripts_up_installs_into_the_active_virtual_environment(
     system_python_with_venv()
     env_dir = tmp_path / "env"
     subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(env_dir)], check=True)
-    active = clean_env(home, first=env_dir / "bin", VIRTUAL_ENV=str(env_dir))
+    active = clean_env(home, venv=env_dir, VIRTUAL_ENV=str(env_dir))
     done = run(["./scripts/up", "--help"], cwd=clone, env=active)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"into {env_dir}" in done.stderr

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import signal
 import subprocess
 import zipfile
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.installed import clean_env, clone_head, imported_from, make_venv, run, wait_healthy
+from tests.e2e.installed import clean_env, clone_head, imported_from, make_venv, run, serving
 from tests.e2e.nakama_server import wait_for
 from tests.support import free_port
 
@@ -112,34 +111,13 @@ def server(installed: Installed) -> Iterator[str]:
         # No downloads for the first builds the projects start: this test is about the files.
         UV_OFFLINE="1",
     )
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(installed.venv / "bin" / "nakama"),
-                "up",
-                "--data-dir",
-                str(data),
-                "--port",
-                str(port),
-            ],
-            cwd=installed.outside,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc, log)
-        yield url
+        with serving(
+            str(installed.venv / "bin" / "nakama"),
+            data=data, port=port, cwd=installed.outside, env=env, log=log,
+        ) as url:  # fmt: skip
+            yield url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
         subprocess.run(["pkill", "-KILL", "-f", str(data / "apps")], check=False)
 
 

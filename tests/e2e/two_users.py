@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 import pytest
 
-from tests.e2e.nakama_server import ADMIN_TOKEN, NakamaProcess
+from tests.e2e.nakama_server import ADMIN_TOKEN, TINY_APP, NakamaProcess, write_tiny_kit
 from tests.e2e.test_cli import NAKAMA, cli_env
 
 
@@ -53,4 +54,25 @@ def make_users(
         assert out.returncode == 0, out.stderr
         token = json.loads(out.stdout)["token"]
         made[username] = runner(server, tmp_path_factory.mktemp(f"{username}-cfg"), token)
+    return made
+
+
+def serve_tiny_kit(root: Path, uv_cache: Path, *, app: str = TINY_APP) -> Iterator[NakamaProcess]:
+    """A module's ``nakama up`` in ``root`` whose starter kit is ``app``, to ``yield from`` in
+    a fixture; its apps are stopped afterwards."""
+    kit = write_tiny_kit(root / "kit", app=app)
+    nakama = NakamaProcess(data_dir=root / "data", starter_kit=kit, uv_cache=uv_cache)
+    nakama.start()
+    yield nakama
+    nakama.close()
+    nakama.kill_apps()
+
+
+def alice_and_bob_with_a_project(
+    server: NakamaProcess, tmp_path_factory: pytest.TempPathFactory, project: str
+) -> dict[str, Run]:
+    """alice and bob (and the admin), alice owning the new project ``project``."""
+    made = make_users(server, tmp_path_factory, "alice", "bob")
+    out = made["alice"]("projects", "create", project, "--json")
+    assert out.returncode == 0, out.stderr
     return made
