@@ -330,6 +330,9 @@ def local_adapters(settings: Settings, db: Database, secrets: SecretBox) -> Adap
         max_push_bytes=settings.planning.max_push_bytes,
     )
     forge.apply_push_limit()
+    rewritten = forge.refresh_hooks()
+    if rewritten:
+        log.info("rewrote post-receive hooks of an earlier install", count=rewritten)
     registry = LocalRegistry(envs_dir=data / "envs")
     routes = Routes()
     sandbox = Sandbox(settings.runtime.sandbox)

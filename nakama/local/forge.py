@@ -344,6 +344,23 @@ class LocalForge:
                 changed += 1
         return changed
 
+    def refresh_hooks(self) -> int:
+        """Rewrite every repository's post-receive hook that is not today's script, at start-up:
+        a hook names the interpreter and the module path it was made with, and an upgrade or a
+        new virtual environment changes them; how many were rewritten."""
+        script, changed = _hook_script(self.hook_python), 0
+        for git_dir in sorted(self.repos_dir.glob("*.git")):
+            hook = git_dir / "hooks" / "post-receive"
+            if git_dir.name.startswith(".") or not hook.is_file():
+                continue
+            if hook.read_text(errors="replace") != script:
+                tmp = hook.with_name(".post-receive.new")
+                tmp.write_text(script)
+                tmp.chmod(0o755)
+                os.replace(tmp, hook)
+                changed += 1
+        return changed
+
     def check_maintainer(self, username: str) -> None:
         """Local repositories have no users of their own: any API token may push."""
         raise InvalidInput(
