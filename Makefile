@@ -12,6 +12,7 @@ check:
 	./scripts/dev ruff check .
 	./scripts/dev ruff format --check .
 	./scripts/dev mypy
+	./scripts/dev lint-imports
 
 test:
 	./scripts/test

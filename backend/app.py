@@ -33,6 +33,15 @@ from backend.gateway.signin import make_gateway_router
 from backend.gateway.viewer import Viewers
 from backend.http_errors import status_of
 from backend.limits import LimitService, stored_limits
+from backend.local.forge import LocalForge
+from backend.local.gitserver import make_git_router
+from backend.local.jobs import LocalPipelines
+from backend.local.post_receive import PushContext
+from backend.local.reconcile import LocalReconciler
+from backend.local.registry import LocalRegistry
+from backend.local.routes import Routes
+from backend.local.runtime import LocalRuntime
+from backend.local.supervisor import Supervisor
 from backend.metrics import install_metrics
 from backend.projects import (
     ProjectService,
@@ -60,15 +69,6 @@ from nakama.db.tables import AppViewer, Project
 from nakama.errors import NakamaError, NotFound, RateLimited
 from nakama.hosts import app_address
 from nakama.limits import effective_limits
-from nakama.local.forge import LocalForge
-from nakama.local.gitserver import make_git_router
-from nakama.local.jobs import LocalPipelines
-from nakama.local.post_receive import PushContext
-from nakama.local.reconcile import LocalReconciler
-from nakama.local.registry import LocalRegistry
-from nakama.local.routes import Routes
-from nakama.local.runtime import LocalRuntime
-from nakama.local.supervisor import Supervisor
 from nakama.logs import get_logger
 from nakama.ports import Forge, Pipelines, Registry, Runtime
 from nakama.quotas import check_app_start
@@ -411,7 +411,7 @@ RECONCILE_INTERVAL_S = 10.0
 @dataclass
 class ClusterParts:
     """Cluster mode: builds, apps and repositories live elsewhere. A background loop reconciles
-    with GitLab (:mod:`nakama.cluster.reconcile`): it follows unfinished pipelines (and moves an
+    with GitLab (:mod:`backend.cluster.reconcile`): it follows unfinished pipelines (and moves an
     app to its commit once its image is built), fails stuck ones, catches up missed pushes,
     finishes half-done deletes and notices push hooks GitLab has disabled."""
 
@@ -454,10 +454,10 @@ class ClusterParts:
 
 
 def cluster_adapters(settings: Settings, db: Database) -> Adapters:
-    """GitLab, Harbor, Kubernetes and Flux (see :mod:`nakama.cluster.wiring`)."""
+    """GitLab, Harbor, Kubernetes and Flux (see :mod:`backend.cluster.wiring`)."""
     # Imported here: the cluster clients are an optional extra (pip install nakama[cluster]).
-    from nakama.cluster.gitlab_access import log_access
-    from nakama.cluster.wiring import connect
+    from backend.cluster.gitlab_access import log_access
+    from backend.cluster.wiring import connect
 
     cluster = connect(
         settings,

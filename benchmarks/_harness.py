@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from nakama.local.supervisor import port_is_free  # noqa: E402
+from backend.local.supervisor import port_is_free  # noqa: E402
 from tests.e2e.nakama_server import (  # noqa: E402  (needs REPO_ROOT on sys.path)
     NakamaProcess,
     fetch_text,

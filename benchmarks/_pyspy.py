@@ -43,8 +43,8 @@ def _innermost_ours(frames: list[str]) -> str:
         return "(no project frame)"
     if ours[-1].split(" (")[-1].startswith("nakama/db/") and len(ours) > 1:
         return f"{ours[-2].split(' (')[0]} > {ours[-1]}"
-    if ours[-1].startswith("up (nakama/cli.py)"):
-        return "uvicorn/FastAPI itself, outside any handler (under nakama.cli.up)"
+    if ours[-1].startswith("up (nakama_cli/main.py)"):
+        return "uvicorn/FastAPI itself, outside any handler (under nakama_cli.main.up)"
     return ours[-1]
 
 

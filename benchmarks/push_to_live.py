@@ -19,7 +19,7 @@ are wall-clock on the same machine):
 
 To split ``hook`` further, after the runs the repository's post-receive hook is run by hand a
 few times (for a non-deploy branch, so Nakama stores and ignores the events), and so is a bare
-``python -S -c "import nakama.local.post_receive"``: the hook's share of every push.
+``python -S -c "import backend.local.post_receive"``: the hook's share of every push.
 
 Run: ``python benchmarks/push_to_live.py [--runs N] [--warmup N]``.
 
@@ -199,8 +199,8 @@ def tiny_push_to_live(runs: int, warmup: int) -> int:
     print(f"post-receive hook run alone, {len(hook_alone)}x (python start + imports + git log +")
     print(f"  2 POSTs; a non-deploy ref): {fmt_stats(hook_alone)}")
     print(f"  of which python -S start: {fmt_stats(python_times('pass'))}")
-    imports = python_times("import nakama.local.post_receive")
-    print(f"  python -S + import nakama.local.post_receive: {fmt_stats(imports)}")
+    imports = python_times("import backend.local.post_receive")
+    print(f"  python -S + import backend.local.post_receive: {fmt_stats(imports)}")
     print(
         f"RESULT push_to_live median={percentile(live, 50):.3f}s "
         f"p90={percentile(live, 90):.3f}s min={min(live):.3f}s max={max(live):.3f}s "

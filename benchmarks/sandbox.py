@@ -4,7 +4,7 @@ in the same run.
 Measured:
 
 * start-up: the tiny test app (``TINY_APP``) started ``--starts`` times through
-  ``nakama.local.supervisor.Supervisor`` directly, timed from the ``run()`` call until it returns
+  ``backend.local.supervisor.Supervisor`` directly, timed from the ``run()`` call until it returns
   (the app answered HTTP), in three variants, interleaved (each round in another order): plain
   (``Sandbox("off")``, no limits), limits only (``Sandbox("off")`` and the default limits, in a
   cgroup from ``detect()``) and sandboxed (``Sandbox("bwrap")``, a ``Jail`` like the runtime's
@@ -43,6 +43,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from backend.local.supervisor import AppSpec, Supervisor, port_is_free
 from benchmarks._harness import (
     _free_port_range,
     create_project,
@@ -55,7 +56,6 @@ from benchmarks._harness import (
 from nakama.clients.cgroups import Limiter, detect
 from nakama.clients.sandbox import Jail, Sandbox, ignore_sigterm, python_roots
 from nakama.limits import effective_limits
-from nakama.local.supervisor import AppSpec, Supervisor, port_is_free
 from nakama.settings import LimitsSettings, RuntimeSettings
 from tests.e2e.nakama_server import TINY_APP, clone, set_version, wait_for
 

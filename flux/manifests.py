@@ -15,7 +15,7 @@ controller walks folders recursively, so ``flux bootstrap --path=clusters/nakama
 every per-app Kustomization a second time, with two owners). Removing both paths deletes the app.
 
 The workload (the Deployment, and its autoscaler) is committed only once the app has an image
-(:func:`render_files` with ``workload=False`` leaves it out, and nakama.cluster.runtime adds it
+(:func:`render_files` with ``workload=False`` leaves it out, and backend.cluster.runtime adds it
 with the first build's tag): a Deployment pointing at an image that does not exist would sit in
 ImagePullBackOff and fail the Kustomization's health check until the first build was done.
 
@@ -33,7 +33,7 @@ then runs the image's CMD with the synced worktree as its working directory, so 
 needs a restart, never a build; the copy of the code inside the image goes unused.
 
 The app author's environment variables are the Secret ``<name>-env`` (:func:`env_secret_name`),
-which nakama.cluster.runtime writes from the database; the app container reads all of it
+which backend.cluster.runtime writes from the database; the app container reads all of it
 (``envFrom``, optional so that an app starts before it exists). A change restarts the app.
 
 Who may open the app follows its visibility: :mod:`flux.gateway` renders its Ingresses (and, for
@@ -46,7 +46,7 @@ container's resources, the Deployment's replicas or a HorizontalPodAutoscaler, a
 its data volume ``<name>-data``, mounted at ``/data`` (``$DATA_DIR``, with ``$HOME`` below it).
 The files that follow the limits are :func:`limits_paths`. The data volume is kept out of Flux's
 garbage collection, so that no GitOps change (a hand edit, a reverted commit, an older Nakama
-rewriting the folder) can delete an app's data; nakama.cluster.runtime deletes it with the app.
+rewriting the folder) can delete an app's data; backend.cluster.runtime deletes it with the app.
 The code volume ``<name>-code`` holds only synced worktrees and goes with the manifests.
 
 Every pod runs under the "restricted" Pod Security Standard (tests/pss.py checks each control).
@@ -98,7 +98,7 @@ KUSTOMIZE_CONFIG_API = "kustomize.config.k8s.io/v1beta1"
 CODE_ROOT = "/code"  # the volume; the synced tree is CODE_ROOT/current -> .worktrees/<sha>
 TOKEN_FILE = "/var/run/nakama/git-token"  # noqa: S105 - a path, the token is in a Secret
 # The app's git read credentials: Secret ``<name>-git`` (see :func:`git_secret_name`), written by
-# nakama.cluster.runtime from a GitLab deploy token; the keys are these two.
+# backend.cluster.runtime from a GitLab deploy token; the keys are these two.
 GIT_USERNAME_KEY = "username"
 GIT_TOKEN_KEY = "token"  # noqa: S105 - a key name
 # The init container's one shell line: Kubernetes cannot default an env var, sh can. Values come

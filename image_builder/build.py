@@ -81,11 +81,11 @@ from image_builder.lockfiles import (
 from image_builder.oci_image import BUILDERS, choose_builder
 from image_builder.process import run_step
 from image_builder.system_packages import PACKAGES_FILE, package_names, shown
+from nakama.appconfig import CONFIG_FILE, load_app_config
 from nakama.clients.git import FULL_SHA, mask_credentials, run_git
 from nakama.clients.harbor import parse_robot_file
 from nakama.clients.oci import OciClient, check_repository, registry_api_url
 from nakama.errors import InvalidInput, NotFound, PermanentError
-from nakama.local.appconfig import CONFIG_FILE, load_app_config
 from nakama.settings import Settings
 from nakama.tagging import is_dependency_file
 

@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 
 from image_builder.lockfiles import LOCKED_REQUIREMENTS, PYPROJECT, REQUIREMENTS, choose_source
 from image_builder.system_packages import DEBIAN_NAME
+from nakama.appconfig import expand_port
 from nakama.clients.git import FULL_SHA
 from nakama.errors import InvalidInput
-from nakama.local.appconfig import expand_port
 from nakama.tagging import DEPENDENCY_HASH_LABEL as DEPENDENCY_HASH_LABEL  # its home; re-exported
 from nakama.tagging import TAG_PATTERN, dependency_hash, image_tag, is_dependency_file
 

@@ -29,9 +29,9 @@ from typing import Any, Literal
 
 from image_builder.dockerfile import APP_USER, DEFAULT_PORT, default_command
 from image_builder.system_packages import PACKAGES_FILE
+from nakama.appconfig import expand_port
 from nakama.clients.oci import DOCKER_MANIFEST, OCI_MANIFEST
 from nakama.errors import InvalidInput, PermanentError
-from nakama.local.appconfig import expand_port
 
 VENV = "/opt/nakama/venv"  # the environment's place in the image
 WORKDIR = "/app"  # as the generated Dockerfile's WORKDIR; the Deployment sets its own

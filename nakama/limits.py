@@ -3,7 +3,7 @@ replicas, with an optional CPU autoscaler.
 
 Defaults come from :class:`nakama.settings.LimitsSettings`; an admin may override any of them
 per project (:class:`LimitOverrides`, stored with the project). Local mode enforces them with
-cgroups or rlimits (``nakama.local.limits``); cluster mode renders them as the app container's
+cgroups or rlimits (``backend.local.limits``); cluster mode renders them as the app container's
 ``resources``, the Deployment's ``replicas`` and a HorizontalPodAutoscaler.
 """
 

@@ -26,7 +26,7 @@ FIELDS = (
     "autoscale_cpu_percent",
 )
 
-# The parts of an app's status detail that say why it stopped (nakama.local.runtime).
+# The parts of an app's status detail that say why it stopped (backend.local.runtime).
 _STOP_PREFIXES = ("stopped: ", "last stop: ")
 
 

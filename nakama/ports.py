@@ -1,6 +1,6 @@
 """The ports: what the core needs from the outside world, as small Protocols.
 
-Each has a local-mode adapter (nakama.local) and a cluster one (nakama.cluster: GitLab, Harbor,
+Each has a local-mode adapter (backend.local) and a cluster one (backend.cluster: GitLab, Harbor,
 Kubernetes + Flux). The composition root (backend.app.build_platform) picks them once.
 """
 

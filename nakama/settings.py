@@ -281,7 +281,7 @@ class LogSettings(BaseModel):
 
 
 class JobSettings(BaseModel):
-    """Local mode: who waits for whom among builds and reloads (nakama.local.jobs)."""
+    """Local mode: who waits for whom among builds and reloads (backend.local.jobs)."""
 
     # Worker threads for reloads only (a job whose environment exists: code-only pushes,
     # rollbacks and restarts onto a built environment): a reload takes a second and must never

@@ -22,7 +22,7 @@ MAX_VALUE_BYTES = 32 * 1024
 # process environment (Linux: a quarter of the stack limit, usually 2 MiB, shared with argv).
 MAX_TOTAL_BYTES = 256 * 1024
 RESERVED_PREFIX = "NAKAMA_"
-# The names the runtimes set for the app themselves (nakama.local.supervisor.app_environment;
+# The names the runtimes set for the app themselves (backend.local.supervisor.app_environment;
 # the app container's ``env`` in flux.manifests): an app author's value would be ignored or break
 # the app. The tests check both runtimes against this list.
 RESERVED_NAMES = frozenset({"PORT", "HOME", "PATH", "VIRTUAL_ENV", "PYTHONUNBUFFERED", "DATA_DIR"})

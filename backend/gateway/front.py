@@ -35,8 +35,8 @@ from backend.gateway.viewer import (
     filter_set_cookie,
     strip_nakama_cookies,
 )
+from backend.local.routes import Routes
 from nakama.hosts import BadHost, app_of_host, same_host_path
-from nakama.local.routes import Routes
 from nakama.logs import get_logger
 from nakama.ports import AppStatus
 from nakama.sessions import SessionStore

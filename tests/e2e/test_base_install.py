@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nakama.cli import EXTRA_MODULES
+from nakama_cli.main import EXTRA_MODULES
 from tests.e2e.installed import (
     CLUSTER_MODULES,
     clean_env,
@@ -42,17 +42,17 @@ CLUSTER_HINT = "pip install 'nakama[cluster]'"
 POSTGRES_HINT = "pip install 'nakama[postgres]'"
 # Every command and group of the installed CLI, with its path, as JSON.
 LIST_COMMANDS = """
-import json, typer.main, nakama.cli
+import json, typer.main, nakama_cli.main
 def walk(cmd, path):
     yield path
     for name, sub in sorted(getattr(cmd, "commands", {}).items()):
         yield from walk(sub, [*path, name])
-print(json.dumps(list(walk(typer.main.get_command(nakama.cli.app), []))))
+print(json.dumps(list(walk(typer.main.get_command(nakama_cli.main.app), []))))
 """
 
 
 def test_the_cli_knows_the_modules_of_every_extra() -> None:
-    """nakama.cli.EXTRA_MODULES names the top-level modules of each distribution of the
+    """nakama_cli.main.EXTRA_MODULES names the top-level modules of each distribution of the
     cluster and postgres extras (read from pyproject.toml; the modules from this environment,
     which has them all)."""
     with (REPO / "pyproject.toml").open("rb") as f:

@@ -257,7 +257,7 @@ def test_delete_asks_for_the_name_then_waits(server: NakamaProcess, run: Any) ->
 
 
 def test_follow_finds_new_lines_in_a_moving_tail() -> None:
-    from nakama.cli_commands import new_lines
+    from nakama_cli.commands import new_lines
 
     assert new_lines([], ["a", "b"]) == ["a", "b"]
     assert new_lines(["a", "b"], ["a", "b", "c"]) == ["c"]  # the log grew inside the window

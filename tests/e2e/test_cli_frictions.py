@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from nakama.cli_commands import short_reason
+from nakama_cli.commands import short_reason
 from tests.e2e.nakama_server import (
     ADMIN_TOKEN,
     NakamaProcess,

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nakama.local.supervisor import listener_uids
+from backend.local.supervisor import listener_uids
 from tests.e2e.nakama_server import (
     ADMIN_TOKEN,
     NakamaProcess,

@@ -5,22 +5,22 @@ loopback HTTP with the real python-gitlab client. It keeps GitLab's shapes and s
 (``shared/reference/gitlab/REST_API.md``) and is backed by real bare repositories, so commits,
 compares and file reads are real git (:mod:`tests.fakes.gitlab_git`); the endpoints live in
 :mod:`tests.fakes.gitlab_api`, the state, hooks, git route and fixture here. Like GitLab it fires
-the project's push hooks, with GitLab's headers and body (:mod:`nakama.local.push_payload`), after a
-commit through the API and after a ``git push`` over smart HTTP; deliveries are asynchronous, as
-GitLab's are, and :meth:`GitLabFake.wait_for_deliveries` waits for them. Failing hooks are
-disabled as GitLab.com does. Triggered pipelines are recorded with their variables; tests finish
-them with :meth:`GitLabFake.set_pipeline_status`. :meth:`GitLabFake.fail_next` makes the next API
-calls answer 429 or 5xx.
+the project's push hooks, with GitLab's headers and body (:mod:`backend.local.push_payload`), after
+a commit through the API and after a ``git push`` over smart HTTP; deliveries are asynchronous, as
+GitLab's are, and :meth:`GitLabFake.wait_for_deliveries` waits for them. Failing hooks are disabled
+as GitLab.com does. Triggered pipelines are recorded with their variables; tests finish them with
+:meth:`GitLabFake.set_pipeline_status`. :meth:`GitLabFake.fail_next` makes the next API calls answer
+429 or 5xx.
 
 Tokens are principals (:mod:`tests.fakes.gitlab_rules`): a personal access token acts as its user
-with that user's memberships, a group or project access token as a bot user with one membership,
-and the administrator ``root`` (:data:`ADMIN_TOKEN`) sees everything. A project or group the
-token's user cannot see is answered 404. The fake refuses what GitLab refuses: hook URLs on the
-local network unless :attr:`GitLabFake.allow_local_requests` (the admin setting), pipeline
-variables below the project's ``ci_pipeline_variables_minimum_override_role``, a trigger whose CI
-rules select no job, pushes to the protected default branch below Maintainer and every force
-push to it, a membership below an inherited one, a second membership of a bot. A deleted project
-is marked and renamed (delayed deletion) until :meth:`GitLabFake.purge`; compares are cut at
+with that user's memberships, a group or project access token as a bot user with one membership, and
+the administrator ``root`` (:data:`ADMIN_TOKEN`) sees everything. A project or group the token's
+user cannot see is answered 404. The fake refuses what GitLab refuses: hook URLs on the local
+network unless :attr:`GitLabFake.allow_local_requests` (the admin setting), pipeline variables below
+the project's ``ci_pipeline_variables_minimum_override_role``, a trigger whose CI rules select no
+job, pushes to the protected default branch below Maintainer and every force push to it, a
+membership below an inherited one, a second membership of a bot. A deleted project is marked and
+renamed (delayed deletion) until :meth:`GitLabFake.purge`; compares are cut at
 :attr:`GitLabFake.diff_max_files`.
 
 Use the ``gitlab_fake`` fixture: the fake serving on a free port with the layout of
@@ -28,12 +28,12 @@ Use the ``gitlab_fake`` fixture: the fake serving on a free port with the layout
 and pipelines projects under the group ``nakama``, and Nakama's token :attr:`GitLabFake.token`, a
 personal access token of the dedicated user ``nakama``: Owner of ``nakama-apps``, Maintainer of
 ``nakama`` (so of the GitOps project the tests create there) and Owner of ``nakama/pipelines``,
-whose trigger token :attr:`GitLabFake.trigger_token` it owns. The fixture allows hooks to the
-local network (``allow_local_requests``), as an operator whose Nakama has a private address must
-(the tests' receivers listen on 127.0.0.1). ``layout="group-token"`` builds the other documented
-layout (one group access token on a top-level group holding the apps' subgroup, the GitOps and
-the pipelines projects); ``layout="apps-group-token"`` the one the guide used to describe (a
-group access token on the apps' group only), which GitLab does not allow to reach the rest.
+whose trigger token :attr:`GitLabFake.trigger_token` it owns. The fixture allows hooks to the local
+network (``allow_local_requests``), as an operator whose Nakama has a private address must (the
+tests' receivers listen on 127.0.0.1). ``layout="group-token"`` builds the other documented layout
+(one group access token on a top-level group holding the apps' subgroup, the GitOps and the
+pipelines projects); ``layout="apps-group-token"`` the one the guide used to describe (a group
+access token on the apps' group only), which GitLab does not allow to reach the rest.
 """
 
 from __future__ import annotations
@@ -63,10 +63,10 @@ from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from backend.local.gitserver import GitHttpBackend, parse_basic_auth
+from backend.local.post_receive import branch_commits, tag_target
+from backend.local.push_payload import ProjectInfo, Pusher, build_push_payload
 from nakama.clients.gitlab import GitLabClient
-from nakama.local.gitserver import GitHttpBackend, parse_basic_auth
-from nakama.local.post_receive import branch_commits, tag_target
-from nakama.local.push_payload import ProjectInfo, Pusher, build_push_payload
 from nakama.settings import GitLabSettings
 from tests.fakes import gitlab_git as git
 from tests.fakes import gitlab_rules as rules

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nakama.local.applog import RotatingLog, pump, read_tail, rotated_path, start_pump
+from backend.local.applog import RotatingLog, pump, read_tail, rotated_path, start_pump
 from tests.conftest import REPO_ROOT
 
 LINES = 500_000  # of 101 bytes: a 50 MB burst
@@ -118,7 +118,7 @@ def test_markers_and_pumped_output_do_not_interleave(tmp_path: Path) -> None:
 FULL_DISK = r"""
 import resource, signal, sys
 from pathlib import Path
-from nakama.local.applog import RotatingLog
+from backend.local.applog import RotatingLog
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)

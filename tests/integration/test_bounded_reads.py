@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from backend.local.forge import LocalForge, size_problem
+from backend.local.jobs import LocalPipelines
+from backend.local.pipeline_log import open_pipeline_log
+from backend.local.registry import LocalRegistry
+from backend.local.routes import Routes
+from backend.local.runtime import LocalRuntime
+from backend.local.supervisor import Supervisor
 from image_builder.process import run_step
 from nakama.db.session import Database
 from nakama.db.tables import Project, WebhookEvent
-from nakama.local.forge import LocalForge, size_problem
-from nakama.local.jobs import LocalPipelines
-from nakama.local.pipeline_log import open_pipeline_log
-from nakama.local.registry import LocalRegistry
-from nakama.local.routes import Routes
-from nakama.local.runtime import LocalRuntime
-from nakama.local.supervisor import Supervisor
 from nakama.settings import DEFAULT_DEPENDENCY_FILES, Settings
 from nakama.tagging import dependency_hash
 from tests.conftest import load_reference

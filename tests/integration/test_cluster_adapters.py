@@ -20,6 +20,11 @@ from pydantic import SecretStr
 from ruamel.yaml import YAML
 from sqlalchemy import select
 
+from backend.cluster.gitlab_forge import GitLabForge
+from backend.cluster.gitops import GitOpsRepository
+from backend.cluster.pipelines import GitLabPipelines
+from backend.cluster.registry import HarborRegistry, newest_first
+from backend.cluster.runtime import KubernetesRuntime
 from code_reloader.restart import COMMIT_ANNOTATION, RESTARTED_AT, restart_app
 from flux.manifests import GitOpsLayout
 from flux.validate import validate_documents
@@ -27,11 +32,6 @@ from nakama.clients.gitlab import GitLabClient
 from nakama.clients.harbor import HarborClient
 from nakama.clients.kubernetes import api_client
 from nakama.clients.oci import OciClient
-from nakama.cluster.gitlab_forge import GitLabForge
-from nakama.cluster.gitops import GitOpsRepository
-from nakama.cluster.pipelines import GitLabPipelines
-from nakama.cluster.registry import HarborRegistry, newest_first
-from nakama.cluster.runtime import KubernetesRuntime
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline
 from nakama.errors import InvalidInput, NotFound, TemporaryError

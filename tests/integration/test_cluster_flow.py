@@ -27,17 +27,17 @@ from ruamel.yaml import YAML
 from sqlalchemy import select
 
 from backend.app import Platform, build_platform, create_app
+from backend.cluster.gitlab_forge import GitLabForge
+from backend.cluster.pipelines import GitLabPipelines
+from backend.cluster.reconcile import Reconciler
+from backend.cluster.registry import newest_first
+from backend.cluster.runtime import KubernetesRuntime
 from backend.projects import read_starter_kit
 from code_reloader.restart import COMMIT_ANNOTATION
 from flux.validate import validate_documents
 from image_builder.build import build_main
 from image_builder.dockerfile import REVISION_LABEL
 from nakama.clients.oci import OciClient
-from nakama.cluster.gitlab_forge import GitLabForge
-from nakama.cluster.pipelines import GitLabPipelines
-from nakama.cluster.reconcile import Reconciler
-from nakama.cluster.registry import newest_first
-from nakama.cluster.runtime import KubernetesRuntime
 from nakama.db.tables import Pipeline, Project, PushPlan, WebhookEvent
 from nakama.errors import NotFound
 from nakama.settings import (

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from backend.cluster.runtime import KubernetesRuntime
 from flux.manifests import config_resources
 from nakama.clients.gitlab import GitLabClient
-from nakama.cluster.runtime import KubernetesRuntime
 from nakama.limits import AppLimits, effective_limits
 from nakama.settings import FluxSettings, LimitsSettings
 from tests.fakes.gitlab import FakeProject, GitLabFake

@@ -14,8 +14,8 @@ import pytest
 import respx
 from typer.testing import CliRunner
 
-from nakama.cli import app as cli_app
-from nakama.cluster.setup import setup_main
+from nakama_cli.cluster_setup import setup_main
+from nakama_cli.main import app as cli_app
 from tests.integration.test_harbor_client import API, PASSWORD, PROJECT, URL, USER, FakeHarbor
 
 ATTEMPTS = 3

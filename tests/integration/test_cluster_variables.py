@@ -14,13 +14,13 @@ from pydantic import SecretStr
 from ruamel.yaml import YAML
 from sqlalchemy import text
 
+from backend.cluster.gitlab_forge import GitLabForge
+from backend.cluster.gitops import GitOpsRepository
+from backend.cluster.runtime import KubernetesRuntime
 from backend.variables import VariableService
 from code_reloader.restart import COMMIT_ANNOTATION, RESTARTED_AT
 from flux.manifests import GitOpsLayout
 from nakama.clients.gitlab import GitLabClient
-from nakama.cluster.gitlab_forge import GitLabForge
-from nakama.cluster.gitops import GitOpsRepository
-from nakama.cluster.runtime import KubernetesRuntime
 from nakama.db.session import Database
 from nakama.db.tables import Project
 from nakama.errors import PermanentError

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from backend.cluster.runtime import KubernetesRuntime
 from flux.validate import validate_documents
 from nakama.clients.gitlab import GitLabClient
-from nakama.cluster.runtime import KubernetesRuntime
 from nakama.errors import InvalidInput
 from nakama.settings import FluxSettings
 from tests.fakes import gitlab_git

@@ -44,7 +44,6 @@ from flux.cli import render_main, validate_main
 from flux.manifests import AppProject, GitOpsLayout, render_manifests
 from flux.validate import REFERENCE_ENV, default_reference_dir, load_crd_schemas, validate_documents
 from image_builder.build import build_main
-from nakama.cli import app as cli_app
 from nakama.settings import (
     FluxSettings,
     GitLabSettings,
@@ -52,6 +51,7 @@ from nakama.settings import (
     KubernetesSettings,
     Settings,
 )
+from nakama_cli.main import app as cli_app
 from tests.conftest import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"

@@ -20,12 +20,12 @@ from fastapi.responses import PlainTextResponse
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 
+from backend.cluster.gitlab_forge import GitLabForge
+from backend.cluster.gitops import GitOpsRepository
+from backend.cluster.runtime import KubernetesRuntime
 from code_reloader.restart import COMMIT_ANNOTATION, RESTARTED_AT, restart_app
 from flux.manifests import GitOpsLayout
 from nakama.clients.gitlab import GitLabClient
-from nakama.cluster.gitlab_forge import GitLabForge
-from nakama.cluster.gitops import GitOpsRepository
-from nakama.cluster.runtime import KubernetesRuntime
 from nakama.errors import InvalidInput
 from nakama.limits import effective_limits
 from nakama.ports import BuildRef

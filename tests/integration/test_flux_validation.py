@@ -456,7 +456,7 @@ def test_render_without_commit_warns_that_the_init_container_cannot_start(
 def test_flux_render_and_validate_help_show_their_options() -> None:
     from typer.testing import CliRunner
 
-    from nakama.cli import app
+    from nakama_cli.main import app
 
     runner = CliRunner()
     shown = runner.invoke(app, ["flux", "render", "--help"])

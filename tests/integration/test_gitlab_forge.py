@@ -20,9 +20,9 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from pydantic import SecretStr
 
+from backend.cluster.gitlab_forge import GitLabForge
 from nakama.access import GITLAB_ACCESS_LEVEL, Role
 from nakama.clients.gitlab import GitLabClient
-from nakama.cluster.gitlab_forge import GitLabForge
 from nakama.errors import (
     Conflict,
     InvalidInput,

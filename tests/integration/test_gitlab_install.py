@@ -22,10 +22,10 @@ import structlog
 from pydantic import SecretStr
 
 from backend.app import ClusterParts, build_platform, create_app
+from backend.cluster.gitlab_access import check_access
+from backend.cluster.gitlab_forge import GitLabForge
+from backend.cluster.gitops import GitOpsRepository
 from nakama.clients.gitlab import GitLabClient
-from nakama.cluster.gitlab_access import check_access
-from nakama.cluster.gitlab_forge import GitLabForge
-from nakama.cluster.gitops import GitOpsRepository
 from nakama.errors import Conflict, NotFound
 from nakama.planning import Action, RefUpdate, plan_push
 from nakama.settings import (
@@ -235,7 +235,7 @@ def test_no_one_allowed_pipeline_variables_fail_clearly_until_setup_fixes_it(
             assert "nakama cluster setup gitlab" in detail
             assert fake.find_project("nakama-apps/demo") is None and fake.triggered() == []
 
-            from nakama.cluster.gitlab_setup import gitlab_setup_main
+            from nakama_cli.gitlab_setup import gitlab_setup_main
 
             for key, value in {
                 "NAKAMA_GITLAB__URL": fake.url,

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from nakama.cli import app as cli_app
-from nakama.cluster.gitlab_setup import gitlab_setup_main
+from nakama_cli.gitlab_setup import gitlab_setup_main
+from nakama_cli.main import app as cli_app
 from tests.fakes import gitlab_git
 from tests.fakes.gitlab import TOKEN, TRIGGER_TOKEN, GitLabFake
 from tests.fakes.gitlab_rules import DEVELOPER, MAINTAINER

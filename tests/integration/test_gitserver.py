@@ -17,9 +17,9 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
+from backend.local.forge import LocalForge
+from backend.local.gitserver import make_git_router
 from nakama import __version__
-from nakama.local.forge import LocalForge
-from nakama.local.gitserver import make_git_router
 from nakama.planning import ZERO_SHA
 from tests.support import free_port, serve
 

@@ -9,7 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from nakama.local.forge import LocalForge
+from backend.local.forge import LocalForge
 
 OLD_HOOK = (
     "#!/bin/sh\n"

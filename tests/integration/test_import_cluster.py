@@ -19,9 +19,9 @@ from ruamel.yaml import YAML
 from sqlalchemy import MetaData, select
 
 from backend.app import build_platform, create_app
+from backend.cluster.gitlab_forge import GitLabForge
 from flux.validate import validate_documents
 from nakama.clients.gitlab import GitLabClient
-from nakama.cluster.gitlab_forge import GitLabForge
 from nakama.errors import Conflict, InvalidInput, TemporaryError
 from nakama.importing import ImportSource, parse_source_url
 from nakama.settings import FluxSettings, GitLabSettings, HarborSettings, Settings

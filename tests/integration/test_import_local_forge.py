@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from backend.local.forge import LocalForge
 from nakama.errors import Conflict, InvalidInput
 from nakama.importing import ImportSource, parse_source_url
-from nakama.local.forge import LocalForge
 from tests.git_http_source import GitSource, serving
 
 TOKEN = "src-token-Zq8vY2mK4pLx"

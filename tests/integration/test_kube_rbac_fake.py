@@ -24,13 +24,13 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 
+from backend.cluster.gitlab_forge import GitLabForge
+from backend.cluster.gitops import GitOpsRepository
+from backend.cluster.runtime import KubernetesRuntime
 from code_reloader.restart import Method, restart_app
 from flux.manifests import GitOpsLayout
 from nakama.clients.gitlab import GitLabClient
 from nakama.clients.kubernetes import RetryPolicy
-from nakama.cluster.gitlab_forge import GitLabForge
-from nakama.cluster.gitops import GitOpsRepository
-from nakama.cluster.runtime import KubernetesRuntime
 from nakama.errors import Unauthorized
 from nakama.settings import FluxSettings, GitLabSettings, HarborSettings, Settings
 from tests.fakes import gitlab_git

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from backend.local.forge import LocalForge
 from nakama.errors import Conflict, InvalidInput, NotFound
-from nakama.local.forge import LocalForge
 from nakama.planning import ZERO_SHA
 from nakama.settings import DEFAULT_DEPENDENCY_FILES
 

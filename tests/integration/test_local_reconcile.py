@@ -1,4 +1,4 @@
-"""Local mode's reconciler (nakama.local.reconcile) against real bare repositories, a real
+"""Local mode's reconciler (backend.local.reconcile) against real bare repositories, a real
 environment and SQLite or PostgreSQL, one step() at a time (review M8): a push whose hook never
 arrived is caught up, at once at start-up and after catch_up_after_s on the timer; nothing
 deployed, queued, rolled back or failed is deployed again; a late hook does not deploy twice;
@@ -18,16 +18,16 @@ import pytest
 from sqlalchemy import select, update
 from structlog.testing import capture_logs
 
+from backend.local.forge import LocalForge
+from backend.local.jobs import LocalPipelines
+from backend.local.reconcile import LocalReconciler
+from backend.local.registry import LocalRegistry
+from backend.local.routes import Routes
+from backend.local.runtime import LocalRuntime
+from backend.local.supervisor import Supervisor
 from image_builder.environments import build_environment
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project, WebhookEvent
-from nakama.local.forge import LocalForge
-from nakama.local.jobs import LocalPipelines
-from nakama.local.reconcile import LocalReconciler
-from nakama.local.registry import LocalRegistry
-from nakama.local.routes import Routes
-from nakama.local.runtime import LocalRuntime
-from nakama.local.supervisor import Supervisor
 from nakama.rollback import rollback_reason
 from nakama.settings import Settings
 from nakama.tagging import dependency_hash

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from backend.local.forge import LocalForge
+from backend.local.jobs import LocalPipelines
+from backend.local.registry import LocalRegistry
+from backend.local.routes import Routes
+from backend.local.runtime import LocalRuntime
+from backend.local.supervisor import Supervisor
 from image_builder.environments import build_environment
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project, WebhookEvent
-from nakama.local.forge import LocalForge
-from nakama.local.jobs import LocalPipelines
-from nakama.local.registry import LocalRegistry
-from nakama.local.routes import Routes
-from nakama.local.runtime import LocalRuntime
-from nakama.local.supervisor import Supervisor
 from nakama.planning import ZERO_SHA
 from nakama.settings import Settings
 from nakama.tagging import dependency_hash

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nakama.local.forge import LocalForge
-from nakama.local.post_receive import CONTEXT_ENV, PushContext
+from backend.local.forge import LocalForge
+from backend.local.post_receive import CONTEXT_ENV, PushContext
 from nakama.settings import DEFAULT_DEPENDENCY_FILES
 from tests.support import free_port, serve
 

@@ -1,4 +1,4 @@
-"""The reconciler (nakama.cluster.reconcile) against the GitLab fake, the Kubernetes fake and a
+"""The reconciler (backend.cluster.reconcile) against the GitLab fake, the Kubernetes fake and a
 SQLite database, one step() at a time: missed pushes are caught up, stuck pipelines failed and
 canceled, disabled hooks reported, and one project's errors do not stop another's catch-up."""
 
@@ -14,11 +14,11 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select, update
 
+from backend.cluster.gitlab_forge import GitLabForge
+from backend.cluster.pipelines import GitLabPipelines
+from backend.cluster.reconcile import Reconciler
 from code_reloader.restart import COMMIT_ANNOTATION
 from nakama.clients.gitlab import GitLabClient
-from nakama.cluster.gitlab_forge import GitLabForge
-from nakama.cluster.pipelines import GitLabPipelines
-from nakama.cluster.reconcile import Reconciler
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project
 from nakama.ports import BuildRef, PipelineRequest

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from sqlalchemy import func, select, text
 
+from backend.local import post_receive
 from backend.retention import hashes_needed_elsewhere
 from image_builder.environments import find_environment, list_environments
 from nakama.db.outcomes import record_pending
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project, PushPlan, WebhookEvent, utcnow
-from nakama.local import post_receive
 from nakama.ports import PipelineRequest
 from nakama.settings import RetentionSettings
 from tests.e2e.nakama_server import wait_for

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from backend.local.supervisor import listener_uids
 from nakama.clients.cgroups import Limiter, detect
 from nakama.clients.sandbox import Jail, Sandbox, SandboxUnavailable, memory_files, python_roots
 from nakama.limits import AppLimits
-from nakama.local.supervisor import listener_uids
 
 ROOT = os.geteuid() == 0
 UID = 399_998  # below Nakama's range: no rule of a running Nakama applies to it

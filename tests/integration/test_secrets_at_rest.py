@@ -20,12 +20,12 @@ from typer.testing import CliRunner
 
 from backend.app import build_platform
 from backend.variables import stored_environment
-from nakama.cli import app as cli_app
 from nakama.db.session import BOX_ATTRIBUTE, MIGRATIONS_DIR, Database
 from nakama.db.tables import Project, ProjectVariable
 from nakama.secret_keys import load_keys
 from nakama.secretbox import SecretBox, SecretsKeyError, generate_key, parse_keys
 from nakama.settings import Settings
+from nakama_cli.main import app as cli_app
 
 ALICE_SECRET = "alice-sk-live-0123456789"
 BOB_SECRET = "bob-db-password-98765"

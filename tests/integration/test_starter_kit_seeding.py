@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 import pytest
 from pydantic import SecretStr
 
+from backend.cluster.gitlab_forge import GitLabForge
+from backend.local.forge import LocalForge
 from backend.projects import read_starter_kit
 from nakama.clients.gitlab import GitLabClient
-from nakama.cluster.gitlab_forge import GitLabForge
-from nakama.local.forge import LocalForge
 from nakama.settings import GitLabSettings, Settings
 
 if TYPE_CHECKING:

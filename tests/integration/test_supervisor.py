@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from nakama.errors import Conflict, PermanentError
-from nakama.local.applog import read_tail
-from nakama.local.supervisor import (
+from backend.local.applog import read_tail
+from backend.local.supervisor import (
     AppSpec,
     AppState,
     Supervisor,
@@ -25,6 +24,7 @@ from nakama.local.supervisor import (
     next_backoff,
     port_is_free,
 )
+from nakama.errors import Conflict, PermanentError
 from nakama.settings import RuntimeSettings
 
 APP = r"""

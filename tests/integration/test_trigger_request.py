@@ -1,5 +1,5 @@
 """What python-gitlab sends to GitLab's trigger API when Nakama triggers a pipeline
-(nakama/cluster/pipelines.py calls ``project.trigger_pipeline(ref, token, variables=...)``).
+(backend/cluster/pipelines.py calls ``project.trigger_pipeline(ref, token, variables=...)``).
 
 python-gitlab 6.1 added ``inputs`` to ``trigger_pipeline`` and sends ``"inputs": {}`` whenever
 none are given (its commit 306c4b19). GitLab's ``POST /projects/:id/trigger/pipeline`` declares

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from backend.local.runtime import read_config_file
 from nakama.errors import PermanentError
-from nakama.local.runtime import read_config_file
 
 
 def test_a_symlinked_config_is_refused_without_reading_its_target(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from nakama.appconfig import AppConfig, expand_port, load_app_config
 from nakama.errors import InvalidInput
-from nakama.local.appconfig import AppConfig, expand_port, load_app_config
 
 PY = "/srv/envs/abc/bin/python"
 

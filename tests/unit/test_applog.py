@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nakama.local.applog import RotatingLog, read_tail, remove_logs, rotated_path
+from backend.local.applog import RotatingLog, read_tail, remove_logs, rotated_path
 
 
 def kept(path: Path) -> bytes:

@@ -1,6 +1,6 @@
 """What an app may use in cluster mode (flux.resources) and who may connect to it (flux.network),
 as rendered by flux.manifests: resources, replicas or an autoscaler, the data volume, the
-NetworkPolicy, and the helpers nakama.cluster.runtime uses to re-render an app's limits."""
+NetworkPolicy, and the helpers backend.cluster.runtime uses to re-render an app's limits."""
 
 from __future__ import annotations
 
@@ -284,7 +284,7 @@ def test_no_other_app_matches_the_policy_or_its_peer() -> None:
     assert "ipBlock" not in peer and set(peer) == {"namespaceSelector", "podSelector"}
 
 
-# --- re-rendering an app's limits (nakama.cluster.runtime.set_limits) ----------------------
+# --- re-rendering an app's limits (backend.cluster.runtime.set_limits) ----------------------
 def files_for(app_limits: AppLimits, **project: Any) -> dict[str, str]:
     app = AppProject(name="demo", repo_url="https://g.example/d.git", limits=app_limits, **project)
     return render_files(app, FluxSettings(), harbor=HarborSettings(), namespace=NAMESPACE)

@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from nakama.cli_auth import GitCredential, answer, git_token_name, helper_command, parse_request
+from nakama_cli.auth import GitCredential, answer, git_token_name, helper_command, parse_request
 
 STORED = GitCredential(
     url="http://127.0.0.1:8000", username="alice", token="nkm_x", token_id=7, name="git@box"

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from nakama.local.post_receive import project_url
-from nakama.local.push_payload import (
+from backend.local.post_receive import project_url
+from backend.local.push_payload import (
     DEFAULT_MAX_BODY_BYTES,
     SHORT_MESSAGE,
     CommitInfo,
@@ -120,6 +120,6 @@ def test_old_hook_urls_get_the_project(url: str, expected: str) -> None:
     ],
 )
 def test_cluster_mode_knows_its_hooks_old_and_new(url: str, ours: bool) -> None:
-    from nakama.cluster.gitlab_forge import is_receiver_hook
+    from backend.cluster.gitlab_forge import is_receiver_hook
 
     assert is_receiver_hook(url, "flight") is ours

@@ -1,11 +1,11 @@
-"""Which pending job a local worker takes (nakama.local.lanes): reloads never wait behind
+"""Which pending job a local worker takes (backend.local.lanes): reloads never wait behind
 builds, one user's builds cannot take every build worker, one job per project, newest wins."""
 
 from __future__ import annotations
 
 import pytest
 
-from nakama.local.lanes import Head, Lane, Queued, choose, queue_heads
+from backend.local.lanes import Head, Lane, Queued, choose, queue_heads
 
 BOB, ALICE, ADMIN = 2, 1, None
 

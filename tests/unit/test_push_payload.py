@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from nakama.local.push_payload import (
+from backend.local.push_payload import (
     MAX_COMMITS,
     CommitInfo,
     ProjectInfo,

@@ -1,11 +1,11 @@
-"""The gateway's route table (nakama/local/routes.py): switching, counting, draining, idling."""
+"""The gateway's route table (backend/local/routes.py): switching, counting, draining, idling."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from nakama.local.routes import Routes
+from backend.local.routes import Routes
 
 
 def test_switch_returns_the_old_port_and_new_requests_go_to_the_new_one() -> None:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from backend.local.supervisor import app_environment
 from flux.manifests import AppProject, render_manifests
 from nakama.errors import InvalidInput
-from nakama.local.supervisor import app_environment
 from nakama.models import VariablePublic, VariableSet
 from nakama.settings import FluxSettings, HarborSettings
 from nakama.variables import (

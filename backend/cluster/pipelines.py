@@ -102,7 +102,7 @@ class GitLabPipelines:
         deploy: Callable[..., str] | None = None,
     ) -> None:
         """``deploy(project, commit=, dep_hash=)`` makes the app run a built commit
-        (:meth:`nakama.cluster.runtime.KubernetesRuntime.deploy_build`); None: restart its
+        (:meth:`backend.cluster.runtime.KubernetesRuntime.deploy_build`); None: restart its
         Deployment on the commit here."""
         self._deploy = deploy
         self._db = db

@@ -3,7 +3,7 @@ code_reloader put into ``apps/<name>/code/current`` with the environment of its 
 reached by users through the gateway at ``<name>.<apps_domain>``.
 
 A restart starts the new version on a fresh port beside the old one; the gateway's route
-(:class:`nakama.local.routes.Routes`) switches once it is healthy, and the old one drains and
+(:class:`backend.local.routes.Routes`) switches once it is healthy, and the old one drains and
 stops. An app idle past its project's timeout is put to sleep (stopped, marked ``sleeping`` on
 disk, so it stays asleep across a restart of Nakama) and woken by its next request.
 
@@ -25,6 +25,17 @@ from pathlib import Path
 
 import tomli_w
 
+from backend.local.applog import read_tail
+from backend.local.build_quota import disk_usage
+from backend.local.forge import LocalForge
+from backend.local.routes import Routes
+from backend.local.supervisor import (
+    AppSpec,
+    Supervisor,
+    allocate_port,
+    port_is_free,
+    probe_http,
+)
 from code_reloader.live import (
     live_command,
     live_commit,
@@ -35,23 +46,12 @@ from code_reloader.live import (
 )
 from code_reloader.sync import sync_commit
 from image_builder.environments import Environment
+from nakama.appconfig import expand_port, load_app_config
 from nakama.clients.sandbox import Jail, Sandbox, python_roots
 from nakama.errors import NakamaError, PermanentError, QuotaExceeded
 from nakama.limits import AppLimits, effective_limits, format_mib
-from nakama.local.appconfig import expand_port, load_app_config
-from nakama.local.applog import read_tail
-from nakama.local.forge import LocalForge
-from nakama.local.routes import Routes
-from nakama.local.supervisor import (
-    AppSpec,
-    Supervisor,
-    allocate_port,
-    port_is_free,
-    probe_http,
-)
 from nakama.logs import get_logger
 from nakama.ports import AppStatus
-from nakama.quotas import disk_usage
 from nakama.settings import LimitsSettings, RuntimeSettings
 
 log = get_logger(__name__)

@@ -10,13 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
-from nakama.cli_auth import register as register_auth
-from nakama.cli_commands import EXIT_CODES_HELP, projects_app, register
-from nakama.cli_limits import register_limits
-from nakama.cli_secrets import secrets_app
-from nakama.cli_sharing import register_sharing
-from nakama.cli_users import users_app
-from nakama.cli_variables import variables_app
+from nakama_cli.auth import register as register_auth
+from nakama_cli.commands import EXIT_CODES_HELP, projects_app, register
+from nakama_cli.limits import register_limits
+from nakama_cli.secrets import secrets_app
+from nakama_cli.sharing import register_sharing
+from nakama_cli.users import users_app
+from nakama_cli.variables import variables_app
 
 app = typer.Typer(
     help=(
@@ -223,10 +223,10 @@ def cluster_setup(ctx: typer.Context) -> None:
     ``gitlab``: the GitOps and pipelines projects, the trigger token, and check GitLab."""
     args = list(ctx.args)
     if args[:1] == ["gitlab"]:
-        from nakama.cluster.gitlab_setup import gitlab_setup_main
+        from nakama_cli.gitlab_setup import gitlab_setup_main
 
         raise typer.Exit(gitlab_setup_main(args[1:]))
-    from nakama.cluster.setup import setup_main
+    from nakama_cli.cluster_setup import setup_main
 
     raise typer.Exit(setup_main(args))
 

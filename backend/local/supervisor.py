@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from backend.local.applog import RotatingLog, read_tail, start_pump
 from nakama.clients.cgroups import Group, Limiter
 from nakama.clients.sandbox import Jail, Sandbox, memory_files
 from nakama.errors import Conflict, PermanentError
 from nakama.limits import AppLimits, format_mib
-from nakama.local.applog import RotatingLog, read_tail, start_pump
 from nakama.settings import RuntimeSettings
 
 Status = Literal["running", "starting", "crashed", "backoff", "stopped"]

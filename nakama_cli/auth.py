@@ -25,9 +25,9 @@ from urllib.parse import quote, urlsplit
 
 import typer
 
-from nakama.api_client import NakamaClient, config_path, load_saved, resolve
-from nakama.cli_commands import EXIT_ERROR, _err, _exit_codes, _note
 from nakama.errors import InvalidInput, NakamaError, NotFound, Unauthorized
+from nakama_cli.api_client import NakamaClient, config_path, load_saved, resolve
+from nakama_cli.commands import EXIT_ERROR, _err, _exit_codes, _note
 
 GIT_CREDENTIAL_FILE = "git-credential.json"
 # What a git token is named in the user's token list: git@<this machine>.

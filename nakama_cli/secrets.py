@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from nakama.cli_commands import _exit_codes, _note
+from nakama_cli.commands import _exit_codes, _note
 
 secrets_app = typer.Typer(
     help=(

@@ -1,10 +1,10 @@
 """Local mode's forge: one bare git repository per project on disk.
 
 It plays GitLab's part on a single machine: repositories are created from the starter kit
-without a work tree, served by :mod:`nakama.local.gitserver`, and each carries a post-receive hook
-(:mod:`nakama.local.post_receive`) that sends a GitLab-format Push Hook to the receiver. The
+without a work tree, served by :mod:`backend.local.gitserver`, and each carries a post-receive hook
+(:mod:`backend.local.post_receive`) that sends a GitLab-format Push Hook to the receiver. The
 compare and file reads the push planner needs come from git plumbing here. Every git command goes
-through :func:`nakama.clients.git.run_git`, but an import's fetch (:mod:`nakama.local.git_import`,
+through :func:`nakama.clients.git.run_git`, but an import's fetch (:mod:`backend.local.git_import`,
 which watches its size). A repository imported from elsewhere is made the same way: every branch
 and tag of the source fetched into a new bare repository, then the same settings and hook.
 
@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nakama
+from backend.local.git_import import fetch_source
 from nakama.clients.git import git_text, run_git
 from nakama.errors import Conflict, InvalidInput, NotFound
 from nakama.importing import Imported, ImportSource
-from nakama.local.git_import import fetch_source
 from nakama.names import name_problem, validate_project_name
 from nakama.planning import ZERO_SHA
 from nakama.tagging import is_dependency_file
@@ -63,7 +63,7 @@ def _hook_script(python: str) -> str:
         "# Installed by Nakama: sends a GitLab-format Push Hook for each pushed ref.\n"
         f"PYTHONPATH={shlex.quote(str(_source_root()))}\n"
         "export PYTHONPATH\n"
-        f"exec {shlex.quote(python)} -S -m nakama.local.post_receive\n"
+        f"exec {shlex.quote(python)} -S -m backend.local.post_receive\n"
     )
 
 
@@ -225,7 +225,7 @@ class LocalForge:
         project_id: int | None = None,
     ) -> Imported:
         """Create the repository from every branch and tag of ``source`` (see
-        :mod:`nakama.local.git_import`), its HEAD and hook on ``branch`` (None: the source's
+        :mod:`backend.local.git_import`), its HEAD and hook on ``branch`` (None: the source's
         HEAD branch). Built in a temporary directory and renamed into place, as a new one."""
         final = self.repo_path(project)
         if final.exists():

@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 
+from backend.cluster.gitlab_forge import GitLabForge, is_receiver_hook
+from backend.cluster.pipelines import ACTIVE, GitLabPipelines
 from nakama.catch_up import catch_up_push
-from nakama.cluster.gitlab_forge import GitLabForge, is_receiver_hook
-from nakama.cluster.pipelines import ACTIVE, GitLabPipelines
 from nakama.db.outcomes import apply_pipeline_end
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project, WebhookEvent, as_utc, utcnow

@@ -3,7 +3,7 @@ may open its app, and when the app sleeps.
 
 Thin commands on the REST API's members routes and ``PATCH /projects/{name}``: the server decides
 (owners only; the last owner stays), and a refusal is printed in the server's own words with the
-CLI's exit code (:data:`nakama.cli_commands.EXIT_CODES_HELP`). Roles and visibilities are checked
+CLI's exit code (:data:`nakama_cli.commands.EXIT_CODES_HELP`). Roles and visibilities are checked
 here only against their names, so that a typo is a usage error before anything is sent.
 """
 
@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nakama.access import ROLES, VISIBILITIES
-from nakama.cli_commands import JsonOpt, _client, _console, _print_json
+from nakama_cli.commands import JsonOpt, _client, _console, _print_json
 
 # The server's bound on idle_timeout_s (30 days), in the minutes --after takes.
 MAX_IDLE_MINUTES = 30 * 24 * 60

@@ -8,7 +8,7 @@ trigger token (printed once) owned by the token's user. It sets the pipelines pr
 the trigger owner's role where it is higher (GitLab.com makes new projects ``no_one_allowed``,
 and the trigger API then refuses every build's variables). Then it checks what it cannot change:
 that the token reaches the apps' group, the GitOps and the pipelines project with the roles
-Nakama needs (:mod:`nakama.cluster.gitlab_access`), that GitLab accepts hooks to Nakama's
+Nakama needs (:mod:`backend.cluster.gitlab_access`), that GitLab accepts hooks to Nakama's
 receiver (it refuses the local network unless an administrator allows it), and that a token
 Flux can push to the GitOps project's protected branch with exists (Maintainer). Each finding is
 one line; exit 0 when all is well, 1 when something is left to do, 2 on bad settings.
@@ -25,8 +25,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from nakama.clients.gitlab import GitLabClient
-from nakama.cluster.gitlab_access import (
+from backend.cluster.gitlab_access import (
     DEVELOPER,
     GUIDE,
     MAINTAINER,
@@ -35,7 +34,8 @@ from nakama.cluster.gitlab_access import (
     role_name,
     token_user,
 )
-from nakama.cluster.gitlab_forge import GitLabForge
+from backend.cluster.gitlab_forge import GitLabForge
+from nakama.clients.gitlab import GitLabClient
 from nakama.errors import NakamaError, NotFound, Unauthorized
 from nakama.settings import Settings
 

@@ -1,4 +1,4 @@
-"""Which pending job a local worker takes next: the lanes of :mod:`nakama.local.jobs`.
+"""Which pending job a local worker takes next: the lanes of :mod:`backend.local.jobs`.
 
 A reload (the commit's environment exists: a code-only push, a rollback or restart onto a
 built environment) takes a second; a build may take half an hour. With one queue for both,
@@ -11,7 +11,7 @@ So there are two lanes:
   goes first, so one user's queue cannot fill every build worker.
 
 Whatever the lane, a project runs one job at a time, and only its newest pending job runs: the
-older ones are superseded. Deciding is pure; :class:`~nakama.local.jobs.LocalPipelines` looks up
+older ones are superseded. Deciding is pure; :class:`~backend.local.jobs.LocalPipelines` looks up
 environments and owners and applies the choice.
 """
 

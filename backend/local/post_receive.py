@@ -1,6 +1,6 @@
 """The post-receive hook of local-mode repositories: tells the receiver about each pushed ref.
 
-git runs ``python -m nakama.local.post_receive`` in the bare repository after the refs moved, with
+git runs ``python -m backend.local.post_receive`` in the bare repository after the refs moved, with
 one ``<old> <new> <ref>`` line per ref on stdin. For each branch or tag it gathers the commits as
 GitLab would, builds the same Push Hook body and POSTs it to every URL in ``nakama/hook.json`` with
 the token from ``nakama/hook-token``. It is on the push-to-live path and started once per push, so
@@ -31,9 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from nakama import __version__
-from nakama.clients.git import git_text, mask_credentials, run_git
-from nakama.local.push_payload import (
+from backend.local.push_payload import (
     DEFAULT_MAX_BODY_BYTES,
     GIT_LOG_FORMAT,
     MAX_COMMITS,
@@ -46,6 +44,8 @@ from nakama.local.push_payload import (
     parse_git_log,
     parse_push_options,
 )
+from nakama import __version__
+from nakama.clients.git import git_text, mask_credentials, run_git
 from nakama.planning import BRANCH_PREFIX, TAG_PREFIX, ZERO_SHA
 
 DELIVERY_TIMEOUT_S = 10.0  # GitLab's default webhook timeout
@@ -239,7 +239,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> str | None:
 def deliver(payload: dict[str, Any], config: HookConfig) -> list[str]:
     """Send ``payload`` to every URL at once; the problems, if any. A body that would be
     larger than the receiver takes goes without the commits' file lists (see
-    :func:`~nakama.local.push_payload.encode_within`)."""
+    :func:`~backend.local.push_payload.encode_within`)."""
     body, _ = encode_within(payload, max_bytes=config.max_body_bytes)
     event_uuid = uuid.uuid4()
     problems: list[str | None] = [None] * len(config.urls)
@@ -292,10 +292,10 @@ def plan_lines(
     if ref != f"{BRANCH_PREFIX}{branch}" or after == ZERO_SHA:
         return []
     # Imported here, after the delivery: what only the forecast needs costs the push nothing.
+    from backend.local.forge import LocalForge
     from code_reloader.live import live_eligible
     from image_builder.published import find_project_environment
-    from nakama.local.appconfig import CONFIG_FILE, load_app_config
-    from nakama.local.forge import LocalForge
+    from nakama.appconfig import CONFIG_FILE, load_app_config
     from nakama.planning import Action, RefUpdate, plan_push, push_message
     from nakama.tagging import dependency_hash
 

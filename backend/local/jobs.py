@@ -6,7 +6,7 @@ the same project is superseded (the newer one deploys its own commit, building w
 so the app always ends on what was asked for last: the newest push, or a rollback made after it.
 
 Reloads and builds have workers of their own, and builds are shared fairly between users
-(:mod:`nakama.local.lanes`): a job is a reload when its commit's environment exists when a
+(:mod:`backend.local.lanes`): a job is a reload when its commit's environment exists when a
 worker looks for work, else a build, whatever its ``kind`` says. A reload of a project still
 waits for that project's own running build, never for another project's.
 """
@@ -25,6 +25,11 @@ from typing import TextIO
 import structlog
 from sqlalchemy import select, update
 
+from backend.local.build_quota import check_build
+from backend.local.forge import LocalForge, size_problem
+from backend.local.lanes import Head, Lane, Queued, choose, queue_heads
+from backend.local.pipeline_log import open_pipeline_log
+from backend.local.runtime import LocalRuntime
 from image_builder.environments import (
     BuildSandbox,
     Environment,
@@ -37,14 +42,9 @@ from nakama.db.outcomes import apply_pipeline_end, record_pending
 from nakama.db.session import Database
 from nakama.db.tables import Pipeline, Project, utcnow
 from nakama.errors import NakamaError, PermanentError
-from nakama.local.forge import LocalForge, size_problem
-from nakama.local.lanes import Head, Lane, Queued, choose, queue_heads
-from nakama.local.pipeline_log import open_pipeline_log
-from nakama.local.runtime import LocalRuntime
 from nakama.logs import get_logger
 from nakama.logslice import check_read_bytes, read_file_piece
 from nakama.ports import LogPiece, PipelineRequest
-from nakama.quotas import check_build
 from nakama.settings import Settings
 from nakama.tagging import dependency_hash, image_tag
 from nakama.tar_extract import UnsafeArchive, extract_data
@@ -213,7 +213,7 @@ class LocalPipelines:
                     self._wake.notify_all()
 
     def _claim(self, lane: Lane) -> tuple[Pipeline, Head] | None:
-        """The job a worker of ``lane`` takes (:func:`~nakama.local.lanes.choose`), marked
+        """The job a worker of ``lane`` takes (:func:`~backend.local.lanes.choose`), marked
         running; older pending jobs of free projects are superseded. Called under the lock."""
         with self._db.session() as s:
             rows = s.execute(

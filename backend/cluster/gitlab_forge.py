@@ -1,6 +1,6 @@
 """Cluster mode's forge: each app's repository is a private project in one GitLab group.
 
-It does through GitLab's REST API what :class:`nakama.local.forge.LocalForge` does with git on
+It does through GitLab's REST API what :class:`backend.local.forge.LocalForge` does with git on
 disk: a repository created with the starter kit as one commit (or imported from an existing one
 by GitLab's "Repository by URL" import, which runs asynchronously), two push hooks pointing at the
 receiver (``/build-image/<project>`` and ``/code-reload/<project>``), heads, compares and

@@ -1,7 +1,7 @@
 """The client commands of ``nakama``: ``login``, ``projects …``, ``pipelines``, ``logs`` (and,
-in :mod:`nakama.cli_users`, ``users …``).
+in :mod:`nakama_cli.users`, ``users …``).
 
-They talk to a running Nakama through :mod:`nakama.api_client`. Tables and progress are for
+They talk to a running Nakama through :mod:`nakama_cli.api_client`. Tables and progress are for
 people (progress on stderr); ``--json`` prints the API's shapes and nothing else on stdout.
 Exit codes are in :data:`EXIT_CODES_HELP`.
 """
@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from nakama.api_client import NakamaClient, resolve, save_login
 from nakama.errors import Conflict, Forbidden, InvalidInput, NakamaError, NotFound, Unauthorized
+from nakama_cli.api_client import NakamaClient, resolve, save_login
 
 T = TypeVar("T")
 
@@ -152,7 +152,7 @@ def login(
 ) -> None:
     """Check a token against a Nakama server and save both for later commands (mode 0600);
     git then clones and pushes with a token of its own, kept beside them, never in a URL."""
-    from nakama.cli_auth import set_up_git
+    from nakama_cli.auth import set_up_git
 
     final_url, _ = resolve(url, None)
     if not token:

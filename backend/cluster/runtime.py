@@ -52,6 +52,7 @@ from typing import Any, Protocol
 
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, V1ObjectMeta, V1Secret
 
+from backend.cluster.gitops import GitOpsRepository
 from code_reloader.restart import NAME_LABEL, restart_app, rollout_status
 from flux.manifests import (
     GIT_TOKEN_KEY,
@@ -77,12 +78,11 @@ from flux.manifests import (
 from flux.resources import mib_quantity
 from image_builder.dockerfile import DEFAULT_PORT, default_command
 from nakama.access import DEFAULT_VISIBILITY, VISIBILITIES
+from nakama.appconfig import CONFIG_FILE, load_app_config
 from nakama.clients.gitlab import GitLabClient
 from nakama.clients.kubernetes import RetryPolicy, kube_call, to_json
-from nakama.cluster.gitops import GitOpsRepository
 from nakama.errors import Conflict, InvalidInput, NakamaError, NotFound, PermanentError
 from nakama.limits import AppLimits, effective_limits
-from nakama.local.appconfig import CONFIG_FILE, load_app_config
 from nakama.logs import get_logger
 from nakama.names import validate_project_name
 from nakama.ports import AppStatus, BuildRef, Forge

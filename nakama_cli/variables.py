@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from nakama.cli_commands import (
+from nakama_cli.commands import (
     EXIT_USAGE,
     JsonOpt,
     _client,

@@ -8,17 +8,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from backend.cluster.gitlab_forge import GitLabForge
+from backend.cluster.gitops import GitOpsRepository
+from backend.cluster.pipelines import GitLabPipelines
+from backend.cluster.reconcile import Reconciler
+from backend.cluster.registry import HarborRegistry
+from backend.cluster.runtime import KubernetesRuntime
 from flux.manifests import GitOpsLayout
 from nakama.clients.gitlab import GitLabClient
 from nakama.clients.harbor import HarborClient
 from nakama.clients.kubernetes import api_client
 from nakama.clients.oci import OciClient
-from nakama.cluster.gitlab_forge import GitLabForge
-from nakama.cluster.gitops import GitOpsRepository
-from nakama.cluster.pipelines import GitLabPipelines
-from nakama.cluster.reconcile import Reconciler
-from nakama.cluster.registry import HarborRegistry
-from nakama.cluster.runtime import KubernetesRuntime
 from nakama.db.session import Database
 from nakama.limits import AppLimits
 from nakama.settings import Settings
@@ -49,7 +49,7 @@ class ClusterAdapters:
         interval_s: float,
         finish_delete: Callable[[str], None] | None = None,
     ) -> Reconciler:
-        """The reconcile loop's step (see :mod:`nakama.cluster.reconcile`), run every
+        """The reconcile loop's step (see :mod:`backend.cluster.reconcile`), run every
         ``interval_s`` seconds."""
         return Reconciler(
             db=db,

@@ -15,7 +15,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from nakama.cli_commands import (
+from nakama.errors import InvalidInput
+from nakama.models import PASSWORD_MAX, PASSWORD_MIN
+from nakama_cli.commands import (
     EXIT_USAGE,
     JsonOpt,
     _client,
@@ -26,8 +28,6 @@ from nakama.cli_commands import (
     _print_json,
     local_time,
 )
-from nakama.errors import InvalidInput
-from nakama.models import PASSWORD_MAX, PASSWORD_MIN
 
 users_app = typer.Typer(
     help=(

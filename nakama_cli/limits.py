@@ -14,8 +14,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from nakama.cli_commands import JsonOpt, _client, _console, _print_json
 from nakama.limits_text import FIELDS, limit_rows, merge_overrides
+from nakama_cli.commands import JsonOpt, _client, _console, _print_json
 
 HELP = (
     "Show what the project's app may use (developers and up), or change it (admins).\n\n"
