@@ -127,6 +127,12 @@ class Pipelines(Protocol):
 class Runtime(Protocol):
     """Where apps run."""
 
+    def check_can_create(self) -> None:
+        """Before a create makes anything: raise, saying what to fix, when no new app could be
+        deployed (cluster mode: the token cannot see the GitOps project). Cheap after the first
+        success."""
+        ...
+
     def prepare(self, project: str, *, commit: str) -> None:
         """At create time, reserve or declare what the app needs to run (a port; a deployment
         definition that starts on ``commit``, the repository's first). Idempotent."""

@@ -40,6 +40,7 @@ class GitOpsRepository:
         self.project_path = project_path.strip("/")
         self.branch = branch
         self._author = {"author_name": author_name, "author_email": author_email}
+        self._reached = False
 
     def _project(self) -> Any:
         return self._client.api.projects.get(self.project_path, lazy=True)
@@ -71,6 +72,13 @@ class GitOpsRepository:
             self._require_project()
             return False
         return True
+
+    def check_reach(self) -> None:
+        """Raise :class:`NotFound` saying what to do when the token cannot see the project (a
+        create asks this before it makes anything); once it passed, it is not asked again."""
+        if not self._reached:
+            self._require_project()
+            self._reached = True
 
     def _require_project(self) -> None:
         path = self.project_path

@@ -231,6 +231,9 @@ class KubernetesRuntime:
     def _kustomization_file(self, project: str) -> str:
         return f"{self._layout.kustomizations_path.strip('/')}/{project}.yaml"
 
+    def check_can_create(self) -> None:
+        self._gitops.check_reach()
+
     def prepare(self, project: str, *, commit: str) -> None:
         """Give the app its git read credentials, then commit its manifests (one commit, only
         files that are missing). Without a registry to ask, the workload comes too (with a

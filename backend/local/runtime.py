@@ -136,6 +136,9 @@ class LocalRuntime:
     def _app_dir(self, project: str) -> Path:
         return self.apps_dir / project
 
+    def check_can_create(self) -> None:
+        """Nothing outside this machine to reach: a local app can always be deployed."""
+
     def prepare(self, project: str, *, commit: str) -> None:
         """Make the app's directory (``commit`` is deployed by the first job)."""
         self._app_dir(project).mkdir(parents=True, exist_ok=True)

@@ -138,11 +138,17 @@ def test_a_group_token_on_the_apps_group_alone_reaches_nothing_else_and_nakama_s
             assert isinstance(platform.parts, ClusterParts) and platform.parts.check is not None
             platform.parts.check()  # what the reconcile loop runs first
             answer = api.post("/projects", json={"name": "demo"})
+            after_get = api.get("/projects/demo").status_code
+            after_list = api.get("/projects").json()
         warned = [e["problem"] for e in logs if e.get("event") == "gitlab token cannot do its work"]
         assert warned == problems
         assert answer.status_code == 404, answer.text
         said = answer.json()["detail"]
         assert "GitOps project 'nakama/gitops' does not exist in GitLab, or Nakama's token" in said
+        # Nothing was made, so nothing is left half-made: no GitLab project, no project in
+        # Nakama (once, a failed undo left it "deleting" for good), and the name is free.
+        assert fake.find_project("nakama-apps/demo") is None
+        assert after_get == 404 and after_list == []
         client.close()
 
 
