@@ -228,7 +228,7 @@ class ProjectService:
         )
 
     def _row(self, name: str) -> Project:
-        with self._db.session() as s:
+        with self._db.read() as s:
             row = s.scalar(select(Project).where(Project.name == name))
         if row is None:
             raise NotFound(f"project {name!r} not found")
@@ -238,7 +238,7 @@ class ProjectService:
         """The project as ``caller`` sees it (their role in it; None: no caller's view)."""
         self._refresh_pipelines(name)
         row = self._row(name)
-        with self._db.session() as s:
+        with self._db.read() as s:
             owner = s.scalar(select(User.username).where(User.id == row.owner_id))
         role = self.sharing.access(name, caller).role if caller is not None else None
         return self._public(row, owner=owner, role=role, viewers=self._viewers([name]))
@@ -246,7 +246,7 @@ class ProjectService:
     def _viewers(self, names: list[str]) -> dict[str, int]:
         """Distinct signed-in viewers in the last 7 days (UTC), per project, in one query."""
         week_ago = datetime.now(UTC).date() - timedelta(days=6)
-        with self._db.session() as s:
+        with self._db.read() as s:
             rows = s.execute(
                 select(AppViewer.project, func.count(func.distinct(AppViewer.user_id)))
                 .where(AppViewer.project.in_(names), AppViewer.day >= week_ago)
@@ -274,7 +274,7 @@ class ProjectService:
             if not roles:
                 return []
             query = query.where(Project.name.in_(roles))
-        with self._db.session() as s:
+        with self._db.read() as s:
             rows = s.execute(query).all()
         viewers = self._viewers([row.name for row, _owner in rows])
         return [
@@ -288,7 +288,7 @@ class ProjectService:
         ]
 
     def exists(self, name: str) -> bool:
-        with self._db.session() as s:
+        with self._db.read() as s:
             return s.scalar(select(Project.id).where(Project.name == name)) is not None
 
     def check(self, name: str, caller: Principal, action: Action = Action.see) -> None:
@@ -308,7 +308,7 @@ class ProjectService:
     def pipelines(self, name: str, *, limit: int = 50) -> list[PipelinePublic]:
         self._row(name)
         self._refresh_pipelines(name)
-        with self._db.session() as s:
+        with self._db.read() as s:
             rows = s.scalars(
                 select(Pipeline)
                 .where(Pipeline.project == name)
@@ -322,7 +322,7 @@ class ProjectService:
         return pipeline_public(self._pipeline_row(name, pipeline_id))
 
     def _pipeline_row(self, name: str, pipeline_id: int) -> Pipeline:
-        with self._db.session() as s:
+        with self._db.read() as s:
             row = s.get(Pipeline, pipeline_id)
         if row is None or row.project != name:
             raise NotFound(f"pipeline {pipeline_id} of project {name!r} not found")

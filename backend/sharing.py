@@ -77,7 +77,7 @@ class Sharing:
     # --- reads -----------------------------------------------------------------------------
     def access(self, project: str, caller: Principal | None) -> Access:
         """The caller's access to ``project`` (NotFound if it does not exist)."""
-        with self._db.session() as s:
+        with self._db.read() as s:
             visibility = s.scalar(select(Project.visibility).where(Project.name == project))
             if visibility is None:
                 raise _not_found(project)
@@ -116,7 +116,7 @@ class Sharing:
         """The projects ``user_id`` is a member of, with the role in each."""
         if user_id is None:
             return {}
-        with self._db.session() as s:
+        with self._db.read() as s:
             rows = s.execute(
                 select(ProjectMember.project, ProjectMember.role).where(
                     ProjectMember.user_id == user_id
@@ -125,7 +125,7 @@ class Sharing:
         return {project: Role[role] for project, role in rows}
 
     def members(self, project: str) -> list[Member]:
-        with self._db.session() as s:
+        with self._db.read() as s:
             rows = s.execute(
                 select(User.username, ProjectMember.role)
                 .join(User, User.id == ProjectMember.user_id)

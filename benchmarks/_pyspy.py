@@ -87,9 +87,13 @@ def profile_summary(raw: Path, root: Path, top: int = 15) -> list[str]:
 
 
 @contextlib.contextmanager
-def py_spy_record(pid: int, out: Path, *, duration: int, rate: int = 100) -> Iterator[None]:
+def py_spy_record(
+    pid: int, out: Path, *, duration: int, rate: int = 100, gil: bool = False
+) -> Iterator[None]:
     """``py-spy record`` of ``pid`` for ``duration`` s (raw collapsed stacks, no line numbers)
-    around the body; waits for py-spy to write ``out``."""
+    around the body; waits for py-spy to write ``out``. ``gil``: only the thread holding the
+    GIL is sampled (where Python work serializes; threads blocked in a read are left out even
+    when py-spy cannot tell they wait)."""
     spy = subprocess.Popen(
         [
             "py-spy",
@@ -105,6 +109,7 @@ def py_spy_record(pid: int, out: Path, *, duration: int, rate: int = 100) -> Ite
             str(out),
             "--pid",
             str(pid),
+            *(["--gil"] if gil else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

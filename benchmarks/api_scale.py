@@ -194,7 +194,7 @@ def main() -> int:
                 GET_LUA.format(header=lua_str("Authorization"), value=lua_str(f"Bearer {token}"))
             )
             raw = tmp / "profile.txt"
-            with py_spy_record(server.proc.pid, raw, duration=args.seconds):
+            with py_spy_record(server.proc.pid, raw, duration=args.seconds, gil=True):
                 loaded(server.proc.pid, f"{server.url}/api/v1/projects", lua, args.seconds)
             profile = profile_summary(raw, HERE.parent)
         api.close()
@@ -215,7 +215,7 @@ def main() -> int:
         f"({intake['stored_per_s']:.0f}/s, {intake['p99']:.1f} ms)"
     )
     if profile:
-        print("\npy-spy profile of nakama up under the list load:")
+        print("\npy-spy profile (GIL holder only) of nakama up under the list load:")
         print("\n".join(profile))
     print(
         f"RESULT api_scale list_rps={listing['rps']:.0f} list_p99={listing['p99']:.1f}ms "

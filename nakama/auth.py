@@ -199,26 +199,31 @@ class TokenStore:
     def _authenticate(self, token: str) -> Principal | None:
         if not token:
             return None
-        with self._db.session() as s:
+        with self._db.read() as s:
             row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
             if row is None:
                 return None
-            now = _now()
-            if row.last_used_at is None or now - as_utc(row.last_used_at) > _LAST_USED_EVERY:
-                row.last_used_at = now
             user = s.get(User, row.user_id) if row.user_id is not None else None
-            return Principal(
+            found = Principal(
                 token_id=row.id,
                 name=row.name,
                 is_admin=row.is_admin or (user is not None and user.is_admin),
                 user_id=user.id if user else None,
                 username=user.username if user else None,
             )
+            last_used = row.last_used_at
+        now = _now()
+        if last_used is None or now - as_utc(last_used) > _LAST_USED_EVERY:
+            # A write, so in the writers' turn; at most once in _LAST_USED_EVERY per token.
+            with self._db.session() as s:
+                s.execute(update(ApiToken).where(ApiToken.id == found.token_id).values(
+                    last_used_at=now))  # fmt: skip
+        return found
 
     # --- web sign-in -------------------------------------------------------------------------
     def principal_of_user(self, user_id: int) -> Principal | None:
         """The principal of a signed-in user (None if the user is gone)."""
-        with self._db.session() as s:
+        with self._db.read() as s:
             user = s.get(User, user_id)
             if user is None:
                 return None

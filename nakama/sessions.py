@@ -49,14 +49,16 @@ class SessionStore:
     def principal(self, session_id: str, *, app: str | None = None) -> Principal | None:
         """Who is signed in with ``session_id``, or None (unknown, ended or expired); with
         ``app``, the session must be that app's own (else it must be one of Nakama's pages)."""
-        with self._db.session() as s:
-            row = s.scalar(select(WebSession).where(WebSession.id_hash == hash_token(session_id)))
+        id_hash = hash_token(session_id)
+        with self._db.read() as s:
+            row = s.scalar(select(WebSession).where(WebSession.id_hash == id_hash))
             if row is None or row.app != app:
                 return None
-            if as_utc(row.expires_at) <= _now():
-                s.delete(row)
-                return None
-            user_id = row.user_id
+            expired, user_id = as_utc(row.expires_at) <= _now(), row.user_id
+        if expired:
+            with self._db.session() as s:
+                s.execute(delete(WebSession).where(WebSession.id_hash == id_hash))
+            return None
         return self._tokens.principal_of_user(user_id)
 
     def close(self, session_id: str) -> None:

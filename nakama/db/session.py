@@ -41,6 +41,10 @@ class Database:
         kwargs: dict[str, Any] = {"future": True}
         if sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+            # Reads run side by side (read()); the request thread pool is 40 threads wide, and
+            # a request waiting for a pooled connection waits for nothing the file needs.
+            kwargs["pool_size"] = 20
+            kwargs["max_overflow"] = 30
         else:
             kwargs["pool_pre_ping"] = True
             kwargs["pool_size"] = 10
@@ -80,6 +84,21 @@ class Database:
                 raise
             finally:
                 session.close()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """An ORM session for reads only, never committed. On SQLite it does not wait for the
+        writers' turn: in WAL mode readers run beside a writer and see the last commit, and the
+        turn exists for transactions that read and then write (SQLite refuses such an upgrade
+        at once when another connection wrote meanwhile, busy timeout or not), which a read
+        session never does. Anything changed in it is refused, not silently dropped."""
+        session = self._factory(autoflush=False)
+        try:
+            yield session
+            if session.new or session.dirty or session.deleted:
+                raise RuntimeError("a read session changed rows; use Database.session()")
+        finally:
+            session.close()
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
