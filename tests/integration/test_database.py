@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -73,3 +74,50 @@ def test_migrations_match_the_models(db: Database) -> None:
 
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_a_read_session_sees_commits_runs_beside_a_writer_and_refuses_changes(
+    db: Database,
+) -> None:
+    with db.session() as s:
+        s.add(Project(name="alice-app", status="ready", branch="main", hook_token="a" * 20))
+    # A writer holds the writers' turn (on SQLite a process-wide lock) with bob's row unsaved:
+    # a read in another thread still answers, with what is committed.
+    writing, done = threading.Event(), threading.Event()
+    seen: list[list[str]] = []
+
+    def writer() -> None:
+        with db.session() as s:
+            s.add(Project(name="bob-app", status="ready", branch="main", hook_token="b" * 20))
+            s.flush()
+            writing.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert writing.wait(30)
+
+        def read() -> None:
+            with db.read() as r:
+                seen.append(list(r.scalars(select(Project.name).order_by(Project.name))))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), "the read waited for the writer"
+        assert seen == [["alice-app"]]  # bob's row is not committed yet
+    finally:
+        done.set()
+        thread.join(30)
+    with db.read() as s:
+        assert list(s.scalars(select(Project.name).order_by(Project.name))) == [
+            "alice-app",
+            "bob-app",
+        ]
+    with pytest.raises(RuntimeError, match="read session changed rows"), db.read() as s:
+        row = s.scalar(select(Project).where(Project.name == "alice-app"))
+        assert row is not None
+        row.status = "deleting"
+    with db.read() as s:
+        assert s.scalar(select(Project.status).where(Project.name == "alice-app")) == "ready"
