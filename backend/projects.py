@@ -63,6 +63,8 @@ from nakama.settings import BuilderSettings, FluxSettings, QuotaSettings
 from nakama.tagging import dependency_hash, is_dependency_file
 
 log = get_logger(__name__)
+# Cached project lists kept (one per caller and state); the whole cache is dropped past it.
+_LISTS_KEPT = 256
 
 
 def read_starter_kit(root: Path) -> dict[str, bytes]:
@@ -196,6 +198,8 @@ class ProjectService:
         self._starter_kit = starter_kit
         self._branch = deploy_branch
         self._refresh = refresh_pipelines
+        self._lists: dict[tuple[object, ...], tuple[ProjectPublic, ...]] = {}
+        self._lists_lock = threading.Lock()
         self._quotas = quotas
         self._dependency_files = dependency_files
         self.sharing = sharing
@@ -263,7 +267,31 @@ class ProjectService:
             log.warning("pipeline status not refreshed", project=name, error=str(exc))
 
     def list_for(self, caller: Principal) -> list[ProjectPublic]:
-        """The projects ``caller`` is a member of (every project for an admin), with their role."""
+        """The projects ``caller`` is a member of (every project for an admin), with their role.
+
+        Cached per caller: the key is the database's change counter (every committed change
+        to projects, members, users and viewers, by anyone), the runtime's state version (every
+        change of an app's state) and the day (the viewers' 7-day window), so an answer from
+        the cache is the answer a new computation would give."""
+        key = (
+            caller.user_id,
+            caller.is_admin,
+            self._db.changes(),
+            self._runtime.state_version(),
+            datetime.now(UTC).date(),
+        )
+        with self._lists_lock:
+            cached = self._lists.get(key)
+        if cached is not None:
+            return list(cached)
+        found = self._list_for(caller)
+        with self._lists_lock:
+            if len(self._lists) >= _LISTS_KEPT:
+                self._lists.clear()  # older keys are never asked for again
+            self._lists[key] = tuple(found)
+        return found
+
+    def _list_for(self, caller: Principal) -> list[ProjectPublic]:
         query = (
             select(Project, User.username)
             .outerjoin(User, User.id == Project.owner_id)

@@ -152,6 +152,11 @@ class Runtime(Protocol):
 
     def status(self, project: str) -> AppStatus: ...
 
+    def state_version(self) -> tuple[int, ...]:
+        """Changes whenever a :meth:`status` answer may have, so that a cache of statuses keyed
+        on it is fresh (where the runtime cannot know, it changes every few seconds)."""
+        ...
+
     def logs(self, project: str, *, tail: int) -> str: ...
 
     def set_visibility(self, project: str, visibility: str) -> None:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import base64
 import functools
 import posixpath
+import time
 import tomllib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -94,6 +95,8 @@ log = get_logger(__name__)
 # Reads are asked once, briefly: a page shows "unknown" rather than waiting on a dead cluster.
 _READ_RETRY = RetryPolicy(attempts=1)
 _READ_TIMEOUT_S = 5.0
+# Seconds a project list may show an app's cached Kubernetes status (state_version).
+STATUS_FRESH_S = 2.0
 APP_CONTAINER = "app"  # flux.manifests names the app's container so
 DEPLOY_TOKEN_NAME = "nakama-sync"  # noqa: S105 - the name GitLab shows for the token
 DEPLOY_TOKEN_SCOPES = ("read_repository",)
@@ -671,6 +674,11 @@ class KubernetesRuntime:
             kube_call(replace, what=f"replacing secret {where}")
 
     # --- the cluster side ------------------------------------------------------------------
+    def state_version(self) -> tuple[int, ...]:
+        """Kubernetes tells no one here when a Deployment's status changes: a cached status is
+        taken for fresh for STATUS_FRESH_S seconds (the cluster's own status lags as much)."""
+        return (int(time.monotonic() // STATUS_FRESH_S),)
+
     def status(self, project: str) -> AppStatus:
         apps = AppsV1Api(self._kube)
         try:

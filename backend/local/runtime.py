@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
@@ -83,6 +84,23 @@ _UID_FILE = "sandbox-uid"
 _DATA_USAGE_TTL_S = 30.0
 
 
+class _Noted(dict[str, str]):
+    """A dict that says when it changes (the runtime's halted apps)."""
+
+    def __init__(self, changed: Callable[[], None]) -> None:
+        super().__init__()
+        self._note = changed
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key, value)
+        self._note()
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        found = super().pop(key, default)
+        self._note()
+        return found
+
+
 class LocalRuntime:
     def __init__(
         self,
@@ -112,7 +130,9 @@ class LocalRuntime:
         self._limits = limits or (lambda _project: defaults)
         self._uids_lock = threading.Lock()
         self._usage: dict[str, tuple[float, int]] = {}  # project -> (monotonic, bytes)
-        self._halted: dict[str, str] = {}  # project -> why Nakama stopped it (disk limit)
+        # project -> why Nakama stopped it (disk limit, quota); a change moves state_version on
+        self._halted: _Noted = _Noted(self._changed)
+        self._version, self._version_lock = 0, threading.Lock()
         self.routes = routes
         self._address = address
         self._forge = forge
@@ -177,7 +197,7 @@ class LocalRuntime:
         broken push leaves the previous version serving.
         """
         with self._lock(project):
-            self._sleeping_file(project).unlink(missing_ok=True)  # a deploy wakes it
+            self._set_sleeping(project, False)  # a deploy wakes it
             try:
                 return self._start(project, commit=commit, env=env)
             except NakamaError:
@@ -476,6 +496,22 @@ class LocalRuntime:
     def _sleeping_file(self, project: str) -> Path:
         return self._app_dir(project) / "sleeping"
 
+    def _set_sleeping(self, project: str, asleep: bool) -> None:
+        if asleep:
+            self._sleeping_file(project).write_text("")
+        else:
+            self._sleeping_file(project).unlink(missing_ok=True)
+        self._changed()
+
+    def _changed(self) -> None:
+        with self._version_lock:
+            self._version += 1
+
+    def state_version(self) -> tuple[int, ...]:
+        """Changes whenever a :meth:`status` answer may have: an app's process state, its
+        sleep, or a stop by Nakama (all of which go through this runtime and its supervisor)."""
+        return (self._supervisor.version, self._version)
+
     def is_sleeping(self, project: str) -> bool:
         return self._sleeping_file(project).exists()
 
@@ -496,7 +532,7 @@ class LocalRuntime:
                 return False
             if self._supervisor.state(project).status != "running":
                 return False
-            self._sleeping_file(project).write_text("")
+            self._set_sleeping(project, True)
             self.routes.clear(project)
             self._supervisor.stop(project)
         log.info("app asleep", project=project)
@@ -508,12 +544,12 @@ class LocalRuntime:
             spec = self._running.get(project)
             if spec is None or not self.is_sleeping(project):
                 return
-            self._sleeping_file(project).unlink(missing_ok=True)
+            self._set_sleeping(project, False)
             started = time.monotonic()
             try:
                 self._run(spec)
             except QuotaExceeded:
-                self._sleeping_file(project).write_text("")  # wakes once its owner has room
+                self._set_sleeping(project, True)  # wakes once its owner has room
                 raise
         log.info("app woken", project=project, seconds=round(time.monotonic() - started, 3))
 

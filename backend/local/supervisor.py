@@ -96,9 +96,11 @@ class _App:
     on_healthy: Callable[[AppSpec], None] | None = None  # also after a crash restart
     log: RotatingLog | None = None  # one for all of the app's processes (they rotate it together)
     log_bytes: int = 0
+    changed: Callable[[], None] = lambda: None  # the supervisor's version moves on
 
     def set_status(self, status: Status) -> None:
         self.status, self.since = status, datetime.now(UTC)
+        self.changed()
 
 
 class Supervisor:
@@ -127,6 +129,7 @@ class Supervisor:
         self._drain = drain or (lambda _name, _port, _timeout_s: None)
         self._apps: dict[str, _App] = {}
         self._apps_lock = threading.Lock()
+        self._version, self._version_lock = 0, threading.Lock()
         # Every process starts from this one thread: a sandbox ends with the thread that
         # started it (and so, with Nakama), never with a short-lived request or watcher thread.
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nakama-spawn")
@@ -247,9 +250,22 @@ class Supervisor:
         spec = self._app(name).spec
         return read_tail(spec.log_path, lines=lines) if spec else ""
 
+    @property
+    def version(self) -> int:
+        """A number that changes whenever any app's :meth:`state` may have: a cache of states
+        keyed on it is fresh."""
+        return self._version
+
+    def _changed(self) -> None:
+        with self._version_lock:
+            self._version += 1
+
     def _app(self, name: str) -> _App:
         with self._apps_lock:
-            return self._apps.setdefault(name, _App())
+            app = self._apps.get(name)
+            if app is None:
+                app = self._apps[name] = _App(changed=self._changed)
+            return app
 
     def _stop_locked(self, app: _App) -> None:
         app.cancel.set()
@@ -369,6 +385,7 @@ class Supervisor:
                 app.set_status("crashed")
                 return
             app.restarts += 1
+            app.changed()
         problem = self._wait_healthy(new, spec)
         with app.lock:
             if app.proc is new and problem is None and not new.exited.is_set():

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from nakama.db import changes
 from nakama.secretbox import SecretBox
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -70,6 +71,14 @@ class Database:
         with self.engine.begin() as connection:
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
+        with self.engine.begin() as connection:
+            changes.ensure_triggers(connection)
+
+    def changes(self) -> int:
+        """The change counter (:mod:`nakama.db.changes`): a cache of what lists and sign-ins
+        read is fresh while this number stays the same."""
+        with self.engine.connect() as connection:
+            return changes.current(connection)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -231,3 +231,15 @@ class WebSession(Base):
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ChangeCounter(Base):
+    """One row whose ``n`` grows in the same transaction as every change to the tables that
+    project lists, access checks and sign-ins read (:data:`nakama.db.changes.WATCHED`), by
+    triggers in the database itself, so that writes of any process (a second Nakama, the CLI)
+    count. A cache keyed on ``n`` is fresh (:mod:`nakama.db.changes`)."""
+
+    __tablename__ = "change_counter"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
