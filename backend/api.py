@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from backend.http_errors import validation_message
 from backend.limits import LimitService, LimitsPublic
@@ -70,11 +70,14 @@ class CurrentToken(BaseModel):
     is_admin: bool
 
 
+_PROJECT_LIST = TypeAdapter(list[ProjectPublic])
+_JSON = "application/json"
 _bearer = HTTPBearer(auto_error=False, description="an API token (the admin token at first)")
 
 
-def _caller(request: Request) -> Principal:
-    """The principal the router-wide dependency authenticated for this request."""
+async def _caller(request: Request) -> Principal:
+    """The principal the router-wide dependency authenticated for this request (async: it
+    only reads the request, and FastAPI runs a sync dependency in the thread pool)."""
     found: Principal = request.state.principal
     return found
 
@@ -232,9 +235,11 @@ def make_api_router(
         return project
 
     @router.get("/projects", response_model=list[ProjectPublic], tags=["projects"])
-    def list_projects(caller: Caller) -> list[ProjectPublic]:
+    def list_projects(caller: Caller) -> Response:
         """The projects the caller is a member of (every one for an admin), with their role."""
-        return projects.list_for(caller)
+        # Serialized here: the models are the service's own, so FastAPI's validation of the
+        # answer (a copy of every project, in another trip to the thread pool) adds nothing.
+        return Response(_PROJECT_LIST.dump_json(projects.list_for(caller)), media_type=_JSON)
 
     @router.get("/projects/{name}", response_model=ProjectPublic, tags=["projects"])
     def get_project(name: str, caller: Caller) -> ProjectPublic:
