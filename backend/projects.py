@@ -376,7 +376,10 @@ class ProjectService:
         source = import_source(request.source) if request.source is not None else None
         if request.maintainer is not None:
             self._forge.check_maintainer(request.maintainer)
-        self._runtime.check_can_create()
+        try:
+            self._runtime.check_can_create()
+        except NakamaError as exc:  # nothing made yet: nothing to undo
+            raise type(exc)(f"project {name!r} could not be created: {exc}") from exc
         with self._db.session() as s:
             if self._quotas is not None:
                 check_new_project(s, self._quotas, owner_id)  # locks the owner's row

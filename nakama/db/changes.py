@@ -74,6 +74,20 @@ def ensure_triggers(connection: Connection) -> int:
     return made
 
 
+def drop_triggers(connection: Connection) -> None:
+    """Remove every trigger and the function :func:`ensure_triggers` made (a downgrade past the
+    counter's table: left behind, they would fail every write to a watched table)."""
+    if connection.dialect.name == "sqlite":
+        for table in WATCHED:
+            for op in ("INSERT", "UPDATE", "DELETE"):
+                name = f"nakama_changes_{table}_{op.lower()}"
+                connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+        return
+    for table in WATCHED:
+        connection.execute(text(f"DROP TRIGGER IF EXISTS nakama_changes ON {table}"))
+    connection.execute(text("DROP FUNCTION IF EXISTS nakama_count_change()"))
+
+
 def current(connection: Connection) -> int:
     """The counter now (committed changes only)."""
     value = connection.execute(text("SELECT n FROM change_counter WHERE id = 1")).scalar_one()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from nakama.db.changes import drop_triggers
+
 revision = "0011"
 down_revision = "0010"
 branch_labels = None
@@ -31,4 +33,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    drop_triggers(op.get_bind())
     op.drop_table("change_counter")
