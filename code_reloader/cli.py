@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from code_reloader.sync import sync_commit
+from nakama.build_record import choose_commit, read_builds
 from nakama.clients.git import mask_credentials
 from nakama.errors import InvalidInput
 
@@ -24,6 +25,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--repo", required=True, help="repository URL or path")
     parser.add_argument("--commit", required=True, help="full commit hash to deploy")
+    parser.add_argument(
+        "--pipeline", default="", help="pipeline id of the restart that named COMMIT (annotation)"
+    )
+    parser.add_argument("--image-tag", default="", help="the tag of the image the pod runs")
+    parser.add_argument(
+        "--builds",
+        type=Path,
+        help="folder of the app's build record: a newer build's commit wins over COMMIT",
+    )
     parser.add_argument("--root", required=True, type=Path, help="git-sync root directory")
     parser.add_argument("--link", default="current", help="symlink name under ROOT")
     parser.add_argument(
@@ -41,10 +51,20 @@ def sync_main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage and the problem
         return exc.code if isinstance(exc.code, int) else 2
+    commit = args.commit
+    if args.builds is not None:
+        commit = choose_commit(
+            commit=commit,
+            pipeline=args.pipeline,
+            image_tag=args.image_tag,
+            builds=read_builds(args.builds),
+        )
+        if commit != args.commit:
+            print(f"{_PROG}: the image {args.image_tag} was built from {commit}", file=sys.stderr)
     try:
         worktree = sync_commit(
             repo_url=args.repo,
-            commit=args.commit,
+            commit=commit,
             root=args.root,
             link=args.link,
             password_file=args.password_file,

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
 
+from nakama.build_record import PIPELINE_ANNOTATION
 from nakama.clients.git import FULL_SHA
 from nakama.clients.kubernetes import DEFAULT_RETRY, RetryPolicy, kube_call, to_json
 from nakama.errors import InvalidInput, NotFound, PermanentError, TemporaryError
@@ -70,18 +71,31 @@ def rfc3339(now: datetime) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def restart_patch(commit: str | None, now: datetime) -> dict[str, Any]:
-    """The strategic-merge patch body: restartedAt = ``now``, and the commit unless None."""
-    annotations = {RESTARTED_AT: rfc3339(now)}
+def restart_patch(
+    commit: str | None, now: datetime, *, pipeline: int | None = None
+) -> dict[str, Any]:
+    """The strategic-merge patch body: restartedAt = ``now``, and the commit unless None, with
+    the pipeline id that decided it (:mod:`nakama.build_record`) when given."""
+    annotations: dict[str, str | None] = {RESTARTED_AT: rfc3339(now)}
     if commit is not None:
-        annotations[COMMIT_ANNOTATION] = check_commit(commit)
+        annotations.update(commit_annotations(commit, pipeline))
     return {"spec": {"template": {"metadata": {"annotations": annotations}}}}
 
 
-def commit_patch(commit: str) -> dict[str, Any]:
+def commit_patch(commit: str, *, pipeline: int | None = None) -> dict[str, Any]:
     """The patch that names a new commit without a restartedAt (the delete-pods method)."""
-    annotations = {COMMIT_ANNOTATION: check_commit(commit)}
+    annotations = commit_annotations(commit, pipeline)
     return {"spec": {"template": {"metadata": {"annotations": annotations}}}}
+
+
+def commit_annotations(commit: str, pipeline: int | None) -> dict[str, str | None]:
+    """The commit, and the pipeline id that named it. Without an id, an id left by an earlier
+    restart is removed (null deletes a key in a merge patch): paired with this newer commit it
+    would let an older build's image take the pod back to the build's commit."""
+    return {
+        COMMIT_ANNOTATION: check_commit(commit),
+        PIPELINE_ANNOTATION: None if pipeline is None else str(int(pipeline)),
+    }
 
 
 def check_commit(commit: str) -> str:
@@ -125,8 +139,11 @@ def restart_app(
     method: Method,
     now: datetime,
     retry: RetryPolicy = DEFAULT_RETRY,
+    pipeline: int | None = None,
 ) -> RestartResult:
-    """Restart Deployment ``namespace/name`` on ``commit`` (None: the commit it already names)."""
+    """Restart Deployment ``namespace/name`` on ``commit`` (None: the commit it already names);
+    ``pipeline``: the id of the Nakama pipeline that decided it, for the pods to weigh against
+    a newer build's image (:func:`nakama.build_record.choose_commit`)."""
     if method not in ("patch", "delete-pods"):
         raise InvalidInput(f"unknown restart method {method!r}")
     if commit is not None:
@@ -146,9 +163,9 @@ def restart_app(
     if method == "patch":
         if current.get(RESTARTED_AT) == rfc3339(now):  # the same second: the patch would be a no-op
             now += timedelta(seconds=1)
-        body = restart_patch(commit, now)
+        body = restart_patch(commit, now, pipeline=pipeline)
     elif commit is not None and current.get(COMMIT_ANNOTATION) != commit:
-        body = commit_patch(commit)
+        body = commit_patch(commit, pipeline=pipeline)
     else:
         pods = _delete_pods(api, deployment, retry=retry)
         generation = deployment["metadata"].get("generation") or 0

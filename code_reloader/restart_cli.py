@@ -37,6 +37,11 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     parser.add_argument("--project", required=True, help="project name = Deployment name")
     parser.add_argument("--commit", required=True, help="full commit hash to run")
     parser.add_argument(
+        "--pipeline",
+        type=int,
+        help="id of the Nakama pipeline of this reload (weighed against a newer build's image)",
+    )
+    parser.add_argument(
         "--namespace", default=kube.namespace, help=f"default: {kube.namespace} (settings)"
     )
     parser.add_argument(
@@ -80,6 +85,7 @@ def restart_main(argv: list[str] | None = None) -> int:
                 commit=args.commit,
                 method=args.method,
                 now=datetime.now().astimezone(),
+                pipeline=args.pipeline,
             )
             how = {
                 "patched": f"pod template patched, generation {result.generation}",

@@ -84,6 +84,8 @@ from flux.resources import (
     replicas_spec,
 )
 from nakama.access import DEFAULT_VISIBILITY
+from nakama.build_record import MOUNT as BUILDS_MOUNT
+from nakama.build_record import PIPELINE_ANNOTATION, builds_config_map
 from nakama.clients.git import FULL_SHA
 from nakama.errors import InvalidInput
 from nakama.limits import AppLimits, effective_limits
@@ -110,6 +112,8 @@ _SYNC_SCRIPT = (
     'exec nakama reload sync --repo "$NAKAMA_REPO"'
     ' --commit "${NAKAMA_COMMIT:-${NAKAMA_INITIAL_COMMIT:?no commit to sync: set the'
     f' {COMMIT_ANNOTATION} pod-template annotation}}}}"'
+    ' --pipeline "${NAKAMA_PIPELINE:-}" --image-tag "${NAKAMA_IMAGE_TAG:-}"'
+    f" --builds {BUILDS_MOUNT}"
     f" --root {CODE_ROOT} --link current"
     f' --username "$NAKAMA_GIT_USERNAME" --password-file {TOKEN_FILE}'
 )
@@ -305,7 +309,7 @@ def render_manifests(
         "sourceRef": dict(source),
     }
     marker = f'{{"$imagepolicy": "{namespace}:{name}"}}'
-    pod = _pod(project, image=f"{repository}:{tag}", marker=marker, settings=settings, lay=lay)
+    pod = _pod(project, image=(repository, tag), marker=marker, settings=settings, lay=lay)
     deployment = {
         **replicas_spec(project.limits),
         "revisionHistoryLimit": 3,
@@ -455,7 +459,12 @@ def to_yaml(docs: Sequence[dict[str, Any]]) -> str:
 
 
 def _pod(
-    project: AppProject, *, image: str, marker: str, settings: FluxSettings, lay: GitOpsLayout
+    project: AppProject,
+    *,
+    image: tuple[str, str],
+    marker: str,
+    settings: FluxSettings,
+    lay: GitOpsLayout,
 ) -> dict[str, Any]:
     """The pod: ``sync-code`` puts the commit on the volume, then ``app`` runs it."""
     tmp = "/tmp"  # noqa: S108 - a private emptyDir; the init container's HOME for git
@@ -465,6 +474,7 @@ def _pod(
         {"name": "tmp", "mountPath": tmp},
     ]
     token_mount = {"name": "git-token", "mountPath": "/var/run/nakama", "readOnly": True}
+    builds_mount = {"name": "builds", "mountPath": BUILDS_MOUNT, "readOnly": True}
     home = {"name": "HOME", "value": tmp}
     locked_down: dict[str, Any] = {
         "allowPrivilegeEscalation": False,
@@ -474,9 +484,16 @@ def _pod(
     annotation = {"fieldPath": f"metadata.annotations['{COMMIT_ANNOTATION}']"}
     secret = git_secret_name(project.name)
     username = {"secretKeyRef": {"name": secret, "key": GIT_USERNAME_KEY}}
+    decided = {"fieldPath": f"metadata.annotations['{PIPELINE_ANNOTATION}']"}
+    # The image automation rewrites this tag with the app container's image (one setter each),
+    # so that the init container knows which build the pod runs (nakama.build_record).
+    image_tag = CommentedMap(name="NAKAMA_IMAGE_TAG", value=image[1])
+    image_tag.yaml_add_eol_comment(marker[:-2] + ':tag"}', "value", column=0)
     sync_env = [
         {"name": "NAKAMA_REPO", "value": project.repo_url},
         {"name": "NAKAMA_COMMIT", "valueFrom": {"fieldRef": annotation}},
+        {"name": "NAKAMA_PIPELINE", "valueFrom": {"fieldRef": decided}},
+        image_tag,
         {"name": "NAKAMA_GIT_USERNAME", "valueFrom": username},
     ]
     if project.initial_commit:
@@ -489,9 +506,9 @@ def _pod(
         "env": [*sync_env, home],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
         "securityContext": locked_down,
-        "volumeMounts": [*mounts, token_mount],
+        "volumeMounts": [*mounts, token_mount, builds_mount],
     }
-    app = CommentedMap(name="app", image=image)
+    app = CommentedMap(name="app", image=f"{image[0]}:{image[1]}")
     app.yaml_add_eol_comment(marker, "image", column=0)
     check: dict[str, Any] = {"port": "http"}
     if project.health_path is None:
@@ -519,6 +536,7 @@ def _pod(
     app["securityContext"] = locked_down
     app["volumeMounts"] = mounts
     token = {"secretName": secret, "defaultMode": 0o440}
+    builds_record = builds_config_map(project.name)
     token["items"] = [{"key": GIT_TOKEN_KEY, "path": "git-token"}]
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,  # apps have no business with the API server
@@ -541,6 +559,8 @@ def _pod(
             {"name": "data", "persistentVolumeClaim": {"claimName": data_claim_name(project.name)}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
             {"name": "git-token", "secret": token},
+            # Written by Nakama before each build; absent until the first one.
+            {"name": "builds", "configMap": {"name": builds_record, "optional": True}},
         ],
     }
     if lay.volume_access_mode == "ReadWriteOnce" and may_run_several(project.limits):

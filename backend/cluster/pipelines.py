@@ -23,6 +23,7 @@ from typing import Any
 from kubernetes.client import ApiClient
 from sqlalchemy import select
 
+from backend.cluster.build_records import record_build
 from code_reloader.restart import RestartResult, restart_app
 from flux.manifests import image_repository
 from nakama.clients.gitlab import GitLabClient
@@ -79,12 +80,13 @@ def build_variables(
     }
 
 
-def reload_variables(request: PipelineRequest) -> dict[str, str]:
+def reload_variables(request: PipelineRequest, *, pipeline_id: int) -> dict[str, str]:
     """The trigger variables of the code-reloader job (code-reloader.gitlab-ci.yml)."""
     return {
         "NAKAMA_KIND": "reload",
         "NAKAMA_PROJECT": request.project,
         "NAKAMA_COMMIT": request.commit,
+        "NAKAMA_PIPELINE": str(pipeline_id),
     }
 
 
@@ -131,9 +133,18 @@ class GitLabPipelines:
                 variables = build_variables(
                     request, dep_hash=dep_hash, repo_url=repo_url, image=image
                 )
+                # Before the trigger, so that the record exists before any image of the build
+                # can roll out (nakama.build_record).
+                record_build(
+                    self._kube,
+                    namespace=self._settings.kubernetes.namespace,
+                    project=request.project,
+                    commit=request.commit,
+                    pipeline_id=pipeline_id,
+                )
                 self._trigger(pipeline_id, variables)
             elif self._settings.kubernetes.reload_via == "gitlab-pipeline":
-                self._trigger(pipeline_id, reload_variables(request))
+                self._trigger(pipeline_id, reload_variables(request, pipeline_id=pipeline_id))
             else:
                 self._restart(pipeline_id, request)
         except TemporaryError:
@@ -251,18 +262,18 @@ class GitLabPipelines:
                 log.warning("pipeline status not refreshed", project=name, error=str(exc))
 
     def _roll_out(self, row: Pipeline) -> str | None:
-        """After a build, make the app's pods sync the built commit.
-
-        Flux rolls out the new image by itself, but the pods sync the commit their template's
-        annotation names; without this they would run the new dependencies with the code of the
-        previous push. Returns an error message, or None.
+        """After a build, make the app run the built commit: ``deploy`` (the runtime's
+        deploy_build) commits an app's first workload; later images are rolled out by Flux's
+        image automation alone, the pods finding the built commit in the build record
+        (nakama.build_record). Without ``deploy``, the Deployment is restarted on the commit
+        here. Returns an error message, or None.
         """
         try:
             if self._deploy is not None:
                 outcome = self._deploy(row.project, commit=row.commit_sha, dep_hash=row.dep_hash)
                 log.info("app moved to the built commit", project=row.project, outcome=outcome)
                 return None
-            self._restart_app(row.project, row.commit_sha)
+            self._restart_app(row.project, row.commit_sha, pipeline=row.id)
         except NotFound:
             # Flux has not created the Deployment yet; it will, with the commit the manifests
             # name, and later pushes move it through the annotation.
@@ -320,11 +331,13 @@ class GitLabPipelines:
             row = s.get(Pipeline, pipeline_id)
             if row is not None:
                 row.status, row.started_at = "running", utcnow()
-        result = self._restart_app(request.project, request.commit)
+        result = self._restart_app(request.project, request.commit, pipeline=pipeline_id)
         log.info("app restarted", project=request.project, action=result.action)
         self._finish(pipeline_id, "success")
 
-    def _restart_app(self, project: str, commit: str) -> RestartResult:
+    def _restart_app(
+        self, project: str, commit: str, *, pipeline: int | None = None
+    ) -> RestartResult:
         """Restart the app's Deployment on ``commit``, the way the settings say."""
         kube = self._settings.kubernetes
         return restart_app(
@@ -334,6 +347,7 @@ class GitLabPipelines:
             commit=commit,
             method=kube.restart_method,
             now=utcnow(),
+            pipeline=pipeline,
         )
 
     def _own_log(self, row: Pipeline) -> str:

@@ -53,6 +53,7 @@ from typing import Any, Protocol
 
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, V1ObjectMeta, V1Secret
 
+from backend.cluster.build_records import delete_build_records
 from backend.cluster.gitops import GitOpsRepository
 from code_reloader.restart import NAME_LABEL, restart_app, rollout_status
 from flux.manifests import (
@@ -259,26 +260,18 @@ class KubernetesRuntime:
     def deploy_build(self, project: str, *, commit: str, dep_hash: str | None) -> str:
         """After a build of ``commit`` succeeded: make the app run it. An app without its
         workload in the GitOps repository (its first image) gets it now, with the build's tag
-        and ``commit`` baked in, in one commit (``"committed"``); Flux then applies it. An app
-        that has one is restarted on ``commit`` (``"restarted"``; ``"no deployment"`` when Flux
-        has not created it yet: it will, from the files). ``"no image"``: the registry has no
-        image for ``dep_hash``, so nothing is committed."""
+        and ``commit`` baked in, in one commit (``"committed"``); Flux then applies it;
+        ``"no image"``: the registry has no image for ``dep_hash``, so nothing is committed.
+        An app that has its workload is left to Flux's image automation (``"image
+        automation"``): the new tag rolls the pods once, and they sync ``commit``, which the
+        pipelines recorded in the build record before the build began (nakama.build_record).
+        Restarting here as well rolled the app twice, the first time with the new code on the
+        old packages (review D10)."""
         folder = app_dir(validate_project_name(project), self._settings.flux)
         present = self._gitops.files_under(folder)
         if present and f"{folder}/deployment.yaml" not in present:
             return self._commit_workload(project, commit=commit, dep_hash=dep_hash, folder=folder)
-        try:
-            restart_app(
-                self._kube,
-                namespace=self._namespace,
-                name=project,
-                commit=commit,
-                method=self._settings.kubernetes.restart_method,
-                now=datetime.now(UTC),
-            )
-        except NotFound:
-            return "no deployment"
-        return "restarted"
+        return "image automation"
 
     def _commit_workload(
         self, project: str, *, commit: str, dep_hash: str | None, folder: str
@@ -326,6 +319,8 @@ class KubernetesRuntime:
         self._delete_git_secret(project)
         if self._delete_secret(env_secret_name(validate_project_name(project))):
             log.info("app variables deleted", project=project)
+        if delete_build_records(self._kube, namespace=self._namespace, project=project):
+            log.info("app build record deleted", project=project)
 
     def _delete_data_claim(self, project: str) -> bool:
         """Delete the PersistentVolumeClaim ``<name>-data``; False if it was not there."""

@@ -53,6 +53,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ruamel.yaml import YAML
 
+from nakama.build_record import choose_commit
 from tests.fakes import gitlab_git
 from tests.fakes.gitlab import GitLabFake
 from tests.fakes.kubernetes import NAME_LABEL, KubeFake
@@ -313,7 +314,7 @@ class FluxStandIn:
             env, problem = self._environment(namespace, init, annotations)
             if problem:
                 return result(False, "CreateContainerConfigError")
-            code, synced = self._run_init(init, env)
+            code, synced = self._run_init(init, env, volumes=self._config_maps(namespace, spec))
             if code != 0:
                 return result(False, "Init:Error")
             commit = synced
@@ -344,9 +345,27 @@ class FluxStandIn:
                 env[item["name"]] = data[ref["key"]]
         return env, None
 
-    def _run_init(self, container: Json, env: Mapping[str, str]) -> tuple[int, str | None]:
+    def _config_maps(self, namespace: str, spec: Json) -> dict[str, dict[str, str] | None]:
+        """The pod's configMap volumes: volume name -> the ConfigMap's data (None: absent)."""
+        out: dict[str, dict[str, str] | None] = {}
+        for volume in spec.get("volumes") or []:
+            ref = volume.get("configMap")
+            if ref is not None:
+                found = self.kube.get_object("ConfigMap", ref["name"], namespace=namespace)
+                out[volume["name"]] = None if found is None else dict(found.get("data") or {})
+        return out
+
+    def _run_init(
+        self,
+        container: Json,
+        env: Mapping[str, str],
+        *,
+        volumes: Mapping[str, dict[str, str] | None],
+    ) -> tuple[int, str | None]:
         """Run the init container's own command with sh, ``nakama`` and ``mkdir`` stubbed: the
-        stub records the ``--commit`` it was given. Returns (exit code, that commit)."""
+        stub records the arguments it was given; the commit it syncs is ``--commit``, or, with
+        ``--builds``, what the real ``nakama reload sync`` chooses from the mounted build record
+        (nakama.build_record.choose_commit). Returns (exit code, that commit)."""
         command = list(container.get("command") or [])
         if command[:2] != ["/bin/sh", "-c"]:
             return 0, None
@@ -357,7 +376,22 @@ class FluxStandIn:
                 ["/bin/sh", "-c", command[2]], env=run_env, capture_output=True, timeout=30
             )
             args = shlex.split(Path(out.name).read_text() or "")
-        commit = args[args.index("--commit") + 1] if "--commit" in args else None
+
+        def arg(name: str) -> str | None:
+            return args[args.index(name) + 1] if name in args else None
+
+        commit = arg("--commit")
+        folder = arg("--builds")
+        if commit and folder is not None:
+            mounted = {m["mountPath"]: m["name"] for m in container.get("volumeMounts") or []}
+            # No such mount, or an optional ConfigMap that is absent: the real sync reads no file.
+            record = volumes.get(mounted.get(folder, ""), None) or {}
+            commit = choose_commit(
+                commit=commit,
+                pipeline=arg("--pipeline"),
+                image_tag=arg("--image-tag"),
+                builds=record,
+            )
         return done.returncode, commit
 
     def _stub_dir(self) -> Path:

@@ -21,6 +21,7 @@ import base64
 import copy
 import hashlib
 import json
+import re
 import secrets
 import threading
 import time
@@ -51,6 +52,7 @@ _KINDS = {
     "pods": ("", "Pod"),
     "secrets": ("", "Secret"),
     "persistentvolumeclaims": ("", "PersistentVolumeClaim"),
+    "configmaps": ("", "ConfigMap"),
 }
 Json = dict[str, Any]
 Outcome = Literal["complete", "deadline-exceeded"]
@@ -566,6 +568,11 @@ class KubeFake:
         app.post(sec, status_code=201)(self._create_secret)
         app.put(sec + "/{name}")(self._replace_secret)
         app.delete(sec + "/{name}")(self._delete_secret)
+        cms = "/api/v1/namespaces/{ns}/configmaps"
+        app.get(cms + "/{name}")(lambda ns, name: self._get("configmaps", ns, name))
+        app.post(cms, status_code=201)(self._create_config_map)
+        app.put(cms + "/{name}")(self._replace_config_map)
+        app.delete(cms + "/{name}")(self._delete_config_map)
         pvc = "/api/v1/namespaces/{ns}/persistentvolumeclaims"
         app.get(pvc + "/{name}")(lambda ns, name: self._get("persistentvolumeclaims", ns, name))
         app.delete(pvc + "/{name}")(self._delete_claim)
@@ -729,6 +736,57 @@ class KubeFake:
             "status": "Success",
             "details": {"name": name, "kind": "secrets", "uid": secret["metadata"]["uid"]},
         }
+
+    # ConfigMaps: create (409 if taken), replace (409 on a stale resourceVersion, as the API
+    # server's optimistic concurrency answers), delete. Keys must be ConfigMap keys.
+    async def _create_config_map(self, ns: str, request: Request) -> Json:
+        body = self._config_map_from(json.loads(await request.body()))
+        name = body["metadata"]["name"]
+        with self._lock:
+            if ("configmaps", ns, name) in self._objects:
+                raise KubeError(409, "AlreadyExists", f'configmaps "{name}" already exists')
+            return copy.deepcopy(self._store("configmaps", ns, body))
+
+    async def _replace_config_map(self, ns: str, name: str, request: Request) -> Json:
+        body = self._config_map_from(json.loads(await request.body()))
+        with self._lock:
+            current = self._get_obj("configmaps", ns, name)
+            version = body["metadata"].get("resourceVersion")
+            if version and version != current["metadata"]["resourceVersion"]:
+                raise KubeError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on configmaps "{name}"'
+                    ": the object has been modified; please apply your changes to the "
+                    "latest version and try again",
+                )
+            body["metadata"]["uid"] = current["metadata"]["uid"]
+            return copy.deepcopy(self._store("configmaps", ns, body))
+
+    def _delete_config_map(self, ns: str, name: str) -> Json:
+        with self._lock:
+            gone = self._objects.pop(
+                ("configmaps", ns, self._get_obj("configmaps", ns, name)["metadata"]["name"])
+            )
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Success",
+            "metadata": {},
+            "details": {"name": name, "kind": "configmaps", "uid": gone["metadata"]["uid"]},
+        }
+
+    @staticmethod
+    def _config_map_from(body: Json) -> Json:
+        name = (body.get("metadata") or {}).get("name")
+        if not name:
+            raise KubeError(422, "Invalid", "ConfigMap is invalid: metadata.name: Required value")
+        for key in body.get("data") or {}:
+            if not re.fullmatch(r"[-._a-zA-Z0-9]+", key) or len(key) > 253:
+                raise KubeError(
+                    422, "Invalid", f'ConfigMap "{name}" is invalid: data[{key}]: Invalid value'
+                )
+        return {**body, "apiVersion": "v1", "kind": "ConfigMap"}
 
     def _delete_claim(self, ns: str, name: str) -> Json:
         """Delete a claim: gone at once (no pod of the fake holds it; a real one would wait,

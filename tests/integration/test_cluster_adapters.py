@@ -286,12 +286,13 @@ def test_a_reload_through_a_gitlab_pipeline(
     pipelines = make_pipelines(
         tmp_path, db, gitlab_fake, gitlab_client, kube_fake, reload_via="gitlab-pipeline"
     )
-    pipelines.submit(PipelineRequest(NAME, "reload", head, "main", "code", dep_hash="abcd"))
+    pid = pipelines.submit(PipelineRequest(NAME, "reload", head, "main", "code", dep_hash="abcd"))
     [triggered] = gitlab_fake.triggered("nakama/pipelines")
     assert triggered.variables == {
         "NAKAMA_KIND": "reload",
         "NAKAMA_PROJECT": NAME,
         "NAKAMA_COMMIT": head,
+        "NAKAMA_PIPELINE": str(pid),  # the job's restart annotates it (nakama.build_record)
     }
     assert [job.name for job in triggered.jobs] == ["reload-code"]
     assert kube_fake.calls("PATCH") == []

@@ -50,7 +50,7 @@ from nakama.settings import (
 from nakama.tagging import DEPENDENCY_HASH_LABEL, TAG_PATTERN, dependency_hash
 from tests.e2e.nakama_server import wait_for
 from tests.fakes import gitlab_git
-from tests.fakes.flux_standin import FluxStandIn
+from tests.fakes.flux_standin import FluxStandIn, PodRun
 from tests.fakes.gitlab import TOKEN, TRIGGER_TOKEN, FakePipeline, FakeProject, GitLabFake
 from tests.fakes.kubernetes import KubeFake, kube_fake, kubeconfig
 from tests.registry import PASSWORD, USERNAME, Registry, buildah_env, make_base_image
@@ -203,6 +203,16 @@ def restarted_on(kube: KubeFake) -> str | None:
     """The commit the app's pod template names (the one its pods sync)."""
     template = kube.deployment(NAME)["spec"]["template"]["metadata"]
     return (template.get("annotations") or {}).get(COMMIT_ANNOTATION)
+
+
+def rolled_out(standin: FluxStandIn) -> tuple[PodRun, int]:
+    """Flux's image automation and a reconcile; the app's one live pod, and how many pods were
+    started for it on the way (one per roll-out of a one-replica app)."""
+    before = len(standin.pods_of(NAME))
+    standin.automate_images()
+    standin.poll()
+    [pod] = standin.live_pods(NAME)
+    return pod, len(standin.pods_of(NAME)) - before
 
 
 def flux_standin(gitlab: GitLabFake, kube: KubeFake, registry: Registry) -> FluxStandIn:
@@ -519,7 +529,8 @@ def test_rollback_retags_the_old_image_and_the_next_push_deploys(
             [first] = gitlab_fake.triggered("nakama/pipelines")
             finish(first)
             api.get(f"/projects/{NAME}")  # GitLab's status read: the workload is committed
-            flux_standin(gitlab_fake, kube_fake, registry).poll()
+            standin = flux_standin(gitlab_fake, kube_fake, registry)
+            standin.poll()
             work = tmp_path / "work"
             git("clone", "-q", gitlab_fake.git_url(NAME), str(work))
             requirements = (work / "requirements.txt").read_text() + "plotly==5.24.1\n"
@@ -533,7 +544,12 @@ def test_rollback_retags_the_old_image_and_the_next_push_deploys(
             finish(second)
             assert api.get(f"/projects/{NAME}").json()["deployed_commit"] == head
             assert newest_tag()[1] == deps_hash
-            assert restarted_on(kube_fake) == head
+            # One roll-out, by the new tag, and it runs the pushed commit (review D10): Nakama
+            # no longer restarts the app on the commit before the image is there.
+            assert restarted_on(kube_fake) is None
+            pod, started = rolled_out(standin)
+            assert (pod.commit, started) == (head, 1)
+            assert pod.image.endswith(newest_tag()[0])
 
             # The rollback: a build pipeline in GitLab on the starter commit.
             [target] = api.get(f"/projects/{NAME}/rollback-targets").json()
@@ -557,14 +573,16 @@ def test_rollback_retags_the_old_image_and_the_next_push_deploys(
             project = api.get(f"/projects/{NAME}").json()
             assert project["deployed_commit"] == starter
             assert project["last_push"] == {"action": "rollback", "reason": reason}
-            assert restarted_on(kube_fake) == starter
+            pod, started = rolled_out(standin)  # the old image under a new tag, the old commit
+            assert (pod.commit, started) == (starter, 1)
+            assert pod.image.endswith(tag)
 
             # The replaced head is no missed push.
             reconciler.step()
             reconciler.step()
             assert len(gitlab_fake.triggered("nakama/pipelines")) == 3
             assert api.get(f"/projects/{NAME}").json()["deployed_commit"] == starter
-            assert restarted_on(kube_fake) == starter
+            assert rolled_out(standin) == (pod, 0)  # nothing moved
 
             # The next push, code only on top of the old head, needs the head's dependencies:
             # a BUILD (the image is re-tagged), not a reload onto the starter's image.
@@ -584,6 +602,7 @@ def test_rollback_retags_the_old_image_and_the_next_push_deploys(
             assert "retag: " in finish(fourth)
             assert newest_tag()[1] == deps_hash
             assert api.get(f"/projects/{NAME}").json()["deployed_commit"] == code_commit
-            assert restarted_on(kube_fake) == code_commit
+            pod, started = rolled_out(standin)
+            assert (pod.commit, started) == (code_commit, 1)
             reconciler.step()
             assert len(gitlab_fake.triggered("nakama/pipelines")) == 4

@@ -448,6 +448,10 @@ NEEDED: dict[tuple[str, str, str], str] = {
     ("", "secrets", "update"): "completing an app's git token Secret",
     ("", "secrets", "delete"): "deleting an app",
     ("", "persistentvolumeclaims", "delete"): "deleting an app's data volume <app>-data",
+    ("", "configmaps", "create"): "each app's build record ConfigMap <app>-builds",
+    ("", "configmaps", "get"): "adding a build to the record",
+    ("", "configmaps", "update"): "adding a build to the record",
+    ("", "configmaps", "delete"): "deleting an app",
 }
 # What code_reloader/restart.py calls: the reloader pipeline's Role grants exactly this.
 RESTART_NEEDS = {
@@ -475,6 +479,7 @@ KINDS = {
     "pod_log": ("", "pods/log"),
     "secret": ("", "secrets"),
     "persistent_volume_claim": ("", "persistentvolumeclaims"),
+    "config_map": ("", "configmaps"),
 }
 _METHOD = re.compile(
     r"^(?P<verb>read|list|patch|delete_collection|delete|create|replace)_"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 
+from backend.cluster.build_records import record_build
 from backend.cluster.gitlab_forge import GitLabForge
 from backend.cluster.gitops import GitOpsRepository
 from backend.cluster.runtime import KubernetesRuntime
@@ -337,6 +339,79 @@ def test_image_automation_commits_the_newest_tag_and_the_new_pods_run_it(
     assert image == f"{HARBOR}/{REPOSITORY}:{LATER}"
     assert standin.live_pods(NAME)[-1].image == image
     assert standin.automate_images() is None  # nothing new: no commit
+
+
+def test_a_dependency_push_rolls_the_app_once_and_a_later_reload_keeps_its_code(
+    setup: tuple[KubernetesRuntime, FluxStandIn, str],
+    kube_fake: KubeFake,
+    registry: Registry,
+) -> None:
+    """Review D10: a dependency push rolled the app twice (Nakama's restart on the commit, with
+    the old packages, then the new tag). Now the build is recorded before it is triggered, the
+    new tag is the one roll-out, and the pod syncs the built commit; a reload decided after the
+    build was submitted keeps its commit when the build's image arrives."""
+    runtime, standin, head = setup
+    registry.tags.add(TAG)
+    runtime.prepare(NAME, commit=head)
+    assert runtime.deploy_build(NAME, commit=head, dep_hash="h") == "committed"
+    standin.poll()
+    [first] = standin.live_pods(NAME)
+    assert first.commit == head
+    kube = kube_fake.api_client()
+    namespace = kube_fake.namespace
+
+    def roll() -> list[str | None]:
+        before = len(standin.pods_of(NAME))
+        standin.automate_images()
+        standin.poll()
+        return [p.commit for p in standin.pods_of(NAME)[before:]]
+
+    # The dependency push: pipeline 5 builds BUILT, recorded before its trigger.
+    built = "4567ef01" + "b" * 32  # LATER's sha8
+    record_build(kube, namespace=namespace, project=NAME, commit=built, pipeline_id=5)
+    registry.tags.add(LATER)  # the CI job pushed the image
+    assert runtime.deploy_build(NAME, commit=built, dep_hash="h2") == "image automation"
+    assert roll() == [built]  # one pod: new image and new code together
+    assert standin.live_pods(NAME)[0].image.endswith(LATER)
+
+    # Pipeline 6 builds NEXT; a code-only push is reloaded as pipeline 7 before NEXT's image.
+    nxt = "89abcdef" + "c" * 32
+    record_build(kube, namespace=namespace, project=NAME, commit=nxt, pipeline_id=6)
+    code = "d" * 40
+    restart_app(
+        kube, namespace=namespace, name=NAME, commit=code, method="patch", now=NOW, pipeline=7
+    )
+    assert [p.commit for p in standin.live_pods(NAME)] == [code]
+    registry.tags.add("main-89abcdef-20260821121530")
+    assert roll() == [code]  # the newer decision: the reload's commit, now on the new packages
+    record = kube_fake.get_object("ConfigMap", f"{NAME}-builds")
+    assert record is not None
+    assert record["data"] == {built[:8]: f"{built} 5", nxt[:8]: f"{nxt} 6"}
+
+    runtime.remove(NAME)  # the record goes with the app
+    assert kube_fake.get_object("ConfigMap", f"{NAME}-builds") is None
+
+
+def test_two_builds_recorded_at_once_both_stay(kube_fake: KubeFake) -> None:
+    """The record is replaced with the resourceVersion read, so a concurrent writer's 409 makes
+    the loser read again and merge instead of dropping the other build."""
+    kube = kube_fake.api_client()
+    commits = [f"{i:08x}" + "e" * 32 for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(
+            pool.map(
+                lambda c: record_build(
+                    kube,
+                    namespace=kube_fake.namespace,
+                    project=NAME,
+                    commit=c,
+                    pipeline_id=int(c[:8], 16) + 1,
+                ),
+                commits,
+            )
+        )
+    record = kube_fake.get_object("ConfigMap", f"{NAME}-builds")
+    assert record is not None and set(record["data"]) == {c[:8] for c in commits}
 
 
 # --- helpers ----------------------------------------------------------------------------------

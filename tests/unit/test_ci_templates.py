@@ -123,7 +123,7 @@ def test_reloader_runs_nakama_reload_restart() -> None:
     job = load(RELOADER)["reload-code"]
     assert job["script"] == [
         'nakama reload restart --project "$NAKAMA_PROJECT" --commit "$NAKAMA_COMMIT"'
-        ' --kubeconfig "$KUBECONFIG"'
+        ' --pipeline "$NAKAMA_PIPELINE" --kubeconfig "$KUBECONFIG"'
     ]
 
 

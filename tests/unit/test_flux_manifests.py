@@ -225,24 +225,36 @@ def test_deployment_is_recreated_with_the_replicas_and_volumes_of_its_limits(
     ("case", "marker"),
     [("demo", "nakama-apps:demo"), ("sales-dashboard", "nakama-apps:sales-dashboard")],
 )
-def test_setter_marker_is_on_the_image_line_once(case: str, marker: str) -> None:
+def test_setter_markers_are_on_the_image_line_and_the_init_containers_tag(
+    case: str, marker: str
+) -> None:
+    """Two setters, one policy: the app container's image and the tag the init container weighs
+    against its restart annotation (nakama.build_record), so they always name the same build."""
     rendered = files(case)
     hits = [
-        (path, line)
+        (path, line.strip())
         for path, text in rendered.items()
         for line in text.splitlines()
         if '"$imagepolicy"' in line
     ]
-    assert len(hits) == 1
-    path, line = hits[0]
-    assert path.endswith("/deployment.yaml")
-    key, _, rest = line.strip().partition(": ")
+    assert len(hits) == 2
+    assert all(path.endswith("/deployment.yaml") for path, _ in hits)
+    (_, image_line), (_, tag_line) = sorted(hits, key=lambda h: not h[1].startswith("image:"))
+    key, _, rest = image_line.partition(": ")
     image, _, comment = rest.partition(" # ")
     assert key == "image"
     assert json.loads(comment) == {"$imagepolicy": marker}
-    app = pod_spec(render(case))["containers"][0]
+    pod = pod_spec(render(case))
+    app = pod["containers"][0]
     assert image == app["image"]
-    assert image.rsplit(":", 1)[1] == (CASES[case][0].tag or "main-00000000-19700101000000")
+    tag = CASES[case][0].tag or "main-00000000-19700101000000"
+    assert image.rsplit(":", 1)[1] == tag
+    key, _, rest = tag_line.partition(": ")
+    value, _, comment = rest.partition(" # ")
+    assert (key, value) == ("value", tag)
+    assert json.loads(comment) == {"$imagepolicy": f"{marker}:tag"}
+    [env] = [e for e in pod["initContainers"][0]["env"] if e["name"] == "NAKAMA_IMAGE_TAG"]
+    assert env["value"] == tag
 
 
 @pytest.mark.parametrize("branch", ["main", "release/2026", "feature_x.y", "UPPER-Case"])

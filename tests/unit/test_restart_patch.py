@@ -17,6 +17,7 @@ from code_reloader.restart import (
     rfc3339,
     rollout_status,
 )
+from nakama.build_record import PIPELINE_ANNOTATION
 from nakama.errors import InvalidInput
 from tests.conftest import REFERENCE
 
@@ -29,11 +30,21 @@ def _reference_patch() -> dict[str, Any]:
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
-def test_the_patch_has_kubectls_shape_plus_the_commit() -> None:
+def test_the_patch_has_kubectls_shape_plus_the_commit_and_its_pipeline() -> None:
     now = datetime(2026, 8, 21, 10, 15, 30, tzinfo=UTC)
     expected = _reference_patch()
-    expected["spec"]["template"]["metadata"]["annotations"][COMMIT_ANNOTATION] = SHA
+    annotations = expected["spec"]["template"]["metadata"]["annotations"]
+    annotations[COMMIT_ANNOTATION] = SHA
+    annotations[PIPELINE_ANNOTATION] = "42"
+    assert restart_patch(SHA, now, pipeline=42) == expected
+    # Without a pipeline id, one left by an earlier restart is deleted (null in a merge patch):
+    # kept next to this newer commit, it would let an older build's image win the pod back.
+    annotations[PIPELINE_ANNOTATION] = None
     assert restart_patch(SHA, now) == expected
+    assert commit_patch(SHA, pipeline=7)["spec"]["template"]["metadata"]["annotations"] == {
+        COMMIT_ANNOTATION: SHA,
+        PIPELINE_ANNOTATION: "7",
+    }
 
 
 def test_without_a_commit_the_patch_is_exactly_kubectls() -> None:
@@ -93,7 +104,7 @@ def test_only_full_hashes_are_accepted(commit: str) -> None:
 def test_a_sha256_hash_is_accepted() -> None:
     sha256 = "ab" * 32
     annotations = commit_patch(sha256)["spec"]["template"]["metadata"]["annotations"]
-    assert annotations == {COMMIT_ANNOTATION: sha256}
+    assert annotations == {COMMIT_ANNOTATION: sha256, PIPELINE_ANNOTATION: None}
 
 
 def _deployment(
