@@ -41,7 +41,7 @@ from ruamel.yaml import YAML
 from code_reloader.cli import sync_main
 from code_reloader.restart_cli import restart_main
 from flux.cli import render_main, validate_main
-from flux.manifests import AppProject, GitOpsLayout, render_manifests
+from flux.manifests import AppProject, GitOpsLayout, app_dir, render_manifests
 from flux.validate import REFERENCE_ENV, default_reference_dir, load_crd_schemas, validate_documents
 from image_builder.build import build_main
 from nakama.settings import (
@@ -800,3 +800,33 @@ def test_guide_refers_to_files_that_exist() -> None:
     assert refs
     for ref in refs:
         assert (REPO_ROOT / ref).exists(), ref
+
+
+def test_each_app_object_has_one_flux_owner() -> None:
+    """Review D14: kustomize-controller walks a Kustomization's path recursively, so a
+    Kustomization whose path is a parent of the per-app Kustomizations' folder, or of the apps'
+    folders, applies those objects a second time under a second owner. deploy/flux's only
+    Kustomization of that folder is nakama-apps, no path in deploy/flux is a parent of either,
+    and the two folders are apart (the docs' bootstrap advice, clusters/<cluster-name>, too)."""
+    layout = GitOpsLayout()
+    folders = [layout.kustomizations_path, app_dir("demo", FluxSettings()).rsplit("/", 1)[0]]
+
+    def under(path: str, parent: str) -> bool:
+        return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+    kustomizations = [
+        d for d in objects(sorted(FLUX.glob("*.yaml"))) if d["kind"] == "Kustomization"
+    ]
+    assert kustomizations
+    for doc in kustomizations:
+        path = doc["spec"]["path"].removeprefix("./").strip("/")
+        for folder in folders:
+            if path == folder:
+                assert doc["metadata"]["name"] == "nakama-apps" and folder == folders[0]
+            else:
+                assert not under(folder, path), (doc["metadata"]["name"], path, folder)
+    assert not under(folders[0], folders[1]) and not under(folders[1], folders[0])
+    assert not under(folders[0], "clusters/my-cluster")
+    assert "not a parent of `clusters/nakama/apps`" in " ".join(
+        (REPO_ROOT / "docs" / "cluster-install.md").read_text().split()
+    )
