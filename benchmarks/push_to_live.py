@@ -23,6 +23,12 @@ few times (for a non-deploy branch, so Nakama stores and ignores the events), an
 
 Run: ``python benchmarks/push_to_live.py [--runs N] [--warmup N]``.
 
+``--restore N`` measures the other start-up path instead: N projects (default 20, the tiny app)
+are created and deployed, then ``nakama up`` is stopped and started again, twice: first with
+``NAKAMA_JOBS__RESTORE_WORKERS=1`` (the apps one after another, the baseline) and then with the
+default (target: all N serving <= 1.5 s after the restart's /healthz answers). Each figure is
+the time from /healthz answering until the last app answered its own address.
+
 ``--kit streamlit --strategy restart|live`` measures the real Streamlit starter kit instead
 (``app_starter_kit/``; the first build installs Streamlit from the package index into a uv cache in
 the temp dir). One Chromium tab stays open on the app. Each run (default 7, no warm-up) changes the
@@ -55,6 +61,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._harness import (
     REPO_ROOT,
+    _free_port_range,
     create_project,
     fmt_stats,
     git,
@@ -66,7 +73,7 @@ from benchmarks._harness import (
     running_nakama,
     timed_push,
 )
-from tests.e2e.nakama_server import clone, set_version
+from tests.e2e.nakama_server import clone, gateway_target, set_version
 
 PROJECT = "bench-push"
 TARGET_S = 1.5
@@ -134,10 +141,15 @@ def main() -> int:
         choices=["restart", "live"],
         help="with --kit streamlit: NAKAMA_RUNTIME__RELOAD_STRATEGY (default restart)",
     )
+    ap.add_argument(
+        "--restore", type=int, metavar="N", help="time the restart of N deployed apps instead"
+    )
     ap.add_argument("--runs", type=int, help="timed pushes (default 15; 7 with --kit streamlit)")
     ap.add_argument("--warmup", type=int, help="untimed pushes first (default 1; 0 with streamlit)")
     args = ap.parse_args()
     streamlit = args.kit == "streamlit"
+    if args.restore is not None:
+        return restore(max(1, min(args.restore, 200)))
     if args.strategy and not streamlit:
         ap.error("--strategy needs --kit streamlit (the tiny app is always restarted)")
     runs = args.runs if args.runs is not None else (7 if streamlit else 15)
@@ -146,6 +158,61 @@ def main() -> int:
     if streamlit:
         return streamlit_push_to_live(args.strategy or "restart", runs, warmup)
     return tiny_push_to_live(runs, warmup)
+
+
+RESTORE_TARGET_S = 1.5
+
+
+def restore(count: int) -> int:
+    """Create ``count`` apps, then restart nakama up with 1 restore worker and with the
+    default; how long until every app serves again, each time."""
+    first = _free_port_range(count + 10)
+    env = {
+        "NAKAMA_RUNTIME__PORT_RANGE_START": str(first),
+        "NAKAMA_RUNTIME__PORT_RANGE_END": str(first + count + 9),
+        "NAKAMA_QUOTAS__PROJECTS_PER_USER": str(count + 10),
+        "NAKAMA_QUOTAS__RUNNING_APPS_PER_USER": str(count + 10),
+    }
+    figures: dict[str, float] = {}
+    with running_nakama("restore", extra_env=env) as server, httpx.Client(timeout=2) as client:
+        t = time.monotonic()
+        urls = [create_project(server, f"app{i:03d}")["app_url"] for i in range(count)]
+        print(f"{count} projects created and deployed in {time.monotonic() - t:.1f}s", flush=True)
+        for label, workers in (("one after another", "1"), ("in parallel (default)", None)):
+            server.stop()
+            if workers is None:
+                server.env.pop("NAKAMA_JOBS__RESTORE_WORKERS", None)
+            else:
+                server.env["NAKAMA_JOBS__RESTORE_WORKERS"] = workers
+            server.start()  # returns once /healthz answers
+            t0 = time.monotonic()
+            waiting = set(urls)
+            while waiting and time.monotonic() - t0 < 120:
+                for url in list(waiting):
+                    target, headers = gateway_target(url)
+                    try:
+                        if client.get(target, headers=headers).status_code == 200:
+                            waiting.discard(url)
+                    except httpx.HTTPError:
+                        pass
+                time.sleep(0.01)
+            if waiting:
+                raise RuntimeError(f"{len(waiting)} apps did not come back in 120 s")
+            figures[label] = time.monotonic() - t0
+            print(f"restart, {label}: all {count} serving after {figures[label]:.2f}s", flush=True)
+    parallel = figures["in parallel (default)"]
+    baseline = figures["one after another"]
+    verdict = "MET" if parallel <= RESTORE_TARGET_S else "MISSED"
+    print()
+    print(f"=== restore: nakama up restarted with {count} deployed apps ===")
+    print(machine_note())
+    print(f"one after another (NAKAMA_JOBS__RESTORE_WORKERS=1): {baseline:.2f}s")
+    print(f"in parallel (default workers):                    {parallel:.2f}s")
+    print(
+        f"target <= {RESTORE_TARGET_S:.1f}s -> {verdict}; {baseline / parallel:.1f}x the baseline"
+    )
+    print(f"RESULT restore apps={count} serial={baseline:.2f}s parallel={parallel:.2f}s")
+    return 0
 
 
 def tiny_push_to_live(runs: int, warmup: int) -> int:

@@ -291,6 +291,9 @@ class JobSettings(BaseModel):
     # Builds one user's projects may run at once. One: with the default two build workers,
     # another user's build always finds a worker while one user builds many projects.
     builds_per_user: int = Field(default=1, ge=1)
+    # Apps started at once when Nakama starts again (each a code sync and a sandboxed process's
+    # start, mostly waiting on git and the kernel): one after another, 20 apps took 4 s.
+    restore_workers: int = Field(default=6, ge=1)
 
 
 class QuotaSettings(BaseModel):

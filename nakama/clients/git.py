@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -100,6 +99,8 @@ def git_stream(
 
     Raises :class:`GitError` at the end if git failed or ran past ``timeout`` seconds; git is
     killed if the reader stops early."""
+    import tempfile  # here: the post-receive hook imports this module and never streams
+
     cmd = ["git", *([f"--git-dir={git_dir}"] if git_dir is not None else []), *args]
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(

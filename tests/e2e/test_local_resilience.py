@@ -153,3 +153,25 @@ def test_a_delete_interrupted_by_a_crash_is_finished_at_the_next_start(
     assert not (nakama.data_dir / "git" / "halfgone.git").exists()
     assert not (nakama.data_dir / "apps" / "halfgone").exists()
     assert fetch_text(url) is None
+
+
+def test_a_restart_brings_several_apps_back_at_once_each_on_its_own_code(
+    nakama: NakamaProcess, tmp_path: Path
+) -> None:
+    """The restore starts apps in parallel (jobs.restore_workers, issue 13): each app comes
+    back on its own commit and its own address, none on another's code or port."""
+    names = [f"keeper{i}" for i in range(4)]
+    urls = {name: create(nakama, name) for name in names}
+    for name in names:
+        work = clone(nakama, name, tmp_path / name)
+        sha = commit_version(work, f"v-{name}")
+        git_push(work)
+        nakama.wait_deployed(name, sha)
+    assert {name: fetch_text(url) for name, url in urls.items()} == {n: f"v-{n}" for n in names}
+    nakama.stop()
+    nakama.start()
+    wait_for(
+        lambda: all(fetch_text(url) == f"v-{name}" for name, url in urls.items()),
+        timeout=60,
+        what="every app to come back on its own code",
+    )
