@@ -19,13 +19,15 @@ answer's size, Nakama's CPU share, and the bare baseline's requests/s and p99 be
 Targets: the list with 200 projects >= 1,000 req/s and p99 <= 100 ms; intake with 200 projects
 >= 1,500 events/s and p99 <= 50 ms.
 
-Run: ``python benchmarks/api_scale.py [--seconds 10] [--counts 1,50,200] [--profile]``
+Run: ``python benchmarks/api_scale.py [--seconds 10] [--counts 1,50,200] [--profile]
+[--database postgresql]`` (PostgreSQL: a throw-away local server, as the tests start one).
 (``--profile``: one more pass of the list at the largest count under py-spy).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -35,13 +37,15 @@ import time
 from pathlib import Path
 
 import httpx
+import sqlalchemy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._harness import _free_port_range, machine_note, query, running_nakama
 from benchmarks._pyspy import profile_summary, py_spy_record
 from benchmarks._wrk import WRK_LUA, loaded, lua_str
 from benchmarks.webhook_intake import push_body
-from tests.e2e.nakama_server import wait_for
+from tests.e2e.nakama_server import NakamaProcess, wait_for
+from tests.postgres import postgres_server
 from tests.support import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -112,7 +116,38 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--counts", default="1,50,200")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="postgresql: a throw-away local server (tests/postgres.py; fsync off)",
+    )
     args = ap.parse_args()
+    with contextlib.ExitStack() as stack:
+        database_url = None
+        if args.database == "postgresql":
+            database_url = stack.enter_context(postgres_server())
+        return run(args, database_url)
+
+
+def read(
+    server: NakamaProcess, database_url: str | None, sql: str, params: tuple[object, ...]
+) -> list[tuple]:
+    """A query of Nakama's database: SQLite read-only, or the PostgreSQL server."""
+    if database_url is None:
+        return query(server, sql, params)
+    parts = sql.split("?")
+    named = "".join(p + (f":p{i}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
+    engine = sqlalchemy.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            values = {f"p{i}": v for i, v in enumerate(params)}
+            return [tuple(r) for r in conn.execute(sqlalchemy.text(named), values)]
+    finally:
+        engine.dispose()
+
+
+def run(args: argparse.Namespace, database_url: str | None) -> int:
     counts = sorted({int(c) for c in args.counts.split(",")})
     if args.profile and not shutil.which("py-spy"):
         sys.exit("--profile needs py-spy: pip install py-spy")
@@ -124,6 +159,8 @@ def main() -> int:
         "NAKAMA_RUNTIME__PORT_RANGE_START": str(first_port),
         "NAKAMA_RUNTIME__PORT_RANGE_END": str(first_port + counts[-1] + 19),
     }
+    if database_url is not None:
+        env["NAKAMA_DATABASE_URL"] = database_url
     rows: list[str] = []
     figures: dict[tuple[int, str], dict] = {}
     profile: list[str] = []
@@ -142,7 +179,9 @@ def main() -> int:
             create(api, [f"app-{i:03}" for i in range(have, count)], server)
             print(f"{count} projects ready ({time.monotonic() - t0:.0f} s)", flush=True)
             have = count
-            hook = query(server, "SELECT hook_token FROM projects WHERE name = ?", ("app-000",))
+            hook = read(
+                server, database_url, "SELECT hook_token FROM projects WHERE name = ?", ("app-000",)
+            )
             targets = [
                 ("GET /api/v1/projects", "/api/v1/projects", "Authorization", f"Bearer {token}"),
                 (
@@ -174,8 +213,9 @@ def main() -> int:
             )
             r = loaded(server.proc.pid, f"{server.url}/code-reload/app-000", lua, args.seconds)
             stored = int(
-                query(
+                read(
                     server,
+                    database_url,
                     "SELECT COUNT(*) FROM webhook_events WHERE dedup_key LIKE ?",
                     (f"code-reload:app-000:{prefix}%",),
                 )[0][0]
@@ -200,7 +240,7 @@ def main() -> int:
         api.close()
 
     print()
-    print(f"=== api_scale: wrk -t2 -c64 -d{args.seconds}s, projects {counts} ===")
+    print(f"=== api_scale: wrk -t2 -c64 -d{args.seconds}s, projects {counts}, {args.database} ===")
     print(machine_note())
     print("\n".join(rows))
     top = counts[-1]
