@@ -9,8 +9,8 @@ inputs to tell the pusher what the push will do (:func:`push_message`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from nakama.tagging import is_dependency_file
 
@@ -25,8 +25,7 @@ class Action(StrEnum):
     IGNORE = "ignore"
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     action: Action
     reason: str
     commit: str | None = None
@@ -35,8 +34,7 @@ class Plan:
     dependency_changes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class RefUpdate:
+class RefUpdate(NamedTuple):
     """What a push did to one ref, as a webhook tells it."""
 
     ref: str

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -326,7 +326,7 @@ class EventProcessor:
             build_exists=self._registry.find(project, dep_hash) is not None,
         )
         if base != update.before and plan.action is not Action.IGNORE:
-            plan = replace(plan, reason=f"{plan.reason} (since the rollback to {base[:7]})")
+            plan = plan._replace(reason=f"{plan.reason} (since the rollback to {base[:7]})")
         try:
             with self._db.session() as s:
                 s.add(

@@ -26,9 +26,8 @@ import socket
 import sys
 import threading
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from backend.local.push_payload import (
@@ -55,8 +54,7 @@ _BARE_PATHS = ("/build-image", "/code-reload")
 CONTEXT_ENV = "NAKAMA_PUSH_CONTEXT"
 
 
-@dataclass(frozen=True)
-class PushContext:
+class PushContext(NamedTuple):
     """What the hook needs of Nakama's settings to plan a push as the event processor will:
     handed over by the git server in :data:`CONTEXT_ENV` for each push."""
 
@@ -96,8 +94,7 @@ class PushContext:
             return None
 
 
-@dataclass(frozen=True)
-class HookConfig:
+class HookConfig(NamedTuple):
     """What ``LocalForge`` wrote into ``<repo>/nakama/`` for this hook."""
 
     project: ProjectInfo

@@ -12,8 +12,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from nakama.planning import TAG_PREFIX, ZERO_SHA
 
@@ -31,8 +30,7 @@ _STATUS = re.compile(rb"^\n?([ACDMRTUXB])[0-9]*$")
 GIT_LOG_FORMAT = "%H%x1f%aI%x1f%an%x1f%ae%x1f%B"
 
 
-@dataclass(frozen=True)
-class CommitInfo:
+class CommitInfo(NamedTuple):
     """One commit as a push hook shows it; paths as GitLab classifies them against the first
     parent (a renamed file appears under its new path in ``added`` only)."""
 
@@ -46,8 +44,7 @@ class CommitInfo:
     removed: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class ProjectInfo:
+class ProjectInfo(NamedTuple):
     """The project fields of a hook body."""
 
     id: int
@@ -59,8 +56,7 @@ class ProjectInfo:
     description: str = ""
 
 
-@dataclass(frozen=True)
-class Pusher:
+class Pusher(NamedTuple):
     """Who pushed (local mode knows only the HTTP user name)."""
 
     name: str
