@@ -13,15 +13,18 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pydantic import TypeAdapter
 from sqlalchemy import delete, func, select
 
 from backend.retention import hashes_needed_elsewhere
 from backend.sharing import Sharing
 from nakama.access import Action, Role
 from nakama.auth import Principal
+from nakama.db.changes import Fresh
 from nakama.db.session import Database
 from nakama.db.tables import (
     AppViewer,
@@ -65,6 +68,25 @@ from nakama.tagging import dependency_hash, is_dependency_file
 log = get_logger(__name__)
 # Cached project lists kept (one per caller and state); the whole cache is dropped past it.
 _LISTS_KEPT = 256
+_PROJECT_LIST = TypeAdapter(list[ProjectPublic])
+
+
+@dataclass
+class _Listed:
+    """One cached project list, and its JSON once somebody asked for it."""
+
+    projects: tuple[ProjectPublic, ...]
+    json: bytes | None = None
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What the database holds of one project as one caller sees it."""
+
+    row: Project
+    owner: str | None
+    role: Role | None
+    viewers: dict[str, int]
 
 
 def read_starter_kit(root: Path) -> dict[str, bytes]:
@@ -198,8 +220,9 @@ class ProjectService:
         self._starter_kit = starter_kit
         self._branch = deploy_branch
         self._refresh = refresh_pipelines
-        self._lists: dict[tuple[object, ...], tuple[ProjectPublic, ...]] = {}
-        self._lists_lock = threading.Lock()
+        # Lists and projects as callers see them (issue 13), fresh by the change counter.
+        self._lists: Fresh[_Listed] = Fresh(db.changes, kept=_LISTS_KEPT)
+        self._projects: Fresh[_Stored] = Fresh(db.changes, kept=_LISTS_KEPT * 4)
         self._quotas = quotas
         self._dependency_files = dependency_files
         self.sharing = sharing
@@ -239,13 +262,26 @@ class ProjectService:
         return row
 
     def get(self, name: str, caller: Principal | None = None) -> ProjectPublic:
-        """The project as ``caller`` sees it (their role in it; None: no caller's view)."""
+        """The project as ``caller`` sees it (their role in it; None: no caller's view).
+
+        What the database holds of it is kept while the change counter stays (and for the day:
+        the viewers' window); the app's state is asked of the runtime each time (in cluster
+        mode nothing says when it changed)."""
         self._refresh_pipelines(name)
+        user = caller.user_id if caller is not None else None
+        admin = caller.is_admin if caller is not None else None
+        key = (name, user, admin, datetime.now(UTC).date())
+        stored = self._projects.get(key, lambda: self._stored(name, caller))
+        return self._public(
+            stored.row, owner=stored.owner, role=stored.role, viewers=stored.viewers
+        )
+
+    def _stored(self, name: str, caller: Principal | None) -> _Stored:
         row = self._row(name)
         with self._db.read() as s:
             owner = s.scalar(select(User.username).where(User.id == row.owner_id))
         role = self.sharing.access(name, caller).role if caller is not None else None
-        return self._public(row, owner=owner, role=role, viewers=self._viewers([name]))
+        return _Stored(row=row, owner=owner, role=role, viewers=self._viewers([name]))
 
     def _viewers(self, names: list[str]) -> dict[str, int]:
         """Distinct signed-in viewers in the last 7 days (UTC), per project, in one query."""
@@ -273,23 +309,23 @@ class ProjectService:
         to projects, members, users and viewers, by anyone), the runtime's state version (every
         change of an app's state) and the day (the viewers' 7-day window), so an answer from
         the cache is the answer a new computation would give."""
+        return list(self._listed(caller).projects)
+
+    def list_json(self, caller: Principal) -> bytes:
+        """:meth:`list_for` as the API answers it (JSON), encoded once per cached list."""
+        listed = self._listed(caller)
+        if listed.json is None:
+            listed.json = _PROJECT_LIST.dump_json(list(listed.projects))
+        return listed.json
+
+    def _listed(self, caller: Principal) -> _Listed:
         key = (
             caller.user_id,
             caller.is_admin,
-            self._db.changes(),
             self._runtime.state_version(),
             datetime.now(UTC).date(),
         )
-        with self._lists_lock:
-            cached = self._lists.get(key)
-        if cached is not None:
-            return list(cached)
-        found = self._list_for(caller)
-        with self._lists_lock:
-            if len(self._lists) >= _LISTS_KEPT:
-                self._lists.clear()  # older keys are never asked for again
-            self._lists[key] = tuple(found)
-        return found
+        return self._lists.get(key, lambda: _Listed(tuple(self._list_for(caller))))
 
     def _list_for(self, caller: Principal) -> list[ProjectPublic]:
         query = (

@@ -24,6 +24,7 @@ from nakama.access import (
     role_named,
 )
 from nakama.auth import Principal
+from nakama.db.changes import Fresh
 from nakama.db.session import Database
 from nakama.db.tables import Project, ProjectMember, User
 from nakama.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -73,10 +74,18 @@ class Sharing:
         # Moves on every change of members or visibility: cached access decisions made
         # before it are stale.
         self.generation = 0
+        # (project, user, admin) -> Access: every API call and page checks one (issue 13).
+        self._access: Fresh[Access] = Fresh(db.changes, kept=4096)
 
     # --- reads -----------------------------------------------------------------------------
     def access(self, project: str, caller: Principal | None) -> Access:
-        """The caller's access to ``project`` (NotFound if it does not exist)."""
+        """The caller's access to ``project`` (NotFound if it does not exist). Kept while
+        the database's change counter stays the same (projects and members are watched)."""
+        user = caller.user_id if caller is not None else None
+        admin = caller is not None and caller.is_admin
+        return self._access.get((project, user, admin), lambda: self._read_access(project, caller))
+
+    def _read_access(self, project: str, caller: Principal | None) -> Access:
         with self._db.read() as s:
             visibility = s.scalar(select(Project.visibility).where(Project.name == project))
             if visibility is None:

@@ -77,6 +77,18 @@ class GitLabIdentity:
 WRONG_TOKENS = "token-address"
 # last_used_at is written at most this often per token: a write per API call would cost more.
 _LAST_USED_EVERY = timedelta(minutes=5)
+# Tokens whose principal is kept (a cache of the last few thousand callers; cleared when full).
+_KNOWN_KEPT = 4096
+
+
+@dataclass(frozen=True)
+class _Known:
+    """A token's principal as read under change counter ``version``, and when it was last
+    recorded as used."""
+
+    version: int
+    principal: Principal
+    last_used: datetime
 
 
 def token_backoff(web: WebSettings) -> Backoff:
@@ -163,6 +175,10 @@ class TokenStore:
         """``failures`` slows down wrong tokens per client address (None: not at all)."""
         self._db = db
         self._failures = failures
+        # sha256 of a token -> its principal. Fresh while the change counter stays the same:
+        # every change to api_tokens and users (a revoke, a removed user, an admin made)
+        # moves it, whoever makes it (issue 13: the lookup was most of an API call's time).
+        self._known: dict[str, _Known] = {}
 
     def add(self, token: str, *, name: str, is_admin: bool, user_id: int | None = None) -> None:
         with self._db.session() as s:
@@ -199,8 +215,19 @@ class TokenStore:
     def _authenticate(self, token: str) -> Principal | None:
         if not token:
             return None
+        digest = hash_token(token)
+        # The counter before the read: what is read is at least as new as the number.
+        version = self._db.changes()
+        now = _now()
+        known = self._known.get(digest)
+        if (
+            known is not None
+            and known.version == version
+            and now - known.last_used <= _LAST_USED_EVERY
+        ):
+            return known.principal
         with self._db.read() as s:
-            row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+            row = s.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
             if row is None:
                 return None
             user = s.get(User, row.user_id) if row.user_id is not None else None
@@ -211,13 +238,17 @@ class TokenStore:
                 user_id=user.id if user else None,
                 username=user.username if user else None,
             )
-            last_used = row.last_used_at
-        now = _now()
-        if last_used is None or now - as_utc(last_used) > _LAST_USED_EVERY:
+            last_used = as_utc(row.last_used_at) if row.last_used_at is not None else None
+        if last_used is None or now - last_used > _LAST_USED_EVERY:
             # A write, so in the writers' turn; at most once in _LAST_USED_EVERY per token.
+            # It moves the counter, so the next call reads the token again (once).
             with self._db.session() as s:
                 s.execute(update(ApiToken).where(ApiToken.id == found.token_id).values(
                     last_used_at=now))  # fmt: skip
+            last_used = now
+        if len(self._known) >= _KNOWN_KEPT:
+            self._known.clear()
+        self._known[digest] = _Known(version=version, principal=found, last_used=last_used)
         return found
 
     # --- web sign-in -------------------------------------------------------------------------

@@ -158,6 +158,9 @@ class LastPush(BaseModel):
 
 
 class ProjectPublic(BaseModel):
+    # Frozen: the service keeps and hands out the same instances (its caches).
+    model_config = ConfigDict(frozen=True)
+
     name: str
     owner: str | None = Field(default=None, description="username of the owner (None: admins')")
     visibility: str = Field(

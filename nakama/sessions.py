@@ -9,17 +9,27 @@ Nakama's host to the app's host without the session id ever leaving Nakama's."""
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 
 from nakama.auth import Principal, TokenStore, hash_token
+from nakama.db.changes import Fresh
 from nakama.db.session import Database
 from nakama.db.tables import AppSignInCode, WebSession, as_utc
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """A session as stored: when it expires, and who it signs in (None: the user is gone)."""
+
+    expires_at: datetime
+    principal: Principal | None
 
 
 class SessionStore:
@@ -29,6 +39,9 @@ class SessionStore:
         self._max_age = timedelta(seconds=max_age_s)
         # Moves whenever sessions end: cached sign-in checks made before it are stale.
         self.generation = 0
+        # (session hash, app) -> the session: every page and app request reads one (issue 13).
+        # Fresh while the change counter stays (web_sessions and users are watched).
+        self._signed: Fresh[_Signed | None] = Fresh(db.changes, kept=4096)
 
     def open(self, user_id: int) -> str:
         """A new session for ``user_id``; returns its id (goes only into the signed cookie)."""
@@ -50,16 +63,22 @@ class SessionStore:
         """Who is signed in with ``session_id``, or None (unknown, ended or expired); with
         ``app``, the session must be that app's own (else it must be one of Nakama's pages)."""
         id_hash = hash_token(session_id)
+        signed = self._signed.get((id_hash, app), lambda: self._read(id_hash, app))
+        if signed is None:
+            return None
+        if signed.expires_at <= _now():
+            with self._db.session() as s:
+                s.execute(delete(WebSession).where(WebSession.id_hash == id_hash))
+            return None
+        return signed.principal
+
+    def _read(self, id_hash: str, app: str | None) -> _Signed | None:
         with self._db.read() as s:
             row = s.scalar(select(WebSession).where(WebSession.id_hash == id_hash))
             if row is None or row.app != app:
                 return None
-            expired, user_id = as_utc(row.expires_at) <= _now(), row.user_id
-        if expired:
-            with self._db.session() as s:
-                s.execute(delete(WebSession).where(WebSession.id_hash == id_hash))
-            return None
-        return self._tokens.principal_of_user(user_id)
+            expires_at, user_id = as_utc(row.expires_at), row.user_id
+        return _Signed(expires_at, self._tokens.principal_of_user(user_id))
 
     def close(self, session_id: str) -> None:
         """End the session and the app sessions made from it."""

@@ -15,8 +15,14 @@ migration copies a table to alter it, and the copy has no triggers.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+
+V = TypeVar("V")
 
 # Tables whose rows a project list, a project, an access check or a sign-in shows or depends on.
 WATCHED = (
@@ -28,6 +34,8 @@ WATCHED = (
     "app_viewers",
 )
 _BUMP = "UPDATE change_counter SET n = n + 1 WHERE id = 1"
+# The counter now (committed changes only).
+CURRENT = "SELECT n FROM change_counter WHERE id = 1"
 _PG_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION nakama_count_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -88,7 +96,29 @@ def drop_triggers(connection: Connection) -> None:
     connection.execute(text("DROP FUNCTION IF EXISTS nakama_count_change()"))
 
 
-def current(connection: Connection) -> int:
-    """The counter now (committed changes only)."""
-    value = connection.execute(text("SELECT n FROM change_counter WHERE id = 1")).scalar_one()
-    return int(value)
+class Fresh(Generic[V]):
+    """Values computed from what the watched tables hold, kept while the change counter stays
+    where it was when they were computed (a key may add what else the value depends on)."""
+
+    def __init__(self, counter: Callable[[], int], *, kept: int) -> None:
+        """``counter``: the change counter (``Database.changes``); ``kept``: at most this many
+        values, all dropped when full (a changed counter leaves old keys never asked again)."""
+        self._counter = counter
+        self._kept = kept
+        self._values: dict[tuple[Hashable, ...], V] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Hashable, ...], compute: Callable[[], V]) -> V:
+        """The value of ``key``: the kept one if nothing changed since, else ``compute()``'s."""
+        # The counter first, then the read: what compute() reads is at least as new.
+        full = (self._counter(), *key)
+        with self._lock:
+            found = self._values.get(full)
+        if found is not None:
+            return found
+        value = compute()
+        with self._lock:
+            if len(self._values) >= self._kept:
+                self._values.clear()
+            self._values[full] = value
+        return value
