@@ -57,12 +57,14 @@ def _source_root() -> Path:
 
 def _hook_script(python: str) -> str:
     # -S skips site-packages: the hook needs only the standard library and nakama, and starts
-    # faster without them.
+    # faster without them. Its compiled modules are kept even where the environment says not
+    # to write them: else every push compiles them again (about a third of the hook's time).
     return (
         "#!/bin/sh\n"
         "# Installed by Nakama: sends a GitLab-format Push Hook for each pushed ref.\n"
         f"PYTHONPATH={shlex.quote(str(_source_root()))}\n"
         "export PYTHONPATH\n"
+        "unset PYTHONDONTWRITEBYTECODE\n"
         f"exec {shlex.quote(python)} -S -m backend.local.post_receive\n"
     )
 

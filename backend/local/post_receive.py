@@ -25,7 +25,6 @@ import os
 import socket
 import sys
 import threading
-import uuid
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -288,12 +287,22 @@ def _unchunk(data: bytes) -> bytes:
     return bytes(out)
 
 
+def random_uuid() -> str:
+    """A random (version 4) UUID as text. Not the uuid module: on Linux it imports platform, a
+    few milliseconds of every push's hook (issue 13) for sixteen random bytes."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def deliver(payload: dict[str, Any], config: HookConfig) -> list[str]:
     """Send ``payload`` to every URL at once; the problems, if any. A body that would be
     larger than the receiver takes goes without the commits' file lists (see
     :func:`~backend.local.push_payload.encode_within`)."""
     body, _ = encode_within(payload, max_bytes=config.max_body_bytes)
-    event_uuid = uuid.uuid4()
+    event_uuid = random_uuid()
     problems: list[str | None] = [None] * len(config.urls)
 
     def send(index: int, url: str) -> None:
@@ -303,7 +312,8 @@ def deliver(payload: dict[str, Any], config: HookConfig) -> list[str]:
             token=config.token,
             instance=config.instance,
             event_uuid=event_uuid,
-            webhook_uuid=uuid.uuid4(),
+            webhook_uuid=random_uuid(),
+            idempotency_key=random_uuid(),  # this event to this URL: sent once
             version=__version__,
         )
         problems[index] = post(url, body, headers)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -291,14 +290,15 @@ def delivery_headers(
     url: str,
     token: str,
     instance: str,
-    event_uuid: uuid.UUID,
-    webhook_uuid: uuid.UUID,
+    event_uuid: str,
+    webhook_uuid: str,
+    idempotency_key: str,
     version: str,
 ) -> dict[str, str]:
     """The headers of one delivery of ``payload`` to ``url``.
 
     ``event_uuid`` is shared by every URL the event goes to; ``webhook_uuid`` is new per request;
-    the Idempotency-Key is derived from both the event and the URL, so a re-send reuses it.
+    ``idempotency_key`` is one per event and URL, the same for every re-send of it (GitLab's).
     """
     event = TAG_PUSH_HOOK if payload.get("object_kind") == "tag_push" else PUSH_HOOK
     return {
@@ -307,7 +307,7 @@ def delivery_headers(
         "X-Gitlab-Event": event,
         "X-Gitlab-Token": token,
         "X-Gitlab-Instance": instance,
-        "X-Gitlab-Event-UUID": str(event_uuid),
-        "X-Gitlab-Webhook-UUID": str(webhook_uuid),
-        "Idempotency-Key": str(uuid.uuid5(event_uuid, url)),
+        "X-Gitlab-Event-UUID": event_uuid,
+        "X-Gitlab-Webhook-UUID": webhook_uuid,
+        "Idempotency-Key": idempotency_key,
     }

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from backend.local.post_receive import random_uuid
 from backend.local.push_payload import (
     MAX_COMMITS,
     CommitInfo,
@@ -245,40 +246,47 @@ def test_push_options() -> None:
 
 
 def test_delivery_headers() -> None:
-    event = uuid.uuid4()
+    event = random_uuid()
     body = payload()
 
-    def headers(url: str) -> dict[str, str]:
+    def headers(url: str, key: str) -> dict[str, str]:
         return delivery_headers(
             body,
             url=url,
             token=TOKEN,
             instance="http://127.0.0.1:8000",
             event_uuid=event,
-            webhook_uuid=uuid.uuid4(),
+            webhook_uuid=random_uuid(),
+            idempotency_key=key,
             version="1.2.3",
         )
 
-    first, second, again = (
-        headers("http://x/build-image"),
-        headers("http://x/code-reload"),
-        headers("http://x/build-image"),
-    )
+    first, second = headers("http://x/build-image", "k1"), headers("http://x/code-reload", "k2")
     reference = load_reference("request_headers_example.json")
     assert set(first) == set(reference)
     assert first["X-Gitlab-Event"] == "Push Hook"
     assert first["User-Agent"] == "Nakama/1.2.3"
     assert first["X-Gitlab-Token"] == TOKEN
-    assert first["X-Gitlab-Event-UUID"] == second["X-Gitlab-Event-UUID"] == str(event)
-    assert first["X-Gitlab-Webhook-UUID"] != again["X-Gitlab-Webhook-UUID"]
-    assert first["Idempotency-Key"] == again["Idempotency-Key"] != second["Idempotency-Key"]
+    assert first["X-Gitlab-Event-UUID"] == second["X-Gitlab-Event-UUID"] == event
+    assert first["X-Gitlab-Webhook-UUID"] != second["X-Gitlab-Webhook-UUID"]
+    assert (first["Idempotency-Key"], second["Idempotency-Key"]) == ("k1", "k2")
     tag = delivery_headers(
         payload(ref="refs/tags/v1", commits=[]),
         url="u",
         token=TOKEN,
         instance="i",
         event_uuid=event,
-        webhook_uuid=uuid.uuid4(),
+        webhook_uuid=random_uuid(),
+        idempotency_key="k",
         version="1",
     )
     assert tag["X-Gitlab-Event"] == "Tag Push Hook"
+
+
+def test_random_uuid_is_a_version_4_uuid_as_the_uuid_module_writes_it() -> None:
+    made = {random_uuid() for _ in range(1000)}
+    assert len(made) == 1000
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert str(parsed) == text
