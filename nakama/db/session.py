@@ -45,9 +45,11 @@ class Database:
         if sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
             # Reads run side by side (read()); the request thread pool is 40 threads wide, and
-            # a request waiting for a pooled connection waits for nothing the file needs.
-            kwargs["pool_size"] = 20
-            kwargs["max_overflow"] = 30
+            # a request waiting for a pooled connection waits for nothing the file needs. As
+            # many kept as the pool has threads: an overflow connection is opened and closed
+            # for one request (its pragmas included), which a loaded list showed.
+            kwargs["pool_size"] = 40
+            kwargs["max_overflow"] = 20
         else:
             kwargs["pool_pre_ping"] = True
             kwargs["pool_size"] = 10
