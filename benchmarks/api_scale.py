@@ -9,6 +9,8 @@ project count (1, then 50, then 200: the projects are added, not made anew) and 
 * ``GET /api/v1/projects`` with alice's token (every one of her projects);
 * ``GET /api/v1/projects/<first>`` with alice's token;
 * ``GET /projects``: the web UI's project list, with alice's session cookie;
+* at the largest count, ``GET /api/v1/projects`` again while another client changes a project
+  every 0.5 s (every change makes the cached lists stale at once);
 * ``POST /code-reload/<first>``: a push hook for a branch that deploys nothing, each with its own
   Idempotency-Key, so every one is stored (the intake answers only after it is).
 
@@ -33,7 +35,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -102,13 +106,37 @@ def create(api: httpx.Client, names: list[str], server: object) -> None:
     wait_for(all_running, timeout=60 + 3 * len(names), interval=1, what="every app running")
 
 
-def row(label: str, r: dict, size: int, base: dict) -> str:
+def row(label: str, r: dict, size: int, base: dict | None) -> str:
     cpu = 100 * r["cpu_s"] / r["seconds"]
-    return (
+    line = (
         f"{label:<28}{r['rps']:>8.0f}/s  p50 {r['p50']:7.1f}ms  p99 {r['p99']:7.1f}ms  "
-        f"{size:>8} B  CPU {cpu:3.0f}%  non-2xx {r['non2xx'] + r['socket_errors']:<4}| bare "
-        f"{base['rps']:>7.0f}/s  p99 {base['p99']:6.1f}ms"
+        f"{size:>8} B  CPU {cpu:3.0f}%  non-2xx {r['non2xx'] + r['socket_errors']:<4}"
     )
+    if base is None:
+        return line
+    return line + f"| bare {base['rps']:>7.0f}/s  p99 {base['p99']:6.1f}ms"
+
+
+@contextlib.contextmanager
+def changing(api: httpx.Client, name: str, *, every_s: float) -> Iterator[None]:
+    """While inside: the project's idle timeout changed every ``every_s`` seconds, through
+    the API (a committed change to a watched table, as any user's edit is)."""
+    stop = threading.Event()
+
+    def change() -> None:
+        n = 0
+        while not stop.wait(every_s):
+            n += 1
+            answer = api.patch(f"/api/v1/projects/{name}", json={"idle_timeout_s": 600 + n})
+            answer.raise_for_status()
+
+    worker = threading.Thread(target=change, daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        worker.join(timeout=30)
 
 
 def main() -> int:
@@ -228,6 +256,19 @@ def run(args: argparse.Namespace, database_url: str | None) -> int:
                 + f"  stored {r['stored_per_s']:.0f}/s"
             )
             print(rows[-1], flush=True)
+        # The list while a project changes every 0.5 s (each change makes every cached list
+        # stale at once: shows that one request recomputes it while the others wait).
+        lua = tmp / "churn.lua"
+        lua.write_text(
+            GET_LUA.format(header=lua_str("Authorization"), value=lua_str(f"Bearer {token}"))
+        )
+        with changing(api, "app-001", every_s=0.5):
+            r = loaded(server.proc.pid, f"{server.url}/api/v1/projects", lua, args.seconds)
+        figures[(counts[-1], "churn")] = r
+        rows.append(
+            row(f"{counts[-1]:>3} GET /api/v1/projects, a change every 0.5 s", r, 0, base=None)
+        )
+        print(rows[-1], flush=True)
         if args.profile:
             lua = tmp / "profile.lua"
             lua.write_text(
