@@ -9,17 +9,18 @@ tokens. Wrong tokens from one client address get 429 with Retry-After past a lim
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from backend.http_errors import validation_message
 from backend.limits import LimitService, LimitsPublic
+from backend.notifications import NotificationService, TargetCreated, TargetPublic
 from backend.projects import ProjectService
 from backend.users import (
     ProjectsChoice,
@@ -109,8 +110,10 @@ def make_api_router(
     sessions: SessionStore,
     users: UserRemoval,
     log_read_bytes: int = LogSettings().pipeline_log_read_bytes,
+    notifications: NotificationService | None = None,
 ) -> APIRouter:
-    """``log_read_bytes``: what one read of a pipeline log returns at most (LogSettings)."""
+    """``log_read_bytes``: what one read of a pipeline log returns at most (LogSettings);
+    ``notifications`` None: no notification routes."""
 
     def principal(
         request: Request,
@@ -241,9 +244,10 @@ def make_api_router(
         return Response(projects.list_json(caller), media_type=_JSON)
 
     @router.get("/projects/{name}", response_model=ProjectPublic, tags=["projects"])
-    def get_project(name: str, caller: Caller) -> ProjectPublic:
+    def get_project(name: str, caller: Caller) -> Response:
         check(name, caller)
-        return projects.get(name, caller)
+        # Serialized here, as the list is: the service's own model needs no re-validation.
+        return Response(projects.get(name, caller).model_dump_json(), media_type=_JSON)
 
     @router.patch("/projects/{name}", response_model=ProjectPublic, tags=["projects"])
     def update_project(name: str, body: ProjectUpdate, caller: Caller) -> ProjectPublic:
@@ -427,5 +431,50 @@ def make_api_router(
         return Response(status_code=204)
 
     router.include_router(variable_routes)
-
+    if notifications is not None:
+        router.include_router(_notification_routes(notifications, develop=develop, check=check))
     return router
+
+
+class NotificationTargetCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["webhook", "slack"] = "webhook"
+    url: SecretStr = Field(description="where to POST (http or https; its path may be a secret)")
+    on_deploy: bool = Field(default=False, description="also when a deploy goes live")
+
+
+def _notification_routes(
+    notifications: NotificationService,
+    *,
+    develop: Callable[[str, Principal], None],
+    check: Callable[..., object],
+) -> APIRouter:
+    routes = APIRouter(route_class=_NoEchoValidation, tags=["notifications"])
+
+    @routes.get("/projects/{name}/notifications", response_model=list[TargetPublic])
+    def list_targets(name: str, caller: Caller) -> list[TargetPublic]:
+        """Where the project's pipeline failures (and deploys, if asked) are sent; each URL as
+        its scheme and host only."""
+        develop(name, caller)
+        return notifications.list(name)
+
+    @routes.post("/projects/{name}/notifications", status_code=201, response_model=TargetCreated)
+    def add_target(name: str, body: NotificationTargetCreate, caller: Caller) -> TargetCreated:
+        """Add a target; owners only. A ``webhook`` target's signing secret is in this answer
+        and never again: check ``X-Nakama-Signature`` (``sha256=`` HMAC of the body) with it.
+        A URL on a loopback, private or link-local address is refused unless the operator
+        allows it."""
+        check(name, caller, Action.own)
+        return notifications.add(
+            name, kind=body.kind, url=body.url.get_secret_value(), on_deploy=body.on_deploy
+        )
+
+    @routes.delete("/projects/{name}/notifications/{target_id}", status_code=204)
+    def remove_target(name: str, target_id: int, caller: Caller) -> Response:
+        """Remove a target; owners only."""
+        check(name, caller, Action.own)
+        notifications.remove(name, target_id)
+        return Response(status_code=204)
+
+    return routes

@@ -43,6 +43,7 @@ from backend.local.routes import Routes
 from backend.local.runtime import LocalRuntime
 from backend.local.supervisor import Supervisor
 from backend.metrics import install_metrics
+from backend.notifications import NotificationService
 from backend.projects import (
     ProjectService,
     cluster_build_policy,
@@ -260,6 +261,7 @@ class Platform:
     parts: ModeParts
     isolation: str = ""
     retention: Retention | None = None
+    notifications: NotificationService | None = None
 
     def bootstrap_admin(self) -> str | None:
         """Make sure the admin user and an admin token exist; return the token if it was
@@ -292,6 +294,8 @@ class Platform:
         self.processor.start()
         if self.retention is not None:
             self.retention.start()
+        if self.notifications is not None:
+            threading.Thread(target=self.notifications.run, name="notify", daemon=True).start()
         threading.Thread(target=self._resume, name="resume", daemon=True).start()
 
     def _resume(self) -> None:
@@ -299,6 +303,8 @@ class Platform:
         self.parts.resume()
 
     def stop(self) -> None:
+        if self.notifications is not None:
+            self.notifications.stop()
         if self.retention is not None:
             self.retention.stop()
         self.processor.stop()
@@ -556,6 +562,9 @@ def build_platform(settings: Settings) -> Platform:
         parts=adapters.parts,
         isolation=adapters.isolation,
         retention=Retention(db, settings.retention, files=adapters.retention_files),
+        notifications=NotificationService(
+            db, secrets, settings.notifications, app_url=adapters.runtime.app_url
+        ),
     )
 
 
@@ -651,6 +660,7 @@ def create_app(platform: Platform) -> Gateway:
                 projects=platform.projects,
             ),
             log_read_bytes=settings.logs.pipeline_log_read_bytes,
+            notifications=platform.notifications,
         )
     )
     for router in platform.parts.routers(platform.tokens, platform.projects.sharing):

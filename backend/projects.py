@@ -28,6 +28,7 @@ from nakama.db.changes import Fresh
 from nakama.db.session import Database
 from nakama.db.tables import (
     AppViewer,
+    NotificationTarget,
     Pipeline,
     Project,
     ProjectMember,
@@ -701,7 +702,15 @@ class ProjectService:
 
     def _delete_rows(self, name: str) -> None:
         with self._db.session() as s:
-            for table in (Pipeline, PushPlan, ProjectVariable, ProjectMember, AppViewer):
+            tables = (
+                Pipeline,
+                PushPlan,
+                ProjectVariable,
+                ProjectMember,
+                AppViewer,
+                NotificationTarget,
+            )
+            for table in tables:
                 s.execute(delete(table).where(table.project == name))
             s.execute(delete(WebhookEvent).where(WebhookEvent.project == name))
             s.execute(delete(Project).where(Project.name == name))

@@ -14,7 +14,7 @@ import threading
 from sqlalchemy import Select, select, update
 
 from nakama.db.session import Database
-from nakama.db.tables import Project, ProjectVariable
+from nakama.db.tables import NotificationTarget, Project, ProjectVariable
 from nakama.errors import Conflict, NakamaError, NotFound
 from nakama.logs import get_logger
 from nakama.models import VariablePublic
@@ -70,7 +70,26 @@ def reencrypt_secrets(db: Database, box: SecretBox) -> int:
                     updated_at=row.updated_at,
                 )
             )
-    return len(rows)
+        # The notification targets' URLs and signing secrets are under the same keys.
+        targets = s.scalars(
+            select(NotificationTarget).order_by(NotificationTarget.id).with_for_update()
+        ).all()
+        for target in targets:
+            what = _target_what(target)
+            secret = target.secret
+            s.execute(
+                update(NotificationTarget)
+                .where(NotificationTarget.id == target.id)
+                .values(
+                    url=box.rotate(target.url, what=what),
+                    secret=box.rotate(secret, what=what) if secret is not None else None,
+                )
+            )
+    return len(rows) + len(targets)
+
+
+def _target_what(target: NotificationTarget) -> str:
+    return f"notification target {target.id} of project {target.project!r}"
 
 
 def check_secrets(db: Database, box: SecretBox) -> int:
@@ -83,9 +102,14 @@ def check_secrets(db: Database, box: SecretBox) -> int:
                 ProjectVariable.secret.is_(True)
             )
         ).all()
+        targets = s.scalars(select(NotificationTarget)).all()
     for project, key, value in rows:
         box.decrypt(value, what=_what(project, key))
-    return len(rows)
+    for target in targets:
+        box.decrypt(target.url, what=_target_what(target))
+        if target.secret is not None:
+            box.decrypt(target.secret, what=_target_what(target))
+    return len(rows) + len(targets)
 
 
 class VariableService:

@@ -296,6 +296,27 @@ class JobSettings(BaseModel):
     restore_workers: int = Field(default=6, ge=1)
 
 
+class NotificationSettings(BaseModel):
+    """Deploy notifications (backend.notifications): where they may go and how hard to try."""
+
+    # Targets on loopback, private or link-local addresses are refused: any user names the
+    # URL, and Nakama's own network is not theirs to probe (GitLab's webhook SSRF advisories).
+    # An operator whose chat or CI server lives on the private network allows them here.
+    allow_private_targets: bool = False
+    # Seconds between two looks for finished pipelines whose targets were not told yet.
+    interval_s: float = Field(default=1.0, gt=0)
+    # Tries of one delivery before it is logged as failed and dropped, the waits between them
+    # doubling from backoff_initial_s up to backoff_max_s seconds: with the defaults a target
+    # down for most of a minute still gets it.
+    attempts: int = Field(default=5, ge=1)
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    # Seconds one try may take (connect and answer).
+    timeout_s: float = Field(default=10.0, gt=0)
+    # Targets one project may have.
+    targets_per_project: int = Field(default=10, ge=1)
+
+
 class QuotaSettings(BaseModel):
     """What one user may hold (admins are not bounded). A request past a quota gets a 409 that
     names the quota, what the user holds and its setting (nakama.quotas)."""
@@ -412,6 +433,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = JobSettings()
     quotas: QuotaSettings = QuotaSettings()
     retention: RetentionSettings = RetentionSettings()
+    notifications: NotificationSettings = NotificationSettings()
 
     @field_validator("admin_token")
     @classmethod

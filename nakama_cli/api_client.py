@@ -232,6 +232,20 @@ class NakamaClient:
     def delete_variable(self, name: str, key: str) -> None:
         self.request("DELETE", f"/projects/{name}/variables/{quote(key, safe='')}")
 
+    # --- notifications -------------------------------------------------------------------------
+    def notification_targets(self, name: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/projects/{name}/notifications"))
+
+    def add_notification_target(
+        self, name: str, *, kind: str, url: str, on_deploy: bool
+    ) -> dict[str, Any]:
+        """Add a target (the URL goes in the body only); the answer holds a webhook's secret."""
+        body = {"kind": kind, "url": url, "on_deploy": on_deploy}
+        return dict(self._json("POST", f"/projects/{name}/notifications", json=body))
+
+    def remove_notification_target(self, name: str, target_id: int) -> None:
+        self.request("DELETE", f"/projects/{name}/notifications/{target_id}")
+
     # --- sharing -------------------------------------------------------------------------------
     def members(self, name: str) -> list[dict[str, Any]]:
         return list(self._json("GET", f"/projects/{name}/members"))

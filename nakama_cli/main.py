@@ -13,6 +13,7 @@ import typer
 from nakama_cli.auth import register as register_auth
 from nakama_cli.commands import EXIT_CODES_HELP, projects_app, register
 from nakama_cli.limits import register_limits
+from nakama_cli.notifications import notifications_app
 from nakama_cli.secrets import secrets_app
 from nakama_cli.sharing import register_sharing
 from nakama_cli.users import users_app
@@ -237,6 +238,7 @@ register_limits(projects_app)  # projects limits
 app.add_typer(users_app, name="users")
 app.add_typer(secrets_app, name="secrets")  # on this machine's database and data dir
 app.add_typer(variables_app, name="variables")  # variables list, set, unset
+app.add_typer(notifications_app, name="notifications")  # notifications list, add, remove
 register_auth(app)  # auth git-credential, auth setup-git, logout
 
 

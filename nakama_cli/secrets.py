@@ -59,7 +59,10 @@ def rotate_key(
         )
         typer.echo(done.new_key)
         return
-    _note(f"{done.reencrypted} secret variables are encrypted with the newest key.")
+    _note(
+        f"{done.reencrypted} secrets (variables and notification targets) are encrypted with"
+        " the newest key."
+    )
     if done.key_file is not None:
         kept = "the newest key alone" if done.keys == 1 else f"{done.keys} keys, newest first"
         _note(f"{done.key_file} holds {kept}. Start (or restart) Nakama to use it.")

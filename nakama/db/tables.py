@@ -195,6 +195,27 @@ class Pipeline(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When the project's notification targets were told of its end (None: not yet, or not
+    # finished); pipelines from before migration 0012 count as told.
+    notified_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )
+
+
+class NotificationTarget(Base):
+    """Where a project's pipeline failures (and, if asked, deploys) are sent. The URL and the
+    signing secret are stored encrypted (SecretBox) and never shown back whole."""
+
+    __tablename__ = "notification_targets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # webhook, slack
+    url: Mapped[str] = mapped_column(Text)
+    # The webhook kind's HMAC key (None for slack, whose URL is its secret).
+    secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    on_deploy: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ProjectVariable(Base):

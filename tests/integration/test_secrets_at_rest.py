@@ -16,12 +16,13 @@ import structlog
 from alembic import command
 from alembic.config import Config
 from pydantic import SecretStr
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from backend.app import build_platform
 from backend.variables import stored_environment
 from nakama.db.session import BOX_ATTRIBUTE, MIGRATIONS_DIR, Database
-from nakama.db.tables import Project, ProjectVariable
+from nakama.db.tables import NotificationTarget, Project, ProjectVariable
 from nakama.secret_keys import load_keys
 from nakama.secretbox import SecretBox, SecretsKeyError, generate_key, parse_keys
 from nakama.settings import Settings
@@ -32,6 +33,8 @@ BOB_SECRET = "bob-db-password-98765"
 LOOKALIKE = "fernet:gAAAAAB-looks-encrypted-but-is-plain"  # a plain secret that looks marked
 API_URL = "https://api.example.com/v2"
 PLAIN = {("alice-app", "API_URL"): API_URL}
+TARGET_URL = "https://hooks.example.com/services/T0/B0/alice-secret-path"
+TARGET_SECRET = "alice-signing-secret-0123456789"
 SECRETS = {
     ("alice-app", "API_TOKEN"): ALICE_SECRET,
     ("bob-app", "DB_PASSWORD"): BOB_SECRET,
@@ -94,6 +97,22 @@ def seed(db: Database, box: SecretBox) -> None:
             s.add(ProjectVariable(project=project, key=key, value=value, secret=False))
         for (project, key), value in SECRETS.items():
             s.add(ProjectVariable(project=project, key=key, value=box.encrypt(value), secret=True))
+        s.add(
+            NotificationTarget(
+                project="alice-app",
+                kind="webhook",
+                url=box.encrypt(TARGET_URL),
+                secret=box.encrypt(TARGET_SECRET),
+            )
+        )
+
+
+def target_of(db: Database, box: SecretBox) -> tuple[str, str]:
+    """Alice's notification target's URL and signing secret, opened with ``box``."""
+    with db.read() as s:
+        row = s.scalars(select(NotificationTarget)).one()
+    assert row.secret is not None
+    return box.decrypt(row.url), box.decrypt(row.secret)
 
 
 def environments(db: Database, box: SecretBox) -> dict[tuple[str, str], str]:
@@ -207,7 +226,7 @@ def test_rotation_keeps_every_value_readable_and_drop_old_retires_the_old_key(
 
     result = run_cli(settings)
     assert result.exit_code == 0, result.output
-    assert "3 secret variables are encrypted with the newest key" in result.output
+    assert "4 secrets (variables and notification targets) are encrypted" in result.output
     new, kept = file_keys(settings)
     assert kept == old and new != old
     assert new not in result.output and old not in result.output
@@ -217,6 +236,7 @@ def test_rotation_keeps_every_value_readable_and_drop_old_retires_the_old_key(
         assert (now != was) if secret else (now == was), key
     assert environments(db, load_keys(settings).box()) == PLAIN | SECRETS
     assert environments(db, SecretBox([new], source="s")) == PLAIN | SECRETS  # all under it
+    assert target_of(db, SecretBox([new], source="s")) == (TARGET_URL, TARGET_SECRET)
 
     result = run_cli(settings, "--drop-old")
     assert result.exit_code == 0, result.output
@@ -226,6 +246,8 @@ def test_rotation_keeps_every_value_readable_and_drop_old_retires_the_old_key(
     for project in ("alice-app", "bob-app"):
         with pytest.raises(SecretsKeyError):
             stored_environment(db, project, old_only)
+    with pytest.raises(SecretsKeyError):
+        target_of(db, old_only)
 
 
 def test_rotation_with_the_key_in_nakama_secrets_key(settings: Settings, db: Database) -> None:
