@@ -691,6 +691,7 @@ def create_app(platform: Platform) -> Gateway:
         db=platform.db,
         settings=settings,
         sessions=sessions,
+        notifications=platform.notifications,
         **web_options,
     )
     return Gateway(

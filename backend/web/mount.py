@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from backend.limits import LimitService
+from backend.notifications import NotificationService
 from backend.projects import ProjectService
 from backend.users import UserRemoval
 from backend.variables import VariableService
@@ -71,6 +72,7 @@ def install_web(
     settings: Settings,
     sessions: SessionStore,
     maintainer_of: Callable[[Principal], str | None] = lambda _user: None,
+    notifications: NotificationService | None = None,
     gitlab_sign_in: bool = False,
     extra_routers: Iterable[Callable[[WebAuth, Renderer], APIRouter]] = (),
 ) -> None:
@@ -132,6 +134,7 @@ def install_web(
             user=auth.user,
             csrf=auth.csrf,
             maintainer_of=maintainer_of,
+            notifications=notifications,
         )
     )
     app.include_router(

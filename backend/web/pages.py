@@ -19,12 +19,13 @@ from pydantic import ValidationError
 
 from backend.http_errors import status_of
 from backend.limits import LimitService
+from backend.notifications import NotificationService
 from backend.projects import ProjectService
 from backend.variables import VariableService
 from backend.web.views import Renderer, flash
 from nakama.access import ROLES, VISIBILITIES, Action, Role
 from nakama.auth import Principal
-from nakama.errors import Forbidden, InvalidInput, NakamaError, NotFound
+from nakama.errors import Conflict, Forbidden, InvalidInput, NakamaError, NotFound
 from nakama.limits import parse_overrides
 from nakama.limits_text import limit_rows, merge_overrides, stop_reason
 from nakama.logs import get_logger
@@ -54,6 +55,7 @@ def make_pages_router(
     user: Callable[[Request], Principal],
     csrf: Callable[[Request], Awaitable[None]],
     maintainer_of: Callable[[Principal], str | None],
+    notifications: NotificationService | None = None,
 ) -> APIRouter:
     """``user`` is the dependency that yields the signed-in user (and keeps it in
     ``request.state.user``); ``maintainer_of`` names the forge user who becomes a new
@@ -233,6 +235,7 @@ def make_pages_router(
             "project.html",
             user=caller,
             variables=variables.list(name),
+            targets=notifications.list(name) if notifications is not None else None,
             **context,
             **resources_context(context["project"]),
             **sharing,
@@ -276,6 +279,40 @@ def make_pages_router(
                 f"Rolling back to commit {started.commit[:8]}: pipeline #{started.id} started.",
             )
         return RedirectResponse(f"/projects/{name}#pipelines", status_code=303)
+
+    # --- notifications ---------------------------------------------------------------------
+    if notifications is not None:
+        told = notifications
+
+        @router.post("/projects/{name}/notifications", dependencies=[Csrf])
+        def add_target(
+            request: Request,
+            name: OwnerOf,
+            caller: User,
+            url: Annotated[str, Form()] = "",
+            kind: Annotated[str, Form()] = "webhook",
+            on_deploy: Annotated[bool, Form()] = False,
+        ) -> Response:
+            """Add a target; the answer is a page of its own, the only one that shows a
+            webhook's signing secret (never a flash message: that travels in a cookie)."""
+            try:
+                made = told.add(name, kind=kind, url=url.strip(), on_deploy=on_deploy)
+            except (InvalidInput, Conflict) as exc:
+                flash(request, str(exc), kind="error")
+                return RedirectResponse(f"/projects/{name}#notifications", status_code=303)
+            return render(
+                request,
+                "notification_added.html",
+                user=caller,
+                project=projects.get(name, caller),
+                target=made,
+            )
+
+        @router.post("/projects/{name}/notifications/{target_id}/delete", dependencies=[Csrf])
+        def remove_target(request: Request, name: OwnerOf, target_id: int) -> Response:
+            told.remove(name, target_id)
+            flash(request, f"Notification target {target_id} removed.")
+            return RedirectResponse(f"/projects/{name}#notifications", status_code=303)
 
     # --- variables -------------------------------------------------------------------------
     @router.post("/projects/{name}/variables", dependencies=[Csrf])
