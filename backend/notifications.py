@@ -120,15 +120,22 @@ class NotificationService:
         problem = url_problem(url)
         if problem is not None:
             raise InvalidInput(f"target not added: {problem}")
-        if self._settings.allow_private_targets:
-            return
-        host = urlsplit(url).hostname or ""
-        found = private_address(self._resolve(host))
-        if found is not None:
+        refused = self._refused_host(url)
+        if refused is not None:
+            host, found = refused
             raise InvalidInput(
                 f"target not added: {host!r} is a loopback, private or link-local address"
                 f" ({found}); the operator may allow such targets ({ALLOW_SETTING}=true)"
             )
+
+    def _refused_host(self, url: str) -> tuple[str, str] | None:
+        """(host, the non-public address it resolves to) unless such targets are allowed or
+        every address is public; asked when a target is added and before each try."""
+        if self._settings.allow_private_targets:
+            return None
+        host = urlsplit(url).hostname or ""
+        found = private_address(self._resolve(host))
+        return (host, found) if found is not None else None
 
     def add(self, project: str, *, kind: str, url: str, on_deploy: bool) -> TargetCreated:
         if kind not in KINDS:
@@ -201,7 +208,6 @@ class NotificationService:
 
     def step(self) -> int:
         """Hand the deliveries of finished, untold pipelines to the senders; how many."""
-        handed = 0
         with self._db.session() as s:
             rows = s.scalars(
                 select(Pipeline)
@@ -221,42 +227,43 @@ class NotificationService:
                 .where(Pipeline.id.in_([r.id for r in rows]))
                 .values(notified_at=utcnow())
             )
-            finished = {r.id: as_utc(r.finished_at) for r in rows if r.finished_at is not None}
-            ends = [
-                PipelineEnd(
-                    pipeline_id=r.id,
-                    project=r.project,
-                    kind=r.kind,
-                    status=r.status,
-                    commit=r.commit_sha,
-                    branch=r.branch,
-                    error=r.error,
-                    app_url=self._app_url(r.project) if r.project in live else None,
-                )
-                for r in rows
-            ]
-            wanted = [
-                (end, event, t.id, t.kind, t.url, t.secret)
-                for end in ends
-                if (event := event_of(end)) is not None
+        wanted: list[tuple[PipelineEnd, str, NotificationTarget]] = []
+        for r in rows:
+            end = PipelineEnd(
+                pipeline_id=r.id,
+                project=r.project,
+                kind=r.kind,
+                status=r.status,
+                commit=r.commit_sha,
+                branch=r.branch,
+                error=r.error,
+                app_url=self._app_url(r.project) if r.project in live else None,
+            )
+            event = event_of(end)
+            if event is None or r.finished_at is None:
+                continue
+            ended = as_utc(r.finished_at)
+            wanted.extend(
+                (end, event, t)
                 for t in targets
-                if t.project == end.project
+                if t.project == r.project
                 and wants(event, on_deploy=t.on_deploy)
                 # A target hears of pipelines that ended after it was added.
-                and finished[end.pipeline_id] >= as_utc(t.created_at)
-            ]
-        for end, event, target_id, kind, url, secret in wanted:
+                and ended >= as_utc(t.created_at)
+            )
+        for end, event, target in wanted:
             self._senders.submit(
                 self._deliver,
                 end,
                 event,
-                target_id=target_id,
-                kind=kind,
-                url=self._box.decrypt(url, what="a notification URL"),
-                secret=self._box.decrypt(secret, what="a notification secret") if secret else None,
+                target_id=target.id,
+                kind=target.kind,
+                url=self._box.decrypt(target.url, what="a notification URL"),
+                secret=self._box.decrypt(target.secret, what="a notification secret")
+                if target.secret
+                else None,
             )
-            handed += 1
-        return handed
+        return len(wanted)
 
     def _deliver(
         self,
@@ -307,10 +314,9 @@ class NotificationService:
             log.info("notification delivered", status=status, **where)
 
     def _send_once(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        if not self._settings.allow_private_targets:
-            host = urlsplit(url).hostname or ""
-            found = private_address(self._resolve(host))
-            if found is not None:
-                raise InvalidInput(f"{host!r} now resolves to a non-public address ({found})")
+        refused = self._refused_host(url)
+        if refused is not None:
+            host, found = refused
+            raise InvalidInput(f"{host!r} now resolves to a non-public address ({found})")
         with httpx.Client(timeout=self._settings.timeout_s, follow_redirects=False) as client:
             return client.post(url, content=body, headers=headers).status_code

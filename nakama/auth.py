@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nakama.backoff import Backoff, Rule
+from nakama.db.changes import Fresh
 from nakama.db.session import Database
 from nakama.db.tables import ApiToken, User, as_utc
 from nakama.errors import Conflict, InvalidInput, NotFound, RateLimited
@@ -77,18 +78,16 @@ class GitLabIdentity:
 WRONG_TOKENS = "token-address"
 # last_used_at is written at most this often per token: a write per API call would cost more.
 _LAST_USED_EVERY = timedelta(minutes=5)
-# Tokens whose principal is kept (a cache of the last few thousand callers; cleared when full).
+# Tokens whose principal is kept (the last few thousand callers; all dropped when full).
 _KNOWN_KEPT = 4096
 
 
 @dataclass(frozen=True)
 class _Known:
-    """A token's principal as read under change counter ``version``, and when it was last
-    recorded as used."""
+    """A token's principal, and when it was last recorded as used (None: never)."""
 
-    version: int
     principal: Principal
-    last_used: datetime
+    last_used: datetime | None
 
 
 def token_backoff(web: WebSettings) -> Backoff:
@@ -178,7 +177,7 @@ class TokenStore:
         # sha256 of a token -> its principal. Fresh while the change counter stays the same:
         # every change to api_tokens and users (a revoke, a removed user, an admin made)
         # moves it, whoever makes it (issue 13: the lookup was most of an API call's time).
-        self._known: dict[str, _Known] = {}
+        self._known: Fresh[_Known | None] = Fresh(db.changes, kept=_KNOWN_KEPT)
 
     def add(self, token: str, *, name: str, is_admin: bool, user_id: int | None = None) -> None:
         with self._db.session() as s:
@@ -216,22 +215,25 @@ class TokenStore:
         if not token:
             return None
         digest = hash_token(token)
-        # The counter before the read: what is read is at least as new as the number.
-        version = self._db.changes()
+        known = self._known.get((digest,), lambda: self._read_token(digest))
+        if known is None:
+            return None
         now = _now()
-        known = self._known.get(digest)
-        if (
-            known is not None
-            and known.version == version
-            and now - known.last_used <= _LAST_USED_EVERY
-        ):
-            return known.principal
+        if known.last_used is None or now - known.last_used > _LAST_USED_EVERY:
+            # A write, so in the writers' turn; at most once in _LAST_USED_EVERY per token.
+            # It moves the counter, so the next call reads the token again (once).
+            with self._db.session() as s:
+                s.execute(update(ApiToken).where(ApiToken.id == known.principal.token_id).values(
+                    last_used_at=now))  # fmt: skip
+        return known.principal
+
+    def _read_token(self, digest: str) -> _Known | None:
         with self._db.read() as s:
             row = s.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
             if row is None:
                 return None
             user = s.get(User, row.user_id) if row.user_id is not None else None
-            found = Principal(
+            principal = Principal(
                 token_id=row.id,
                 name=row.name,
                 is_admin=row.is_admin or (user is not None and user.is_admin),
@@ -239,17 +241,7 @@ class TokenStore:
                 username=user.username if user else None,
             )
             last_used = as_utc(row.last_used_at) if row.last_used_at is not None else None
-        if last_used is None or now - last_used > _LAST_USED_EVERY:
-            # A write, so in the writers' turn; at most once in _LAST_USED_EVERY per token.
-            # It moves the counter, so the next call reads the token again (once).
-            with self._db.session() as s:
-                s.execute(update(ApiToken).where(ApiToken.id == found.token_id).values(
-                    last_used_at=now))  # fmt: skip
-            last_used = now
-        if len(self._known) >= _KNOWN_KEPT:
-            self._known.clear()
-        self._known[digest] = _Known(version=version, principal=found, last_used=last_used)
-        return found
+        return _Known(principal=principal, last_used=last_used)
 
     # --- web sign-in -------------------------------------------------------------------------
     def principal_of_user(self, user_id: int) -> Principal | None:

@@ -100,6 +100,9 @@ class Fresh(Generic[V]):
     """Values computed from what the watched tables hold, kept while the change counter stays
     where it was when they were computed (a key may add what else the value depends on).
 
+    A None value is not kept: keys anyone can make up (a random token or session id) must
+    not fill the cache and push out the values of real callers.
+
     One computation per key at a time: when a change makes every caller miss at once (the
     list of 200 projects, asked by 40 request threads), one computes and the others wait for
     its value instead of all computing the same thing (a stall of a second, measured)."""
@@ -134,14 +137,15 @@ class Fresh(Generic[V]):
                 pass
             with self._lock:
                 found = self._values.get(full)
-            # None: that computation failed; this caller tries in its turn (and sees its error).
+            # None: that computation failed or found nothing; this caller tries in its turn.
             return found if found is not None else self.get(key, compute)
         try:
             value = compute()
-            with self._lock:
-                if len(self._values) >= self._kept:
-                    self._values.clear()
-                self._values[full] = value
+            if value is not None:  # None (no such token, session ...) is not kept
+                with self._lock:
+                    if len(self._values) >= self._kept:
+                        self._values.clear()
+                    self._values[full] = value
             return value
         finally:
             with self._lock:

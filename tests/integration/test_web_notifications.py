@@ -12,32 +12,22 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.nakama_server import NakamaProcess, clone, git, git_push, wait_for, write_tiny_kit
+from tests.e2e.nakama_server import NakamaProcess, clone, git, git_push, wait_for
 from tests.integration.test_notifications import BROKEN, Receiver, receiver  # noqa: F401
-from tests.integration.test_web_security import PASSWORDS, Browser
+from tests.integration.test_web_security import PASSWORDS, Browser, serve_with_users
 
 PROJECT = "web-notify"
 
 
 @pytest.fixture(scope="module")
 def nakama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NakamaProcess]:
-    root = tmp_path_factory.mktemp("web-notifications")
-    server = NakamaProcess(
-        data_dir=root / "data",
-        starter_kit=write_tiny_kit(root / "kit"),
-        uv_cache=root / "uv-cache",
+    yield from serve_with_users(
+        tmp_path_factory.mktemp("web-notifications"),
         extra_env={
             "NAKAMA_NOTIFICATIONS__ALLOW_PRIVATE_TARGETS": "true",
             "NAKAMA_NOTIFICATIONS__INTERVAL_S": "0.2",
         },
     )
-    server.start()
-    for username, password in PASSWORDS.items():
-        r = server.api.post("/api/v1/users", json={"username": username, "password": password})
-        assert r.status_code == 201, r.text
-    yield server
-    server.close()
-    server.kill_apps()
 
 
 def signed_in(nakama: NakamaProcess, who: str) -> Browser:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,17 +19,26 @@ PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22"}
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
-@pytest.fixture(scope="module")
-def nakama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NakamaProcess]:
-    root = tmp_path_factory.mktemp("web-security")
+def serve_with_users(
+    root: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[NakamaProcess]:
+    """A module's ``nakama up`` (tiny kit) with alice and bob, to ``yield from`` in a fixture."""
     kit = write_tiny_kit(root / "kit")
-    server = NakamaProcess(data_dir=root / "data", starter_kit=kit, uv_cache=root / "uv-cache")
+    server = NakamaProcess(
+        data_dir=root / "data", starter_kit=kit, uv_cache=root / "uv-cache", extra_env=extra_env
+    )
     server.start()
     for username, password in PASSWORDS.items():
         r = server.api.post("/api/v1/users", json={"username": username, "password": password})
         assert r.status_code == 201, r.text
     yield server
     server.close()
+    server.kill_apps()
+
+
+@pytest.fixture(scope="module")
+def nakama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NakamaProcess]:
+    yield from serve_with_users(tmp_path_factory.mktemp("web-security"))
 
 
 def csrf_of(html: str) -> str:
