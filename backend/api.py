@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from backend.databases import DatabasePublic, DatabaseService, DatabaseStatus
 from backend.http_errors import validation_message
 from backend.limits import LimitService, LimitsPublic
 from backend.notifications import NotificationService, TargetCreated, TargetPublic
@@ -111,9 +112,10 @@ def make_api_router(
     users: UserRemoval,
     log_read_bytes: int = LogSettings().pipeline_log_read_bytes,
     notifications: NotificationService | None = None,
+    databases: DatabaseService | None = None,
 ) -> APIRouter:
     """``log_read_bytes``: what one read of a pipeline log returns at most (LogSettings);
-    ``notifications`` None: no notification routes."""
+    ``notifications`` or ``databases`` None: no routes of theirs."""
 
     def principal(
         request: Request,
@@ -433,7 +435,50 @@ def make_api_router(
     router.include_router(variable_routes)
     if notifications is not None:
         router.include_router(_notification_routes(notifications, develop=develop, check=check))
+    if databases is not None:
+        router.include_router(_database_routes(databases, develop=develop, check=check))
     return router
+
+
+def _database_routes(
+    databases: DatabaseService,
+    *,
+    develop: Callable[[str, Principal], None],
+    check: Callable[..., object],
+) -> APIRouter:
+    routes = APIRouter(tags=["databases"])
+
+    @routes.get("/projects/{name}/database", response_model=DatabaseStatus)
+    def database_status(name: str, caller: Caller) -> DatabaseStatus:
+        """Whether app databases are configured (if not, what the operator sets) and the
+        project's database: its name, role and host; the password is only in the app's
+        ``DATABASE_URL``."""
+        develop(name, caller)
+        return databases.status(name)
+
+    @routes.post("/projects/{name}/database", status_code=201, response_model=DatabasePublic)
+    def create_database(name: str, caller: Caller) -> DatabasePublic:
+        """Make a PostgreSQL database for the app (owners): a role that owns it, no other
+        role may connect; the app gets ``DATABASE_URL`` as a secret variable and restarts."""
+        check(name, caller, Action.own)
+        return databases.create(name)
+
+    @routes.post("/projects/{name}/database/rotate", response_model=DatabasePublic)
+    def rotate_database(name: str, caller: Caller) -> DatabasePublic:
+        """New credentials (owners): the app restarts with them, then the old ones stop
+        working. The data stays."""
+        check(name, caller, Action.own)
+        return databases.rotate(name)
+
+    @routes.delete("/projects/{name}/database", status_code=204)
+    def delete_database(name: str, caller: Caller) -> Response:
+        """Drop the database and its roles, with its data (owners); the app restarts without
+        ``DATABASE_URL``."""
+        check(name, caller, Action.own)
+        databases.delete(name)
+        return Response(status_code=204)
+
+    return routes
 
 
 class NotificationTargetCreate(BaseModel):

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from backend.api import make_api_router
+from backend.databases import DatabaseService
 from backend.docs_ui import install_docs
 from backend.gateway.front import Gateway
 from backend.gateway.metrics import GatewayMetrics
@@ -262,6 +263,7 @@ class Platform:
     isolation: str = ""
     retention: Retention | None = None
     notifications: NotificationService | None = None
+    databases: DatabaseService | None = None
 
     def bootstrap_admin(self) -> str | None:
         """Make sure the admin user and an admin token exist; return the token if it was
@@ -300,6 +302,8 @@ class Platform:
 
     def _resume(self) -> None:
         self.projects.finish_deletes()
+        if self.databases is not None:
+            self.databases.resume()
         self.parts.resume()
 
     def stop(self) -> None:
@@ -529,8 +533,11 @@ def build_platform(settings: Settings) -> Platform:
         on_member_change=member_sync(adapters.forge, tokens),
         on_visibility_change=adapters.runtime.set_visibility,
     )
+    variables = VariableService(db, adapters.runtime, secrets)
+    databases = DatabaseService(db, secrets, settings.addons, variables)
     projects = ProjectService(
         sharing=sharing,
+        drop_database=databases.drop_for_project,
         db=db,
         forge=adapters.forge,
         registry=adapters.registry,
@@ -555,7 +562,7 @@ def build_platform(settings: Settings) -> Platform:
         pipelines=adapters.pipelines,
         processor=processor,
         projects=projects,
-        variables=VariableService(db, adapters.runtime, secrets),
+        variables=variables,
         limits=LimitService(
             db, adapters.runtime, settings.limits, enforced_by=adapters.limits_enforced_by
         ),
@@ -565,6 +572,7 @@ def build_platform(settings: Settings) -> Platform:
         notifications=NotificationService(
             db, secrets, settings.notifications, app_url=adapters.runtime.app_url
         ),
+        databases=databases,
     )
 
 
@@ -661,6 +669,7 @@ def create_app(platform: Platform) -> Gateway:
             ),
             log_read_bytes=settings.logs.pipeline_log_read_bytes,
             notifications=platform.notifications,
+            databases=platform.databases,
         )
     )
     for router in platform.parts.routers(platform.tokens, platform.projects.sharing):

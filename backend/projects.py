@@ -205,14 +205,17 @@ class ProjectService:
         quotas: QuotaSettings | None = None,
         dependency_files: tuple[str, ...] | None = None,
         builds: BuildPolicy = UNKNOWN_BUILDS,
+        drop_database: Callable[[str], None] | None = None,
     ) -> None:
         """``refresh_pipelines(project)``, if given, brings the project's pipeline rows up to
         date before they are read (cluster mode: pipelines run in GitLab, which is asked).
         ``quotas`` bounds the projects one user owns (None: unbounded); ``dependency_files``
         (the planner's patterns) gives the first build its dependency hash when submitted;
         ``builds`` says what the builds do with a repository (its Python, its Dockerfile), for
-        an import's detection."""
+        an import's detection; ``drop_database(project)`` drops the project's database, if it
+        has one, as it is deleted."""
         self._builds = builds
+        self._drop_database = drop_database
         self._db = db
         self._forge = forge
         self._registry = registry
@@ -678,6 +681,8 @@ class ProjectService:
     def _delete_everything(self, name: str) -> None:
         self._pipelines.cancel_project(name)
         self._runtime.remove(name)
+        if self._drop_database is not None:
+            self._drop_database(name)
         self._forge.delete_repository(name)
         with self._db.session() as s:
             hashes = set(

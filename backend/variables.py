@@ -12,9 +12,10 @@ import builtins
 import threading
 
 from sqlalchemy import Select, select, update
+from sqlalchemy.orm import Session
 
 from nakama.db.session import Database
-from nakama.db.tables import NotificationTarget, Project, ProjectVariable
+from nakama.db.tables import AppDatabase, NotificationTarget, Project, ProjectVariable
 from nakama.errors import Conflict, NakamaError, NotFound
 from nakama.logs import get_logger
 from nakama.models import VariablePublic
@@ -43,6 +44,26 @@ def _stored(db: Database, project: str, box: SecretBox) -> list[tuple[str, str, 
 
 def _value(box: SecretBox, project: str, key: str, stored: str, secret: bool) -> str:
     return box.decrypt(stored, what=_what(project, key)) if secret else stored
+
+
+# The variable a project's database (backend.databases) sets; only that service changes it.
+DATABASE_VARIABLE = "DATABASE_URL"
+
+
+def store_variable(
+    s: Session, box: SecretBox, project: str, key: str, value: str, *, secret: bool
+) -> None:
+    """Create or replace one variable in the session's transaction (encrypted if secret)."""
+    stored = box.encrypt(value) if secret else value
+    row = s.scalar(
+        select(ProjectVariable).where(
+            ProjectVariable.project == project, ProjectVariable.key == key
+        )
+    )
+    if row is None:
+        s.add(ProjectVariable(project=project, key=key, value=stored, secret=secret))
+    else:
+        row.value, row.secret = stored, secret
 
 
 def _what(project: str, key: str) -> str:
@@ -150,14 +171,10 @@ class VariableService:
         validate_value(key, value)
         with self._lock(project):
             self._check_project(project, changing=True)
+            self._check_unmanaged(project, key)
             check_total({**stored_environment(self._db, project, self._box), key: value})
-            stored = self._box.encrypt(value) if secret else value
             with self._db.session() as s:
-                row = s.scalar(self._query(project, key))
-                if row is None:
-                    s.add(ProjectVariable(project=project, key=key, value=stored, secret=secret))
-                else:
-                    row.value, row.secret = stored, secret
+                store_variable(s, self._box, project, key, value, secret=secret)
             log.info("variable set", project=project, key=key, secret=secret)
             self._apply(project, extra_secret=value if secret else None)
 
@@ -165,6 +182,7 @@ class VariableService:
         """Remove a variable and restart the app without it; NotFound if it is not there."""
         with self._lock(project):
             self._check_project(project, changing=True)
+            self._check_unmanaged(project, key)
             with self._db.session() as s:
                 row = s.scalar(self._query(project, key))
                 if row is None:
@@ -173,6 +191,19 @@ class VariableService:
                 s.delete(row)
             log.info("variable deleted", project=project, key=key)
             self._apply(project, extra_secret=removed)
+
+    def lock(self, project: str) -> threading.Lock:
+        """The project's lock of variable changes, for a service that changes one itself."""
+        return self._lock(project)
+
+    def check_project(self, project: str, *, changing: bool = False) -> None:
+        """NotFound for a missing project; Conflict for changing one being deleted."""
+        self._check_project(project, changing=changing)
+
+    def apply(self, project: str, *, failed: str, removed: str | None = None) -> None:
+        """Restart the app with its stored variables (call with :meth:`lock` held); ``removed``:
+        a secret just taken out, kept out of the error too."""
+        self._apply(project, extra_secret=removed, failed=failed)
 
     def restart(self, project: str) -> None:
         """Restart the app on what it runs, with its variables: the restart a change of them
@@ -201,6 +232,19 @@ class VariableService:
             # Not chained: the original's message may hold a value (an app's log lines).
             failed = failed or f"variables of {project!r} saved, but not applied to the app"
             raise type(exc)(f"{failed}: {message}") from None
+
+    def _check_unmanaged(self, project: str, key: str) -> None:
+        """Conflict for the variable the project's database owns."""
+        if key != DATABASE_VARIABLE:
+            return
+        with self._db.session() as s:
+            has_database = s.scalar(select(AppDatabase.id).where(AppDatabase.project == project))
+        if has_database is not None:
+            raise Conflict(
+                f"{DATABASE_VARIABLE} of project {project!r} is its database's address: "
+                f"`nakama projects database rotate {project}` gives it new credentials and "
+                f"`nakama projects database delete {project}` removes it"
+            )
 
     def _check_project(self, project: str, *, changing: bool = False) -> None:
         with self._db.session() as s:

@@ -317,6 +317,24 @@ class NotificationSettings(BaseModel):
     targets_per_project: int = Field(default=10, ge=1)
 
 
+class AddonSettings(BaseModel):
+    """Services Nakama makes for apps on request (backend.databases): a PostgreSQL database."""
+
+    # An admin DSN of the PostgreSQL server that holds the apps' databases, e.g.
+    # postgresql://nakama_admin:PASSWORD@db.internal:5432/postgres: a superuser, or a role with
+    # CREATEROLE and CREATEDB. None: projects cannot have a database (the UI says what to set).
+    postgres_url: SecretStr | None = None
+    # The host[:port] the apps reach that server at, where it is not the admin DSN's (in a
+    # cluster, the server's Service name). None: the admin DSN's.
+    postgres_app_host: str | None = None
+    # What the names of Nakama's roles and databases on that server start with: two Nakamas
+    # sharing one server need different ones. Lower-case letters, digits and '_'.
+    postgres_prefix: str = Field(default="nakama", pattern=r"^[a-z][a-z0-9_]{0,11}$")
+    # Connections one app's role may hold at once (CONNECTION LIMIT): one app cannot take the
+    # server's max_connections from the others.
+    postgres_connection_limit: int = Field(default=20, ge=1)
+
+
 class QuotaSettings(BaseModel):
     """What one user may hold (admins are not bounded). A request past a quota gets a 409 that
     names the quota, what the user holds and its setting (nakama.quotas)."""
@@ -434,6 +452,7 @@ class Settings(BaseSettings):
     quotas: QuotaSettings = QuotaSettings()
     retention: RetentionSettings = RetentionSettings()
     notifications: NotificationSettings = NotificationSettings()
+    addons: AddonSettings = AddonSettings()
 
     @field_validator("admin_token")
     @classmethod

@@ -31,17 +31,26 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """Yield a SQLAlchemy URL of a fresh, empty database on a private server."""
+def postgres_server(password: str | None = None) -> Iterator[str]:
+    """Yield a SQLAlchemy URL of a fresh, empty database on a private server. With
+    ``password``, connections over TCP need one (scram-sha-256; the superuser's is this one)
+    and the server is always a private one."""
     external = os.environ.get("NAKAMA_TEST_DATABASE_URL")
-    if external:
+    if external and password is None:
         yield external
         return
     bindir = _bin_dir()
     root = Path(tempfile.mkdtemp(prefix="nakama-pg-"))
     data = root / "data"
+    auth = ["--auth=trust"]
+    if password is not None:
+        pwfile = root / "pwfile"
+        pwfile.write_text(password + "\n")
+        auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
+        if password is not None:
+            shutil.chown(root / "pwfile", "postgres", "postgres")
     port = free_port()
     subprocess.run(
         _as_postgres(
@@ -51,7 +60,7 @@ def postgres_server() -> Iterator[str]:
                 str(data),
                 "-U",
                 "nakama",
-                "--auth=trust",
+                *auth,
                 "-E",
                 "UTF8",
                 "--no-sync",
@@ -91,7 +100,8 @@ def postgres_server() -> Iterator[str]:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise RuntimeError("PostgreSQL did not start")
             time.sleep(0.1)
-        yield f"postgresql+psycopg://nakama@127.0.0.1:{port}/postgres"
+        user = "nakama" if password is None else f"nakama:{password}"
+        yield f"postgresql+psycopg://{user}@127.0.0.1:{port}/postgres"
     finally:
         server.terminate()
         server.wait(timeout=30)

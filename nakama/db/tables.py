@@ -218,6 +218,26 @@ class NotificationTarget(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class AppDatabase(Base):
+    """A project's PostgreSQL database on the operator's server (backend.databases): a NOLOGIN
+    role owning it, and the login role the app connects as, whose password is stored encrypted.
+    A rotation makes the next login role and drops the one before (``old_login_role`` until it
+    is gone). ``state``: creating (undone at the next start), ready, deleting (finished then)."""
+
+    __tablename__ = "app_databases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(40), unique=True)
+    database: Mapped[str] = mapped_column(String(63))
+    owner_role: Mapped[str] = mapped_column(String(63))
+    login_role: Mapped[str] = mapped_column(String(63))
+    old_login_role: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    password: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class ProjectVariable(Base):
     """One environment variable of a project's app; ``secret`` ones are never shown back."""
 

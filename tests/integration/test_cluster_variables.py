@@ -17,6 +17,7 @@ from sqlalchemy import text
 from backend.cluster.gitlab_forge import GitLabForge
 from backend.cluster.gitops import GitOpsRepository
 from backend.cluster.runtime import KubernetesRuntime
+from backend.databases import DatabaseService
 from backend.variables import VariableService
 from code_reloader.restart import COMMIT_ANNOTATION, RESTARTED_AT
 from flux.manifests import GitOpsLayout
@@ -25,11 +26,12 @@ from nakama.db.session import Database
 from nakama.db.tables import Project
 from nakama.errors import PermanentError
 from nakama.secretbox import SecretBox, generate_key
-from nakama.settings import FluxSettings, GitLabSettings, HarborSettings, Settings
+from nakama.settings import AddonSettings, FluxSettings, GitLabSettings, HarborSettings, Settings
 from tests.fakes.gitlab import TOKEN, TRIGGER_TOKEN, GitLabFake
 from tests.fakes.kubernetes import KubeFake, kube_fake
+from tests.integration.test_app_databases import addon_server, connect, roles_and_databases
 
-__all__ = ["kube_fake"]
+__all__ = ["addon_server", "kube_fake"]
 
 NAME = "demo"
 GITOPS = "nakama/gitops"
@@ -187,5 +189,38 @@ def test_the_service_stores_secrets_encrypted_and_the_app_gets_them_plain(
             service.set(NAME, "OTHER", "x" * 20, secret=True)
         assert "saved, but not applied" in str(caught.value)
         assert SECRET_VALUE not in str(caught.value)
+    finally:
+        db.dispose()
+
+
+def test_a_database_url_lands_in_the_apps_secret_with_the_host_the_cluster_reaches(
+    runtime: KubernetesRuntime, kube_fake: KubeFake, database_url: str, addon_server: str
+) -> None:
+    """Issue 14: the same database service in cluster mode; the app's address names the
+    server as the cluster reaches it (postgres_app_host), and the app restarts with it."""
+    db = Database(database_url)
+    box = SecretBox([generate_key()], source="NAKAMA_SECRETS_KEY")
+    db.migrate(secrets=box)
+    addons = AddonSettings(postgres_url=addon_server, postgres_app_host="pg.databases.svc:5433")
+    try:
+        with db.session() as s:
+            s.add(Project(name=NAME, status="running", branch="main", hook_token="t"))
+        kube_fake.add_deployment(NAME, annotations={COMMIT_ANNOTATION: COMMIT})
+        service = DatabaseService(db, box, addons, VariableService(db, runtime, box))
+        shown = service.create(NAME)
+        assert (shown.host, shown.port) == ("pg.databases.svc", 5433)
+        secret = kube_fake.secret(f"{NAME}-env")
+        assert secret is not None
+        url = secret["DATABASE_URL"]
+        assert url.startswith(f"postgresql://nakama_{NAME}_1:")
+        assert url.endswith(f"@pg.databases.svc:5433/nakama_{NAME}")
+        assert RESTARTED_AT in template_annotations(kube_fake)
+        # The same address, on the host this test reaches the server at, opens the database.
+        port = addon_server.rsplit(":", 1)[1].split("/")[0]
+        with connect(url.replace("pg.databases.svc:5433", f"127.0.0.1:{port}")) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (f"nakama_{NAME}",)
+        service.delete(NAME)
+        assert "DATABASE_URL" not in (kube_fake.secret(f"{NAME}-env") or {})
+        assert roles_and_databases(addon_server, NAME) == []
     finally:
         db.dispose()
