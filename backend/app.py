@@ -701,6 +701,7 @@ def create_app(platform: Platform) -> Gateway:
         settings=settings,
         sessions=sessions,
         notifications=platform.notifications,
+        databases=platform.databases,
         **web_options,
     )
     return Gateway(

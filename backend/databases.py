@@ -419,10 +419,19 @@ class DatabaseService:
                 log.error("app database not finished", project=row.project, error=str(exc))
 
     # --- plumbing --------------------------------------------------------------------------
+    def _check_ours(self, *names: str | None) -> None:
+        """Nakama drops only names it makes: a row changed by hand cannot point it elsewhere."""
+        for name in names:
+            if name is not None and not name.startswith(f"{self._prefix}_"):
+                raise Conflict(
+                    f"{name!r} does not start with {self._prefix + '_'!r}: Nakama does not drop it"
+                )
+
     def _undo(self, server: _Server, project: str) -> None:
         row = self._row(project)
         if row is None:
             return
+        self._check_ours(row.database, row.owner_role, row.login_role)
         try:
             server.drop(row, [row.login_role])
         except NakamaError as exc:
@@ -434,6 +443,7 @@ class DatabaseService:
 
     def _drop(self, server: _Server, row: AppDatabase) -> None:
         logins = [row.login_role] + ([row.old_login_role] if row.old_login_role else [])
+        self._check_ours(row.database, row.owner_role, *logins)
         server.drop(row, logins)
         with self._db.session() as s:
             s.execute(delete(AppDatabase).where(AppDatabase.project == row.project))
@@ -449,6 +459,7 @@ class DatabaseService:
         old = row.old_login_role
         if old is None:
             return
+        self._check_ours(old)
         server.drop_login(old, owner=row.owner_role, database=row.database)
         with self._db.session() as s:
             stored = s.scalars(select(AppDatabase).where(AppDatabase.project == row.project)).one()

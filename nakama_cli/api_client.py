@@ -246,6 +246,20 @@ class NakamaClient:
     def remove_notification_target(self, name: str, target_id: int) -> None:
         self.request("DELETE", f"/projects/{name}/notifications/{target_id}")
 
+    # --- database --------------------------------------------------------------------------------
+    def database(self, name: str) -> dict[str, Any]:
+        """Whether app databases are configured, and the project's database (or None)."""
+        return dict(self._json("GET", f"/projects/{name}/database"))
+
+    def create_database(self, name: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/projects/{name}/database"))
+
+    def rotate_database(self, name: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/projects/{name}/database/rotate"))
+
+    def delete_database(self, name: str) -> None:
+        self.request("DELETE", f"/projects/{name}/database")
+
     # --- sharing -------------------------------------------------------------------------------
     def members(self, name: str) -> list[dict[str, Any]]:
         return list(self._json("GET", f"/projects/{name}/members"))

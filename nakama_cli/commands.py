@@ -415,15 +415,7 @@ def projects_delete(
     with _client() as client:
         client.get_project(name)
         if not yes:
-            try:
-                typed = typer.prompt(
-                    f"Type the project's name to delete it ({name})", default="", err=True
-                )
-            except typer.Abort:
-                typed = ""
-            if typed.strip() != name:
-                _err(f"{typed.strip()!r} is not {name!r}; nothing deleted")
-                raise typer.Exit(EXIT_USAGE)
+            confirm_name(name, "to delete it")
         answer = client.delete_project(name)
         if wait:
 
@@ -441,6 +433,17 @@ def projects_delete(
         _print_json(answer)
     else:
         _console(stderr=False).print(Text(f"{name}: {answer['status']}"))
+
+
+def confirm_name(name: str, why: str) -> None:
+    """Ask for the project's name typed back; exit with a usage error unless it is."""
+    try:
+        typed = typer.prompt(f"Type the project's name {why} ({name})", default="", err=True)
+    except typer.Abort:
+        typed = ""
+    if typed.strip() != name:
+        _err(f"{typed.strip()!r} is not {name!r}; nothing deleted")
+        raise typer.Exit(EXIT_USAGE)
 
 
 def _wait_pipeline(

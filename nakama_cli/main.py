@@ -12,6 +12,7 @@ import typer
 
 from nakama_cli.auth import register as register_auth
 from nakama_cli.commands import EXIT_CODES_HELP, projects_app, register
+from nakama_cli.databases import database_app
 from nakama_cli.limits import register_limits
 from nakama_cli.notifications import notifications_app
 from nakama_cli.secrets import secrets_app
@@ -235,6 +236,7 @@ def cluster_setup(ctx: typer.Context) -> None:
 register(app)  # login, projects, pipelines, logs: the client of a running Nakama
 register_sharing(projects_app)  # projects share, unshare, members, visibility, sleep
 register_limits(projects_app)  # projects limits
+projects_app.add_typer(database_app, name="database")  # projects database create, show, ...
 app.add_typer(users_app, name="users")
 app.add_typer(secrets_app, name="secrets")  # on this machine's database and data dir
 app.add_typer(variables_app, name="variables")  # variables list, set, unset

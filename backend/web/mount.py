@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
+from backend.databases import DatabaseService
 from backend.limits import LimitService
 from backend.notifications import NotificationService
 from backend.projects import ProjectService
@@ -73,6 +74,7 @@ def install_web(
     sessions: SessionStore,
     maintainer_of: Callable[[Principal], str | None] = lambda _user: None,
     notifications: NotificationService | None = None,
+    databases: DatabaseService | None = None,
     gitlab_sign_in: bool = False,
     extra_routers: Iterable[Callable[[WebAuth, Renderer], APIRouter]] = (),
 ) -> None:
@@ -135,6 +137,7 @@ def install_web(
             csrf=auth.csrf,
             maintainer_of=maintainer_of,
             notifications=notifications,
+            databases=databases,
         )
     )
     app.include_router(

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
+from backend.databases import DatabaseService
 from backend.http_errors import status_of
 from backend.limits import LimitService
 from backend.notifications import NotificationService
@@ -56,6 +57,7 @@ def make_pages_router(
     csrf: Callable[[Request], Awaitable[None]],
     maintainer_of: Callable[[Principal], str | None],
     notifications: NotificationService | None = None,
+    databases: DatabaseService | None = None,
 ) -> APIRouter:
     """``user`` is the dependency that yields the signed-in user (and keeps it in
     ``request.state.user``); ``maintainer_of`` names the forge user who becomes a new
@@ -236,6 +238,7 @@ def make_pages_router(
             user=caller,
             variables=variables.list(name),
             targets=notifications.list(name) if notifications is not None else None,
+            database=databases.status(name) if databases is not None else None,
             **context,
             **resources_context(context["project"]),
             **sharing,
@@ -313,6 +316,52 @@ def make_pages_router(
             told.remove(name, target_id)
             flash(request, f"Notification target {target_id} removed.")
             return RedirectResponse(f"/projects/{name}#notifications", status_code=303)
+
+    # --- database --------------------------------------------------------------------------
+    if databases is not None:
+        addon = databases
+
+        def _database_done(request: Request, name: str, change: Callable[[], str]) -> Response:
+            try:
+                flash(request, change())
+            except (NotFound, Forbidden):
+                raise
+            except NakamaError as exc:
+                flash(request, str(exc), kind="error")
+            return RedirectResponse(f"/projects/{name}#database", status_code=303)
+
+        @router.post("/projects/{name}/database", dependencies=[Csrf])
+        def create_database(request: Request, name: OwnerOf) -> Response:
+            return _database_done(
+                request,
+                name,
+                lambda: (
+                    f"Database {addon.create(name).database} made; the app reads it from "
+                    "DATABASE_URL."
+                ),
+            )
+
+        @router.post("/projects/{name}/database/rotate", dependencies=[Csrf])
+        def rotate_database(request: Request, name: OwnerOf) -> Response:
+            return _database_done(
+                request,
+                name,
+                lambda: f"New credentials: the app now connects as {addon.rotate(name).role}.",
+            )
+
+        @router.post("/projects/{name}/database/delete", dependencies=[Csrf])
+        def delete_database(
+            request: Request, name: OwnerOf, confirm: Annotated[str, Form()] = ""
+        ) -> Response:
+            def dropped() -> str:
+                if confirm.strip() != name:
+                    raise InvalidInput(
+                        f"{confirm.strip()[:60]!r} is not {name!r}; the database was not dropped"
+                    )
+                addon.delete(name)
+                return "Database dropped, with its data; the app restarted without DATABASE_URL."
+
+            return _database_done(request, name, dropped)
 
     # --- variables -------------------------------------------------------------------------
     @router.post("/projects/{name}/variables", dependencies=[Csrf])

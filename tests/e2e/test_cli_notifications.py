@@ -19,9 +19,8 @@ from tests.e2e.nakama_server import (
     git,
     git_push,
     wait_for,
-    write_tiny_kit,
 )
-from tests.e2e.two_users import Run, alice_and_bob_with_a_project
+from tests.e2e.two_users import Run, alice_and_bob_with_a_project, tiny_server
 from tests.integration.test_notifications import BROKEN, Receiver, receiver  # noqa: F401
 
 PROJECT = "notify-app"
@@ -30,19 +29,14 @@ PROJECT = "notify-app"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, uv_cache: Path) -> Iterator[NakamaProcess]:
     root = tmp_path_factory.mktemp("cli-notifications")
-    nakama = NakamaProcess(
-        data_dir=root / "data",
-        starter_kit=write_tiny_kit(root / "kit"),
-        uv_cache=uv_cache,
-        extra_env={
+    yield from tiny_server(
+        root,
+        uv_cache,
+        {
             "NAKAMA_NOTIFICATIONS__ALLOW_PRIVATE_TARGETS": "true",
             "NAKAMA_NOTIFICATIONS__INTERVAL_S": "0.2",
         },
     )
-    nakama.start()
-    yield nakama
-    nakama.close()
-    nakama.kill_apps()
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,20 @@ def serve_tiny_kit(root: Path, uv_cache: Path, *, app: str = TINY_APP) -> Iterat
     nakama.kill_apps()
 
 
+def tiny_server(root: Path, uv_cache: Path, extra_env: dict[str, str]) -> Iterator[NakamaProcess]:
+    """A module's ``nakama up`` of the tiny kit with ``extra_env``, to ``yield from``."""
+    nakama = NakamaProcess(
+        data_dir=root / "data",
+        starter_kit=write_tiny_kit(root / "kit"),
+        uv_cache=uv_cache,
+        extra_env=extra_env,
+    )
+    nakama.start()
+    yield nakama
+    nakama.close()
+    nakama.kill_apps()
+
+
 def alice_and_bob_with_a_project(
     server: NakamaProcess, tmp_path_factory: pytest.TempPathFactory, project: str
 ) -> dict[str, Run]:
