@@ -570,7 +570,11 @@ def build_platform(settings: Settings) -> Platform:
         isolation=adapters.isolation,
         retention=Retention(db, settings.retention, files=adapters.retention_files),
         notifications=NotificationService(
-            db, secrets, settings.notifications, app_url=adapters.runtime.app_url
+            db,
+            secrets,
+            settings.notifications,
+            app_url=adapters.runtime.app_url,
+            app_status=adapters.runtime.status,
         ),
         databases=databases,
     )

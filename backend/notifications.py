@@ -17,6 +17,7 @@ import json
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -39,11 +40,15 @@ from nakama.errors import Conflict, InvalidInput, NotFound
 from nakama.logs import get_logger
 from nakama.notify import (
     ALLOW_SETTING,
+    CRASH_EVENT,
     DELIVERY_HEADER,
     EVENT_HEADER,
     KINDS,
     SIGNATURE_HEADER,
+    CrashLoop,
     PipelineEnd,
+    crash_bodies,
+    crash_looping,
     event_of,
     private_address,
     signature,
@@ -52,6 +57,7 @@ from nakama.notify import (
     wants,
     webhook_body,
 )
+from nakama.ports import AppStatus
 from nakama.secretbox import SecretBox
 from nakama.settings import NotificationSettings
 
@@ -104,8 +110,12 @@ class NotificationService:
         settings: NotificationSettings,
         *,
         app_url: Callable[[str], str | None],
+        app_status: Callable[[str], AppStatus] | None = None,
         resolver: Resolver = resolve,
     ) -> None:
+        """``app_status`` (the runtime's): for crash-loop notifications (None: none)."""
+        self._app_status = app_status
+        self._crashing: set[str] = set()  # projects whose targets were told of a crash loop
         self._db = db
         self._box = box
         self._settings = settings
@@ -196,9 +206,13 @@ class NotificationService:
     # --- the loop --------------------------------------------------------------------------
     def run(self) -> None:
         """Tell targets of finished pipelines until :meth:`stop` (a thread's body)."""
+        looked = time.monotonic()
         while not self._stop.wait(self._settings.interval_s):
             try:
                 self.step()
+                if time.monotonic() - looked >= self._settings.crash_check_s:
+                    looked = time.monotonic()
+                    self.crash_step()
             except Exception:  # a bad step must not end the loop
                 log.exception("notification step failed")
 
@@ -252,41 +266,96 @@ class NotificationService:
                 and ended >= as_utc(t.created_at)
             )
         for end, event, target in wanted:
-            self._senders.submit(
-                self._deliver,
-                end,
-                event,
-                target_id=target.id,
-                kind=target.kind,
-                url=self._box.decrypt(target.url, what="a notification URL"),
-                secret=self._box.decrypt(target.secret, what="a notification secret")
-                if target.secret
-                else None,
-            )
+            bodies = {"webhook": webhook_body(event, end), "slack": slack_body(event, end)}
+            self._submit(end.project, event, f"{end.pipeline_id}-{target.id}", bodies, target)
         return len(wanted)
+
+    def crash_step(self) -> int:
+        """Tell the targets of apps that crash repeatedly, once per crash loop (an app told of
+        is told again after a fresh start's count of restarts reached the bound again); how
+        many deliveries. Which apps were told is kept in memory: after a restart of Nakama an
+        app still crashing is told of once more."""
+        if self._app_status is None:
+            return 0
+        with self._db.session() as s:
+            targets = s.scalars(select(NotificationTarget).order_by(NotificationTarget.id)).all()
+        by_project: dict[str, list[NotificationTarget]] = {}
+        for target in targets:
+            by_project.setdefault(target.project, []).append(target)
+        self._crashing &= set(by_project)
+        sent = 0
+        for project, its_targets in by_project.items():
+            try:
+                status = self._app_status(project)
+            except Exception as exc:  # one app's runtime error must not keep others untold
+                log.warning("app status not read", project=project, error=str(exc)[:200])
+                continue
+            if not crash_looping(
+                status.state, status.restarts, min_restarts=self._settings.crash_restarts
+            ):
+                # Up between two crashes is the same loop: only a fresh start (a deploy, a
+                # restart, a new pod), which counts restarts from 0 again, ends it.
+                if status.restarts < self._settings.crash_restarts and status.state != "unknown":
+                    self._crashing.discard(project)
+                continue
+            if project in self._crashing:
+                continue
+            self._crashing.add(project)
+            crash = CrashLoop(
+                project=project,
+                state=status.state,
+                restarts=status.restarts,
+                detail=status.detail,
+                app_url=self._app_url(project),
+            )
+            log.info("app crashing repeatedly", project=project, restarts=status.restarts)
+            delivery = f"crash-{project}-{int(time.time())}"
+            for target in its_targets:
+                self._submit(project, CRASH_EVENT, delivery, crash_bodies(crash), target)
+                sent += 1
+        return sent
+
+    def _submit(
+        self,
+        project: str,
+        event: str,
+        delivery: str,
+        bodies: dict[str, dict[str, object]],
+        target: NotificationTarget,
+    ) -> None:
+        self._senders.submit(
+            self._deliver,
+            project,
+            event,
+            delivery=delivery,
+            body=json.dumps(bodies[target.kind]).encode(),
+            target_id=target.id,
+            url=self._box.decrypt(target.url, what="a notification URL"),
+            secret=self._box.decrypt(target.secret, what="a notification secret")
+            if target.secret
+            else None,
+        )
 
     def _deliver(
         self,
-        end: PipelineEnd,
+        project: str,
         event: str,
         *,
+        delivery: str,
+        body: bytes,
         target_id: int,
-        kind: str,
         url: str,
         secret: str | None,
     ) -> None:
-        body = json.dumps(
-            webhook_body(event, end) if kind == "webhook" else slack_body(event, end)
-        ).encode()
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"Nakama/{__version__}",
             EVENT_HEADER: event,
-            DELIVERY_HEADER: f"{end.pipeline_id}-{target_id}",
+            DELIVERY_HEADER: delivery,
         }
         if secret is not None:
             headers[SIGNATURE_HEADER] = signature(secret, body)
-        where = {"project": end.project, "target": target_id, "event": event}
+        where = {"project": project, "target": target_id, "event": event}
         retrying = Retrying(
             stop=stop_after_attempt(self._settings.attempts),
             wait=wait_exponential(

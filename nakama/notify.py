@@ -40,6 +40,43 @@ class PipelineEnd:
     app_url: str | None
 
 
+CRASH_EVENT = "app.crashing"
+# The app states in which it is down after stopping on its own (nakama.ports.AppStatus).
+_DOWN = ("backoff", "crashed")
+
+
+@dataclass(frozen=True)
+class CrashLoop:
+    """An app that keeps stopping on its own: what its notification carries."""
+
+    project: str
+    state: str
+    restarts: int
+    detail: str
+    app_url: str | None
+
+
+def crash_looping(state: str, restarts: int, *, min_restarts: int) -> bool:
+    """Whether an app in ``state`` after ``restarts`` restarts is crashing repeatedly."""
+    return state in _DOWN and restarts >= min_restarts
+
+
+def crash_bodies(crash: CrashLoop) -> dict[str, dict[str, object]]:
+    """The body of each kind of target for a crash loop."""
+    text = f":rotating_light: {crash.project}: the app keeps crashing ({crash.restarts} restarts)"
+    if crash.detail:
+        text += f": {crash.detail[:300]}"
+    return {
+        "webhook": {
+            "event": CRASH_EVENT,
+            "project": crash.project,
+            "app": {"state": crash.state, "restarts": crash.restarts, "detail": crash.detail},
+            "app_url": crash.app_url,
+        },
+        "slack": {"text": text},
+    }
+
+
 def event_of(end: PipelineEnd) -> str | None:
     """The notification event of a pipeline's end (None: nothing to say)."""
     if end.status == "failed":

@@ -52,6 +52,9 @@ class AppStatus:
     # running, starting, crashed, backoff, stopped; "unknown" when the runtime cannot be asked
     state: str
     detail: str = ""
+    # Times the app was restarted after it stopped on its own (local: by the supervisor;
+    # cluster: the app container's restartCount in its newest pod).
+    restarts: int = 0
 
 
 class Forge(Protocol):

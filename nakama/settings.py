@@ -315,6 +315,12 @@ class NotificationSettings(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0)
     # Targets one project may have.
     targets_per_project: int = Field(default=10, ge=1)
+    # An app restarted this many times after stopping on its own, and down now, is crashing
+    # repeatedly: every target of its project is told once, and again only after a fresh start
+    # (a deploy, a restart, a new pod) counted that many restarts again.
+    crash_restarts: int = Field(default=3, ge=1)
+    # Seconds between two looks at the apps of projects with targets.
+    crash_check_s: float = Field(default=30.0, gt=0)
 
 
 class AddonSettings(BaseModel):

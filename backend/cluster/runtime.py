@@ -117,6 +117,25 @@ def app_status(deployment: dict[str, Any]) -> AppStatus:
     return AppStatus("starting", rollout.message)
 
 
+def crash_of(pods: list[dict[str, Any]]) -> AppStatus | None:
+    """``backoff`` if an app container of ``pods`` (the API's JSON) waits in CrashLoopBackOff,
+    with the most restarts among them and the last exit; else None."""
+    found: AppStatus | None = None
+    for pod in pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if container.get("name") != "app" or waiting.get("reason") != "CrashLoopBackOff":
+                continue
+            restarts = int(container.get("restartCount") or 0)
+            last = (container.get("lastState") or {}).get("terminated") or {}
+            detail = "CrashLoopBackOff"
+            if last:
+                detail += f"; last exit: {last.get('reason') or 'code'} {last.get('exitCode')}"
+            if found is None or restarts > found.restarts:
+                found = AppStatus("backoff", f"{detail}; restarts={restarts}", restarts=restarts)
+    return found
+
+
 class BuildFinder(Protocol):
     """What the runtime asks of the registry: the image built for a dependency hash."""
 
@@ -689,7 +708,23 @@ class KubernetesRuntime:
             return AppStatus("stopped", "no deployment yet: Flux has not applied the manifests")
         except NakamaError as exc:
             return AppStatus("unknown", str(exc))
-        return app_status(to_json(self._kube, found))
+        status = app_status(to_json(self._kube, found))
+        if status.state != "starting":
+            return status
+        # Not all replicas ready: a crash loop shows only in the pods.
+        try:
+            pods = kube_call(
+                CoreV1Api(self._kube).list_namespaced_pod,
+                self._namespace,
+                label_selector=f"{NAME_LABEL}={project}",
+                what=f"listing pods of {self._namespace}/{project}",
+                retry=_READ_RETRY,
+                timeout_s=_READ_TIMEOUT_S,
+            )
+        except NakamaError:
+            return status
+        listed = to_json(self._kube, pods)
+        return crash_of(list(listed.get("items") or [])) or status
 
     def logs(self, project: str, *, tail: int) -> str:
         """The last ``tail`` lines of the app container of the app's newest pod ("" if none)."""

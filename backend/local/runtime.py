@@ -487,7 +487,7 @@ class LocalRuntime:
             parts.insert(0, f"stopped: {state.stop_reason}")
         elif state.stop_reason and state.restarts:
             parts.append(f"last stop: {state.stop_reason}")
-        return AppStatus(state=state.status, detail="; ".join(parts))
+        return AppStatus(state=state.status, detail="; ".join(parts), restarts=state.restarts)
 
     def set_visibility(self, project: str, visibility: str) -> None:
         """Nothing to do: the gateway reads the project's visibility at every request."""

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text
 
 from nakama.db.tables import NotificationTarget
 from nakama.settings import NotificationSettings
-from tests.e2e.nakama_server import wait_for
+from tests.e2e.nakama_server import TINY_APP, wait_for, write_tiny_kit
 from tests.integration.test_quotas import World, local_settings, served
 
 BROKEN = "this is not a requirement ===\n"
@@ -237,3 +237,80 @@ def test_private_and_malformed_targets_are_refused_by_default(
             assert "NAKAMA_NOTIFICATIONS__ALLOW_PRIVATE_TARGETS=true" in detail
         assert "pw" not in detail
         assert world.apis["alice"].get("/api/v1/projects/alice-app/notifications").json() == []
+
+
+# The tiny app, which (with CRASH=1) exits half a second after it starts answering.
+CRASHING_APP = TINY_APP.replace(
+    "print(",
+    'import threading\nif os.environ.get("CRASH") == "1":\n'
+    "    threading.Timer(0.5, lambda: os._exit(3)).start()\nprint(",
+    1,
+)
+
+
+def test_an_app_crashing_repeatedly_is_told_once_per_crash_loop(
+    database_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    base = notifying(
+        tmp_path, database_url, allow_private_targets=True, crash_check_s=0.2, crash_restarts=3
+    )
+    runtime = base.runtime.model_copy(
+        update={"restart_backoff_initial_s": 0.1, "restart_backoff_max_s": 0.3}
+    )
+    kit = write_tiny_kit(tmp_path / "crash-kit", app=CRASHING_APP)
+    settings = base.model_copy(update={"runtime": runtime, "starter_kit_dir": kit})
+    with served(settings, tmp_path) as w:
+        w.user("alice"), w.user("bob")
+        for who in ("alice", "bob"):
+            assert w.create(who, f"{who}-app").status_code == 201
+            w.settle(f"{who}-app")
+        secrets: dict[str, str] = {}
+        for who in ("alice", "bob"):
+            made = w.apis[who].post(
+                f"/api/v1/projects/{who}-app/notifications",
+                json={"kind": "webhook", "url": f"{receiver.url}/{who}"},
+            )
+            assert made.status_code == 201, made.text
+            secrets[who] = made.json()["secret"]
+
+        def crashes(who: str) -> list[Received]:
+            return [
+                g
+                for g in receiver.got
+                if g.path == f"/{who}" and g.headers["X-Nakama-Event"] == "app.crashing"
+            ]
+
+        crash = w.apis["alice"].put(
+            "/api/v1/projects/alice-app/variables/CRASH", json={"value": "1"}
+        )
+        assert crash.status_code == 200, crash.text
+        wait_for(lambda: crashes("alice"), timeout=60, what="the crash-loop notification")
+        [got] = crashes("alice")
+        mac = hmac.new(secrets["alice"].encode(), got.body, hashlib.sha256).hexdigest()
+        assert got.headers["X-Nakama-Signature"] == "sha256=" + mac
+        body = got.json()
+        assert body["event"] == "app.crashing" and body["project"] == "alice-app"
+        assert body["app"]["state"] in ("backoff", "crashed") and body["app"]["restarts"] >= 3
+        assert "exited with code 3" in body["app"]["detail"]
+        # Still crashing: no second notification; bob's healthy app tells his target nothing.
+        restarts = body["app"]["restarts"]
+        wait_for(
+            lambda: w.platform.runtime.status("alice-app").restarts >= restarts + 2,
+            timeout=30,
+            what="more restarts",
+        )
+        assert len(crashes("alice")) == 1 and crashes("bob") == []
+
+        # Fixed (a restart without CRASH), then crashing again: a new loop, told again.
+        fixed = w.apis["alice"].delete("/api/v1/projects/alice-app/variables/CRASH")
+        assert fixed.status_code == 204, fixed.text
+        wait_for(
+            lambda: w.project("alice-app")["app_state"] == "running", timeout=30, what="up again"
+        )
+        w.platform.notifications.crash_step()  # type: ignore[union-attr]
+        again = w.apis["alice"].put(
+            "/api/v1/projects/alice-app/variables/CRASH", json={"value": "1"}
+        )
+        assert again.status_code == 200, again.text
+        wait_for(lambda: len(crashes("alice")) == 2, timeout=60, what="the second crash loop")
+        assert crashes("bob") == []

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from nakama.notify import (
+    CrashLoop,
     PipelineEnd,
+    crash_bodies,
+    crash_looping,
     event_of,
     private_address,
     signature,
@@ -106,3 +109,39 @@ def test_private_address(addresses: list[str], found: str | None) -> None:
 def test_url_problem(url: str, problem: str | None) -> None:
     found = url_problem(url)
     assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+@pytest.mark.parametrize(
+    ("state", "restarts", "looping"),
+    [
+        ("backoff", 3, True),
+        ("crashed", 7, True),
+        ("backoff", 2, False),  # one or two crashes are not a loop yet
+        ("running", 9, False),  # up again after many restarts
+        ("starting", 5, False),
+        ("sleeping", 4, False),
+    ],
+)
+def test_crash_looping(state: str, restarts: int, looping: bool) -> None:
+    assert crash_looping(state, restarts, min_restarts=3) is looping
+
+
+def test_crash_bodies() -> None:
+    crash = CrashLoop(
+        project="sales",
+        state="backoff",
+        restarts=4,
+        detail="stopped: exited with code 1; restarts=4",
+        app_url="http://sales.localhost:8000",
+    )
+    bodies = crash_bodies(crash)
+    assert bodies["webhook"] == {
+        "event": "app.crashing",
+        "project": "sales",
+        "app": {"state": "backoff", "restarts": 4, "detail": crash.detail},
+        "app_url": "http://sales.localhost:8000",
+    }
+    assert bodies["slack"]["text"] == (
+        ":rotating_light: sales: the app keeps crashing (4 restarts): "
+        "stopped: exited with code 1; restarts=4"
+    )
