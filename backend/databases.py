@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     import psycopg
 
 log = get_logger(__name__)
+_APPLICATION = "nakama-app-databases"  # application_name of Nakama's admin sessions
 SETTING = "NAKAMA_ADDONS__POSTGRES_URL"
 NOT_CONFIGURED = (
     "no PostgreSQL server is configured for app databases: the operator sets "
@@ -94,6 +96,7 @@ class _Server:
             password=parsed.password,
             dbname=parsed.database or "postgres",
             connect_timeout="10",
+            application_name=_APPLICATION,
             **{k: v if isinstance(v, str) else v[-1] for k, v in parsed.query.items()},
         )
         self._limit = connection_limit
@@ -137,6 +140,33 @@ class _Server:
         return found
 
     # --- changes ---------------------------------------------------------------------------
+    def end_orphans(self, row: AppDatabase, *, wait_s: float = 10.0) -> None:
+        """End Nakama's admin sessions still working on ``row``'s names: a Nakama killed
+        during a create leaves its statement running on the server (a CREATE DATABASE that
+        waits for template1 completes once it may), which would make the database again
+        after an undo dropped it."""
+        from psycopg import sql
+
+        with self.connect() as conn:
+            names = [
+                sql.Identifier(n).as_string(conn)
+                for n in (row.database, row.owner_role, row.login_role)
+            ]
+            mine = (
+                "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                " AND application_name = %s AND usename = current_user AND state = 'active'"
+                " AND EXISTS (SELECT 1 FROM unnest(%s::text[]) AS n WHERE position(n in query) > 0)"
+            )
+            deadline = time.monotonic() + wait_s
+            while True:
+                pids = [p for (p,) in conn.execute(mine, (_APPLICATION, names))]
+                if not pids or time.monotonic() > deadline:
+                    return
+                for pid in pids:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                log.info("ended an interrupted create's session", database=row.database)
+                time.sleep(0.1)
+
     def make(self, row: AppDatabase, password: str) -> None:
         """The owner role, the login role and the database; what is there already is kept (an
         undone create drops all of them, so a second try starts clean)."""
@@ -410,6 +440,7 @@ class DatabaseService:
             try:
                 with self._lock, self._variables.lock(row.project):
                     if row.state == "creating":
+                        server.end_orphans(row)
                         self._undo(server, row.project)
                     elif row.state == "deleting":
                         self._drop(server, row)
