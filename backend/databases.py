@@ -23,7 +23,6 @@ delete or a rotation that is interrupted is finished at the next start.
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.engine import URL, make_url
 
-from backend.variables import DATABASE_VARIABLE, VariableService, store_variable
+from backend.variables import DATABASE_VARIABLE, VariableService, remove_variable, store_variable
 from nakama.db.session import Database
-from nakama.db.tables import AppDatabase, ProjectVariable, as_utc, utcnow
+from nakama.db.tables import AppDatabase, as_utc, utcnow
 from nakama.errors import Conflict, NakamaError, NotFound, TemporaryError
 from nakama.logs import get_logger
 from nakama.secretbox import SecretBox
@@ -135,7 +134,7 @@ class _Server:
                     "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (roles,)
                 )
             ]
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+            if self._database_exists(conn, database):
                 found.append(f"database {database}")
         return found
 
@@ -179,9 +178,7 @@ class _Server:
                 )
         self.make_login(row.login_role, owner=row.owner_role, password=password)
         with self.connect() as conn:
-            if not conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (row.database,)
-            ).fetchone():
+            if not self._database_exists(conn, row.database):
                 conn.execute(
                     sql.SQL("CREATE DATABASE {} OWNER {}").format(
                         sql.Identifier(row.database), sql.Identifier(row.owner_role)
@@ -228,9 +225,7 @@ class _Server:
         with self.connect() as conn:
             if not self._role_exists(conn, login):
                 return
-            in_db = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
-            ).fetchone()
+            in_db = self._database_exists(conn, database)
         if in_db:
             with self.connect(database) as conn:
                 conn.execute(
@@ -258,6 +253,12 @@ class _Server:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(row.owner_role)))
 
     @staticmethod
+    def _database_exists(conn: psycopg.Connection[Any], name: str) -> bool:
+        return bool(
+            conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        )
+
+    @staticmethod
     def _role_exists(conn: psycopg.Connection[Any], name: str) -> bool:
         return bool(conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone())
 
@@ -271,7 +272,7 @@ class DatabaseService:
         self._settings = settings
         self._variables = variables
         self._prefix = settings.postgres_prefix
-        self._lock = threading.Lock()  # one create, rotation or delete at a time
+        self._address = _app_address(settings)
 
     @property
     def configured(self) -> bool:
@@ -313,7 +314,7 @@ class DatabaseService:
     def create(self, project: str) -> DatabasePublic:
         """Make the project's database and restart its app with ``DATABASE_URL``."""
         server = self._server()
-        with self._lock, self._variables.lock(project):
+        with self._variables.lock(project):
             self._variables.check_project(project, changing=True)
             if self._row(project) is not None:
                 raise Conflict(f"project {project!r} has a database already")
@@ -342,7 +343,7 @@ class DatabaseService:
                 self._undo(server, project)
                 raise
             with self._db.session() as s:
-                stored = s.scalars(select(AppDatabase).where(AppDatabase.project == project)).one()
+                stored = s.scalars(_query(project)).one()
                 stored.state = "ready"
                 store_variable(
                     s,
@@ -361,7 +362,7 @@ class DatabaseService:
     def rotate(self, project: str) -> DatabasePublic:
         """New credentials: the next login role, the app restarted with it, the old one dropped."""
         server = self._server()
-        with self._lock, self._variables.lock(project):
+        with self._variables.lock(project):
             self._variables.check_project(project, changing=True)
             row = self._ready_row(project)
             if row.old_login_role is not None:  # an interrupted rotation: finish it first
@@ -370,7 +371,7 @@ class DatabaseService:
             password = _password()
             server.make_login(login, owner=row.owner_role, password=password)
             with self._db.session() as s:
-                stored = s.scalars(select(AppDatabase).where(AppDatabase.project == project)).one()
+                stored = s.scalars(_query(project)).one()
                 stored.old_login_role, stored.login_role = stored.login_role, login
                 stored.password = self._box.encrypt(password)
                 stored.rotated_at = utcnow()
@@ -395,19 +396,14 @@ class DatabaseService:
     def delete(self, project: str) -> None:
         """Restart the app without ``DATABASE_URL``, then drop the database and its roles."""
         server = self._server()
-        with self._lock, self._variables.lock(project):
+        with self._variables.lock(project):
             self._variables.check_project(project, changing=True)
             row = self._row(project)
             if row is None:
                 raise NotFound(f"project {project!r} has no database")
             with self._db.session() as s:
-                s.execute(
-                    delete(ProjectVariable).where(
-                        ProjectVariable.project == project,
-                        ProjectVariable.key == DATABASE_VARIABLE,
-                    )
-                )
-                stored = s.scalars(select(AppDatabase).where(AppDatabase.project == project)).one()
+                remove_variable(s, project, DATABASE_VARIABLE)
+                stored = s.scalars(_query(project)).one()
                 stored.state = "deleting"
             try:
                 self._variables.apply(project, failed="the app was not restarted")
@@ -420,7 +416,7 @@ class DatabaseService:
         row = self._row(project)
         if row is None:
             return
-        with self._lock:
+        with self._variables.lock(project):
             self._drop(self._server(), row)
 
     def resume(self) -> None:
@@ -438,7 +434,7 @@ class DatabaseService:
             return
         for row in pending:
             try:
-                with self._lock, self._variables.lock(row.project):
+                with self._variables.lock(row.project):
                     if row.state == "creating":
                         server.end_orphans(row)
                         self._undo(server, row.project)
@@ -478,12 +474,7 @@ class DatabaseService:
         server.drop(row, logins)
         with self._db.session() as s:
             s.execute(delete(AppDatabase).where(AppDatabase.project == row.project))
-            s.execute(
-                delete(ProjectVariable).where(
-                    ProjectVariable.project == row.project,
-                    ProjectVariable.key == DATABASE_VARIABLE,
-                )
-            )
+            remove_variable(s, row.project, DATABASE_VARIABLE)
         log.info("app database dropped", project=row.project, database=row.database)
 
     def _finish_rotation(self, server: _Server, row: AppDatabase) -> None:
@@ -493,15 +484,12 @@ class DatabaseService:
         self._check_ours(old)
         server.drop_login(old, owner=row.owner_role, database=row.database)
         with self._db.session() as s:
-            stored = s.scalars(select(AppDatabase).where(AppDatabase.project == row.project)).one()
+            stored = s.scalars(_query(row.project)).one()
             stored.old_login_role = None
         row.old_login_role = None
 
     def _app_url(self, server: _Server, row: AppDatabase, password: str) -> str:
-        host, port = server.host, server.port
-        if self._settings.postgres_app_host:
-            parts = urlsplit(f"//{self._settings.postgres_app_host}")
-            host, port = parts.hostname or host, parts.port or port
+        host, port = self._address
         query = {k: v for k, v in server.query.items() if k in ("sslmode", "sslrootcert")}
         return URL.create(
             "postgresql",
@@ -515,7 +503,7 @@ class DatabaseService:
 
     def _row(self, project: str) -> AppDatabase | None:
         with self._db.session() as s:
-            return s.scalar(select(AppDatabase).where(AppDatabase.project == project))
+            return s.scalar(_query(project))
 
     def _ready_row(self, project: str) -> AppDatabase:
         row = self._row(project)
@@ -526,19 +514,13 @@ class DatabaseService:
         return row
 
     def _public(self, row: AppDatabase) -> DatabasePublic:
-        server_host, server_port = "", 5432
-        if self._settings.postgres_url is not None:
-            parsed = make_url(self._settings.postgres_url.get_secret_value())
-            server_host, server_port = parsed.host or "localhost", parsed.port or 5432
-        if self._settings.postgres_app_host:
-            parts = urlsplit(f"//{self._settings.postgres_app_host}")
-            server_host, server_port = parts.hostname or server_host, parts.port or server_port
+        host, port = self._address
         return DatabasePublic(
             project=row.project,
             database=row.database,
             role=row.login_role,
-            host=server_host,
-            port=server_port,
+            host=host,
+            port=port,
             state=row.state,
             created_at=as_utc(row.created_at),
             rotated_at=as_utc(row.rotated_at) if row.rotated_at is not None else None,
@@ -552,3 +534,19 @@ def _password() -> str:
 def _next_login(login: str) -> str:
     base, _, n = login.rpartition("_")
     return f"{base}_{int(n) + 1}"
+
+
+def _query(project: str) -> Select[AppDatabase]:
+    return select(AppDatabase).where(AppDatabase.project == project)
+
+
+def _app_address(settings: AddonSettings) -> tuple[str, int]:
+    """The (host, port) apps reach the server at: postgres_app_host, else the admin DSN's."""
+    host, port = "", 5432
+    if settings.postgres_url is not None:
+        parsed = make_url(settings.postgres_url.get_secret_value())
+        host, port = parsed.host or "localhost", parsed.port or 5432
+    if settings.postgres_app_host:
+        parts = urlsplit(f"//{settings.postgres_app_host}")
+        host, port = parts.hostname or host, parts.port or port
+    return host, port

@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import threading
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import ColumnElement, Select, delete, select, update
 from sqlalchemy.orm import Session
 
 from nakama.db.session import Database
@@ -64,6 +64,15 @@ def store_variable(
         s.add(ProjectVariable(project=project, key=key, value=stored, secret=secret))
     else:
         row.value, row.secret = stored, secret
+
+
+def remove_variable(s: Session, project: str, key: str) -> None:
+    """Delete one variable, if it is there, in the session's transaction."""
+    s.execute(
+        delete(ProjectVariable).where(
+            ProjectVariable.project == project, ProjectVariable.key == key
+        )
+    )
 
 
 def _what(project: str, key: str) -> str:
@@ -144,7 +153,7 @@ class VariableService:
     # --- reads -----------------------------------------------------------------------------
     def list(self, project: str) -> builtins.list[VariablePublic]:
         """The project's variables sorted by key, secrets without their values."""
-        self._check_project(project)
+        self.check_project(project)
         with self._db.session() as s:
             rows = s.scalars(
                 select(ProjectVariable)
@@ -155,12 +164,12 @@ class VariableService:
 
     def get(self, project: str, key: str) -> VariablePublic:
         """One variable as :meth:`list` shows it; NotFound if the project or it is missing."""
-        self._check_project(project)
+        self.check_project(project)
         return self._public(self._row(project, key))
 
     def environment(self, project: str) -> dict[str, str]:
         """The real values, for the runtime only: never show them."""
-        self._check_project(project)
+        self.check_project(project)
         return stored_environment(self._db, project, self._box)
 
     # --- changes ---------------------------------------------------------------------------
@@ -169,19 +178,19 @@ class VariableService:
         so that repeating a change whose restart failed applies it)."""
         validate_key(key)
         validate_value(key, value)
-        with self._lock(project):
-            self._check_project(project, changing=True)
+        with self.lock(project):
+            self.check_project(project, changing=True)
             self._check_unmanaged(project, key)
             check_total({**stored_environment(self._db, project, self._box), key: value})
             with self._db.session() as s:
                 store_variable(s, self._box, project, key, value, secret=secret)
             log.info("variable set", project=project, key=key, secret=secret)
-            self._apply(project, extra_secret=value if secret else None)
+            self.apply(project, removed=value if secret else None)
 
     def delete(self, project: str, key: str) -> None:
         """Remove a variable and restart the app without it; NotFound if it is not there."""
-        with self._lock(project):
-            self._check_project(project, changing=True)
+        with self.lock(project):
+            self.check_project(project, changing=True)
             self._check_unmanaged(project, key)
             with self._db.session() as s:
                 row = s.scalar(self._query(project, key))
@@ -190,41 +199,27 @@ class VariableService:
                 removed = self._removed_secret(row)
                 s.delete(row)
             log.info("variable deleted", project=project, key=key)
-            self._apply(project, extra_secret=removed)
-
-    def lock(self, project: str) -> threading.Lock:
-        """The project's lock of variable changes, for a service that changes one itself."""
-        return self._lock(project)
-
-    def check_project(self, project: str, *, changing: bool = False) -> None:
-        """NotFound for a missing project; Conflict for changing one being deleted."""
-        self._check_project(project, changing=changing)
-
-    def apply(self, project: str, *, failed: str, removed: str | None = None) -> None:
-        """Restart the app with its stored variables (call with :meth:`lock` held); ``removed``:
-        a secret just taken out, kept out of the error too."""
-        self._apply(project, extra_secret=removed, failed=failed)
+            self.apply(project, removed=removed)
 
     def restart(self, project: str) -> None:
         """Restart the app on what it runs, with its variables: the restart a change of them
         makes, so a restart and a change never cross. An app that does not run is left alone
         (it gets its variables when it starts)."""
-        with self._lock(project):
-            self._check_project(project, changing=True)
+        with self.lock(project):
+            self.check_project(project, changing=True)
             log.info("app restart asked", project=project)
-            self._apply(
-                project, extra_secret=None, failed=f"the app of {project!r} was not restarted"
-            )
+            self.apply(project, failed=f"the app of {project!r} was not restarted")
 
     # --- plumbing --------------------------------------------------------------------------
-    def _apply(self, project: str, *, extra_secret: str | None, failed: str = "") -> None:
-        """Give the runtime the whole current set; an error it raises comes out redacted and
-        after ``failed`` (by default: the variables were saved, but not applied)."""
+    def apply(self, project: str, *, failed: str = "", removed: str | None = None) -> None:
+        """Give the runtime the whole current set (call with :meth:`lock` held); an error it
+        raises comes out redacted, ``removed`` (a secret just taken out) too, and after
+        ``failed`` (by default: the variables were saved, but not applied)."""
         rows = _stored(self._db, project, self._box)
         variables = {key: value for key, value, _ in rows}
         secrets = [value for _, value, secret in rows if secret]
-        if extra_secret is not None:
-            secrets.append(extra_secret)
+        if removed is not None:
+            secrets.append(removed)
         try:
             self._runtime.set_environment(project, variables)
         except NakamaError as exc:
@@ -246,7 +241,8 @@ class VariableService:
                 f"`nakama projects database delete {project}` removes it"
             )
 
-    def _check_project(self, project: str, *, changing: bool = False) -> None:
+    def check_project(self, project: str, *, changing: bool = False) -> None:
+        """NotFound for a missing project; Conflict for changing one being deleted."""
         with self._db.session() as s:
             status = s.scalar(select(Project.status).where(Project.name == project))
         if status is None:
@@ -255,10 +251,12 @@ class VariableService:
             raise Conflict(f"project {project!r} is being deleted")
 
     @staticmethod
+    def matching(project: str, key: str) -> tuple[ColumnElement[bool], ...]:
+        return (ProjectVariable.project == project, ProjectVariable.key == key)
+
+    @staticmethod
     def _query(project: str, key: str) -> Select[ProjectVariable]:
-        return select(ProjectVariable).where(
-            ProjectVariable.project == project, ProjectVariable.key == key
-        )
+        return select(ProjectVariable).where(*VariableService.matching(project, key))
 
     def _row(self, project: str, key: str) -> ProjectVariable:
         with self._db.session() as s:
@@ -267,7 +265,7 @@ class VariableService:
             raise NotFound(f"variable {key[:100]!r} of project {project!r} not found")
         return row
 
-    def _lock(self, project: str) -> threading.Lock:
+    def lock(self, project: str) -> threading.Lock:
         """One lock per project: a change and its restart finish before the next begins, so
         the last restart always carries the last change."""
         with self._locks_lock:
